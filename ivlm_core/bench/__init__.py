@@ -1,0 +1,1 @@
+"""Benchmarks: each prints figures, its last line machine-readable (key=value ...)."""

