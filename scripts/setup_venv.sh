@@ -13,6 +13,10 @@ inputs_hash() {
      scripts/fix_ros_wheel_cmake.sh msg/package.xml msg/CMakeLists.txt msg/msg/*.msg msg/srv/*.srv 2>/dev/null) \
     | sha256sum | cut -d' ' -f1
 }
+# One setup at a time (parallel test runs or shells may call this concurrently).
+mkdir -p "$VENV"
+exec 9>"$VENV/.ivlm-setup.lock"
+flock 9
 STAMP="$VENV/.ivlm-setup-done"
 HASH="$(inputs_hash)"
 if [[ -f "$STAMP" && "$(cat "$STAMP")" == "$HASH" ]]; then
@@ -27,7 +31,7 @@ for tool in cmake g++ make; do
   fi
 done
 
-[[ -x "$VENV/bin/python" ]] || "$PY" -m venv "$VENV"
+[[ -x "$VENV/bin/python" ]] || "$PY" -m venv --clear "$VENV"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "[setup] installing Python dependencies into $VENV" >&2
 "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-build.txt" \
