@@ -15,7 +15,7 @@ from ivlm_core.errors import InvalidInputError
 
 
 class AttentionSplitter(nn.Module):
-    """out_h = output_proj(softmax(q_h k^T / sqrt(hidden)) v), likewise out_o with q_o; shared k, v, projections."""
+    """out_h = output_proj(softmax(q_h k^T / sqrt(hidden)) v); out_o the same with q_o (k, v shared)."""
 
     def __init__(self, dim: int = 256, hidden: int = 128) -> None:
         super().__init__()

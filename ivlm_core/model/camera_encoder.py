@@ -20,7 +20,9 @@ class ViV1CameraEncoder(nn.Module):
     Keys match the release: `spatial_encoder.{0,2}.*`, `view_transforms.{i}.*` (under `cam_pose_encoder.`).
     """
 
-    def __init__(self, num_views: int = 4, out_dim: int = 256, hidden_dim: int = 128, input_dim: int = 5) -> None:
+    def __init__(
+        self, num_views: int = 4, out_dim: int = 256, hidden_dim: int = 128, input_dim: int = 5
+    ) -> None:
         super().__init__()
         self.num_views = num_views
         self.out_dim = out_dim
@@ -32,7 +34,7 @@ class ViV1CameraEncoder(nn.Module):
 
     @classmethod
     def from_state_dict(cls, state_dict: Mapping[str, torch.Tensor]) -> ViV1CameraEncoder:
-        """Build with sizes read from the weights (keys without 'cam_pose_encoder.') and load them strictly."""
+        """Build with sizes read from the weights (keys without 'cam_pose_encoder.'); strict load."""
         try:
             first = state_dict["spatial_encoder.0.weight"]
             last = state_dict["view_transforms.0.weight"]
@@ -43,7 +45,10 @@ class ViV1CameraEncoder(nn.Module):
             ) from None
         view_ids = {int(k.split(".")[1]) for k in state_dict if k.startswith("view_transforms.")}
         encoder = cls(
-            num_views=len(view_ids), out_dim=last.shape[0], hidden_dim=first.shape[0], input_dim=first.shape[1]
+            num_views=len(view_ids),
+            out_dim=last.shape[0],
+            hidden_dim=first.shape[0],
+            input_dim=first.shape[1],
         )
         encoder.load_checked(state_dict)
         return encoder
@@ -60,7 +65,7 @@ class ViV1CameraEncoder(nn.Module):
         ]
         if missing or unexpected or mismatched:
             raise CheckpointError(
-                f"camera encoder weights do not match vi_v1 ({self.num_views} views, out_dim {self.out_dim}): "
+                f"camera encoder weights do not match vi_v1 ({self.num_views} views, out {self.out_dim}): "
                 f"missing {missing}, unexpected {unexpected}, shape mismatches {mismatched}."
             )
         self.load_state_dict(dict(state_dict), strict=True)
@@ -69,7 +74,7 @@ class ViV1CameraEncoder(nn.Module):
         """(V,5) normalised camera parameters, in view-set order -> (V,out_dim) encodings in (0,1)."""
         if cam_params.ndim != 2 or cam_params.shape != (self.num_views, self.input_dim):
             raise InvalidInputError(
-                f"camera parameters must be ({self.num_views},{self.input_dim}), got {tuple(cam_params.shape)}"
+                f"cam params must be ({self.num_views},{self.input_dim}), not {tuple(cam_params.shape)}"
             )
         weight = self.spatial_encoder[0].weight
         trunk = self.spatial_encoder(cam_params.to(device=weight.device, dtype=weight.dtype))

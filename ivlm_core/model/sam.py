@@ -165,7 +165,9 @@ class SamSpec:
             layer_norm_eps=1e-5,
         )
         config = SamConfig(
-            vision_config=vision.to_dict(), prompt_encoder_config=prompt.to_dict(), mask_decoder_config=decoder.to_dict()
+            vision_config=vision.to_dict(),
+            prompt_encoder_config=prompt.to_dict(),
+            mask_decoder_config=decoder.to_dict(),
         )
         for sub in (config, config.vision_config, config.prompt_encoder_config, config.mask_decoder_config):
             sub._attn_implementation = attn_implementation
@@ -248,7 +250,10 @@ def _internal_to_released_rules(spec: SamSpec) -> list[_Rule]:
             r"(self_attn|cross_attn_token_to_image|cross_attn_image_to_token)\.(q_proj|k_proj|v_proj|out_proj)\.(\w+)",
             rf"{dec}.transformer.layers.\1.\2.\3.\4",
         ),
-        (r"mask_decoder\.transformer\.layers\.(\d+)\.mlp\.(lin[12])\.(\w+)", rf"{dec}.transformer.layers.\1.mlp.\2.\3"),
+        (
+            r"mask_decoder\.transformer\.layers\.(\d+)\.mlp\.(lin[12])\.(\w+)",
+            rf"{dec}.transformer.layers.\1.mlp.\2.\3",
+        ),
         (
             r"mask_decoder\.transformer\.layers\.(\d+)\.layer_norm([1-4])\.(\w+)",
             rf"{dec}.transformer.layers.\1.norm\2.\3",
@@ -257,7 +262,10 @@ def _internal_to_released_rules(spec: SamSpec) -> list[_Rule]:
             r"mask_decoder\.transformer\.final_attn_token_to_image\.(q_proj|k_proj|v_proj|out_proj)\.(\w+)",
             rf"{dec}.transformer.final_attn_token_to_image.\1.\2",
         ),
-        (r"mask_decoder\.transformer\.layer_norm_final_attn\.(\w+)", rf"{dec}.transformer.norm_final_attn.\1"),
+        (
+            r"mask_decoder\.transformer\.layer_norm_final_attn\.(\w+)",
+            rf"{dec}.transformer.norm_final_attn.\1",
+        ),
         (r"mask_decoder\.upscale_conv1\.(\w+)", rf"{dec}.output_upscaling.0.\1"),
         (r"mask_decoder\.upscale_layer_norm\.(\w+)", rf"{dec}.output_upscaling.1.\1"),
         (r"mask_decoder\.upscale_conv2\.(\w+)", rf"{dec}.output_upscaling.3.\1"),
@@ -266,7 +274,9 @@ def _internal_to_released_rules(spec: SamSpec) -> list[_Rule]:
         rules += _mlp_rule(
             rf"mask_decoder\.output_hypernetworks_mlps\.{i}", f"{dec}.output_hypernetworks_mlps.{i}", depth=3
         )
-    rules += _mlp_rule(r"mask_decoder\.iou_prediction_head", f"{dec}.iou_prediction_head", spec.iou_head_depth)
+    rules += _mlp_rule(
+        r"mask_decoder\.iou_prediction_head", f"{dec}.iou_prediction_head", spec.iou_head_depth
+    )
     return rules
 
 
@@ -302,7 +312,7 @@ class ContactSam(nn.Module):
     # --- inference ---------------------------------------------------------------------------------------
 
     def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(V,3,S,S) normalised, padded images -> (V,C,S/16,S/16) image embeddings (cacheable for fixed renders)."""
+        """(V,3,S,S) normalised, padded images -> (V,C,S/16,S/16) embeddings (cacheable for fixed renders)."""
         size = self.spec.image_size
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
             raise InvalidInputError(
@@ -365,7 +375,9 @@ class ContactSam(nn.Module):
         size = self.spec.image_size
         masks = F.interpolate(low_res.float(), (size, size), mode="bilinear", align_corners=False)
         masks = masks[..., : int(input_size[0]), : int(input_size[1])]
-        masks = F.interpolate(masks, tuple(int(s) for s in original_size), mode="bilinear", align_corners=False)
+        masks = F.interpolate(
+            masks, tuple(int(s) for s in original_size), mode="bilinear", align_corners=False
+        )
         return masks[:, 0]
 
     def _check_tokens(self, view_tokens: torch.Tensor) -> None:
