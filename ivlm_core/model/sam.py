@@ -117,6 +117,60 @@ class SamSpec:
             raise InvalidInputError(f"SAM spec dict: missing keys {missing}, unknown keys {unknown}.")
         return cls(**{k: d[k] for k in names})
 
+    @classmethod
+    def from_released_state_dict(
+        cls,
+        state_dict: Mapping[str, torch.Tensor],
+        decoder_num_heads: int,
+        pixel_mean: tuple[float, float, float] = (123.675, 116.28, 103.53),
+        pixel_std: tuple[float, float, float] = (58.395, 57.12, 57.375),
+    ) -> SamSpec:
+        """Read the sizes off released SAM weights (keys without the prefix), for checkpoints with no config.
+
+        The decoder head count leaves no trace in the weights, so it must be given (8 for SAM ViT-H).
+        A block counts as global when its rel-pos table spans the whole grid (windowed attention with a
+        window as large as the grid is the same computation).
+        """
+        try:
+            patch_w = state_dict["image_encoder.patch_embed.proj.weight"]
+            pos = state_dict["image_encoder.pos_embed"]
+            neck = state_dict["image_encoder.neck.0.weight"]
+            mask_conv = state_dict["prompt_encoder.mask_downscaling.3.weight"]
+            iou_hidden = state_dict["mask_decoder.iou_prediction_head.layers.0.weight"]
+            mask_tokens = state_dict["mask_decoder.mask_tokens.weight"]
+        except KeyError as err:
+            raise CheckpointError(f"SAM weights lack {err}; cannot infer the SAM size.") from None
+        embed, patch = patch_w.shape[0], patch_w.shape[-1]
+        grid = pos.shape[1]
+        blocks = sorted({int(k.split(".")[2]) for k in state_dict if k.startswith("image_encoder.blocks.")})
+        rel_lengths = [state_dict[f"image_encoder.blocks.{b}.attn.rel_pos_h"].shape[0] for b in blocks]
+        head_dim = state_dict[f"image_encoder.blocks.{blocks[0]}.attn.rel_pos_h"].shape[1]
+        windowed = [n for n in rel_lengths if n != 2 * grid - 1]
+        layer_ids = {
+            int(k.split(".")[3]) for k in state_dict if k.startswith("mask_decoder.transformer.layers.")
+        }
+        iou_layers = {k for k in state_dict if k.startswith("mask_decoder.iou_prediction_head.layers.")}
+        return cls(
+            image_size=grid * patch,
+            patch_size=patch,
+            encoder_embed_dim=embed,
+            encoder_depth=len(blocks),
+            encoder_num_heads=embed // head_dim,
+            encoder_global_attn_indexes=tuple(b for b, n in zip(blocks, rel_lengths) if n == 2 * grid - 1),
+            window_size=(windowed[0] + 1) // 2 if windowed else grid,
+            mlp_ratio=state_dict["image_encoder.blocks.0.mlp.lin1.weight"].shape[0] / embed,
+            prompt_embed_dim=neck.shape[0],
+            mask_in_chans=mask_conv.shape[0],
+            decoder_depth=len(layer_ids),
+            decoder_mlp_dim=state_dict["mask_decoder.transformer.layers.0.mlp.lin1.weight"].shape[0],
+            decoder_num_heads=decoder_num_heads,
+            num_multimask_outputs=mask_tokens.shape[0] - 1,
+            iou_head_depth=len(iou_layers) // 2,
+            iou_head_hidden_dim=iou_hidden.shape[0],
+            pixel_mean=pixel_mean,
+            pixel_std=pixel_std,
+        )
+
     def to_dict(self) -> dict:
         """JSON-friendly form, the inverse of `from_dict`."""
         d = asdict(self)
@@ -447,6 +501,6 @@ def sam_preprocess(image_uint8_hwc: np.ndarray, spec: SamSpec) -> tuple[torch.Te
         image = np.asarray(Image.fromarray(image).resize((new_w, new_h), Image.BILINEAR))
     mean = torch.tensor(spec.pixel_mean, dtype=torch.float32).view(3, 1, 1)
     std = torch.tensor(spec.pixel_std, dtype=torch.float32).view(3, 1, 1)
-    chw = (torch.from_numpy(np.ascontiguousarray(image)).permute(2, 0, 1).float() - mean) / std
+    chw = (torch.from_numpy(np.array(image, dtype=np.float32)).permute(2, 0, 1) - mean) / std
     padded = F.pad(chw, (0, size - new_w, 0, size - new_h))
     return padded, (new_h, new_w)
