@@ -365,16 +365,23 @@ class ContactSam(nn.Module):
 
     # --- inference ---------------------------------------------------------------------------------------
 
-    def encode_images(self, pixel_values: torch.Tensor) -> torch.Tensor:
-        """(V,3,S,S) normalised, padded images -> (V,C,S/16,S/16) embeddings (cacheable for fixed renders)."""
+    def encode_images(self, pixel_values: torch.Tensor, chunk_size: int = 1) -> torch.Tensor:
+        """(V,3,S,S) normalised, padded images -> (V,C,S/16,S/16) embeddings (cacheable for fixed renders).
+
+        Images go through `chunk_size` at a time: ViT-H's global-attention biases take ~1 GB per image in
+        fp32, so one at a time keeps CPU memory bounded at no real cost on a GPU.
+        """
         size = self.spec.image_size
         if pixel_values.ndim != 4 or tuple(pixel_values.shape[1:]) != (3, size, size):
             raise InvalidInputError(
                 f"SAM expects pixel values of shape (V,3,{size},{size}), got {tuple(pixel_values.shape)}; "
                 "use sam_preprocess() to resize, normalise and pad."
             )
+        if chunk_size < 1:
+            raise InvalidInputError(f"chunk_size must be >= 1, got {chunk_size}")
         weight = self.image_encoder.pos_embed
-        return self.image_encoder(pixel_values.to(device=weight.device, dtype=weight.dtype))
+        pixel_values = pixel_values.to(device=weight.device, dtype=weight.dtype)
+        return torch.cat([self.image_encoder(chunk) for chunk in pixel_values.split(chunk_size)])
 
     def image_positional_embedding(self) -> torch.Tensor:
         """(1,C,g,g) random-Fourier PE of the embedding grid (the reference `get_dense_pe()`)."""
