@@ -10,10 +10,12 @@ import pytest
 import torch
 from safetensors.torch import load_file
 
-from ivlm_core.model.camera_encoder import ViV1CameraEncoder
+from ivlm_core.model.camera_encoder import ViV1CameraEncoder, view_conditioned_tokens
 from ivlm_core.model.sam import RELEASED_SAM_PREFIX, ContactSam, SamSpec, select_prefixed
 
-PARITY_DIR = Path(os.environ.get("IVLM_PARITY_DIR", "/work/shared/parity")) / "sam_decoder"
+PARITY_ROOT = Path(os.environ.get("IVLM_PARITY_DIR", "/work/shared/parity"))
+PARITY_DIR = PARITY_ROOT / "sam_decoder"
+TINY_MODEL_DIR = PARITY_ROOT / "tiny_model"
 
 pytestmark = pytest.mark.skipif(
     not (PARITY_DIR / "vectors.safetensors").is_file(),
@@ -42,7 +44,7 @@ def test_camera_encoder_matches_reference(parity: dict) -> None:
     assert cam.out_dim == parity["config"]["cam_encoder"]["output_dim"] == 32
     encodings = cam.precompute(v["cam_params"])
     assert _max_diff(encodings[None], v["view_encodings"]) <= 1e-6
-    tokens = v["seg_embedding"][:, None, :] * encodings[None]
+    tokens = view_conditioned_tokens(v["seg_embedding"], encodings)
     assert _max_diff(tokens, v["prompt_tokens"]) <= 1e-6
 
 
@@ -97,3 +99,27 @@ def test_end_to_end_from_renders(parity: dict) -> None:
         low_res, _ = sam.decode(sam.encode_images(pixel_values), tokens)
         logits = sam.postprocess(low_res, (128, 128), (128, 128))
     assert _max_diff(logits, v["logits"]) <= 1e-5
+
+
+def test_full_model_sam_stage() -> None:
+    """The SAM stage of the full tiny model (released HF shards): forced [SEG] embedding -> pred_masks."""
+    index = json.loads((TINY_MODEL_DIR / "pytorch_model.bin.index.json").read_text())
+    checkpoint: dict[str, torch.Tensor] = {}
+    for shard in sorted(set(index["weight_map"].values())):
+        checkpoint.update(torch.load(TINY_MODEL_DIR / shard, map_location="cpu", weights_only=True))
+    meta = json.loads((TINY_MODEL_DIR / "reference_meta.json").read_text())
+    out = load_file(str(TINY_MODEL_DIR / "reference_outputs.safetensors"))
+    sam_weights = select_prefixed(checkpoint, RELEASED_SAM_PREFIX)
+    spec = SamSpec.from_dict(meta["sam_cfg"])
+    assert SamSpec.from_released_state_dict(sam_weights, decoder_num_heads=spec.decoder_num_heads) == spec
+    sam = ContactSam(spec).eval()
+    sam.load_released_state_dict(sam_weights)
+    cam = ViV1CameraEncoder.from_state_dict(select_prefixed(checkpoint, "cam_pose_encoder."))
+    with torch.no_grad():
+        tokens = view_conditioned_tokens(out["forced/seg_embedding"], cam.precompute(out["cam_params"]))
+        low_res, iou = sam.decode(sam.encode_images(out["sam_pixel_values"]), tokens)
+        pred_masks = sam.postprocess(low_res, (128, 128), (128, 128))
+    assert _max_diff(tokens, out["forced/view_prompt_tokens"]) <= 1e-6
+    assert _max_diff(low_res, out["forced/low_res_masks"]) <= 1e-5
+    assert _max_diff(iou, out["forced/iou_predictions"]) <= 1e-5
+    assert _max_diff(pred_masks, out["forced/pred_masks"]) <= 1e-5

@@ -9,7 +9,7 @@ from PIL import Image
 
 from ivlm_core.errors import CheckpointError, InvalidInputError
 from ivlm_core.model.attention_splitter import AttentionSplitter
-from ivlm_core.model.camera_encoder import ViV1CameraEncoder
+from ivlm_core.model.camera_encoder import ViV1CameraEncoder, view_conditioned_tokens
 from ivlm_core.model.sam import ContactSam, SamSpec, sam_preprocess
 
 TINY = SamSpec(
@@ -202,6 +202,12 @@ def test_camera_encoder_sizes_from_weights_and_formula() -> None:
         ViV1CameraEncoder.from_state_dict(bad)
     with pytest.raises(InvalidInputError):
         encoder(torch.rand(4, 5))
+    seg = torch.randn(2, 24)
+    tokens = view_conditioned_tokens(seg, out)
+    assert tokens.shape == (2, 3, 24)
+    torch.testing.assert_close(tokens[1, 2], seg[1] * out[2])
+    with pytest.raises(InvalidInputError):
+        view_conditioned_tokens(seg, out[:, :8])
 
 
 def test_attention_splitter_shapes_formula_and_determinism() -> None:

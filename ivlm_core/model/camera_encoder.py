@@ -85,3 +85,20 @@ class ViV1CameraEncoder(nn.Module):
     def precompute(self, cam_params: torch.Tensor) -> torch.Tensor:
         """Encodings for a fixed view set, computed once without autograd; (V,out_dim)."""
         return self.forward(cam_params).detach()
+
+
+def view_conditioned_tokens(seg_embedding: torch.Tensor, view_encodings: torch.Tensor) -> torch.Tensor:
+    """(N,C) [SEG] embeddings x (V,C) view encodings -> (N,V,C) prompt tokens (spec 2.5 step 2).
+
+    Each [SEG] embedding is copied per view and gated elementwise by that view's camera encoding.
+    """
+    if (
+        seg_embedding.ndim != 2
+        or view_encodings.ndim != 2
+        or seg_embedding.shape[1] != view_encodings.shape[1]
+    ):
+        raise InvalidInputError(
+            f"need (N,C) seg embeddings and (V,C) encodings, got {tuple(seg_embedding.shape)} "
+            f"and {tuple(view_encodings.shape)}"
+        )
+    return seg_embedding[:, None, :] * view_encodings.to(seg_embedding)[None]
