@@ -1,0 +1,207 @@
+"""Pipeline results -> ivlm_msgs (HumanContact, ObjectContact, InteractionEstimate) and DiagnosticArray.
+
+All outputs carry the header of the *source* image (its stamp and optical frame), so a planner can associate
+them with the frame they were computed from. Large arrays are converted with numpy/array buffers, never
+element by element.
+"""
+
+from __future__ import annotations
+
+import array
+from collections.abc import Mapping
+from typing import Any
+
+import numpy as np
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
+from geometry_msgs.msg import Point, Pose
+from ivlm_msgs.msg import FitReport, HumanContact, InteractionEstimate, ObjectContact, SmplxParams
+from rclpy.serialization import deserialize_message
+from scipy.spatial.transform import Rotation
+from shape_msgs.msg import Mesh
+from std_msgs.msg import Header
+
+from ivlm_ros.marker_cdr import CdrWriter
+
+
+def make_header(stamp: Time, frame_id: str) -> Header:
+    return Header(stamp=Time(sec=stamp.sec, nanosec=stamp.nanosec), frame_id=frame_id)
+
+
+def _float32_array(values: np.ndarray | None) -> array.array:
+    out = array.array("f")
+    if values is not None:
+        out.frombytes(np.ascontiguousarray(values, dtype=np.float32).reshape(-1).tobytes())
+    return out
+
+
+def _uint32_array(values: np.ndarray) -> array.array:
+    out = array.array("I")
+    out.frombytes(np.ascontiguousarray(values, dtype=np.uint32).reshape(-1).tobytes())
+    return out
+
+
+def contact_vertex_ids(vertex_contact: np.ndarray | None, threshold: float) -> np.ndarray:
+    """Ascending ids of the vertices at or above the threshold (the messages' contact_vertex_ids)."""
+    if vertex_contact is None:
+        return np.empty(0, dtype=np.uint32)
+    return np.flatnonzero(np.asarray(vertex_contact) >= threshold).astype(np.uint32)
+
+
+def mesh_msg(vertices: np.ndarray | None, faces: np.ndarray | None) -> Mesh:
+    """shape_msgs/Mesh built from CDR bytes (rclpy fills the 10k Points/20k triangles in C, not Python)."""
+    if vertices is None or faces is None:
+        return Mesh()
+    writer = CdrWriter()
+    faces_u32 = np.asarray(faces).reshape(-1, 3)
+    writer.uint32(len(faces_u32))
+    writer.raw(np.ascontiguousarray(faces_u32, dtype="<u4").tobytes(), 4)
+    points = np.asarray(vertices).reshape(-1, 3)
+    writer.uint32(len(points))
+    writer.float64s(points)
+    return deserialize_message(writer.getvalue(), Mesh)
+
+
+def human_contact_msg(
+    header: Header, object_query: str, model_id: str, human: Any | None, threshold: float
+) -> HumanContact:
+    msg = HumanContact(header=header, object_query=object_query, model_id=model_id)
+    msg.contact_threshold = float(threshold)
+    if human is None:
+        return msg
+    msg.contact_found = bool(human.contact_found)
+    msg.generated_text = human.generated_text or ""
+    msg.body_parts = list(human.body_parts)
+    if human.vertex_contact is not None:
+        msg.vertex_contact = _float32_array(human.vertex_contact)
+        msg.contact_vertex_ids = _uint32_array(contact_vertex_ids(human.vertex_contact, threshold))
+    return msg
+
+
+def object_contact_msg(
+    header: Header, model_id: str, obj: Any | None, placement: Any | None, threshold: float
+) -> ObjectContact:
+    msg = ObjectContact(header=header, model_id=model_id)
+    msg.contact_threshold = float(threshold)
+    if obj is None:
+        return msg
+    msg.object_label = obj.label
+    msg.mesh_resource = (
+        f"file://{obj.mesh_path}" if obj.mesh_path and "://" not in obj.mesh_path else obj.mesh_path
+    )
+    msg.contact_found = bool(obj.contact_found)
+    msg.affordance = obj.affordance or ""
+    msg.generated_text = obj.generated_text or ""
+    if obj.vertex_contact is not None:
+        ids = contact_vertex_ids(obj.vertex_contact, threshold)
+        msg.vertex_contact = _float32_array(obj.vertex_contact)
+        msg.contact_vertex_ids = _uint32_array(ids)
+        if placement is not None and placement.placed and placement.vertices is not None:
+            points = np.asarray(placement.vertices, dtype=np.float64)[ids]
+            msg.contact_points = [Point(x=x, y=y, z=z) for x, y, z in points.tolist()]
+    return msg
+
+
+def smplx_params_msg(
+    header: Header, params: Mapping[str, np.ndarray], gender: str = "neutral"
+) -> SmplxParams:
+    msg = SmplxParams(header=header, gender=gender)
+
+    def flat(name: str) -> np.ndarray:
+        value = params.get(name)
+        return np.zeros(0, np.float32) if value is None else np.asarray(value, np.float32).reshape(-1)
+
+    msg.betas = _float32_array(flat("betas"))
+    msg.left_hand_pose = _float32_array(flat("left_hand_pose"))
+    msg.right_hand_pose = _float32_array(flat("right_hand_pose"))
+    msg.expression = _float32_array(flat("expression"))
+    for name, size in (("global_orient", 3), ("body_pose", 63), ("jaw_pose", 3), ("transl", 3)):
+        value = flat(name)
+        if len(value) == size:
+            setattr(msg, name, value)
+    return msg
+
+
+def fit_report_msg(placement: Any | None) -> FitReport:
+    msg = FitReport()
+    if placement is None:
+        return msg
+    msg.success = bool(placement.placed)
+    msg.message = placement.status or ""
+    report: Mapping[str, float] = placement.report or {}
+    msg.iterations = int(report.get("iterations", 0))
+    for name in (
+        "fit_time_s",
+        "loss_total",
+        "loss_mask",
+        "loss_centroid",
+        "loss_contact",
+        "loss_penetration",
+        "contact_distance_m",
+        "penetration_depth_m",
+    ):
+        if name in report:
+            setattr(msg, name, float(report[name]))
+    return msg
+
+
+def pose_msg(rotation: np.ndarray, translation: np.ndarray) -> Pose:
+    pose = Pose()
+    x, y, z = (float(v) for v in np.asarray(translation).reshape(3))
+    pose.position.x, pose.position.y, pose.position.z = x, y, z
+    qx, qy, qz, qw = Rotation.from_matrix(np.asarray(rotation, dtype=np.float64)).as_quat()
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = (
+        float(qx),
+        float(qy),
+        float(qz),
+        float(qw),
+    )
+    return pose
+
+
+def interaction_estimate_msg(
+    header: Header, result: Any, model_id: str, human_threshold: float, object_threshold: float
+) -> InteractionEstimate:
+    """The combined message; the human/object sub-messages carry the same header."""
+    msg = InteractionEstimate(header=header)
+    msg.human = human_contact_msg(header, result.object_query, model_id, result.human, human_threshold)
+    msg.has_object_contact = result.object is not None
+    msg.object = object_contact_msg(
+        header, model_id, result.object, result.object_placement, object_threshold
+    )
+    body = result.body_placement
+    if body is not None:
+        msg.human_placed = bool(body.placed)
+        msg.human_placement_status = body.status or ""
+        if body.placed:
+            msg.human_params = smplx_params_msg(header, body.params or {})
+            msg.human_mesh = mesh_msg(body.vertices, body.faces)
+    obj_place = result.object_placement
+    if obj_place is not None:
+        msg.object_placed = bool(obj_place.placed)
+        msg.fit_report = fit_report_msg(obj_place)
+        if obj_place.placed:
+            msg.object_pose = pose_msg(obj_place.rotation, obj_place.translation)
+            msg.object_scale = float(obj_place.scale)
+            if result.object is not None:
+                msg.object_mesh = mesh_msg(obj_place.vertices, result.object.faces)
+    return msg
+
+
+def diagnostics_msg(
+    stamp: Time, node_name: str, level: bytes, message: str, values: Mapping[str, Any], hardware_id: str
+) -> DiagnosticArray:
+    """One DiagnosticStatus named '<node>: model' (aggregator friendly) with the given key/values."""
+    status = DiagnosticStatus(
+        level=level, name=f"{node_name}: model", message=message, hardware_id=hardware_id or "unknown"
+    )
+    status.values = [KeyValue(key=str(k), value=_format_value(v)) for k, v in values.items()]
+    return DiagnosticArray(header=Header(stamp=stamp), status=[status])
+
+
+def _format_value(value: Any) -> str:
+    if isinstance(value, float):
+        return f"{value:.3f}"
+    if isinstance(value, bool):
+        return "true" if value else "false"
+    return str(value)

@@ -1,0 +1,317 @@
+"""The node's parameters: names, defaults, descriptions and validation, usable without ROS.
+
+The node declares every entry of :data:`PARAMETERS` and validates changes with :func:`validate_parameter` in
+its on-set-parameters callback, so a bad value is refused with a reason instead of failing later in a worker.
+Parameters marked ``live=False`` are read on configure (weights, topics) and may only change while the node
+is unconfigured.
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import math
+import re
+from collections.abc import Callable, Mapping
+from dataclasses import dataclass
+from typing import Any
+
+from ivlm_core.errors import InvalidInputError
+from ivlm_core.pipeline_config import DEVICES, DTYPES, HUMAN_TEMPLATES, TASKS, PipelineConfig
+from ivlm_ros.markers import COLORMAPS
+
+_TOPIC_TOKEN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
+
+Check = Callable[[Any], "str | None"]
+
+
+def _path(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string path, got {type(value).__name__}"
+    if "\x00" in value or "\n" in value:
+        return "must be a single-line path"
+    return None
+
+
+def _choice(options: tuple[str, ...]) -> Check:
+    def check(value: Any) -> str | None:
+        if value not in options:
+            return f"must be one of {', '.join(options)}; got {value!r}"
+        return None
+
+    return check
+
+
+def _number(
+    lo: float, hi: float, lo_open: bool = False, integer: bool = False, hi_open: bool = False
+) -> Check:
+    def check(value: Any) -> str | None:
+        if isinstance(value, bool) or not isinstance(value, int | float):
+            return f"must be a number, got {type(value).__name__}"
+        if integer and not float(value).is_integer():
+            return f"must be an integer, got {value}"
+        if not math.isfinite(value):
+            return f"must be finite, got {value}"
+        if value < lo or (lo_open and value == lo) or value > hi or (hi_open and value == hi):
+            left, right = "(" if lo_open else "[", ")" if hi_open else "]"
+            return f"must be in {left}{lo}, {hi}{right}; got {value}"
+        return None
+
+    return check
+
+
+def _boolean(value: Any) -> str | None:
+    return None if isinstance(value, bool) else f"must be true or false, got {value!r}"
+
+
+def _topic(value: Any) -> str | None:
+    """ROS 2 topic name rules (relative, absolute or private ~/), checked without rclpy."""
+    if not isinstance(value, str) or not value:
+        return "must be a non-empty topic name"
+    name = value
+    if name.startswith("~/"):
+        name = name[2:]
+    elif name.startswith("/"):
+        name = name[1:]
+    if not name:
+        return f"'{value}' has no name after the prefix"
+    bad = [token for token in name.split("/") if not _TOPIC_TOKEN_RE.match(token)]
+    if bad:
+        return (
+            f"'{value}' is not a valid topic name: each part must start with a letter or '_' and hold only "
+            f"letters, digits and '_' (bad part: {bad[0]!r})"
+        )
+    return None
+
+
+def _query(value: Any) -> str | None:
+    if not isinstance(value, str) or not value.strip():
+        return "must be a non-empty object name, e.g. 'bottle' (or 'scene' for ground contact)"
+    if len(value) > 100 or "\n" in value:
+        return "must be a short single-line object name (at most 100 characters)"
+    return None
+
+
+_PROBABILITY = _number(0.0, 1.0, lo_open=True, hi_open=True)
+
+
+@dataclass(frozen=True)
+class ParamSpec:
+    name: str
+    default: Any
+    description: str
+    check: Check
+    live: bool  # may change while the node is configured/active
+
+
+PARAMETERS: tuple[ParamSpec, ...] = (
+    ParamSpec(
+        "checkpoint_dir", "", "released InteractVLM folder (config.json, weights, tokenizer)", _path, False
+    ),
+    ParamSpec(
+        "clip_dir",
+        "",
+        "local openai/clip-vit-large-patch14 folder ('' = from the checkpoint config)",
+        _path,
+        False,
+    ),
+    ParamSpec(
+        "body_model_dir", "", "folder holding smplx/SMPLX_NEUTRAL.npz (and smplh/ for SMPL-H)", _path, False
+    ),
+    ParamSpec(
+        "smpl_to_smplx", "", "smpl_to_smplx.pkl transfer matrix ('' = report SMPL-H contacts)", _path, False
+    ),
+    ParamSpec(
+        "object_library", "", "YAML: object label -> mesh file + metric scale (object tasks)", _path, False
+    ),
+    ParamSpec(
+        "reference_data_dir",
+        "",
+        "reference data/ folder (renders + lifting maps); '' = computed",
+        _path,
+        False,
+    ),
+    ParamSpec("device", "auto", "torch device: auto, cpu or cuda", _choice(DEVICES), False),
+    ParamSpec("dtype", "auto", "model dtype: auto, float32, bfloat16, float16", _choice(DTYPES), False),
+    ParamSpec("task", "human_contact", "human_contact, object_contact or interaction", _choice(TASKS), True),
+    ParamSpec(
+        "question_template",
+        "parts",
+        "human prompt template: parts or simple",
+        _choice(HUMAN_TEMPLATES),
+        False,
+    ),
+    ParamSpec("max_new_tokens", 64, "generation length limit", _number(1, 512, integer=True), False),
+    ParamSpec(
+        "generate", True, "let the LLM generate the answer (false: teacher-forced [SEG])", _boolean, False
+    ),
+    ParamSpec("human_threshold", 0.5, "body-vertex contact probability threshold", _PROBABILITY, True),
+    ParamSpec("object_threshold", 0.5, "object-vertex contact probability threshold", _PROBABILITY, True),
+    ParamSpec(
+        "fit_human", False, "place the SMPL-X body in the camera frame (needs camera_info)", _boolean, False
+    ),
+    ParamSpec(
+        "fit_object", False, "fit the object pose to the contacts (needs camera_info)", _boolean, False
+    ),
+    ParamSpec("object_query", "scene", "object to ask about; 'scene' = ground/scene contact", _query, True),
+    ParamSpec("image_topic", "/camera/color/image_raw", "sensor_msgs/Image input", _topic, False),
+    ParamSpec(
+        "camera_info_topic", "/camera/color/camera_info", "sensor_msgs/CameraInfo input", _topic, False
+    ),
+    ParamSpec(
+        "use_compressed", False, "subscribe to <image_topic>/compressed (CompressedImage)", _boolean, False
+    ),
+    ParamSpec("query_topic", "~/object_query", "std_msgs/String topic that sets object_query", _topic, False),
+    ParamSpec("require_camera_info", False, "drop images without a matching CameraInfo", _boolean, True),
+    ParamSpec(
+        "sync_slop_s",
+        0.02,
+        "max stamp difference of a paired Image and CameraInfo",
+        _number(0.0, 1.0, lo_open=True),
+        True,
+    ),
+    ParamSpec(
+        "camera_info_timeout_s", 0.2, "how long an image waits for its CameraInfo", _number(0.0, 5.0), True
+    ),
+    ParamSpec(
+        "max_rate_hz",
+        0.0,
+        "process at most this many frames per second (0 = as fast as possible)",
+        _number(0.0, 1000.0),
+        True,
+    ),
+    ParamSpec("queue_size", 5, "subscription queue depth", _number(1, 100, integer=True), False),
+    ParamSpec("publish_markers", True, "publish ~/markers (MarkerArray)", _boolean, True),
+    ParamSpec("publish_debug_image", True, "publish ~/debug_image", _boolean, True),
+    ParamSpec("marker_colormap", "viridis", "colour map of contact probabilities", _choice(COLORMAPS), True),
+    ParamSpec(
+        "contact_sphere_radius_m",
+        0.01,
+        "radius of contact-point spheres (metres)",
+        _number(0.0, 1.0, lo_open=True),
+        True,
+    ),
+    ParamSpec(
+        "display_distance_m",
+        2.5,
+        "distance in front of the camera of meshes that are not fitted",
+        _number(0.0, 100.0, lo_open=True),
+        True,
+    ),
+    ParamSpec("diagnostics_period_s", 1.0, "period of /diagnostics", _number(0.01, 60.0), False),
+    ParamSpec(
+        "autostart", True, "configure and activate on start (no lifecycle manager needed)", _boolean, False
+    ),
+)
+PARAMETERS_BY_NAME: dict[str, ParamSpec] = {spec.name: spec for spec in PARAMETERS}
+
+
+@dataclass(frozen=True)
+class NodeSettings:
+    """Validated parameter values (field names = parameter names)."""
+
+    checkpoint_dir: str
+    clip_dir: str
+    body_model_dir: str
+    smpl_to_smplx: str
+    object_library: str
+    reference_data_dir: str
+    device: str
+    dtype: str
+    task: str
+    question_template: str
+    max_new_tokens: int
+    generate: bool
+    human_threshold: float
+    object_threshold: float
+    fit_human: bool
+    fit_object: bool
+    object_query: str
+    image_topic: str
+    camera_info_topic: str
+    use_compressed: bool
+    query_topic: str
+    require_camera_info: bool
+    sync_slop_s: float
+    camera_info_timeout_s: float
+    max_rate_hz: float
+    queue_size: int
+    publish_markers: bool
+    publish_debug_image: bool
+    marker_colormap: str
+    contact_sphere_radius_m: float
+    display_distance_m: float
+    diagnostics_period_s: float
+    autostart: bool
+
+    def replace(self, **changes: Any) -> NodeSettings:
+        return dataclasses.replace(self, **changes)
+
+    def pipeline_config_dict(self) -> dict[str, Any]:
+        """Arguments of ``ivlm_core.pipeline.PipelineConfig.from_dict`` ('' paths become None)."""
+
+        def opt(path: str) -> str | None:
+            return path or None
+
+        return {
+            "checkpoint_dir": self.checkpoint_dir,
+            "clip_dir": opt(self.clip_dir),
+            "body_model_dir": opt(self.body_model_dir),
+            "smpl_to_smplx": opt(self.smpl_to_smplx),
+            "reference_data_dir": opt(self.reference_data_dir),
+            "device": self.device,
+            "dtype": self.dtype,
+            "task": self.task,
+            "question_template": self.question_template,
+            "max_new_tokens": self.max_new_tokens,
+            "generate": self.generate,
+            "human_threshold": self.human_threshold,
+            "object_threshold": self.object_threshold,
+            "object_library": opt(self.object_library),
+            "fit_object": self.fit_object,
+            "fit_human": self.fit_human,
+        }
+
+
+def validate_parameter(name: str, value: Any) -> str | None:
+    """Reason why ``value`` is not acceptable for parameter ``name``, or None when it is."""
+    spec = PARAMETERS_BY_NAME.get(name)
+    if spec is None:
+        return f"unknown parameter '{name}'"
+    reason = spec.check(value)
+    return None if reason is None else f"parameter '{name}' {reason}"
+
+
+def _coerce(spec: ParamSpec, value: Any) -> Any:
+    if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
+        return float(value)
+    if isinstance(spec.default, int) and not isinstance(spec.default, bool) and isinstance(value, float):
+        return int(value)
+    return value
+
+
+def settings_from_dict(values: Mapping[str, Any]) -> NodeSettings:
+    """Defaults overridden by ``values``; raises InvalidInputError listing every bad or unknown entry."""
+    problems = [f"unknown parameter '{name}'" for name in values if name not in PARAMETERS_BY_NAME]
+    merged: dict[str, Any] = {}
+    for spec in PARAMETERS:
+        value = values.get(spec.name, spec.default)
+        reason = validate_parameter(spec.name, value)
+        if reason:
+            problems.append(reason)
+        merged[spec.name] = _coerce(spec, value)
+    if problems:
+        raise InvalidInputError("invalid ivlm node parameters: " + "; ".join(problems))
+    settings = NodeSettings(**merged)
+    reason = pipeline_config_problem(settings)
+    if reason:
+        raise InvalidInputError(f"invalid ivlm node parameters: {reason}")
+    return settings
+
+
+def pipeline_config_problem(settings: NodeSettings) -> str | None:
+    """Cross-parameter problems found by the pipeline's own validation (same reason text as the CLI)."""
+    try:
+        PipelineConfig.from_dict(settings.pipeline_config_dict())
+    except InvalidInputError as exc:
+        return str(exc)
+    return None
