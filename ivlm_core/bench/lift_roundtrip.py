@@ -1,9 +1,10 @@
 """Render -> paint -> lift round trip: checks that rasterizer and soft lifting are consistent, and times both.
 
-A known vertex set is painted on a self-occluding test figure (a torso with two arms crossing in front of it and
-a head, about 10k faces). The four human views are rasterized, each pixel whose face is painted (at least two
-painted corners) gets logit +10 and every other pixel -10, the masks are lifted back with the current soft human
-rule and thresholded at 0.5. The IoU with the painted set is measured over the vertices visible in some view.
+A known vertex set is painted on a self-occluding test figure (a torso with two arms crossing in front of it
+and a head, about 10k faces). The four human views are rasterized, each pixel whose face is painted (at least
+two painted corners) gets logit +10 and every other pixel -10, the masks are lifted back with the current soft
+human rule and thresholded at 0.5. The IoU with the painted set is measured over the vertices visible in
+some view.
 
 Run from the repository root: `python -m ivlm_core.bench.lift_roundtrip [--size 1024] [--repeats 3]`.
 The last line is `iou=<float> rasterize_ms=<float> lift_ms=<float>` (all 4 views, after a warm-up run).
@@ -50,7 +51,7 @@ def build_test_figure(detail: int = 56) -> tuple[np.ndarray, np.ndarray]:
 
 
 def paint_vertices(vertices: np.ndarray) -> np.ndarray:
-    """A known, contiguous-region vertex set: an upper-right torso band, the lower arms and the head's back."""
+    """A known vertex set of contiguous regions: upper-right torso, lower arms and the back of the head."""
     x, y, z = vertices.T
     return ((y > 0.05) & (x > 0.0)) | ((y < -0.1) & (z > 0.1)) | ((y > 0.3) & (z < -0.02))
 
@@ -130,8 +131,10 @@ def main() -> None:
     args = parser.parse_args()
     result = run_roundtrip(args.size, args.repeats)
     print(f"mesh: {result.num_faces} faces, {result.num_visible} vertices visible in some view")
-    print(f"jit_or_cache_load_ms={result.jit_ms:.1f} maps_build_ms={result.maps_ms:.1f} torch_threads="
-          f"{torch.get_num_threads()}")
+    print(
+        f"jit_or_cache_load_ms={result.jit_ms:.1f} maps_build_ms={result.maps_ms:.1f} torch_threads="
+        f"{torch.get_num_threads()}"
+    )
     print(f"iou={result.iou:.4f} rasterize_ms={result.rasterize_ms:.1f} lift_ms={result.lift_ms:.1f}")
 
 
