@@ -1,0 +1,624 @@
+"""InteractVLM: the assembled model and its inference API (one call per task, typed results).
+
+The photo goes only to the LLaVA branch; SAM sees fixed renders (the canonical Vitruvian body for humans, the
+object mesh for objects) or, in the 2D model, the photo. The final-norm LLM state before the generated mask
+token goes through `text_hidden_fcs`, is copied per view and multiplied by the per-view camera encoding; the
+V resulting tokens form ONE prompt that SAM's decoder uses for every view (spec 2.5, 8.3). The per-view logits
+are lifted to mesh vertices.
+
+Fast path (default): KV-cached greedy decoding, SAM embeddings of the fixed human renders computed once per
+model, camera encodings cached per view set. Naive path (`naive=True`): the reference behaviour - CLIP and the
+whole sequence re-run per generated token, SAM and camera encoder re-run per call - kept for equivalence tests
+and the latency benchmark.
+"""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Literal
+
+import numpy as np
+import torch
+from torch import nn
+
+from ivlm_core.errors import InvalidInputError, MissingAssetError
+from ivlm_core.geometry.lifting import LiftingMaps, lift_human_legacy, lift_human_soft, lift_object_mesh
+from ivlm_core.geometry.views import OBJECT_MESH_RENDER_DIST, cam_params_tensor, get_view_set
+from ivlm_core.model.attention_splitter import AttentionSplitter
+from ivlm_core.model.camera_encoder import ViV1CameraEncoder
+from ivlm_core.model.llava import GenerationOutput, LlavaModel
+from ivlm_core.model.prompts import (
+    HSEG_TOKEN,
+    IMAGE_TOKEN,
+    OSEG_TOKEN,
+    SEG_TOKEN,
+    SYSTEM_PROMPT,
+    PromptTokenizer,
+    build_prompt,
+    human_2d_contact_question,
+    human_contact_question,
+    object_contact_question,
+    parse_answer,
+)
+from ivlm_core.model.sam import ContactSam, sam_preprocess
+
+HUMAN_VIEW_FOLDERS = {
+    "4MV-Z_Vitru": "hcontact_vitruvian",
+    "4MV-Z_Vitru_FootGround": "hcontact_vitruvian",
+    "4MV-Z_Vitru_wScene": "hcontact_vitruvian",
+    "4MV-Z_Vitru_mv2": "hcontact_vitruvian_mv2",
+}
+"""Reference data folder of each human view set (the mv2 folder has the same geometry; we fall back to it)."""
+DEFAULT_HUMAN_VIEW_SET = "4MV-Z_Vitru"
+DEFAULT_OBJECT_VIEW_SET = "4MV-Z_HM"
+SMPLH_NUM_VERTICES = 6890
+
+HumanLifting = Literal["soft", "legacy"]
+
+
+# ------------------------------------------------------------------------------------------------ results
+@dataclass
+class LanguageResult:
+    """What the LLM said: prompt, greedy answer, its parsed body parts / affordance, and the mask token."""
+
+    prompt: str
+    prompt_ids: list[int]
+    generated_ids: list[int]
+    text: str
+    body_parts: tuple[str, ...]
+    affordance: str | None
+    seg_token: str | None
+    seg_index: int | None
+
+
+@dataclass
+class NoContactFound:
+    """The answer contained no mask token ([SEG]/[HSEG]/[OSEG]), so there is no mask (not an error)."""
+
+    task: str
+    object_name: str
+    language: LanguageResult
+    timings: dict[str, float] = field(default_factory=dict)
+    found: bool = False
+
+
+@dataclass
+class HumanContactResult:
+    """3D human contact: per-view logits on the body renders and per-vertex contact probabilities."""
+
+    object_name: str
+    language: LanguageResult
+    view_names: tuple[str, ...]
+    view_logits: np.ndarray  # (V,H,W) float32 mask logits
+    iou: np.ndarray  # (V,) float32 SAM IoU predictions
+    contacts_smplh: np.ndarray  # (6890,) float32 in [0,1] (N of the lifting maps)
+    contacts_smplx: np.ndarray | None  # (10475,) float32 when a ContactTransfer is set
+    timings: dict[str, float] = field(default_factory=dict)
+    found: bool = True
+
+
+@dataclass
+class ObjectContactResult:
+    """Object contact/affordance on the given mesh, in its vertex order."""
+
+    object_name: str
+    language: LanguageResult
+    view_names: tuple[str, ...]
+    renders: np.ndarray  # (V,H,W,3) uint8, the SAM inputs
+    view_logits: np.ndarray  # (V,H,W) float32
+    iou: np.ndarray  # (V,)
+    contacts: np.ndarray  # (N,) float32: 0 or >= 0.3 (reference object lifter)
+    timings: dict[str, float] = field(default_factory=dict)
+    found: bool = True
+
+
+@dataclass
+class Contact2DResult:
+    """2D human contact segmentation on the photo itself (model interactvlm-2d-hcontact)."""
+
+    object_name: str
+    language: LanguageResult
+    logits: np.ndarray  # (H,W) float32 at the photo's resolution
+    iou: float
+    timings: dict[str, float] = field(default_factory=dict)
+    found: bool = True
+
+
+# ------------------------------------------------------------------------------------------------ assets
+@dataclass(eq=False)
+class HumanRenderAssets:
+    """The 4 fixed SAM inputs of the human task and the pixel->vertex maps that lift masks to SMPL-H."""
+
+    view_names: tuple[str, ...]
+    renders: np.ndarray  # (V,H,W,3) uint8
+    maps: LiftingMaps
+
+    def __post_init__(self) -> None:
+        r = np.asarray(self.renders)
+        if r.ndim != 4 or r.shape[-1] != 3 or r.dtype != np.uint8 or r.shape[0] != len(self.view_names):
+            raise InvalidInputError(
+                f"renders must be (V,H,W,3) uint8 with V={len(self.view_names)}, got {r.dtype} {r.shape}."
+            )
+        if self.maps.num_views != r.shape[0] or self.maps.resolution != tuple(r.shape[1:3]):
+            raise InvalidInputError(
+                f"lifting maps {self.maps.num_views}x{self.maps.resolution} do not match the "
+                f"renders {r.shape[0]}x{tuple(r.shape[1:3])}."
+            )
+        self.renders = r
+
+    @classmethod
+    def from_reference_folder(
+        cls, data_dir: str | Path, view_set: str = DEFAULT_HUMAN_VIEW_SET
+    ) -> HumanRenderAssets:
+        """The reference `data/` folder (or its `hcontact_vitruvian*` subfolder): renders + 1024² maps."""
+        from PIL import Image
+
+        names = tuple(v.name for v in get_view_set(view_set))
+        data_dir = Path(data_dir)
+        wanted = HUMAN_VIEW_FOLDERS.get(view_set, "hcontact_vitruvian")
+        candidates = [data_dir / wanted, data_dir / "hcontact_vitruvian", data_dir]
+        folder = next((c for c in candidates if (c / f"body_render_norm_{names[0]}.png").is_file()), None)
+        if folder is None:
+            raise MissingAssetError(
+                "InteractVLM human renders (body_render_norm_topfront.png ...)",
+                data_dir / wanted,
+                "Unzip the reference data.zip and pass its data/ folder, or give the SMPL-H body model "
+                "folder "
+                "so ivlm renders the Vitruvian body itself.",
+            )
+        renders = np.stack(
+            [np.asarray(Image.open(folder / f"body_render_norm_{n}.png").convert("RGB")) for n in names]
+        )
+        maps = LiftingMaps.from_reference_folder(
+            folder, names, num_vertices=SMPLH_NUM_VERTICES, resolution=renders.shape[1]
+        )
+        return cls(names, renders, maps)
+
+    @classmethod
+    def render_vitruvian(
+        cls, body_model_dir: str | Path, view_set: str = DEFAULT_HUMAN_VIEW_SET, image_size: int = 1024
+    ) -> HumanRenderAssets:
+        """Render the SMPL-H Vitruvian body normal-coloured in the 4 human views (no reference data)."""
+        from ivlm_core.body.models import canonical_vitruvian_mesh
+        from ivlm_core.geometry.shading import render_views
+
+        views = get_view_set(view_set)
+        vertices, faces = canonical_vitruvian_mesh(body_model_dir)
+        images, frags = render_views(vertices, faces, views, image_size=image_size, style="normals")
+        return cls(tuple(v.name for v in views), images, LiftingMaps.from_fragments(frags, len(vertices)))
+
+
+def _as_rgb(image: np.ndarray) -> np.ndarray:
+    arr = np.asarray(image)
+    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
+        raise InvalidInputError(f"Expected an RGB uint8 image of shape (H,W,3), got {arr.dtype} {arr.shape}.")
+    return arr
+
+
+# ------------------------------------------------------------------------------------------------ model
+class InteractVLM(nn.Module):
+    """LLaVA (LLM + CLIP + projector + text_hidden_fcs) + ContactSam + vi_v1 camera encoder [+ splitter]."""
+
+    def __init__(
+        self,
+        config,
+        llava: LlavaModel,
+        sam: ContactSam,
+        cam_encoder: ViV1CameraEncoder | None,
+        splitter: AttentionSplitter | None,
+        prompt_tokenizer: PromptTokenizer,
+        token_ids,
+        hf_tokenizer=None,
+        human_assets: HumanRenderAssets | None = None,
+        contact_transfer=None,
+        object_render_dist: float = OBJECT_MESH_RENDER_DIST,
+        object_cam_dist: float = OBJECT_MESH_RENDER_DIST,
+        object_render_size: int = 1024,
+        human_lifting: HumanLifting = "soft",
+    ) -> None:
+        super().__init__()
+        self.config = config
+        self.llava = llava
+        self.sam = sam
+        self.cam_encoder = cam_encoder
+        self.splitter = splitter
+        self.prompt_tokenizer = prompt_tokenizer
+        self.token_ids = token_ids
+        self.hf_tokenizer = hf_tokenizer
+        self.contact_transfer = contact_transfer
+        self.object_render_dist = float(object_render_dist)
+        self.object_cam_dist = float(object_cam_dist)
+        self.object_render_size = int(object_render_size)
+        if human_lifting not in ("soft", "legacy"):
+            raise InvalidInputError(f"human_lifting must be 'soft' or 'legacy', got '{human_lifting}'.")
+        self.human_lifting = human_lifting
+        self.checkpoint_dir: Path | None = None
+        self.clip_dir: Path | None = None
+        self._human_assets: HumanRenderAssets | None = None
+        self._human_embeddings: torch.Tensor | None = None
+        self._cam_cache: dict[tuple, torch.Tensor] = {}
+        if human_assets is not None:
+            self.set_human_assets(human_assets)
+
+    # ---------------------------------------------------------------------------------------- properties
+    @property
+    def device(self) -> torch.device:
+        return self.llava.device
+
+    @property
+    def dtype(self) -> torch.dtype:
+        return self.llava.dtype
+
+    @property
+    def human_view_set(self) -> str:
+        return self.config.hC_sam_view_type or DEFAULT_HUMAN_VIEW_SET
+
+    @property
+    def object_view_set(self) -> str:
+        return self.config.oC_sam_view_type or DEFAULT_OBJECT_VIEW_SET
+
+    @property
+    def human_assets(self) -> HumanRenderAssets | None:
+        return self._human_assets
+
+    def set_human_assets(self, assets: HumanRenderAssets) -> None:
+        """Use these renders/maps for the human task; their SAM embeddings are computed on first use."""
+        self._human_assets = assets
+        self._human_embeddings = None
+
+    def token_name(self, token_id: int | None) -> str | None:
+        names = {self.token_ids.seg: SEG_TOKEN}
+        if self.token_ids.hseg is not None:
+            names[self.token_ids.hseg] = HSEG_TOKEN
+        if self.token_ids.oseg is not None:
+            names[self.token_ids.oseg] = OSEG_TOKEN
+        return None if token_id is None else names.get(int(token_id))
+
+    # ---------------------------------------------------------------------------------------- language
+    def build_prompt(self, question: str) -> str:
+        if self.config.mm_use_im_start_end:
+            return build_prompt(question)
+        return f"{SYSTEM_PROMPT} USER: {IMAGE_TOKEN}\n{question} ASSISTANT:"
+
+    def prompt_ids(self, question: str) -> list[int]:
+        """`tokenizer_image_token` of the full conversation prompt (-200 at the image, BOS first)."""
+        return self.prompt_tokenizer.encode_with_image(self.build_prompt(question))
+
+    @torch.inference_mode()
+    def run_language(
+        self,
+        image: np.ndarray,
+        question: str,
+        generate: bool = True,
+        naive: bool = False,
+        max_new_tokens: int = 512,
+        forced_token: int | None = None,
+        pixel_values: torch.Tensor | None = None,
+        answer_ids: Sequence[int] | None = None,
+    ) -> tuple[LanguageResult, GenerationOutput]:
+        """Ask `question` about the photo; returns the parsed answer and the [SEG]-state generation output.
+
+        `answer_ids` replaces generation by a given answer (teacher forcing, the reference `forward` mode).
+        """
+        prompt = self.build_prompt(question)
+        ids = self.prompt_tokenizer.encode_with_image(prompt)
+        if pixel_values is None:
+            pixel_values = self.llava.preprocess_image(_as_rgb(image))
+        seg_ids = self.config.seg_token_ids
+        if answer_ids is not None:
+            out = self.llava.teacher_forced(ids, pixel_values, answer_ids, seg_ids)
+        elif not generate:
+            out = self.llava.forced_seg_state(
+                ids, pixel_values, forced_token if forced_token is not None else self.token_ids.seg
+            )
+        elif naive:
+            out = self.llava.generate_naive(ids, pixel_values, seg_ids, self.token_ids.eos, max_new_tokens)
+        else:
+            out = self.llava.generate_cached(ids, pixel_values, seg_ids, self.token_ids.eos, max_new_tokens)
+        text = self.prompt_tokenizer.decode([t for t in out.generated_ids if t != self.token_ids.eos])
+        parsed = parse_answer(text)
+        lang = LanguageResult(
+            prompt=prompt,
+            prompt_ids=ids,
+            generated_ids=list(out.generated_ids),
+            text=text,
+            body_parts=parsed.body_parts,
+            affordance=parsed.affordance,
+            seg_token=self.token_name(out.seg_token_id),
+            seg_index=out.seg_index,
+        )
+        return lang, out
+
+    # ---------------------------------------------------------------------------------------- SAM side
+    @torch.inference_mode()
+    def camera_encodings(self, cam_params: np.ndarray, cache: bool = True) -> torch.Tensor | None:
+        """(V, C) vi_v1 encodings of the normalised cameras (constants per view set, so cached)."""
+        if self.cam_encoder is None:
+            return None
+        key = tuple(np.asarray(cam_params, dtype=np.float32).round(7).flatten().tolist())
+        if cache and key in self._cam_cache:
+            return self._cam_cache[key]
+        params = torch.as_tensor(np.asarray(cam_params, dtype=np.float32), device=self.device)
+        enc = self.cam_encoder(params.to(self.dtype))
+        if cache:
+            self._cam_cache[key] = enc
+        return enc
+
+    def sam_inputs(self, images: np.ndarray) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """Renders/photos (V,H,W,3) uint8 -> normalised, padded (V,3,S,S) and the resized sizes."""
+        tensors, sizes = zip(*(sam_preprocess(np.ascontiguousarray(img), self.sam.spec) for img in images))
+        return torch.stack(tensors), list(sizes)
+
+    @torch.inference_mode()
+    def encode_sam_images(self, images: np.ndarray) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        pixels, sizes = self.sam_inputs(images)
+        return self.sam.encode_images(pixels.to(self.device, self.dtype)), sizes
+
+    def human_image_embeddings(self, cache: bool = True) -> tuple[torch.Tensor, list[tuple[int, int]]]:
+        """SAM embeddings of the fixed human renders, computed once per model (fast path)."""
+        assets = self._require_human_assets()
+        if cache and self._human_embeddings is not None:
+            return self._human_embeddings, self._human_sizes
+        emb, sizes = self.encode_sam_images(assets.renders)
+        if cache:
+            self._human_embeddings, self._human_sizes = emb, sizes
+        return emb, sizes
+
+    @torch.inference_mode()
+    def view_tokens(
+        self, seg_hidden: torch.Tensor, seg_token_id: int, cam_encodings: torch.Tensor | None, num_tokens: int
+    ) -> torch.Tensor:
+        """(1, T, C) SAM prompt: fcs([SEG] state) per view x camera encoding [-> splitter for HSEG/OSEG]."""
+        with torch.inference_mode():
+            emb = self.llava.seg_embedding(seg_hidden)  # (1, C)
+            tokens = emb[:, None, :].expand(1, num_tokens, emb.shape[-1])
+            if cam_encodings is not None:
+                if cam_encodings.shape[0] != num_tokens:
+                    raise InvalidInputError(
+                        f"{cam_encodings.shape[0]} camera encodings for {num_tokens} tokens."
+                    )
+                tokens = tokens * cam_encodings[None].to(tokens.dtype)
+            if self.splitter is not None:
+                human, obj = self.splitter(tokens)
+                if seg_token_id == self.token_ids.hseg:
+                    tokens = human
+                elif seg_token_id == self.token_ids.oseg:
+                    tokens = obj
+        return tokens
+
+    @torch.inference_mode()
+    def decode_masks(
+        self,
+        image_embeddings: torch.Tensor,
+        tokens: torch.Tensor,
+        input_sizes: Sequence,
+        original_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """Every view decoded with the shared prompt, post-processed to (V,H,W) float32 logits."""
+        with torch.inference_mode():
+            low, iou = self.sam.decode(image_embeddings, tokens)
+            logits = torch.cat(
+                [
+                    self.sam.postprocess(low[v : v + 1], input_sizes[v], original_size)
+                    for v in range(low.shape[0])
+                ]
+            )
+        return logits, iou.float()
+
+    # ---------------------------------------------------------------------------------------- tasks
+    def _require_human_assets(self) -> HumanRenderAssets:
+        if self._human_assets is None:
+            raise MissingAssetError(
+                "Human renders and lifting maps (data/hcontact_vitruvian)",
+                Path("data/hcontact_vitruvian"),
+                "Load them with HumanRenderAssets.from_reference_folder(<data dir>) or render them with "
+                "HumanRenderAssets.render_vitruvian(<SMPL-H model dir>) and call set_human_assets().",
+            )
+        return self._human_assets
+
+    def _mask_token_for(self, human: bool) -> int:
+        if self.config.token_type == "Gen-Hu-Obj":
+            return self.token_ids.hseg if human else self.token_ids.oseg
+        return self.token_ids.seg
+
+    @torch.inference_mode()
+    def predict_human_contact(
+        self,
+        image: np.ndarray,
+        object_name: str,
+        template: str | None = None,
+        generate: bool = True,
+        naive: bool = False,
+        max_new_tokens: int = 512,
+        answer_ids: Sequence[int] | None = None,
+    ) -> HumanContactResult | NoContactFound:
+        """3D human contact with `object_name` ('scene' = ground) in the photo.
+
+        template 'parts' (default for released hcontact models) or 'simple'; `generate=False` appends the mask
+        token to the prompt and runs one forward (only meaningful for 'simple').
+        """
+        t0 = time.perf_counter()
+        template = template or (
+            self.config.hC_question_type if self.config.hC_question_type in ("parts", "simple") else "parts"
+        )
+        if not generate and template != "simple":
+            raise InvalidInputError(
+                "generate=False appends the mask token right after the question, which "
+                "matches training only for the 'simple' template."
+            )
+        assets = self._require_human_assets()
+        lang, out = self.run_language(
+            image,
+            human_contact_question(object_name, template),
+            generate=generate,
+            naive=naive,
+            max_new_tokens=max_new_tokens,
+            forced_token=self._mask_token_for(human=True),
+            answer_ids=answer_ids,
+        )
+        timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
+        if out.seg_hidden is None:
+            timings["total_s"] = time.perf_counter() - t0
+            return NoContactFound("human_contact", object_name, lang, timings)
+        t1 = time.perf_counter()
+        views = get_view_set(self.human_view_set)
+        embeddings, sizes = self.human_image_embeddings(cache=not naive)
+        enc = self.camera_encodings(cam_params_tensor(views), cache=not naive)
+        tokens = self.view_tokens(out.seg_hidden, out.seg_token_id, enc, num_tokens=len(views))
+        logits, iou = self.decode_masks(embeddings, tokens, sizes, assets.maps.resolution)
+        t2 = time.perf_counter()
+        lift = lift_human_soft if self.human_lifting == "soft" else lift_human_legacy
+        contacts = lift(logits[None].float(), assets.maps.to(logits.device))[0]
+        smplh = contacts.cpu().numpy().astype(np.float32)
+        smplx = None
+        if self.contact_transfer is not None and smplh.shape[0] == int(self.contact_transfer.num_source):
+            smplx = np.asarray(self.contact_transfer.apply(smplh), dtype=np.float32)
+        t3 = time.perf_counter()
+        timings.update({"sam_s": t2 - t1, "lift_s": t3 - t2, "total_s": t3 - t0})
+        return HumanContactResult(
+            object_name,
+            lang,
+            assets.view_names,
+            logits.cpu().numpy(),
+            iou[:, 0].cpu().numpy(),
+            smplh,
+            smplx,
+            timings,
+        )
+
+    def render_object(
+        self, vertices: np.ndarray, faces: np.ndarray, image_size: int | None = None
+    ) -> tuple[tuple[str, ...], np.ndarray, LiftingMaps]:
+        """Normalise the mesh and render it xyz-coloured in the 4 object views at `object_render_dist`."""
+        from ivlm_core.geometry.shading import normalize_mesh, render_views
+
+        verts = normalize_mesh(np.asarray(vertices, dtype=np.float64))
+        views = get_view_set(self.object_view_set, dist=self.object_render_dist)
+        images, frags = render_views(
+            verts, np.asarray(faces), views, image_size=image_size or self.object_render_size, style="xyz"
+        )
+        return tuple(v.name for v in views), images, LiftingMaps.from_fragments(frags, len(verts))
+
+    @torch.inference_mode()
+    def predict_object_contact(
+        self,
+        image: np.ndarray,
+        object_name: str,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        template: str | None = None,
+        generate: bool = True,
+        naive: bool = False,
+        max_new_tokens: int = 512,
+        render_size: int | None = None,
+        answer_ids: Sequence[int] | None = None,
+    ) -> ObjectContactResult | NoContactFound:
+        """Object contact/affordance on the mesh (vertices (N,3), faces (F,3)) for the photo.
+
+        template 'afford' (affordance models) or 'contact' (PICO-style; default for the joint model).
+        Renders at `object_render_dist` and conditions the camera encoder at `object_cam_dist` (both 1.5 by
+        default: what the joint model was trained with; the reference demo's 2.0 encoder distance is a bug).
+        """
+        t0 = time.perf_counter()
+        if template is None:
+            template = (
+                "contact"
+                if (self.config.token_type == "Gen-Hu-Obj" or self.config.oC_question_type != "afford")
+                else "afford"
+            )
+        if not generate and template != "contact":
+            raise InvalidInputError("generate=False is only meaningful for the 'contact' object template.")
+        lang, out = self.run_language(
+            image,
+            object_contact_question(object_name, template),
+            generate=generate,
+            naive=naive,
+            max_new_tokens=max_new_tokens,
+            forced_token=self._mask_token_for(human=False),
+            answer_ids=answer_ids,
+        )
+        timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
+        if out.seg_hidden is None:
+            timings["total_s"] = time.perf_counter() - t0
+            return NoContactFound("object_contact", object_name, lang, timings)
+        t1 = time.perf_counter()
+        names, renders, maps = self.render_object(vertices, faces, render_size)
+        t2 = time.perf_counter()
+        embeddings, sizes = self.encode_sam_images(renders)
+        cams = cam_params_tensor(get_view_set(self.object_view_set, dist=self.object_cam_dist))
+        enc = self.camera_encodings(cams, cache=not naive)
+        tokens = self.view_tokens(out.seg_hidden, out.seg_token_id, enc, num_tokens=len(names))
+        logits, iou = self.decode_masks(embeddings, tokens, sizes, maps.resolution)
+        t3 = time.perf_counter()
+        contacts = lift_object_mesh(logits[None].float(), maps.to(logits.device))[0]
+        timings.update(
+            {
+                "render_s": t2 - t1,
+                "sam_s": t3 - t2,
+                "lift_s": time.perf_counter() - t3,
+                "total_s": time.perf_counter() - t0,
+            }
+        )
+        return ObjectContactResult(
+            object_name,
+            lang,
+            names,
+            renders,
+            logits.cpu().numpy(),
+            iou[:, 0].cpu().numpy(),
+            contacts.cpu().numpy().astype(np.float32),
+            timings,
+        )
+
+    @torch.inference_mode()
+    def predict_human_contact_2d(
+        self,
+        image: np.ndarray,
+        object_name: str,
+        generate: bool = True,
+        naive: bool = False,
+        max_new_tokens: int = 512,
+        answer_ids: Sequence[int] | None = None,
+    ) -> Contact2DResult | NoContactFound:
+        """2D contact mask on the photo (SAM sees the photo; camera params are zeros as in training)."""
+        t0 = time.perf_counter()
+        photo = _as_rgb(image)
+        lang, out = self.run_language(
+            photo,
+            human_2d_contact_question(object_name),
+            generate=generate,
+            naive=naive,
+            max_new_tokens=max_new_tokens,
+            forced_token=self._mask_token_for(human=True),
+            answer_ids=answer_ids,
+        )
+        timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
+        if out.seg_hidden is None:
+            timings["total_s"] = time.perf_counter() - t0
+            return NoContactFound("human_contact_2d", object_name, lang, timings)
+        t1 = time.perf_counter()
+        embeddings, sizes = self.encode_sam_images(photo[None])
+        num_tokens = max(1, self.config.multiview_channels)
+        enc = (
+            self.camera_encodings(np.zeros((num_tokens, 5), np.float32))
+            if self.cam_encoder is not None
+            else None
+        )
+        tokens = self.view_tokens(out.seg_hidden, out.seg_token_id, enc, num_tokens=num_tokens)
+        logits, iou = self.decode_masks(embeddings, tokens, sizes, tuple(photo.shape[:2]))
+        timings.update({"sam_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0})
+        return Contact2DResult(object_name, lang, logits[0].cpu().numpy(), float(iou[0, 0]), timings)
+
+
+__all__ = [
+    "Contact2DResult",
+    "HumanContactResult",
+    "HumanRenderAssets",
+    "InteractVLM",
+    "LanguageResult",
+    "NoContactFound",
+    "ObjectContactResult",
+]
