@@ -129,6 +129,24 @@ def test_reference_npz_loader(
         LiftingMaps.from_reference_folder(folder, VIEW_NAMES, num_vertices=50, resolution=1024)
 
 
+def test_human_view_set_maps_pick_the_reference_folder(tmp_path: Path) -> None:
+    rng = np.random.default_rng(0)
+    p2v = rng.integers(-1, 6890, size=(8, 8, 3))
+    bary = rng.dirichlet([1, 1, 1], size=(8, 8)).astype(np.float32)
+    folder = tmp_path / "data" / "hcontact_vitruvian"
+    folder.mkdir(parents=True)
+    np.savez(folder / "pixel_to_vertex_map_8.npz", **{n: p2v + i for i, n in enumerate(VIEW_NAMES)})
+    np.savez(folder / "bary_coords_map_8.npz", **{n: bary for n in VIEW_NAMES})
+    # The -fix model's _mv2 folder is missing: the identical base folder serves, in the set's view order.
+    maps = LiftingMaps.for_human_view_set(tmp_path / "data", "4MV-Z_Vitru_mv2", resolution=8)
+    assert maps.num_vertices == 6890 and maps.num_views == 4
+    np.testing.assert_array_equal(maps.pixel_to_vertex[2].numpy(), p2v + 2)
+    with pytest.raises(InvalidInputError, match="human view set"):
+        LiftingMaps.for_human_view_set(tmp_path / "data", "4MV-Z_HM", resolution=8)
+    with pytest.raises(MissingAssetError):
+        LiftingMaps.for_human_view_set(tmp_path / "nowhere", "4MV-Z_Vitru", resolution=8)
+
+
 def test_lift2d_pkl_loader(tmp_path: Path, parity: dict[str, np.ndarray], parity_maps: LiftingMaps) -> None:
     path = tmp_path / "lift2d_dict.pkl"
     joblib.dump(
@@ -141,6 +159,9 @@ def test_lift2d_pkl_loader(tmp_path: Path, parity: dict[str, np.ndarray], parity
     )
     maps = LiftingMaps.from_lift2d_pkl(path)
     assert maps.num_vertices == 50
+    # Our own writer produces the same file content.
+    again = LiftingMaps.from_lift2d_pkl(maps.save_lift2d_pkl(tmp_path / "out" / "lift2d_dict.pkl"))
+    assert torch.equal(again.pixel_to_vertex, maps.pixel_to_vertex) and torch.equal(again.bary, maps.bary)
     logits = torch.from_numpy(parity["logits"])
     np.testing.assert_allclose(
         lift_object_mesh(logits, maps).numpy(), parity["object_mesh"], atol=1e-6, rtol=0

@@ -26,8 +26,17 @@ import torch
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
 from ivlm_core.geometry.raster import Fragments
+from ivlm_core.geometry.views import get_view_set
 
 LOGIT_CLAMP = 20.0
+SMPLH_NUM_VERTICES = 6890
+HUMAN_MAP_FOLDERS = {
+    "4MV-Z_Vitru": "hcontact_vitruvian",
+    "4MV-Z_Vitru_FootGround": "hcontact_vitruvian",
+    "4MV-Z_Vitru_wScene": "hcontact_vitruvian",
+    "4MV-Z_Vitru_mv2": "hcontact_vitruvian_mv2",
+}
+"""Reference data sub-folder per human view set; `_mv2` has the same geometry, so either folder serves."""
 OBJECT_PROB_THRESHOLD = 0.3
 LEGACY_LOGIT_THRESHOLD = 0.3
 LEGACY_AVG_THRESHOLD = 0.3
@@ -151,6 +160,46 @@ class LiftingMaps:
             view_names,
             num_vertices,
         )
+
+    @classmethod
+    def for_human_view_set(
+        cls, data_dir: str | Path, view_set: str = "4MV-Z_Vitru", resolution: int = 1024
+    ) -> LiftingMaps:
+        """SMPL-H maps of a human view set from the reference `data/` folder, in that set's view order.
+
+        The `_mv2` set reads `hcontact_vitruvian_mv2/` like the reference and falls back to
+        `hcontact_vitruvian/` (identical geometry) when only that one was unpacked, and vice versa.
+        """
+        if view_set not in HUMAN_MAP_FOLDERS:
+            raise InvalidInputError(
+                f"'{view_set}' is not a human view set; expected one of {sorted(HUMAN_MAP_FOLDERS)}."
+            )
+        data_dir = Path(data_dir)
+        preferred = HUMAN_MAP_FOLDERS[view_set]
+        candidates = [preferred, *sorted(set(HUMAN_MAP_FOLDERS.values()) - {preferred})]
+        marker = f"pixel_to_vertex_map_{resolution}.npz"
+        folder = next(
+            (data_dir / c for c in candidates if (data_dir / c / marker).is_file()), data_dir / preferred
+        )
+        names = [view.name for view in get_view_set(view_set)]
+        return cls.from_reference_folder(folder, names, SMPLH_NUM_VERTICES, resolution)
+
+    def to_lift2d_dict(self) -> dict:
+        """The `lift2d_dict.pkl` content of the object demo (lists of per-view numpy arrays)."""
+        return {
+            "pixel_to_vertices_map": [m.cpu().numpy() for m in self.pixel_to_vertex],
+            "bary_coords_map": [m.cpu().numpy() for m in self.bary],
+            "num_vertices": self.num_vertices,
+        }
+
+    def save_lift2d_pkl(self, path: str | Path) -> Path:
+        """Write `to_lift2d_dict()` with joblib, the format the reference object lifter reads."""
+        import joblib
+
+        path = Path(path)
+        path.parent.mkdir(parents=True, exist_ok=True)
+        joblib.dump(self.to_lift2d_dict(), path)
+        return path
 
     @classmethod
     def from_lift2d_pkl(cls, path: str | Path) -> LiftingMaps:
