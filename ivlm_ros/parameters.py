@@ -179,6 +179,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         _number(0.0, 1000.0),
         True,
     ),
+    ParamSpec(
+        "input_reliability",
+        "best_effort",
+        "QoS reliability of the image/camera_info subscriptions: best_effort (sensor data) or reliable",
+        _choice(("best_effort", "reliable")),
+        False,
+    ),
     ParamSpec("queue_size", 5, "subscription queue depth", _number(1, 100, integer=True), False),
     ParamSpec("publish_markers", True, "publish ~/markers (MarkerArray)", _boolean, True),
     ParamSpec("publish_debug_image", True, "publish ~/debug_image", _boolean, True),
@@ -234,6 +241,7 @@ class NodeSettings:
     sync_slop_s: float
     camera_info_timeout_s: float
     max_rate_hz: float
+    input_reliability: str
     queue_size: int
     publish_markers: bool
     publish_debug_image: bool

@@ -1,0 +1,1 @@
+"""Benchmarks of the ROS layer (scripts that print figures; never run as timed tests)."""

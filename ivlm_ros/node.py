@@ -1,0 +1,609 @@
+"""The ivlm lifecycle node: camera images in; contacts, meshes, markers, debug image and diagnostics out.
+
+Thin by design: image conversion, scheduling and publishing live here; all model work goes through
+``ivlm_core.pipeline.InteractionPipeline``. Weights load on *configure* and are released on *cleanup*. With
+``autostart`` (default) the node configures and activates itself, so ``python -m ivlm_ros.node`` or
+``ros2 run ivlm_ros ivlm_node`` works without a lifecycle manager. A failed configure (missing weights, body
+model or CUDA) leaves the node up in the unconfigured state with an ERROR in /diagnostics and a log line that
+says how to fix it; ``ros2 lifecycle set /ivlm configure`` retries after the fix.
+
+Threads: callbacks only convert stamps and store the newest frame (:class:`LatestSlot`); one worker thread
+runs the model on the newest frame; the one-shot service runs in its own callback group under the same
+model lock.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import signal
+import sys
+import threading
+import time
+import traceback
+from dataclasses import dataclass, field
+from typing import Any
+
+import numpy as np
+import rclpy
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact
+from ivlm_msgs.srv import EstimateInteraction
+from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
+from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
+from rclpy.parameter import Parameter
+from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from std_msgs.msg import String
+from visualization_msgs.msg import MarkerArray
+
+from ivlm_core.errors import InvalidInputError, IvlmError
+from ivlm_ros.debug_image import compose_debug_image
+from ivlm_ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_fields
+from ivlm_ros.latest_slot import LatestSlot
+from ivlm_ros.marker_cdr import encode_marker_array
+from ivlm_ros.markers import interaction_markers
+from ivlm_ros.messages import (
+    diagnostics_msg,
+    human_contact_msg,
+    interaction_estimate_msg,
+    make_header,
+    object_contact_msg,
+)
+from ivlm_ros.parameters import (
+    PARAMETERS,
+    PARAMETERS_BY_NAME,
+    NodeSettings,
+    pipeline_config_problem,
+    settings_from_dict,
+    validate_parameter,
+)
+from ivlm_ros.stamp_sync import StampPairer
+
+NODE_NAME = "ivlm"
+_EXPIRY_PERIOD_S = 0.05
+
+
+@dataclass
+class Frame:
+    """One input frame waiting for the worker."""
+
+    image: Image | CompressedImage
+    info: CameraInfo | None
+    received_s: float  # time.monotonic() at arrival
+
+
+@dataclass
+class Stats:
+    """Counters reported in /diagnostics (written by callbacks and the worker; ints/floats are atomic)."""
+
+    received: int = 0
+    processed: int = 0
+    failed: int = 0
+    ignored_inactive: int = 0
+    last_latency_ms: float = float("nan")
+    mean_latency_ms: float = float("nan")
+    last_queue_age_ms: float = float("nan")
+    last_error: str = ""
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def record(self, latency_ms: float, queue_age_ms: float) -> None:
+        self.processed += 1
+        self.last_latency_ms = latency_ms
+        self.last_queue_age_ms = queue_age_ms
+        if np.isnan(self.mean_latency_ms):
+            self.mean_latency_ms = latency_ms
+        else:
+            self.mean_latency_ms = 0.9 * self.mean_latency_ms + 0.1 * latency_ms
+
+
+def _stamp_seconds(stamp: Time) -> float:
+    return stamp.sec + stamp.nanosec * 1e-9
+
+
+def camera_matrix(info: CameraInfo | None) -> np.ndarray | None:
+    """K (3, 3) from a CameraInfo, or None when absent/uncalibrated (all-zero K)."""
+    if info is None:
+        return None
+    k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    if k[0, 0] <= 0.0 or k[1, 1] <= 0.0:
+        return None
+    return k
+
+
+def fix_hint(exc: BaseException) -> str:
+    """The actionable part of a load failure (MissingAssetError already carries its how-to-fix)."""
+    how = getattr(exc, "how_to_fix", None)
+    if how:
+        return str(how)
+    if isinstance(exc, IvlmError):
+        return "check the node parameters (ros2 param dump /ivlm) against config/ivlm.yaml"
+    if isinstance(exc, ImportError):
+        return "Python environment incomplete: run `bash scripts/setup_venv.sh` (pip) or rosdep install"
+    return "unexpected error while loading (traceback above); check device/dtype and the checkpoint files"
+
+
+class IvlmNode(LifecycleNode):
+    """Lifecycle node; see the module docstring for the threading model."""
+
+    def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
+        super().__init__(node_name, **kwargs)
+        for spec in PARAMETERS:
+            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description))
+        self._state = "unconfigured"
+        self._settings_error = ""
+        try:
+            self.settings = settings_from_dict({s.name: self.get_parameter(s.name).value for s in PARAMETERS})
+        except InvalidInputError as exc:
+            self._settings_error = str(exc)
+            self.settings = settings_from_dict({})
+            self.get_logger().error(f"{exc}; fix the parameters (config/ivlm.yaml) and configure again")
+        self.add_on_set_parameters_callback(self._on_set_parameters)
+
+        self.stats = Stats()
+        self._pipeline: Any = None
+        self._load_error = ""
+        self._model_lock = threading.Lock()
+        self._slot: LatestSlot[Frame] = LatestSlot()
+        self._worker: threading.Thread | None = None
+        self._pairer: StampPairer[Image | CompressedImage, CameraInfo] | None = None
+        self._sync_lock = threading.Lock()
+        self._io_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = MutuallyExclusiveCallbackGroup()
+        self._pubs: dict[str, Any] = {}
+        self._subs: list[Any] = []
+        self._expiry_timer: Any = None
+
+        # Always available, in every lifecycle state: diagnostics, the query topic and the one-shot service.
+        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
+        self._diag_timer = self.create_timer(
+            self.settings.diagnostics_period_s, self.publish_diagnostics, callback_group=self._io_group
+        )
+        self._query_sub = self.create_subscription(
+            String, self.settings.query_topic, self._on_query, 10, callback_group=self._io_group
+        )
+        self._service = self.create_service(
+            EstimateInteraction, "~/estimate", self._on_estimate_request, callback_group=self._service_group
+        )
+        if self.settings.autostart and not self._settings_error:
+            # Configure/activate from the executor, so the log and diagnostics flow while weights load.
+            self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._io_group)
+
+    # ------------------------------------------------------------------ parameters
+    def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
+        changes: dict[str, Any] = {}
+        for param in params:
+            spec = PARAMETERS_BY_NAME.get(param.name)
+            if spec is None:
+                continue  # e.g. use_sim_time: not ours
+            reason = validate_parameter(param.name, param.value)
+            if reason:
+                return SetParametersResult(successful=False, reason=reason)
+            if (
+                not spec.live
+                and self._state != "unconfigured"
+                and param.value != getattr(self.settings, spec.name)
+            ):
+                return SetParametersResult(
+                    successful=False,
+                    reason=f"parameter '{param.name}' is read on configure; deactivate and clean up the node "
+                    "(ros2 lifecycle set /ivlm cleanup) before changing it",
+                )
+            changes[param.name] = param.value
+        if not changes:
+            return SetParametersResult(successful=True)
+        candidate = settings_from_dict_partial(self.settings, changes)
+        reason = pipeline_config_problem(candidate)
+        if reason:
+            return SetParametersResult(successful=False, reason=reason)
+        self.settings = candidate
+        self._settings_error = ""
+        if self._pairer is not None:
+            self._pairer.slop_s = candidate.sync_slop_s
+            self._pairer.timeout_s = candidate.camera_info_timeout_s
+        return SetParametersResult(successful=True)
+
+    def _on_query(self, msg: String) -> None:
+        query = msg.data.strip()
+        result = self.set_parameters([Parameter("object_query", value=query)])[0]
+        if result.successful:
+            self.get_logger().info(f"object query set to '{query}'")
+        else:
+            self.get_logger().warning(f"ignored object query {msg.data!r}: {result.reason}")
+
+    # ------------------------------------------------------------------ lifecycle
+    def _autostart(self) -> None:
+        self.destroy_timer(self._autostart_timer)
+        if self.trigger_configure() == TransitionCallbackReturn.SUCCESS:
+            self.trigger_activate()
+
+    def on_configure(self, state: LifecycleState) -> TransitionCallbackReturn:
+        if self._settings_error:
+            self._load_error = self._settings_error
+            self.get_logger().error(f"cannot configure: {self._settings_error}")
+            return TransitionCallbackReturn.FAILURE
+        settings = self.settings
+        self.get_logger().info(
+            f"loading InteractVLM from '{settings.checkpoint_dir}' (device {settings.device})"
+        )
+        try:
+            self._pipeline = load_pipeline(settings)
+        except Exception as exc:  # any load failure keeps the node up; diagnostics say why
+            self._pipeline = None
+            self._load_error = f"{type(exc).__name__}: {exc}"
+            if not isinstance(exc, IvlmError | ImportError):
+                self.get_logger().error(traceback.format_exc())
+            self.get_logger().error(f"model not loaded: {exc}\nHow to fix: {fix_hint(exc)}")
+            self.publish_diagnostics()
+            return TransitionCallbackReturn.FAILURE
+        self._load_error = ""
+        self.get_logger().info(
+            f"model '{self._pipeline.model_id}' loaded on {self._pipeline.device} ({self._pipeline.dtype})"
+        )
+        self._create_io(settings)
+        self._state = "inactive"
+        self.publish_diagnostics()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_activate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._state = "active"
+        self.publish_diagnostics()
+        return super().on_activate(state)
+
+    def on_deactivate(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._state = "inactive"
+        self.publish_diagnostics()
+        return super().on_deactivate(state)
+
+    def on_cleanup(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._state = "unconfigured"
+        self.publish_diagnostics()
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_shutdown(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._state = "finalized"
+        return TransitionCallbackReturn.SUCCESS
+
+    def on_error(self, state: LifecycleState) -> TransitionCallbackReturn:
+        self._release()
+        self._state = "unconfigured"
+        return TransitionCallbackReturn.SUCCESS
+
+    def _create_io(self, settings: NodeSettings) -> None:
+        qos = QoSProfile(depth=settings.queue_size, reliability=qos_profile_sensor_data.reliability)
+        qos.history = qos_profile_sensor_data.history
+        qos.durability = qos_profile_sensor_data.durability
+        if settings.input_reliability == "reliable":
+            qos.reliability = QoSReliabilityPolicy.RELIABLE
+        self._pairer = StampPairer(settings.sync_slop_s, settings.camera_info_timeout_s)
+        if settings.use_compressed:
+            topic = settings.image_topic.rstrip("/") + "/compressed"
+            self._subs.append(
+                self.create_subscription(
+                    CompressedImage, topic, self._on_image, qos, callback_group=self._io_group
+                )
+            )
+        else:
+            self._subs.append(
+                self.create_subscription(
+                    Image, settings.image_topic, self._on_image, qos, callback_group=self._io_group
+                )
+            )
+        self._subs.append(
+            self.create_subscription(
+                CameraInfo,
+                settings.camera_info_topic,
+                self._on_camera_info,
+                qos,
+                callback_group=self._io_group,
+            )
+        )
+        self._pubs = {
+            "human": self.create_publisher(HumanContact, "~/human_contact", 10),
+            "object": self.create_publisher(ObjectContact, "~/object_contact", 10),
+            "estimate": self.create_publisher(InteractionEstimate, "~/estimate", 10),
+            "markers": self.create_publisher(MarkerArray, "~/markers", 10),
+            "debug": self.create_publisher(Image, "~/debug_image", 10),
+        }
+        self._expiry_timer = self.create_timer(
+            _EXPIRY_PERIOD_S, self._expire_unpaired, callback_group=self._io_group
+        )
+        self._slot = LatestSlot()
+        self._worker = threading.Thread(target=self._work, name="ivlm-worker", daemon=True)
+        self._worker.start()
+
+    def _release(self) -> None:
+        self._slot.close()
+        if self._worker is not None:
+            self._worker.join(timeout=60.0)
+            self._worker = None
+        for sub in self._subs:
+            self.destroy_subscription(sub)
+        self._subs = []
+        for pub in self._pubs.values():
+            self.destroy_publisher(pub)
+        self._pubs = {}
+        if self._expiry_timer is not None:
+            self.destroy_timer(self._expiry_timer)
+            self._expiry_timer = None
+        with self._model_lock:
+            pipeline, self._pipeline = self._pipeline, None
+        if pipeline is not None:
+            del pipeline
+            release_accelerator_memory()
+
+    # ------------------------------------------------------------------ input
+    def _on_image(self, msg: Image | CompressedImage) -> None:
+        self.stats.received += 1
+        if self._state != "active" or self._pairer is None:
+            self.stats.ignored_inactive += 1
+            return
+        now = time.monotonic()
+        with self._sync_lock:
+            pairs = self._pairer.add_image(_stamp_seconds(msg.header.stamp), msg, now)
+        self._enqueue(pairs, now)
+
+    def _on_camera_info(self, msg: CameraInfo) -> None:
+        if self._pairer is None:
+            return
+        with self._sync_lock:
+            pairs = self._pairer.add_info(_stamp_seconds(msg.header.stamp), msg)
+        self._enqueue(pairs, time.monotonic())
+
+    def _expire_unpaired(self) -> None:
+        if self._pairer is None:
+            return
+        with self._sync_lock:
+            pairs = self._pairer.expire(time.monotonic(), self.settings.require_camera_info)
+        self._enqueue(pairs, time.monotonic())
+
+    def _enqueue(self, pairs: list[tuple[Image | CompressedImage, CameraInfo | None]], now: float) -> None:
+        for image, info in pairs:
+            self._slot.put(Frame(image=image, info=info, received_s=now))
+
+    # ------------------------------------------------------------------ worker
+    def _work(self) -> None:
+        slot = self._slot
+        last_start = 0.0
+        while not slot.closed:
+            rate = self.settings.max_rate_hz
+            if rate > 0.0:
+                wait = last_start + 1.0 / rate - time.monotonic()
+                if wait > 0.0:
+                    time.sleep(min(wait, 0.1))
+                    continue
+            frame = slot.take(timeout_s=0.1)
+            if frame is None:
+                continue
+            last_start = time.monotonic()
+            try:
+                self.process_frame(frame)
+            except Exception as exc:  # a bad frame must never stop the worker
+                self.stats.failed += 1
+                self.stats.last_error = f"{type(exc).__name__}: {exc}"
+                stamp = frame.image.header.stamp
+                self.get_logger().warning(
+                    f"frame {stamp.sec}.{stamp.nanosec:09d} failed: {exc}",
+                    throttle_duration_sec=5.0,
+                )
+
+    def process_frame(self, frame: Frame) -> None:
+        """Decode, estimate, publish; every output carries the source image's stamp and frame_id."""
+        start = time.monotonic()
+        queue_age_ms = (start - frame.received_s) * 1e3
+        settings = self.settings
+        rgb = decode_image(frame.image)
+        camera_k = camera_matrix(frame.info)
+        with self._model_lock:
+            pipeline = self._pipeline
+            if pipeline is None:
+                raise RuntimeError("model not loaded")
+            result = pipeline.estimate(rgb, settings.object_query, task=settings.task, camera_k=camera_k)
+        if self._state != "active":
+            return
+        self.publish_result(frame.image.header, rgb, camera_k, result, settings, pipeline.model_id)
+        latency_ms = (time.monotonic() - frame.received_s) * 1e3
+        self.stats.timings_ms = dict(result.timings_ms)
+        self.stats.record(latency_ms, queue_age_ms)
+
+    def publish_result(
+        self,
+        source_header: Any,
+        rgb: np.ndarray,
+        camera_k: np.ndarray | None,
+        result: Any,
+        settings: NodeSettings,
+        model_id: str,
+    ) -> None:
+        header = make_header(source_header.stamp, source_header.frame_id)
+        pubs = self._pubs
+        if result.human is not None:
+            pubs["human"].publish(
+                human_contact_msg(
+                    header, result.object_query, model_id, result.human, settings.human_threshold
+                )
+            )
+        if result.object is not None:
+            pubs["object"].publish(
+                object_contact_msg(
+                    header, model_id, result.object, result.object_placement, settings.object_threshold
+                )
+            )
+        pubs["estimate"].publish(
+            interaction_estimate_msg(
+                header, result, model_id, settings.human_threshold, settings.object_threshold
+            )
+        )
+        if settings.publish_markers:
+            markers = interaction_markers(
+                result,
+                settings.human_threshold,
+                settings.object_threshold,
+                settings.marker_colormap,
+                settings.contact_sphere_radius_m,
+                settings.display_distance_m,
+            )
+            pubs["markers"].publish(
+                encode_marker_array(markers, header.stamp.sec, header.stamp.nanosec, header.frame_id)
+            )
+        if settings.publish_debug_image:
+            debug = compose_debug_image(
+                rgb, result, camera_k, settings.human_threshold, settings.object_threshold
+            )
+            msg = Image(header=header, **rgb_to_image_fields(debug))
+            pubs["debug"].publish(msg)
+
+    # ------------------------------------------------------------------ one-shot service
+    def _on_estimate_request(
+        self, request: EstimateInteraction.Request, response: EstimateInteraction.Response
+    ) -> EstimateInteraction.Response:
+        settings = self.settings
+        query = request.object_query.strip() or settings.object_query
+        task = request.task or settings.task
+        try:
+            if validate_parameter("task", task):
+                raise InvalidInputError(validate_parameter("task", task) or "")
+            rgb = image_msg_to_rgb(request.image)
+            camera_k = camera_matrix(request.camera_info if request.camera_info.width > 0 else None)
+            with self._model_lock:
+                pipeline = self._pipeline
+                if pipeline is None:
+                    raise RuntimeError(f"model not loaded ({self._load_error or 'node not configured'})")
+                result = pipeline.estimate(rgb, query, task=task, camera_k=camera_k)
+            header = make_header(request.image.header.stamp, request.image.header.frame_id)
+            response.estimate = interaction_estimate_msg(
+                header, result, pipeline.model_id, settings.human_threshold, settings.object_threshold
+            )
+            response.success = True
+            response.message = f"{task} for '{query}' in {sum(result.timings_ms.values()):.0f} ms"
+        except Exception as exc:  # the service answers every request; failures are reported, not raised
+            response.success = False
+            response.message = f"{type(exc).__name__}: {exc}"
+        return response
+
+    # ------------------------------------------------------------------ diagnostics
+    def publish_diagnostics(self) -> None:
+        stats = self.stats
+        pipeline = self._pipeline
+        error = self._load_error or self._settings_error
+        if error:
+            level, message = DiagnosticStatus.ERROR, f"model not loaded: {error}"
+        elif pipeline is None:
+            level, message = DiagnosticStatus.WARN, f"node {self._state}: model not loaded"
+        elif self._state != "active":
+            level, message = DiagnosticStatus.WARN, f"model loaded, node {self._state}"
+        elif stats.last_error and stats.failed and stats.processed == 0:
+            level, message = DiagnosticStatus.WARN, f"frames failing: {stats.last_error}"
+        else:
+            level, message = DiagnosticStatus.OK, f"active, {stats.processed} frames processed"
+        values: dict[str, Any] = {
+            "lifecycle_state": self._state,
+            "model_loaded": pipeline is not None,
+            "model_id": getattr(pipeline, "model_id", ""),
+            "device": getattr(pipeline, "device", self.settings.device),
+            "dtype": getattr(pipeline, "dtype", self.settings.dtype),
+            "task": self.settings.task,
+            "object_query": self.settings.object_query,
+            "frames_received": stats.received,
+            "frames_processed": stats.processed,
+            "frames_dropped": self._slot.dropped,
+            "frames_unpaired_dropped": self._pairer.unpaired_dropped if self._pairer else 0,
+            "frames_failed": stats.failed,
+            "frames_ignored_inactive": stats.ignored_inactive,
+            "latency_ms_last": stats.last_latency_ms,
+            "latency_ms_mean": stats.mean_latency_ms,
+            "queue_age_ms": stats.last_queue_age_ms,
+            "last_error": error or stats.last_error,
+        }
+        for name, ms in stats.timings_ms.items():
+            values[f"timing_ms_{name}"] = float(ms)
+        self._diag_pub.publish(
+            diagnostics_msg(
+                self.get_clock().now().to_msg(),
+                self.get_name(),
+                level,
+                message,
+                values,
+                str(values["device"]),
+            )
+        )
+
+
+def settings_from_dict_partial(current: NodeSettings, changes: dict[str, Any]) -> NodeSettings:
+    """``current`` with ``changes`` applied (each already validated on its own)."""
+    values = {spec.name: getattr(current, spec.name) for spec in PARAMETERS}
+    values.update(changes)
+    return settings_from_dict(values)
+
+
+def decode_image(msg: Image | CompressedImage) -> np.ndarray:
+    if isinstance(msg, CompressedImage):
+        return compressed_msg_to_rgb(msg)
+    return image_msg_to_rgb(msg)
+
+
+def load_pipeline(settings: NodeSettings) -> Any:
+    """InteractionPipeline.load with a clear error when CUDA was asked for but is not there."""
+    import torch
+    from ivlm_core.pipeline import InteractionPipeline
+
+    from ivlm_core.pipeline_config import PipelineConfig
+
+    if not settings.checkpoint_dir:
+        from ivlm_core.errors import MissingAssetError
+
+        raise MissingAssetError(
+            "InteractVLM checkpoint folder",
+            "<unset>",
+            "set the 'checkpoint_dir' parameter (config/ivlm.yaml) to the unzipped released model, e.g. "
+            "~/ivlm_data/trained_models/interactvlm-3d-hcontact-damon (download: https://interactvlm.is.tue.mpg.de)",
+        )
+    if settings.device == "cuda" and not torch.cuda.is_available():
+        raise RuntimeError(
+            "device 'cuda' requested but torch sees no CUDA device: set device:=cpu (slow) or install a CUDA "
+            "build of torch and check nvidia-smi"
+        )
+    return InteractionPipeline.load(PipelineConfig.from_dict(settings.pipeline_config_dict()))
+
+
+def release_accelerator_memory() -> None:
+    import gc
+
+    gc.collect()
+    with contextlib.suppress(Exception):
+        import torch
+
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+
+def main(args: list[str] | None = None) -> int:
+    rclpy.init(args=args if args is not None else sys.argv)
+    node = IvlmNode()
+    executor = MultiThreadedExecutor(num_threads=3)
+    executor.add_node(node)
+
+    def stop(signum: int, _frame: Any) -> None:
+        executor.create_task(lambda: None)
+        rclpy.try_shutdown()
+
+    signal.signal(signal.SIGTERM, stop)
+    try:
+        executor.spin()
+    except (KeyboardInterrupt, ExternalShutdownException):
+        pass
+    finally:
+        with contextlib.suppress(Exception):
+            node._release()
+        executor.shutdown(timeout_sec=1.0)
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
