@@ -364,7 +364,7 @@ def load_clip(clip_path: Path, device: torch.device, dtype: torch.dtype):
         )
     try:
         tower = CLIPVisionModel.from_pretrained(
-            str(clip_path), torch_dtype=dtype, attn_implementation="sdpa", local_files_only=True
+            str(clip_path), dtype=dtype, attn_implementation="sdpa", local_files_only=True
         )
     except (OSError, ValueError) as err:
         raise CheckpointError(f"Could not load the CLIP vision tower from {clip_path}: {err}") from err
