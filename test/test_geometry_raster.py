@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from concurrent.futures import ThreadPoolExecutor
+
 import numpy as np
 import pytest
 
@@ -154,6 +156,17 @@ def test_views_batch_matches_single_view_calls() -> None:
         single = rasterize(verts, faces, view, 40)
         np.testing.assert_array_equal(single.face_index, frag.face_index)
         np.testing.assert_array_equal(single.bary, frag.bary)
+
+
+def test_concurrent_calls_from_threads_agree() -> None:
+    verts, faces = _random_mesh(6)
+    views = get_view_set("4MV-Z_HM")
+    expected = rasterize_views(verts, faces, views, 64)
+    with ThreadPoolExecutor(max_workers=4) as pool:
+        results = list(pool.map(lambda _: rasterize_views(verts, faces, views, 64), range(8)))
+    for frags in results:
+        for got, want in zip(frags, expected):
+            np.testing.assert_array_equal(got.face_index, want.face_index)
 
 
 @pytest.mark.parametrize(

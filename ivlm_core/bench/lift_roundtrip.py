@@ -6,7 +6,7 @@ two painted corners) gets logit +10 and every other pixel -10, the masks are lif
 human rule and thresholded at 0.5. The IoU with the painted set is measured over the vertices visible in
 some view.
 
-Run from the repository root: `python -m ivlm_core.bench.lift_roundtrip [--size 1024] [--repeats 3]`.
+Run from the repository root: `python -m ivlm_core.bench.lift_roundtrip [--size 1024] [--repeats 5]`.
 The last line is `iou=<float> rasterize_ms=<float> lift_ms=<float>` (all 4 views, after a warm-up run).
 """
 
@@ -79,7 +79,7 @@ class RoundTripResult:
     num_visible: int
 
 
-def run_roundtrip(image_size: int = 1024, repeats: int = 3, detail: int = 56) -> RoundTripResult:
+def run_roundtrip(image_size: int = 1024, repeats: int = 5, detail: int = 56) -> RoundTripResult:
     """Paint, rasterize the 4 human views, lift back; IoU over visible vertices and median timings."""
     vertices, faces = build_test_figure(detail)
     views = get_view_set("4MV-Z_Vitru")
@@ -127,7 +127,7 @@ def run_roundtrip(image_size: int = 1024, repeats: int = 3, detail: int = 56) ->
 def main() -> None:
     parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     parser.add_argument("--size", type=int, default=1024, help="image size of each view")
-    parser.add_argument("--repeats", type=int, default=3, help="timed repetitions (median is printed)")
+    parser.add_argument("--repeats", type=int, default=5, help="timed repetitions (median is printed)")
     args = parser.parse_args()
     result = run_roundtrip(args.size, args.repeats)
     print(f"mesh: {result.num_faces} faces, {result.num_visible} vertices visible in some view")

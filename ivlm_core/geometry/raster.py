@@ -30,6 +30,7 @@ in float64, PyTorch3D in float32).
 from __future__ import annotations
 
 import math
+import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
 
@@ -42,6 +43,9 @@ from ivlm_core.geometry.views import CameraView, world_to_ndc
 _Z_EPS = 1e-8
 _AREA_EPS = 1e-8
 _ROW_BANDS = 16  # independent row bands per view: the parallel work unit (no shared writes between bands)
+# numba's fallback 'workqueue' threading layer aborts on concurrent parallel launches (e.g. from a
+# multi-threaded ROS executor); the launches would compete for the same cores anyway, so serialise them.
+_KERNEL_LOCK = threading.Lock()
 
 
 @dataclass
@@ -207,7 +211,8 @@ def rasterize_views(
     depth = np.empty((n_views, size, size), dtype=np.float32)
     p2v = np.empty((n_views, size, size, 3), dtype=np.int64)
     n_bands = max(1, min(_ROW_BANDS, size))
-    _rasterize_kernel(face_xyz, tris, size, n_bands, face_index, bary, depth, p2v)
+    with _KERNEL_LOCK:
+        _rasterize_kernel(face_xyz, tris, size, n_bands, face_index, bary, depth, p2v)
     return [Fragments(face_index[v], p2v[v], bary[v], depth[v]) for v in range(n_views)]
 
 
