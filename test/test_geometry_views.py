@@ -54,6 +54,13 @@ def test_object_view_set_and_distance_override() -> None:
     assert views[0].dist == 2.0  # the override returns copies
 
 
+def test_degenerate_cameras_are_rejected() -> None:
+    with pytest.raises(InvalidInputError, match="up axis"):
+        view_transform(CameraView("top", dist=2.0, elev=90.0, azim=0.0))
+    with pytest.raises(InvalidInputError, match="distance"):
+        view_transform(CameraView("nowhere", dist=0.0, elev=10.0, azim=0.0))
+
+
 def test_unknown_view_set_is_rejected() -> None:
     with pytest.raises(InvalidInputError, match="4MV-Z_Vitru"):
         get_view_set("4MV-Z_Nope")

@@ -115,16 +115,20 @@ def camera_center(view: CameraView) -> np.ndarray:
 def view_transform(view: CameraView) -> tuple[np.ndarray, np.ndarray]:
     """(R (3,3), T (3,)) float64 with X_cam = X_world @ R + T, including the reference's T[0:2] offsets."""
     eye = camera_center(view)
-    up = np.array([0.0, 1.0, 0.0])
-    z_axis = -eye / max(np.linalg.norm(eye), 1e-5)
-    x_axis = np.cross(up, z_axis)
-    if np.allclose(x_axis, 0.0, atol=5e-3):
-        # Looking straight up/down: PyTorch3D falls back to y x z for the x axis.
-        y_tmp = np.cross(z_axis, x_axis)
-        x_axis = np.cross(y_tmp, z_axis)
-    x_axis = x_axis / max(np.linalg.norm(x_axis), 1e-5)
+    dist = float(np.linalg.norm(eye))
+    if not math.isfinite(dist) or dist < 1e-5:
+        raise InvalidInputError(f"View '{view.name}' has camera distance {view.dist}; it must be positive.")
+    z_axis = -eye / dist
+    x_axis = np.cross([0.0, 1.0, 0.0], z_axis)
+    if np.linalg.norm(x_axis) < 1e-5:
+        # PyTorch3D returns a degenerate matrix here; refuse instead of rendering garbage.
+        raise InvalidInputError(
+            f"View '{view.name}' looks straight along the up axis (elev {view.elev} deg); the look-at "
+            "rotation is undefined. Use an elevation other than +-90 deg."
+        )
+    x_axis = x_axis / np.linalg.norm(x_axis)
     y_axis = np.cross(z_axis, x_axis)
-    y_axis = y_axis / max(np.linalg.norm(y_axis), 1e-5)
+    y_axis = y_axis / np.linalg.norm(y_axis)
     rot = np.stack([x_axis, y_axis, z_axis], axis=1)
     trans = -rot.T @ eye
     trans[0] += view.x_off
@@ -171,7 +175,10 @@ def pixel_centers_ndc(image_size: int) -> np.ndarray:
 
 
 def project_points(points: np.ndarray, view: CameraView, image_size: int) -> tuple[np.ndarray, np.ndarray]:
-    """Project world points: (pixels (N,2) [col, row], integers at pixel centres; depth (N,) = z_cam)."""
+    """Project world points: (pixels (N,2) [col, row], integers at pixel centres; depth (N,) = z_cam).
+
+    Points with depth <= 0 are behind the camera; their pixel coordinates are meaningless (inf/NaN at 0).
+    """
     if image_size <= 0:
         raise InvalidInputError(f"image_size must be positive, got {image_size}.")
     ndc = world_to_ndc(points, view)
