@@ -1,0 +1,385 @@
+"""One camera frame in, everything ivlm estimates out: the ROS-free pipeline the node and the CLI share.
+
+It owns the loaded assets (InteractVLM checkpoint, human renders + lifting maps, body models, SMPL->SMPL-X
+transfer, object library, body placer) and answers `estimate(image, object_query)` with plain numpy results.
+Assets the user has not supplied degrade the result with a stated reason instead of failing the frame:
+without SMPL-X the contacts stay on the canonical body, without intrinsics nothing is placed.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+import torch
+
+from ivlm_core.errors import InvalidInputError, IvlmError, MissingAssetError
+from ivlm_core.pipeline_config import PipelineConfig
+
+LOG = logging.getLogger(__name__)
+
+__all__ = [
+    "BodyPlacement",
+    "HumanContactEstimate",
+    "InteractionPipeline",
+    "InteractionResult",
+    "ObjectContactEstimate",
+    "ObjectPlacement",
+    "PipelineConfig",
+]
+
+
+# ------------------------------------------------------------------------------------------------ results
+@dataclass
+class HumanContactEstimate:
+    """Per-vertex human contact; `body_model` says which body the vertex indices refer to."""
+
+    contact_found: bool
+    generated_text: str
+    body_parts: list[str]
+    view_images: np.ndarray  # (V,S,S,3) uint8: the SAM inputs (body renders)
+    view_logits: np.ndarray | None  # (V,S,S) float32
+    vertex_contact: np.ndarray | None  # (N_body,) float32 in [0,1]
+    body_model: str  # "smplx" or "smplh"
+
+
+@dataclass
+class ObjectContactEstimate:
+    """Per-vertex object contact on the library mesh, in the mesh file's vertex order."""
+
+    label: str
+    mesh_path: str
+    vertices: np.ndarray  # (M,3) float32, metres, object frame
+    faces: np.ndarray  # (K,3) int64
+    contact_found: bool
+    vertex_contact: np.ndarray | None  # (M,) float32
+    affordance: str
+    generated_text: str
+    view_images: np.ndarray | None  # (V,S,S,3) uint8
+    view_logits: np.ndarray | None  # (V,S,S) float32
+
+
+@dataclass
+class BodyPlacement:
+    """The SMPL-X body in the camera frame (OpenCV optical frame, metres), or why it could not be placed."""
+
+    placed: bool
+    status: str
+    vertices: np.ndarray | None = None
+    faces: np.ndarray | None = None
+    params: dict[str, np.ndarray] = field(default_factory=dict)
+
+
+@dataclass
+class ObjectPlacement:
+    """The object mesh fitted against the placed body by predicted contacts, or why it was not."""
+
+    placed: bool
+    status: str
+    rotation: np.ndarray = field(default_factory=lambda: np.eye(3, dtype=np.float32))
+    translation: np.ndarray = field(default_factory=lambda: np.zeros(3, dtype=np.float32))
+    scale: float = 1.0
+    vertices: np.ndarray | None = None
+    report: dict[str, float] = field(default_factory=dict)
+
+
+@dataclass
+class InteractionResult:
+    object_query: str
+    task: str
+    human: HumanContactEstimate | None
+    object: ObjectContactEstimate | None
+    body_mesh: tuple[np.ndarray, np.ndarray] | None  # canonical body (vertices, faces) when not placed
+    body_placement: BodyPlacement | None
+    object_placement: ObjectPlacement | None
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+
+# ------------------------------------------------------------------------------------------------ helpers
+def resolve_device(device: str) -> torch.device:
+    """'auto' picks CUDA when present; asking for CUDA without it is an error with the fix."""
+    if device == "auto":
+        return torch.device("cuda" if torch.cuda.is_available() else "cpu")
+    if device == "cuda" and not torch.cuda.is_available():
+        raise InvalidInputError(
+            "device 'cuda' was requested but torch sees no CUDA GPU (torch "
+            f"{torch.__version__}); install a CUDA build of torch and check the driver, or set device: cpu"
+        )
+    return torch.device(device)
+
+
+def resolve_dtype(dtype: str, device: torch.device) -> torch.dtype:
+    if dtype == "auto":
+        return torch.bfloat16 if device.type == "cuda" else torch.float32
+    return {"float32": torch.float32, "bfloat16": torch.bfloat16, "float16": torch.float16}[dtype]
+
+
+def check_image(image_rgb: np.ndarray) -> np.ndarray:
+    """An RGB uint8 (H,W,3) image with a usable size, or InvalidInputError saying what arrived."""
+    image = np.asarray(image_rgb)
+    if image.dtype != np.uint8 or image.ndim != 3 or image.shape[2] != 3:
+        raise InvalidInputError(f"expected an RGB uint8 image of shape (H,W,3), got {image.dtype} {image.shape}")
+    if min(image.shape[:2]) < 8:
+        raise InvalidInputError(f"image {image.shape[1]}x{image.shape[0]} is too small (need at least 8x8)")
+    return image
+
+
+def check_camera_k(camera_k: np.ndarray | None) -> np.ndarray | None:
+    if camera_k is None:
+        return None
+    k = np.asarray(camera_k, dtype=np.float64)
+    if k.shape != (3, 3) or not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise InvalidInputError(f"camera intrinsics must be a finite 3x3 K with fx, fy > 0, got {k.tolist()}")
+    return k
+
+
+def contact_vertex_ids(contact: np.ndarray | None, threshold: float) -> np.ndarray:
+    """Ascending vertex ids whose contact probability is at least `threshold`."""
+    if contact is None:
+        return np.zeros(0, dtype=np.uint32)
+    return np.flatnonzero(np.asarray(contact) >= threshold).astype(np.uint32)
+
+
+def _ms(t0: float) -> float:
+    return (time.perf_counter() - t0) * 1000.0
+
+
+# ------------------------------------------------------------------------------------------------ pipeline
+class InteractionPipeline:
+    """Loaded models + assets; `estimate()` is safe to call repeatedly from one worker thread."""
+
+    def __init__(self, cfg: PipelineConfig, model: Any, body_mesh: tuple[np.ndarray, np.ndarray] | None,
+                 body_model_name: str, object_library: Any, body_placer: Any, fit_config: Any) -> None:
+        self.cfg = cfg
+        self.model = model
+        self.body_mesh = body_mesh
+        self.body_model_name = body_model_name
+        self.object_library = object_library
+        self.body_placer = body_placer
+        self.fit_config = fit_config
+        self.model_id = Path(cfg.checkpoint_dir).name
+        self.device = str(model.device)
+        self.dtype = str(model.dtype).replace("torch.", "")
+
+    # ------------------------------------------------------------------------------------------- loading
+    @classmethod
+    def load(cls, cfg: PipelineConfig, **model_kwargs: Any) -> InteractionPipeline:
+        """Load everything the config names; missing user files raise with what to download and where.
+
+        Extra keyword arguments go to `load_checkpoint` (e.g. a `sam_spec` for tiny test checkpoints).
+        """
+        from ivlm_core.model.checkpoint import load_checkpoint
+
+        cfg.validate()
+        if not cfg.checkpoint_dir:
+            raise MissingAssetError(
+                "InteractVLM checkpoint folder", "<unset>",
+                "Set checkpoint_dir to an unzipped release, e.g. trained_models/interactvlm-3d-hcontact-damon "
+                "(download: https://download.is.tue.mpg.de, domain 'interactvlm', registration required).",
+            )
+        device = resolve_device(cfg.device)
+        dtype = resolve_dtype(cfg.dtype, device)
+        transfer = cls._load_transfer(cfg)
+        assets = cls._human_assets(cfg, model_kwargs.pop("human_view_set", None))
+        model = load_checkpoint(cfg.checkpoint_dir, clip_dir=cfg.clip_dir, device=device, dtype=dtype,
+                                human_assets=assets, contact_transfer=transfer, **model_kwargs)
+        body_mesh, body_name = cls._display_body(cfg, assets, transfer)
+        library = None
+        if cfg.object_library is not None:
+            from ivlm_core.fitting.object_library import ObjectLibrary
+
+            library = ObjectLibrary.load(cfg.object_library)
+        placer = None
+        if cfg.fit_human:
+            from ivlm_core.fitting.body_fit import CameraBodyPlacer
+
+            placer = CameraBodyPlacer.from_body_model_dir(cfg.body_model_dir)
+        fit_config = None
+        if cfg.fit_object:
+            from ivlm_core.fitting.object_fit import ObjectFitConfig
+
+            fit_config = ObjectFitConfig.load_default()
+        return cls(cfg, model, body_mesh, body_name, library, placer, fit_config)
+
+    @staticmethod
+    def _load_transfer(cfg: PipelineConfig) -> Any:
+        from ivlm_core.body.transfer import ContactTransfer
+
+        source = cfg.smpl_to_smplx or cfg.body_model_dir
+        if source is None:
+            return None
+        try:
+            return ContactTransfer.load(source)
+        except MissingAssetError:
+            if cfg.smpl_to_smplx is not None:
+                raise
+            LOG.warning("no smpl_to_smplx.pkl in %s: contacts stay on the SMPL-H canonical body",
+                        cfg.body_model_dir)
+            return None
+
+    @staticmethod
+    def _human_assets(cfg: PipelineConfig, view_set: str | None) -> Any:
+        """Reference renders + maps when the user has the reference data, else our own Vitruvian renders."""
+        from ivlm_core.model.checkpoint import read_config
+        from ivlm_core.model.interactvlm import DEFAULT_HUMAN_VIEW_SET, HumanRenderAssets
+
+        if cfg.task == "object_contact":
+            return None
+        view_set = view_set or read_config(cfg.checkpoint_dir).hC_sam_view_type or DEFAULT_HUMAN_VIEW_SET
+        if cfg.reference_data_dir is not None:
+            return HumanRenderAssets.from_reference_folder(cfg.reference_data_dir, view_set)
+        if cfg.body_model_dir is not None:
+            return HumanRenderAssets.render_vitruvian(cfg.body_model_dir, view_set)
+        raise MissingAssetError(
+            "canonical body renders for human contact", "body_model_dir / reference_data_dir (both unset)",
+            "Set body_model_dir to a folder with smplh/SMPLH_NEUTRAL.pkl (https://mano.is.tue.mpg.de) so ivlm "
+            "renders the Vitruvian body, or reference_data_dir to the InteractVLM data/ folder "
+            "(data/hcontact_vitruvian/*).",
+        )
+
+    @staticmethod
+    def _display_body(cfg: PipelineConfig, assets: Any, transfer: Any) -> tuple[Any, str]:
+        """The mesh the contacts live on: canonical SMPL-X when the transfer exists, else the SMPL-H body."""
+        from ivlm_core.body.models import canonical_vitruvian_mesh, load_body_model
+
+        if cfg.body_model_dir is None or assets is None:
+            return None, "smplx" if transfer is not None else "smplh"
+        if transfer is not None:
+            try:
+                model = load_body_model(cfg.body_model_dir, "smplx")
+            except MissingAssetError as err:
+                LOG.warning("%s: the SMPL-X body mesh cannot be shown", err)
+                return None, "smplx"
+            with torch.no_grad():
+                vertices = model().vertices[0].cpu().numpy().astype(np.float32)
+            if len(vertices) != transfer.num_target:
+                raise InvalidInputError(
+                    f"the SMPL-X model has {len(vertices)} vertices but smpl_to_smplx maps to "
+                    f"{transfer.num_target}; use the files that belong together")
+            return (vertices, np.asarray(model.faces, dtype=np.int64)), "smplx"
+        vertices, faces = canonical_vitruvian_mesh(cfg.body_model_dir)
+        return (vertices, faces), "smplh"
+
+    def release(self) -> None:
+        """Drop the model and free accelerator memory (lifecycle cleanup)."""
+        self.model = None
+        if torch.cuda.is_available():
+            torch.cuda.empty_cache()
+
+    # ------------------------------------------------------------------------------------------- inference
+    def estimate(self, image_rgb: np.ndarray, object_query: str, task: str | None = None,
+                 camera_k: np.ndarray | None = None, object_mask: np.ndarray | None = None,
+                 object_box: tuple[float, float, float, float] | None = None) -> InteractionResult:
+        """Run the configured (or given) task on one RGB frame."""
+        if self.model is None:
+            raise IvlmError("the pipeline was released; load it again")
+        image = check_image(image_rgb)
+        k = check_camera_k(camera_k)
+        task = task or self.cfg.task
+        if task not in ("human_contact", "object_contact", "interaction"):
+            raise InvalidInputError(f"unknown task '{task}'")
+        query = (object_query or "").strip()
+        if not query:
+            raise InvalidInputError("object query is empty: say which object to reason about ('scene' = ground)")
+        timings: dict[str, float] = {}
+        human = obj = None
+        t_all = time.perf_counter()
+        if task in ("human_contact", "interaction"):
+            t0 = time.perf_counter()
+            human = self._human_contact(image, query)
+            timings["human_contact"] = _ms(t0)
+        if task in ("object_contact", "interaction"):
+            t0 = time.perf_counter()
+            obj = self._object_contact(image, query)
+            timings["object_contact"] = _ms(t0)
+        body_placement = object_placement = None
+        if self.body_placer is not None and task in ("human_contact", "interaction"):
+            t0 = time.perf_counter()
+            body_placement = self._place_body(image, k)
+            timings["body_fit"] = _ms(t0)
+        if self.fit_config is not None and task == "interaction":
+            t0 = time.perf_counter()
+            object_placement = self._place_object(human, obj, body_placement, k, object_mask, object_box,
+                                                  image.shape[:2])
+            timings["object_fit"] = _ms(t0)
+        timings["total"] = _ms(t_all)
+        return InteractionResult(query, task, human, obj, self.body_mesh, body_placement, object_placement,
+                                 timings)
+
+    def _human_contact(self, image: np.ndarray, query: str) -> HumanContactEstimate:
+        result = self.model.predict_human_contact(
+            image, query, template=self.cfg.question_template, generate=self.cfg.generate,
+            max_new_tokens=self.cfg.max_new_tokens)
+        renders = self.model.human_assets.renders
+        if not result.found:
+            return HumanContactEstimate(False, result.language.text, [], renders, None, None,
+                                        self.body_model_name)
+        if self.body_model_name == "smplx" and result.contacts_smplx is not None:
+            contact = result.contacts_smplx
+        else:
+            contact = result.contacts_smplh
+        return HumanContactEstimate(True, result.language.text, list(result.language.body_parts), renders,
+                                    result.view_logits, np.clip(contact, 0.0, 1.0).astype(np.float32),
+                                    self.body_model_name)
+
+    def _object_contact(self, image: np.ndarray, query: str) -> ObjectContactEstimate:
+        if self.object_library is None:
+            raise InvalidInputError("object contact needs object_library (label -> mesh YAML)")
+        mesh = self.object_library.get(query)
+        result = self.model.predict_object_contact(
+            image, query, mesh.vertices, mesh.faces, max_new_tokens=self.cfg.max_new_tokens)
+        if not result.found:
+            return ObjectContactEstimate(mesh.label, mesh.path, mesh.vertices, mesh.faces, False, None, "",
+                                         result.language.text, None, None)
+        return ObjectContactEstimate(mesh.label, mesh.path, mesh.vertices, mesh.faces, True,
+                                     result.contacts.astype(np.float32), result.language.affordance or "",
+                                     result.language.text, result.renders, result.view_logits)
+
+    def _place_body(self, image: np.ndarray, k: np.ndarray | None) -> BodyPlacement:
+        if k is None:
+            return BodyPlacement(False, "body not placed: no camera intrinsics (CameraInfo) for this frame")
+        fit = self.body_placer.place(image, k)
+        return BodyPlacement(**fit.placement_kwargs())
+
+    def _place_object(self, human: HumanContactEstimate | None, obj: ObjectContactEstimate | None,
+                      body: BodyPlacement | None, k: np.ndarray | None, object_mask: np.ndarray | None,
+                      object_box: tuple[float, float, float, float] | None,
+                      image_hw: tuple[int, int]) -> ObjectPlacement:
+        from ivlm_core.fitting.object_fit import fit_object_to_body
+
+        reasons = []
+        if body is None or not body.placed:
+            reasons.append(body.status if body is not None else "the body is not placed")
+        if human is None or human.vertex_contact is None or self.body_model_name != "smplx":
+            reasons.append("no SMPL-X human contact")
+        if obj is None or obj.vertex_contact is None:
+            reasons.append("no object contact")
+        if k is None:
+            reasons.append("no camera intrinsics")
+        if object_mask is None and object_box is None:
+            reasons.append("no object mask or box (set one on the object_mask / object_box inputs)")
+        if reasons:
+            return ObjectPlacement(False, "object not placed: " + "; ".join(reasons))
+        mask = object_mask if object_mask is not None else box_mask(object_box, image_hw)
+        fit = fit_object_to_body(
+            object_vertices=obj.vertices, object_faces=obj.faces, object_contact=obj.vertex_contact,
+            body_vertices=body.vertices, body_faces=body.faces, body_contact=human.vertex_contact,
+            object_mask=mask, camera_k=k, config=self.fit_config)
+        return ObjectPlacement(**fit.placement_kwargs())
+
+
+def box_mask(box: tuple[float, float, float, float] | None, image_hw: tuple[int, int]) -> np.ndarray:
+    """A filled (x_min, y_min, x_max, y_max) pixel box as a binary mask (when no segmentation is given)."""
+    if box is None:
+        raise InvalidInputError("no object box")
+    x0, y0, x1, y1 = (float(v) for v in box)
+    h, w = image_hw
+    if not all(np.isfinite([x0, y0, x1, y1])) or x1 <= x0 or y1 <= y0:
+        raise InvalidInputError(f"object box must be finite (x_min, y_min, x_max, y_max), got {box}")
+    mask = np.zeros((h, w), dtype=bool)
+    mask[max(0, int(y0)):min(h, int(np.ceil(y1))), max(0, int(x0)):min(w, int(np.ceil(x1)))] = True
+    return mask

@@ -1,0 +1,101 @@
+"""Validated configuration of the InteractVLM pipeline (shared by the CLI and the ROS node).
+
+Validation lives here, not in the node, so a malformed parameter is rejected with the same clear reason
+whether it comes from a YAML file, a ROS parameter or Python code.
+"""
+
+from __future__ import annotations
+
+import math
+from dataclasses import asdict, dataclass, fields
+from typing import Any
+
+from ivlm_core.errors import InvalidInputError
+
+TASKS = ("human_contact", "object_contact", "interaction")
+DEVICES = ("auto", "cpu", "cuda")
+DTYPES = ("auto", "float32", "bfloat16", "float16")
+HUMAN_TEMPLATES = ("parts", "simple")
+
+
+@dataclass
+class PipelineConfig:
+    """Everything the pipeline needs to load models and answer requests.
+
+    Paths are the user's own downloads (nothing is fetched at run time); `None` disables what needs them.
+    """
+
+    checkpoint_dir: str = ""
+    clip_dir: str | None = None
+    body_model_dir: str | None = None
+    smpl_to_smplx: str | None = None
+    reference_data_dir: str | None = None
+    device: str = "auto"
+    dtype: str = "auto"
+    task: str = "human_contact"
+    question_template: str = "parts"
+    max_new_tokens: int = 64
+    generate: bool = True
+    human_threshold: float = 0.5
+    object_threshold: float = 0.5
+    object_library: str | None = None
+    fit_object: bool = False
+    fit_human: bool = False
+
+    def __post_init__(self) -> None:
+        self.validate()
+
+    @classmethod
+    def from_dict(cls, d: dict[str, Any]) -> PipelineConfig:
+        """Build from a plain mapping (YAML / ROS parameters); unknown keys are an error, not ignored."""
+        known = {f.name for f in fields(cls)}
+        unknown = sorted(set(d) - known)
+        if unknown:
+            raise InvalidInputError(f"unknown pipeline setting(s) {unknown}; valid settings are {sorted(known)}")
+        # Empty strings from ROS string parameters mean "not set" for optional paths.
+        cleaned = {k: (None if v == "" and k != "checkpoint_dir" else v) for k, v in d.items()}
+        return cls(**cleaned)
+
+    def to_dict(self) -> dict[str, Any]:
+        return asdict(self)
+
+    def validate(self) -> None:
+        """Raise InvalidInputError naming the setting, the bad value and what is allowed."""
+        _choice("task", self.task, TASKS)
+        _choice("device", self.device, DEVICES)
+        _choice("dtype", self.dtype, DTYPES)
+        _choice("question_template", self.question_template, HUMAN_TEMPLATES)
+        if not isinstance(self.checkpoint_dir, str):
+            raise InvalidInputError(f"checkpoint_dir must be a path string, got {self.checkpoint_dir!r}")
+        for name in ("clip_dir", "body_model_dir", "smpl_to_smplx", "reference_data_dir", "object_library"):
+            value = getattr(self, name)
+            if value is not None and not isinstance(value, str):
+                raise InvalidInputError(f"{name} must be a path string or empty, got {value!r}")
+        if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
+            raise InvalidInputError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
+        if not 1 <= self.max_new_tokens <= 512:
+            raise InvalidInputError(f"max_new_tokens must be in [1, 512], got {self.max_new_tokens}")
+        for name in ("human_threshold", "object_threshold"):
+            value = getattr(self, name)
+            if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+                raise InvalidInputError(f"{name} must be a finite number, got {value!r}")
+            if not 0.0 < float(value) < 1.0:
+                raise InvalidInputError(f"{name} must be a probability in (0, 1), got {value}")
+        for name in ("generate", "fit_object", "fit_human"):
+            if not isinstance(getattr(self, name), bool):
+                raise InvalidInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
+        if not self.generate and self.question_template != "simple":
+            raise InvalidInputError(
+                "generate=false appends [SEG] to the prompt, which is only faithful for the 'simple' template; "
+                "set question_template: simple or generate: true"
+            )
+        if self.task in ("object_contact", "interaction") and self.object_library is None:
+            raise InvalidInputError(
+                f"task '{self.task}' needs object meshes: set object_library to a YAML file mapping "
+                "object labels to mesh files (see config/object_library.yaml)"
+            )
+
+
+def _choice(name: str, value: object, allowed: tuple[str, ...]) -> None:
+    if value not in allowed:
+        raise InvalidInputError(f"{name} must be one of {list(allowed)}, got {value!r}")

@@ -1,0 +1,58 @@
+"""PipelineConfig rejects malformed settings with a reason that names the setting."""
+
+import pytest
+
+from ivlm_core.errors import InvalidInputError
+from ivlm_core.pipeline import box_mask, check_camera_k, check_image, contact_vertex_ids
+from ivlm_core.pipeline_config import PipelineConfig
+
+
+def test_defaults_are_valid() -> None:
+    cfg = PipelineConfig(checkpoint_dir="/x")
+    assert cfg.task == "human_contact" and cfg.generate
+
+
+@pytest.mark.parametrize(
+    ("settings", "fragment"),
+    [
+        ({"task": "dance"}, "task must be one of"),
+        ({"device": "tpu"}, "device must be one of"),
+        ({"dtype": "int8"}, "dtype must be one of"),
+        ({"human_threshold": 1.5}, "human_threshold"),
+        ({"object_threshold": float("nan")}, "object_threshold must be a finite number"),
+        ({"max_new_tokens": 0}, "max_new_tokens"),
+        ({"max_new_tokens": 2.5}, "max_new_tokens must be an integer"),
+        ({"generate": "yes"}, "generate must be true or false"),
+        ({"generate": False}, "only faithful for the 'simple' template"),
+        ({"task": "interaction"}, "needs object meshes"),
+        ({"clip_dir": 3}, "clip_dir must be a path string"),
+    ],
+)
+def test_invalid_settings_are_rejected_with_reason(settings: dict, fragment: str) -> None:
+    with pytest.raises(InvalidInputError, match=fragment):
+        PipelineConfig(checkpoint_dir="/x", **settings)
+
+
+def test_from_dict_rejects_unknown_keys_and_maps_empty_paths_to_none() -> None:
+    with pytest.raises(InvalidInputError, match="unknown pipeline setting"):
+        PipelineConfig.from_dict({"checkpoint_dir": "/x", "chekpoint": "/y"})
+    cfg = PipelineConfig.from_dict({"checkpoint_dir": "/x", "clip_dir": "", "body_model_dir": ""})
+    assert cfg.clip_dir is None and cfg.body_model_dir is None
+
+
+def test_input_checks() -> None:
+    import numpy as np
+
+    with pytest.raises(InvalidInputError, match="RGB uint8"):
+        check_image(np.zeros((10, 10), np.uint8))
+    with pytest.raises(InvalidInputError, match="too small"):
+        check_image(np.zeros((4, 10, 3), np.uint8))
+    with pytest.raises(InvalidInputError, match="3x3 K"):
+        check_camera_k(np.full((3, 3), np.nan))
+    assert check_camera_k(None) is None
+    ids = contact_vertex_ids(np.array([0.1, 0.5, 0.7, 0.49]), 0.5)
+    assert ids.tolist() == [1, 2] and ids.dtype == np.uint32
+    mask = box_mask((1, 2, 4, 3), (5, 6))
+    assert mask.sum() == 3 and mask[2, 1:4].all()
+    with pytest.raises(InvalidInputError):
+        box_mask((4, 2, 1, 3), (5, 6))
