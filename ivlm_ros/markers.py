@@ -15,42 +15,22 @@ import numpy as np
 
 from ivlm_ros.marker_cdr import ADD, DELETE, SPHERE_LIST, TRIANGLE_LIST, MarkerData
 
-# Polynomial fits of matplotlib's viridis (M. Zucker, CC0) and Google's turbo (A. Mikhailov, Apache-2.0);
-# evaluated once into 256-entry LUTs so colouring is one fancy-index per vertex.
-_VIRIDIS_COEFFS = np.array(
-    [
-        [0.2777273272234177, 0.005407344544966578, 0.3340998053353061],
-        [0.1050930431085774, 1.404613529898575, 1.384590162594685],
-        [-0.3308618287255563, 0.214847559468213, 0.09509516302823659],
-        [-4.634230498983486, -5.799100973351585, -19.33244095627987],
-        [6.228269936347081, 14.17993336680509, 56.69055260068105],
-        [4.776384997670288, -13.74514537774601, -65.35303263337234],
-        [-5.435455855934631, 4.645852612178535, 26.3124352495832],
-    ]
-)
-_TURBO_COEFFS = np.array(
-    [
-        [0.13572138, 0.09140261, 0.10667330],
-        [4.61539260, 2.19418839, 12.64194608],
-        [-42.66032258, 4.84296658, -60.58204836],
-        [132.13108234, -14.18503333, 110.36276771],
-        [-152.94239396, 4.27729857, -89.90310912],
-        [59.28637943, 2.82956604, 27.34824973],
-    ]
-)
-COLORMAPS = ("viridis", "turbo")
+# Perceptually ordered colour maps only (a rainbow like 'jet' hides where contact is strong).
+COLORMAPS = ("viridis", "turbo", "inferno", "plasma", "magma", "cividis")
+_LUT_SIZE = 256
+_LUTS: dict[str, np.ndarray] = {}
 
 
-def _lut_from_polynomial(coeffs: np.ndarray, size: int = 256) -> np.ndarray:
-    t = np.linspace(0.0, 1.0, size)
-    powers = t[:, None] ** np.arange(len(coeffs))[None, :]
-    return np.clip(powers @ coeffs, 0.0, 1.0).astype(np.float32)
+def colormap_lut(name: str) -> np.ndarray:
+    """(256, 3) float32 RGB table of a matplotlib colour map (sampled once, then one fancy-index per vertex)."""
+    if name not in COLORMAPS:
+        raise ValueError(f"unknown colour map '{name}'; choose one of {COLORMAPS}")
+    if name not in _LUTS:
+        from matplotlib import colormaps
 
+        _LUTS[name] = colormaps[name](np.linspace(0.0, 1.0, _LUT_SIZE))[:, :3].astype(np.float32)
+    return _LUTS[name]
 
-_LUTS: dict[str, np.ndarray] = {
-    "viridis": _lut_from_polynomial(_VIRIDIS_COEFFS),
-    "turbo": _lut_from_polynomial(_TURBO_COEFFS),
-}
 
 HUMAN_CONTACT_RGBA = np.array([1.0, 0.1, 0.55, 1.0], dtype=np.float32)  # magenta: distinct from both maps
 OBJECT_CONTACT_RGBA = np.array([0.1, 0.9, 1.0, 1.0], dtype=np.float32)  # cyan
@@ -62,9 +42,7 @@ _CANONICAL_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
 
 def colormap_rgba(values: np.ndarray, name: str = "viridis", alpha: float = 1.0) -> np.ndarray:
     """Map values in [0, 1] to (N, 4) float32 RGBA with a perceptual colour map (NaN -> 0)."""
-    if name not in _LUTS:
-        raise ValueError(f"unknown colour map '{name}'; choose one of {COLORMAPS}")
-    lut = _LUTS[name]
+    lut = colormap_lut(name)
     v = np.nan_to_num(np.asarray(values, dtype=np.float32).reshape(-1), nan=0.0)
     idx = np.clip(np.rint(v * (len(lut) - 1)), 0, len(lut) - 1).astype(np.intp)
     rgba = np.empty((len(idx), 4), dtype=np.float32)

@@ -333,6 +333,7 @@ class IvlmNode(LifecycleNode):
         with self._model_lock:
             pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
+            pipeline.release()
             del pipeline
             release_accelerator_memory()
 
@@ -549,8 +550,8 @@ def decode_image(msg: Image | CompressedImage) -> np.ndarray:
 def load_pipeline(settings: NodeSettings) -> Any:
     """InteractionPipeline.load with a clear error when CUDA was asked for but is not there."""
     import torch
-    from ivlm_core.pipeline import InteractionPipeline
 
+    from ivlm_core.pipeline import InteractionPipeline
     from ivlm_core.pipeline_config import PipelineConfig
 
     if not settings.checkpoint_dir:
