@@ -187,3 +187,24 @@ def test_small_meshes_need_their_own_keypoint_ids(tmp_path, model_dir) -> None:
     model = load_body_model(tmp_path, "smplx", keypoint_vertex_ids=ids)
     out: PosedMesh = posed_mesh(model)
     torch.testing.assert_close(out.joints[0, 55], out.vertices[0, 5])
+
+
+def test_protocol_0_pickles_load(tmp_path, model_dir) -> None:
+    path = write_synthetic_smplh(tmp_path, formats=("pkl",), protocol=0)
+    assert path.read_bytes()[:1] != b"\x80"  # text protocol, as Python 2 wrote by default
+    arrays = load_model_arrays(path)
+    reference = load_model_arrays(model_dir / "smplh" / "SMPLH_NEUTRAL.npz")
+    np.testing.assert_array_equal(arrays["shapedirs"], reference["shapedirs"])
+
+
+def test_unmerged_smplh_without_hand_basis(tmp_path, model_dir) -> None:
+    arrays = load_model_arrays(model_dir / "smplh" / "SMPLH_NEUTRAL.npz")
+    for key in ("hands_componentsl", "hands_componentsr", "hands_meanl", "hands_meanr"):
+        arrays.pop(key)
+    (tmp_path / "smplh").mkdir()
+    np.savez(tmp_path / "smplh" / "SMPLH_NEUTRAL.npz", **arrays)
+    # flat axis-angle hands never touch the basis: the canonical mesh is unchanged
+    vertices, _ = canonical_vitruvian_mesh(tmp_path)
+    np.testing.assert_allclose(vertices, canonical_vitruvian_mesh(model_dir)[0], atol=1e-6)
+    with pytest.raises(InvalidInputError, match="merge_smplh_mano"):
+        load_body_model(tmp_path, "smplh", use_pca=True)

@@ -87,3 +87,15 @@ def test_one_time_npz_conversion(tmp_path) -> None:
     assert dst == tmp_path / "smpl_to_smplx.npz"
     assert find_transfer_file(tmp_path) == dst  # the converted file is preferred afterwards
     np.testing.assert_allclose(ContactTransfer.load(dst).matrix.toarray(), MATRIX)
+
+
+def test_gradients_and_the_accelerator_path() -> None:
+    transfer = ContactTransfer(MATRIX)
+    x = torch.rand(3, 4, dtype=torch.float64, requires_grad=True)
+    assert torch.autograd.gradcheck(transfer.apply, (x,))
+    # the torch sparse matrix used for accelerator tensors equals the scipy one
+    sparse = transfer._torch_matrix(torch.device("cpu"), torch.float64)
+    torch.testing.assert_close(sparse @ x.detach().T.contiguous(), torch.from_numpy(MATRIX) @ x.detach().T)
+    if torch.cuda.is_available():
+        on_gpu = transfer.apply(x.detach().cuda())
+        torch.testing.assert_close(on_gpu.cpu(), transfer.apply(x.detach()))

@@ -181,6 +181,30 @@ def _keypoint_vertex_ids(path: Path, kind: str, arrays: Mapping[str, Any] | None
     return dict(OFFICIAL_KEYPOINT_VERTEX_IDS[kind])
 
 
+_HAND_KEYS = ("hands_componentsl", "hands_componentsr", "hands_meanl", "hands_meanr")
+
+
+def _with_hand_basis(data: dict[str, Any], path: Path, use_pca: bool, flat_hand_mean: bool) -> dict[str, Any]:
+    """SMPL+H files straight from the MANO site lack the hand PCA basis (smplx's merge_smplh_mano.py adds it).
+
+    With axis-angle hands and a flat hand mean the basis is never used, so an identity basis and zero means
+    are exact stand-ins; otherwise the user must merge the MANO hand models into the file.
+    """
+    missing = [key for key in _HAND_KEYS if key not in data]
+    if not missing:
+        return data
+    if use_pca or not flat_hand_mean:
+        raise InvalidInputError(
+            f"{path} has no {', '.join(missing)} (an unmerged SMPL+H file): PCA hands / the mean hand pose need "
+            "them. Merge the MANO hand models into it with smplx's tools/merge_smplh_mano.py, or load with "
+            "use_pca=False, flat_hand_mean=True")
+    filled = dict(data)
+    for side in ("l", "r"):
+        filled.setdefault(f"hands_components{side}", np.eye(45))
+        filled.setdefault(f"hands_mean{side}", np.zeros(45))
+    return filled
+
+
 @contextlib.contextmanager
 def _quiet_stdout() -> Iterator[None]:
     """smplx prints warnings (e.g. '10 shape coefficients') on stdout; route them to the log instead."""
@@ -211,6 +235,7 @@ def load_body_model(model_dir: str | Path, kind: str, gender: str = "neutral", n
     with _quiet_stdout():
         if kind == "smplh":
             data = arrays if arrays is not None else load_model_arrays(path)
+            data = _with_hand_basis(data, path, use_pca=use_pca, flat_hand_mean=flat_hand_mean)
             model = smplx.SMPLH(str(path), data_struct=Struct(**data), **common)
         elif arrays is None:
             model = smplx.SMPLX(str(path), ext="npz", num_expression_coeffs=num_expression_coeffs, **common)

@@ -443,11 +443,12 @@ def _posing_as_chumpy() -> Iterator[None]:
 
 def write_synthetic_smplh(out_dir: str | Path, gender: str = "neutral",
                           formats: tuple[str, ...] = ("pkl", "npz"), chumpy: bool = True,
-                          seed: int = 0) -> Path:
+                          protocol: int = 2, seed: int = 0) -> Path:
     """Write `<out_dir>/smplh/SMPLH_<GENDER>.{pkl,npz}`; return the first written path (the pkl by default).
 
-    The pkl imitates the official Python-2 era files: protocol 2, `shapedirs`/`posedirs` as chumpy arrays
-    (when `chumpy`), `J_regressor` as a scipy CSC matrix, `bs_style`/`bs_type` strings.
+    The pkl imitates the official Python-2 era files: pickle `protocol` 2 (0 was Python 2's default),
+    `shapedirs`/`posedirs` as chumpy arrays (when `chumpy`), `J_regressor` as a scipy CSC matrix,
+    `bs_style`/`bs_type` strings.
     """
     model = build_synthetic_model("smplh", gender, seed=seed)
     folder = Path(out_dir) / "smplh"
@@ -465,9 +466,9 @@ def write_synthetic_smplh(out_dir: str | Path, gender: str = "neutral",
                 with _posing_as_chumpy():
                     legacy["shapedirs"] = _FakeChumpyArray(model["shapedirs"])
                     legacy["posedirs"] = _FakeChumpyArray(model["posedirs"])
-                    path.write_bytes(pickle.dumps(legacy, protocol=2))
+                    path.write_bytes(pickle.dumps(legacy, protocol=protocol))
             else:
-                path.write_bytes(pickle.dumps(legacy, protocol=2))
+                path.write_bytes(pickle.dumps(legacy, protocol=protocol))
         else:
             raise ValueError(f"unknown format {fmt!r}; use 'pkl' or 'npz'")
         written.append(path)
