@@ -28,6 +28,7 @@ import io
 import logging
 import pickle
 import tempfile
+import textwrap
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -45,7 +46,7 @@ from ivlm_core.errors import InvalidInputError, MissingAssetError
 
 LOG = logging.getLogger(__name__)
 
-BODY_MODEL_LAYOUT = __doc__.split("BODY_MODEL_LAYOUT::", 1)[1].split("\n\n", 2)[1]
+BODY_MODEL_LAYOUT = textwrap.dedent(__doc__.split("BODY_MODEL_LAYOUT::", 1)[1].split("\n\n", 2)[1])
 BODY_MODEL_SOURCES = {
     "smplx": "Register and download SMPL-X (npz or pkl) from https://smpl-x.is.tue.mpg.de",
     "smplh": "Register and download the SMPL+H model from https://mano.is.tue.mpg.de",
