@@ -12,6 +12,7 @@ from ivlm_core.metrics.contact import (
     damon_binary_contact,
     damon_semantic_contact,
     per_sample_scores,
+    reference_soft_precision_recall,
 )
 
 
@@ -86,3 +87,14 @@ def test_damon_semantic_by_hand() -> None:
     assert "sports" not in result.per_category  # no samples of that category
     # thresholded precision is a real precision (the reference's soft version can exceed 1)
     assert all(g.scores.precision <= 1.0 for g in result.per_object.values())
+
+
+def test_reference_soft_numbers_are_reproduced_and_differ() -> None:
+    pred = np.array([0.3, 0.2, 0.1, 0.05])
+    gt = np.array([1, 1, 1, 0])
+    # overlap counts 3 non-zero GT-contact vertices; sum(pred) = 0.65 -> "precision" 3 / 0.65 > 1
+    precision, recall = reference_soft_precision_recall(pred, gt)
+    assert precision == pytest.approx(3 / 0.65) and precision > 1
+    assert recall == pytest.approx(1.0)
+    thresholded = contact_scores(pred, gt)  # nothing reaches 0.5: no predicted contact at all
+    assert (thresholded.precision, thresholded.recall) == (0.0, 0.0)

@@ -165,3 +165,15 @@ def damon_semantic_contact(preds: Sequence[np.ndarray] | np.ndarray, gts: Sequen
         if selected.any():
             per_category[category] = _mean_scores(rows[selected])
     return DamonSemanticResult(weighted=_mean_scores(rows), per_object=per_object, per_category=per_category)
+
+
+def reference_soft_precision_recall(pred: np.ndarray, gt: np.ndarray) -> tuple[float, float]:
+    """The semantic P/R that InteractVLM's FIX.md reports (spec 6 / 8.2), for comparison only: NOT metrics.
+
+    Overlap counts every vertex with any non-zero probability (`logical_and(pred, gt)`) while precision divides
+    by the sum of probabilities, so precision can exceed 1 and recall is ~1 for any soft prediction.
+    """
+    pred, gt = _check_pair(pred, gt)
+    pred, gt = pred.astype(np.float64), gt.astype(np.float64)
+    overlap = float(np.sum(np.logical_and(pred, gt)))
+    return _ratio(overlap, float(pred.sum())), _ratio(overlap, float(gt.sum()))
