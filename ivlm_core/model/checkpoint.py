@@ -259,11 +259,11 @@ def convert_to_safetensors(model_dir: str | Path, out_dir: str | Path | None = N
     )
     if out != model_dir:
         for item in model_dir.iterdir():
-            if (
-                item.is_file()
-                and not item.name.startswith("pytorch_model")
-                and not (out / item.name).exists()
-            ):
+            if item.name.startswith("pytorch_model") or (out / item.name).exists():
+                continue
+            if item.is_dir():  # e.g. a CLIP folder kept inside the checkpoint
+                shutil.copytree(item, out / item.name)
+            elif item.is_file():
                 shutil.copy2(item, out / item.name)
     return out
 
@@ -587,6 +587,8 @@ def load_checkpoint(
             )
     model.checkpoint_dir = model_dir
     model.clip_dir = clip_path
+    # An inference model: no autograd bookkeeping, and tensors made in inference mode can be reused anywhere.
+    model.requires_grad_(False)
     return model.eval()
 
 

@@ -1,0 +1,57 @@
+"""Shared pytest fixtures. Each engineer keeps their fixtures in their own clearly marked section."""
+
+from __future__ import annotations
+
+from pathlib import Path
+
+import pytest
+
+
+# ==================================================================================================
+# Model (engineer C2): tiny random InteractVLM checkpoints in the released folder layout
+# ==================================================================================================
+@pytest.fixture(scope="session")
+def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
+    """{'Gen': folder, 'Gen-Hu-Obj': folder}: tiny released-layout checkpoints (+ clip_vision_tower/)."""
+    from fixtures.tiny_checkpoint import build_tiny_checkpoint
+
+    root = tmp_path_factory.mktemp("tiny_checkpoints")
+    return {tt: build_tiny_checkpoint(root / tt, tt) for tt in ("Gen", "Gen-Hu-Obj")}
+
+
+@pytest.fixture(scope="session")
+def tiny_body_assets(tmp_path_factory: pytest.TempPathFactory):
+    """(HumanRenderAssets of the synthetic SMPL-H Vitruvian body at 64 px, ContactTransfer, body model dir)."""
+    from ivlm_core.body.synthetic import write_synthetic_body_models
+    from ivlm_core.body.transfer import ContactTransfer
+    from ivlm_core.model.interactvlm import HumanRenderAssets
+
+    body_dir = write_synthetic_body_models(tmp_path_factory.mktemp("tiny_body_models"))
+    assets = HumanRenderAssets.render_vitruvian(body_dir, image_size=64)
+    return assets, ContactTransfer.load(body_dir), body_dir
+
+
+def _load_tiny(folder: Path, assets_and_transfer):
+    from ivlm_core.model.checkpoint import load_checkpoint
+
+    assets, transfer, _ = assets_and_transfer
+    return load_checkpoint(folder, device="cpu", human_assets=assets, contact_transfer=transfer,
+                           object_render_size=64)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_gen(tiny_checkpoints, tiny_body_assets):
+    """The token_type Gen tiny model, loaded through the real loader, with 64 px human renders."""
+    return _load_tiny(tiny_checkpoints["Gen"], tiny_body_assets)
+
+
+@pytest.fixture(scope="session")
+def tiny_model_joint(tiny_checkpoints, tiny_body_assets):
+    """The token_type Gen-Hu-Obj ([HSEG]/[OSEG] + AttentionSplitter) tiny model."""
+    return _load_tiny(tiny_checkpoints["Gen-Hu-Obj"], tiny_body_assets)
+
+
+# ==================================================================================================
+# ROS node (engineer D): rclpy session + tiny-model node parameters, defined in test/ros_fixtures.py
+# ==================================================================================================
+from ros_fixtures import ros_context, ros_node_params  # noqa: E402, F401
