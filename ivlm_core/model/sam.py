@@ -441,6 +441,73 @@ class ContactSam(nn.Module):
         )
         return masks[:, 0]
 
+    # --- box prompts (plain Segment Anything use, e.g. the object mask for fitting) ------------------------
+
+    def box_prompt_embeddings(self, boxes: torch.Tensor) -> tuple[torch.Tensor, torch.Tensor]:
+        """Box prompts exactly as official SAM embeds them: boxes (B,4) xyxy in SAM input pixels.
+
+        Each corner is shifted to its pixel centre (+0.5), normalised by the padded input side S, encoded
+        with the random-Fourier PE, and the top-left / bottom-right corners get point embeddings 2 / 3.
+        Returns sparse (B,2,C) and dense (B,C,g,g) = `no_mask_embed` broadcast (no mask prompt).
+        """
+        weight = self.prompt_encoder.point_embed[2].weight
+        # Coordinates stay float32 whatever the model dtype (as the official forward_with_coords): in
+        # bf16, (x + 0.5) / 1024 would move a corner by several pixels.
+        boxes = torch.as_tensor(boxes).to(device=weight.device, dtype=torch.float32)
+        if boxes.ndim != 2 or boxes.shape[1] != 4:
+            raise InvalidInputError(f"boxes must be (B,4) xyxy, got {tuple(boxes.shape)}")
+        if not torch.isfinite(boxes).all():
+            raise InvalidInputError("boxes must hold finite coordinates")
+        corners = (boxes + 0.5).reshape(-1, 2, 2) / self.spec.image_size  # (B,2,2) in [0,1]
+        gauss = self.prompt_encoder.shared_embedding.positional_embedding.float()  # (2,C/2)
+        angles = 2 * torch.pi * ((2 * corners - 1) @ gauss)
+        fourier = torch.cat([torch.sin(angles), torch.cos(angles)], dim=-1).to(weight.dtype)  # (B,2,C)
+        corner_embeds = torch.cat([weight, self.prompt_encoder.point_embed[3].weight])  # (2,C)
+        sparse = fourier + corner_embeds.unsqueeze(0)
+        g = self.spec.embedding_size
+        dense = self.prompt_encoder.no_mask_embed.weight.reshape(1, -1, 1, 1).expand(boxes.shape[0], -1, g, g)
+        return sparse, dense
+
+    def segment_boxes(
+        self,
+        image_embedding: torch.Tensor,
+        boxes: torch.Tensor,
+        input_size: tuple[int, int],
+        original_size: tuple[int, int],
+        multimask: bool = True,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        """One image, B box prompts (xyxy in SAM input pixels) -> best mask logits (B,H,W) f32, IoU (B,).
+
+        The standard SAM decoder path, as the official `SamPredictor.predict_torch(boxes=...)`: each box is
+        decoded on its own copy of the image embedding. With `multimask` the three ambiguity masks (tokens
+        1..3) are predicted and the one with the highest predicted IoU kept; otherwise mask token 0.
+        Logits are returned at `original_size` (threshold them at 0, SAM's mask_threshold).
+        """
+        c, g = self.spec.prompt_embed_dim, self.spec.embedding_size
+        if image_embedding.ndim != 4 or tuple(image_embedding.shape) != (1, c, g, g):
+            raise InvalidInputError(
+                f"segment_boxes takes ONE image embedding (1,{c},{g},{g}), got {tuple(image_embedding.shape)}"
+            )
+        sparse, dense = self.box_prompt_embeddings(boxes)
+        num_boxes = sparse.shape[0]
+        if num_boxes == 0:
+            raise InvalidInputError("segment_boxes needs at least one box")
+        image_pe = self.image_positional_embedding().expand(num_boxes, -1, -1, -1)
+        # transformers' decoder takes (images, prompts per image, tokens, C); one prompt per embedding copy
+        # keeps the per-box dense embedding exact, like the official repeat_interleave over prompts.
+        masks, iou = self.mask_decoder(
+            image_embeddings=image_embedding.to(dense.dtype).expand(num_boxes, -1, -1, -1),
+            image_positional_embeddings=image_pe,
+            sparse_prompt_embeddings=sparse.unsqueeze(1),
+            dense_prompt_embeddings=dense,
+            multimask_output=multimask,
+        )
+        masks, iou = masks[:, 0], iou[:, 0]  # (B,K,4g,4g), (B,K)
+        best = iou.argmax(dim=1)
+        rows = torch.arange(num_boxes, device=best.device)
+        low_res = masks[rows, best].unsqueeze(1)
+        return self.postprocess(low_res, input_size, original_size), iou[rows, best].float()
+
     def _check_tokens(self, view_tokens: torch.Tensor) -> None:
         c = self.spec.prompt_embed_dim
         if view_tokens.ndim != 3 or view_tokens.shape[0] != 1 or view_tokens.shape[2] != c:
