@@ -110,3 +110,15 @@ def test_complete_body_model_dir(tmp_path) -> None:
             np.load(out / "smplh" / "SMPLH_NEUTRAL.npz") as smplh_data:
         assert matrix.shape == (len(smplx_data["v_template"]), len(smplh_data["v_template"]))
         assert len(smplx_data["v_template"]) != len(smplh_data["v_template"])  # distinct topologies
+
+
+def test_genders_differ_in_size(tmp_path) -> None:
+    heights = {}
+    for gender in ("female", "male"):
+        path = write_synthetic_smplx(tmp_path, gender=gender)
+        assert path.name == f"SMPLX_{gender.upper()}.npz"
+        with np.load(path) as data:
+            heights[gender] = np.ptp(data["v_template"][:, 1])
+    assert heights["male"] > heights["female"]
+    with pytest.raises(ValueError):
+        build_synthetic_model("smplx", gender="other")

@@ -241,6 +241,8 @@ def load_body_model(model_dir: str | Path, kind: str, gender: str = "neutral", n
         elif arrays is None:
             model = smplx.SMPLX(str(path), ext="npz", num_expression_coeffs=num_expression_coeffs, **common)
         else:  # smplx.SMPLX only reads files, and its pickle path needs chumpy: go through a temporary npz
+            LOG.info("loading %s through a temporary .npz; convert_body_model_to_npz() once makes loads faster",
+                     path)
             with tempfile.TemporaryDirectory(prefix="ivlm_smplx_") as tmp:
                 npz = Path(tmp) / f"{path.stem}.npz"
                 np.savez(npz, **{key: np.asarray(value) for key, value in arrays.items()})
