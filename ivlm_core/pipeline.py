@@ -303,8 +303,7 @@ class InteractionPipeline:
             timings["body_fit"] = _ms(t0)
         if self.fit_config is not None and task == "interaction":
             t0 = time.perf_counter()
-            object_placement = self._place_object(human, obj, body_placement, k, object_mask, object_box,
-                                                  image.shape[:2])
+            object_placement = self._place_object(image, human, obj, body_placement, k, object_mask, object_box)
             timings["object_fit"] = _ms(t0)
         timings["total"] = _ms(t_all)
         return InteractionResult(query, task, human, obj, self.body_mesh, body_placement, object_placement,
@@ -345,10 +344,16 @@ class InteractionPipeline:
         fit = self.body_placer.place(image, k)
         return BodyPlacement(**fit.placement_kwargs())
 
-    def _place_object(self, human: HumanContactEstimate | None, obj: ObjectContactEstimate | None,
-                      body: BodyPlacement | None, k: np.ndarray | None, object_mask: np.ndarray | None,
-                      object_box: tuple[float, float, float, float] | None,
-                      image_hw: tuple[int, int]) -> ObjectPlacement:
+    def segment_object_box(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:
+        """Object mask from a detection box, with the SAM that is already loaded (official box semantics)."""
+        from ivlm_core.model.object_mask import segment_object
+
+        return segment_object(self.model.sam, image, box).mask
+
+    def _place_object(self, image: np.ndarray, human: HumanContactEstimate | None,
+                      obj: ObjectContactEstimate | None, body: BodyPlacement | None, k: np.ndarray | None,
+                      object_mask: np.ndarray | None,
+                      object_box: tuple[float, float, float, float] | None) -> ObjectPlacement:
         from ivlm_core.fitting.object_fit import fit_object_to_body
 
         reasons = []
@@ -362,24 +367,14 @@ class InteractionPipeline:
             reasons.append("no camera intrinsics")
         if object_mask is None and object_box is None:
             reasons.append("no object mask or box (set one on the object_mask / object_box inputs)")
+        if object_mask is not None and np.asarray(object_mask).shape != image.shape[:2]:
+            reasons.append(f"object mask shape {np.asarray(object_mask).shape} differs from the image's "
+                           f"{image.shape[:2]}")
         if reasons:
             return ObjectPlacement(False, "object not placed: " + "; ".join(reasons))
-        mask = object_mask if object_mask is not None else box_mask(object_box, image_hw)
+        mask = object_mask if object_mask is not None else self.segment_object_box(image, object_box)
         fit = fit_object_to_body(
             object_vertices=obj.vertices, object_faces=obj.faces, object_contact=obj.vertex_contact,
             body_vertices=body.vertices, body_faces=body.faces, body_contact=human.vertex_contact,
             object_mask=mask, camera_k=k, config=self.fit_config)
         return ObjectPlacement(**fit.placement_kwargs())
-
-
-def box_mask(box: tuple[float, float, float, float] | None, image_hw: tuple[int, int]) -> np.ndarray:
-    """A filled (x_min, y_min, x_max, y_max) pixel box as a binary mask (when no segmentation is given)."""
-    if box is None:
-        raise InvalidInputError("no object box")
-    x0, y0, x1, y1 = (float(v) for v in box)
-    h, w = image_hw
-    if not all(np.isfinite([x0, y0, x1, y1])) or x1 <= x0 or y1 <= y0:
-        raise InvalidInputError(f"object box must be finite (x_min, y_min, x_max, y_max), got {box}")
-    mask = np.zeros((h, w), dtype=bool)
-    mask[max(0, int(y0)):min(h, int(np.ceil(y1))), max(0, int(x0)):min(w, int(np.ceil(x1)))] = True
-    return mask

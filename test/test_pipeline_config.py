@@ -3,7 +3,7 @@
 import pytest
 
 from ivlm_core.errors import InvalidInputError
-from ivlm_core.pipeline import box_mask, check_camera_k, check_image, contact_vertex_ids
+from ivlm_core.pipeline import check_camera_k, check_image, contact_vertex_ids
 from ivlm_core.pipeline_config import PipelineConfig
 
 
@@ -52,7 +52,3 @@ def test_input_checks() -> None:
     assert check_camera_k(None) is None
     ids = contact_vertex_ids(np.array([0.1, 0.5, 0.7, 0.49]), 0.5)
     assert ids.tolist() == [1, 2] and ids.dtype == np.uint32
-    mask = box_mask((1, 2, 4, 3), (5, 6))
-    assert mask.sum() == 3 and mask[2, 1:4].all()
-    with pytest.raises(InvalidInputError):
-        box_mask((4, 2, 1, 3), (5, 6))
