@@ -295,6 +295,16 @@ class KeypointBodyFitter:
         init: Mapping[str, np.ndarray] | None = None,
     ) -> BodyFitResult:
         """Fit from scratch, or warm-started from `init` (the previous frame's params) with a temporal term."""
+        threads = torch.get_num_threads()
+        torch.set_num_threads(1)  # tiny tensors: extra threads only spin (and the CPU is shared)
+        try:
+            return self._fit(keypoints, camera_k, init)
+        finally:
+            torch.set_num_threads(threads)
+
+    def _fit(
+        self, keypoints: HumanKeypoints, camera_k: np.ndarray, init: Mapping[str, np.ndarray] | None
+    ) -> BodyFitResult:
         start = time.perf_counter()
         cfg = self.config
         k = _check_camera(camera_k)
@@ -696,6 +706,16 @@ class CameraBodyPlacer:
                 result.smoothed = True
             self._previous = {name: value.copy() for name, value in result.params.items()}
         return result
+
+    def place_from_params(
+        self, params: Mapping[str, Any] | np.ndarray, camera_k: np.ndarray | None = None
+    ) -> BodyFitResult:
+        """Use externally estimated SMPL-X parameters (camera frame) instead of the keypoint fit."""
+        if self.layer is None:
+            return BodyFitResult(False, self.unavailable_reason)
+        from ivlm_core.fitting.external_body import body_from_smplx_params
+
+        return body_from_smplx_params(params, self.layer, camera_k)
 
     def _with_params(self, result: BodyFitResult, params: dict[str, np.ndarray]) -> BodyFitResult:
         with torch.no_grad():

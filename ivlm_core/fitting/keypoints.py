@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import importlib
 import time
+import warnings
 from dataclasses import dataclass, field
 from types import ModuleType
 
@@ -128,7 +129,9 @@ class MediaPipeKeypointDetector:
         image = _check_image(image_rgb)
         height, width = image.shape[:2]
         start = time.perf_counter()
-        result = self._pose.process(image)
+        with warnings.catch_warnings():  # mediapipe 0.10.14 calls a protobuf API deprecated in protobuf 4.25
+            warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+            result = self._pose.process(image)
         if result.pose_landmarks is None:
             return None
         landmarks = result.pose_landmarks.landmark
@@ -162,7 +165,9 @@ class MediaPipeKeypointDetector:
             for scale in self.HAND_CROP_SCALES:
                 side_px = max(scale * 4.0 * palm, 48.0)
                 crop, origin = _square_crop(image, centre, side_px, self.HAND_CROP_SIZE)
-                result = self._hands.process(crop)
+                with warnings.catch_warnings():
+                    warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
+                    result = self._hands.process(crop)
                 other = wrists["right" if side == "left" else "left"]
                 best = None
                 for hand_lms, handedness in zip(result.multi_hand_landmarks or [], result.multi_handedness or []):

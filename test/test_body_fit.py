@@ -1,0 +1,197 @@
+"""Keypoint body fit on the synthetic SMPL-X model: recovery of a known pose, warm start, smoothing, statuses."""
+
+from __future__ import annotations
+
+import numpy as np
+import pytest
+import torch
+from scipy.spatial.transform import Rotation
+
+from ivlm_core.errors import MissingAssetError
+from ivlm_core.fitting import keypoints as keypoints_module
+from ivlm_core.fitting.body_fit import (
+    MODEL_POINT_NAMES,
+    POSE_TO_SMPLX,
+    BodyFitConfig,
+    CameraBodyPlacer,
+    KeypointBodyFitter,
+    camera_ray_rotation,
+    is_jump,
+    load_body_layer,
+    smooth_params,
+)
+from ivlm_core.fitting.keypoints import POSE_INDEX, POSE_LANDMARK_NAMES, HumanKeypoints
+
+IMAGE_SIZE = (480, 640)
+CAMERA_K = np.array([[600.0, 0.0, 330.0], [0.0, 600.0, 235.0], [0.0, 0.0, 1.0]])
+
+
+@pytest.fixture(scope="module")
+def body_dir(tmp_path_factory: pytest.TempPathFactory):
+    from ivlm_core.body.synthetic import write_synthetic_smplx
+
+    root = tmp_path_factory.mktemp("body_fit_models")
+    write_synthetic_smplx(root)
+    return root
+
+
+@pytest.fixture(scope="module")
+def layer(body_dir):
+    return load_body_layer(body_dir)
+
+
+def _true_params(seed: int = 0, transl=(0.15, 0.1, 3.2), yaw_deg: float = 25.0) -> dict[str, np.ndarray]:
+    """A moderately posed body facing the camera (OpenCV frame: the body's up is -y)."""
+    rng = np.random.default_rng(seed)
+    pose = np.zeros((21, 3), dtype=np.float32)
+    pose[15, 2], pose[16, 2] = -0.9, 0.9  # arms lowered
+    pose[17, 1], pose[18, 1] = -0.8, 0.6  # elbows bent
+    pose[3, 0], pose[4, 0] = 0.3, 0.5  # knees bent
+    pose += rng.normal(scale=0.08, size=pose.shape).astype(np.float32)
+    orient = Rotation.from_euler("y", yaw_deg, degrees=True) * Rotation.from_rotvec([np.pi, 0.0, 0.0])
+    return {
+        "global_orient": orient.as_rotvec().astype(np.float32),
+        "body_pose": pose.reshape(63),
+        "betas": np.zeros(10, dtype=np.float32),
+        "transl": np.asarray(transl, dtype=np.float32),
+    }
+
+
+def _points(fitter: KeypointBodyFitter, params: dict[str, np.ndarray]) -> np.ndarray:
+    with torch.no_grad():
+        tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32))[None] for k, v in params.items()}
+        return fitter.model_points(fitter._complete(tensors))[0].numpy()
+
+
+def _synthetic_keypoints(fitter: KeypointBodyFitter, params: dict[str, np.ndarray]) -> HumanKeypoints:
+    """What a perfect detector would report for this body: projected 2D and metric, ray-aligned 3D."""
+    points = _points(fitter, params)
+    index = {name: i for i, name in enumerate(MODEL_POINT_NAMES)}
+    pose_3d = np.tile([0.0, 0.0, 1.0], (len(POSE_LANDMARK_NAMES), 1))  # unmapped landmarks: confidence 0
+    confidence = np.zeros(len(POSE_LANDMARK_NAMES), dtype=np.float32)
+    for mp_name, point, _ in POSE_TO_SMPLX:
+        pose_3d[POSE_INDEX[mp_name]] = points[index[point]]
+        confidence[POSE_INDEX[mp_name]] = 1.0
+    pixels = pose_3d[:, :2] / pose_3d[:, 2:3] * np.diag(CAMERA_K)[:2] + CAMERA_K[:2, 2]
+    hips = pose_3d[[POSE_INDEX["left_hip"], POSE_INDEX["right_hip"]]]
+    hip_pixel = pixels[[POSE_INDEX["left_hip"], POSE_INDEX["right_hip"]]].mean(axis=0)
+    world = (pose_3d - hips.mean(axis=0)) @ camera_ray_rotation(hip_pixel, CAMERA_K)  # undo the ray rotation
+    return HumanKeypoints(IMAGE_SIZE, pixels.astype(np.float32), confidence, world.astype(np.float32))
+
+
+def _joint_error_m(fitter, params_a, params_b) -> float:
+    return float(np.linalg.norm(_points(fitter, params_a)[:22] - _points(fitter, params_b)[:22], axis=1).mean())
+
+
+def test_layer_matches_smplx_forward(body_dir, layer):
+    """The joints + keypoint-vertex layer reproduces the smplx package's SMPL-X forward pass."""
+    from ivlm_core.body.models import load_body_model, posed_mesh
+
+    model = load_body_model(body_dir, "smplx")
+    rng = np.random.default_rng(3)
+    params = {name: rng.normal(scale=0.3, size=size).astype(np.float32) for name, size in (
+        ("betas", 10), ("global_orient", 3), ("body_pose", 63), ("left_hand_pose", 45),
+        ("right_hand_pose", 45), ("jaw_pose", 3), ("expression", 10), ("transl", 3))}  # fmt: skip
+    with torch.no_grad():
+        reference = posed_mesh(model, **params)
+        ours = layer({k: torch.from_numpy(v)[None] for k, v in params.items()})
+        subset = layer({k: torch.from_numpy(v)[None] for k, v in params.items()}, (5, 17, 40))
+    np.testing.assert_allclose(ours.vertices[0].numpy(), reference.vertices[0].numpy(), atol=1e-5)
+    np.testing.assert_allclose(ours.joints[0].numpy(), reference.joints[0, :55].numpy(), atol=1e-5)
+    np.testing.assert_allclose(subset.vertices[0].numpy(), reference.vertices[0, [5, 17, 40]].numpy(), atol=1e-5)
+    assert len(layer.keypoint_vertex_ids) == 21  # the synthetic file's keypoint vertices were picked up
+
+
+def test_fit_recovers_known_pose_from_synthetic_keypoints(layer):
+    fitter = KeypointBodyFitter(layer, BodyFitConfig.fast())
+    truth = _true_params()
+    result = fitter.fit(_synthetic_keypoints(fitter, truth), CAMERA_K)
+    assert result.placed, result.status
+    assert result.reprojection_error_rel < 0.01, result.reprojection_error_px
+    assert abs(result.params["transl"][2] - truth["transl"][2]) < 0.15  # depth from the nominal height
+    assert _joint_error_m(fitter, result.params, truth) < 0.09  # metres, mean over the 22 body joints
+    assert result.vertices.shape == (layer.num_vertices, 3) and result.faces.shape[1] == 3
+    assert np.all(result.vertices[:, 2] > 0)  # in front of the camera
+    turn = Rotation.from_rotvec(result.params["global_orient"]) * Rotation.from_rotvec(truth["global_orient"]).inv()
+    assert np.degrees(turn.magnitude()) < 10.0
+    assert set(result.placement_kwargs()) == {"placed", "status", "vertices", "faces", "params"}
+
+
+def test_warm_start_tracks_the_next_frame_with_few_iterations(layer):
+    config = BodyFitConfig.fast()
+    fitter = KeypointBodyFitter(layer, config)
+    first = _true_params(seed=1)
+    cold = fitter.fit(_synthetic_keypoints(fitter, first), CAMERA_K)
+    second = dict(first, transl=first["transl"] + np.array([0.05, 0.0, 0.05], dtype=np.float32))
+    second["body_pose"] = first["body_pose"] + 0.05
+    warm = fitter.fit(_synthetic_keypoints(fitter, second), CAMERA_K, init=cold.params)
+    assert warm.warm_started and warm.iterations == config.iters_warm < cold.iterations
+    assert warm.reprojection_error_rel < 0.01
+    assert abs(warm.params["transl"][0] - second["transl"][0]) < 0.05
+
+
+def test_smoothing_slerps_rotations_across_the_axis_angle_wrap():
+    near_pi = np.array([np.pi - 0.05, 0.0, 0.0], dtype=np.float32)
+    other_side = np.array([-(np.pi - 0.05), 0.0, 0.0], dtype=np.float32)  # 0.1 rad away, opposite vector
+    previous = {"global_orient": near_pi, "transl": np.zeros(3, np.float32), "betas": np.zeros(10, np.float32)}
+    current = {"global_orient": other_side, "transl": np.ones(3, np.float32), "betas": np.ones(10, np.float32)}
+    smoothed = smooth_params(previous, current, alpha=0.5)
+    angle = Rotation.from_rotvec(smoothed["global_orient"]).magnitude()
+    assert angle > np.pi - 0.06  # a linear blend would give ~0 rad (the identity)
+    np.testing.assert_allclose(smoothed["transl"], 0.5)
+    np.testing.assert_allclose(smoothed["betas"], 0.5)
+    config = BodyFitConfig()
+    assert not is_jump(previous, dict(previous, transl=np.array([0.1, 0, 0], np.float32)), config)
+    assert is_jump(previous, dict(previous, transl=np.array([1.0, 0, 0], np.float32)), config)
+    assert is_jump(previous, dict(previous, global_orient=np.zeros(3, np.float32)), config)
+
+
+def test_placer_stream_smooths_and_resets_on_jumps(layer):
+    config = BodyFitConfig.fast()
+    placer = CameraBodyPlacer(layer, config, stream=True)
+    fitter = placer.fitter
+    base = _true_params(seed=2)
+    frames = [
+        base,
+        dict(base, transl=base["transl"] + np.float32(0.02)),
+        dict(base, transl=base["transl"] + np.array([1.5, 0, 0], np.float32)),
+    ]
+    results = [placer.place(None, CAMERA_K, keypoints=_synthetic_keypoints(fitter, p)) for p in frames]
+    assert [r.placed for r in results] == [True, True, True]
+    assert [r.smoothed for r in results] == [False, True, False]  # the 1.5 m jump restarts smoothing
+    assert results[1].warm_started
+    assert abs(results[2].params["transl"][0] - frames[2]["transl"][0]) < 0.1
+
+
+def test_placer_without_body_model_says_why(tmp_path):
+    unset = CameraBodyPlacer.from_body_model_dir(None)
+    result = unset.place(np.zeros((8, 8, 3), np.uint8), CAMERA_K)
+    assert not result.placed and "SMPL-X" in result.status and "canonical body" in result.status
+    missing = CameraBodyPlacer.from_body_model_dir(tmp_path / "nowhere")
+    assert not missing.available
+    status = missing.place(np.zeros((8, 8, 3), np.uint8), CAMERA_K).status
+    assert "nowhere" in status and "smpl-x.is.tue.mpg.de" in status
+    assert not missing.place_from_params({"global_orient": np.zeros(3)}).placed
+
+
+def test_missing_mediapipe_error_says_how_to_install(monkeypatch):
+    real_import = keypoints_module.importlib.import_module
+
+    def no_mediapipe(name, *args):
+        if name == "mediapipe":
+            raise ImportError("No module named 'mediapipe'")
+        return real_import(name, *args)
+
+    monkeypatch.setattr(keypoints_module.importlib, "import_module", no_mediapipe)
+    with pytest.raises(MissingAssetError, match=r"mediapipe==0\.10\.14"):
+        keypoints_module.require_mediapipe()
+    assert not keypoints_module.mediapipe_available()
+
+
+def test_too_few_keypoints_is_reported_not_raised(layer):
+    fitter = KeypointBodyFitter(layer, BodyFitConfig.fast())
+    keypoints = _synthetic_keypoints(fitter, _true_params())
+    keypoints.pose_confidence[:] = 0.0
+    keypoints.pose_confidence[POSE_INDEX["nose"]] = 1.0
+    result = fitter.fit(keypoints, CAMERA_K)
+    assert not result.placed and "keypoints" in result.status
