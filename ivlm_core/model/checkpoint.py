@@ -115,19 +115,13 @@ def read_config(model_dir: str | Path) -> InteractVLMConfig:
         raise CheckpointError(
             f"{path}: token_type '{token_type}' is not supported (supported: {SUPPORTED_TOKEN_TYPES})."
         )
-    if token_type == "Gen-Hu-Obj" and (
-        cfg.get("hseg_token_idx") is None or cfg.get("oseg_token_idx") is None
-    ):
+    if token_type == "Gen-Hu-Obj" and (cfg.get("hseg_token_idx") is None or cfg.get("oseg_token_idx") is None):
         raise CheckpointError(f"{path}: token_type Gen-Hu-Obj needs hseg_token_idx and oseg_token_idx.")
     if cfg.get("use_fusion") or cfg.get("use_uncertainty"):
-        raise CheckpointError(
-            f"{path}: use_fusion/use_uncertainty models were never released and are unsupported."
-        )
+        raise CheckpointError(f"{path}: use_fusion/use_uncertainty models were never released and are unsupported.")
     cam_type = cfg.get("cam_encoder_type") if cfg.get("multiview_cam_cond") else None
     if cam_type not in (None, "vi_v1"):
-        raise CheckpointError(
-            f"{path}: cam_encoder_type '{cam_type}' is unsupported (only 'vi_v1' was released)."
-        )
+        raise CheckpointError(f"{path}: cam_encoder_type '{cam_type}' is unsupported (only 'vi_v1' was released).")
 
     def opt_int(key: str) -> int | None:
         return None if cfg.get(key) is None else int(cfg[key])
@@ -280,9 +274,7 @@ class TokenIds:
     eos: int
 
 
-def load_tokenizer(
-    model_dir: str | Path, config: InteractVLMConfig
-) -> tuple[object, PromptTokenizer, TokenIds]:
+def load_tokenizer(model_dir: str | Path, config: InteractVLMConfig) -> tuple[object, PromptTokenizer, TokenIds]:
     """The slow LLaMA tokenizer as saved (use_fast=False, legacy, pad=unk) and our 4.31-exact encoder."""
     from transformers import LlamaTokenizer
 
@@ -291,8 +283,7 @@ def load_tokenizer(
         raise MissingAssetError(
             "LLaMA SentencePiece tokenizer (tokenizer.model)",
             model_dir / "tokenizer.model",
-            "The release folder ships tokenizer.model, tokenizer_config.json and added_tokens.json; "
-            "unzip it again.",
+            "The release folder ships tokenizer.model, tokenizer_config.json and added_tokens.json; unzip it again.",
         )
     tok = LlamaTokenizer.from_pretrained(str(model_dir), use_fast=False, legacy=True, padding_side="right")
     tok.pad_token = tok.unk_token
@@ -327,9 +318,7 @@ def load_tokenizer(
 
 
 # ------------------------------------------------------------------------------------------------ CLIP
-def resolve_clip_dir(
-    model_dir: str | Path, config: InteractVLMConfig, clip_dir: str | Path | None = None
-) -> Path:
+def resolve_clip_dir(model_dir: str | Path, config: InteractVLMConfig, clip_dir: str | Path | None = None) -> Path:
     """Find the CLIP vision tower folder locally; MissingAssetError with the fix otherwise."""
     how = (
         "The CLIP tower is not part of the InteractVLM release. Put a local copy of "
@@ -418,14 +407,10 @@ def build_llm_on_device(cfg: Mapping, device: torch.device, dtype: torch.dtype):
     return llm.eval()
 
 
-def sam_spec_for(
-    config: InteractVLMConfig, shapes: Mapping[str, tuple[int, ...]], sam_spec: SamSpec | None
-) -> SamSpec:
+def sam_spec_for(config: InteractVLMConfig, shapes: Mapping[str, tuple[int, ...]], sam_spec: SamSpec | None) -> SamSpec:
     """Explicit spec > config `sam_config` > ViT-H; checked against the stored shapes before building."""
     if sam_spec is None:
-        sam_spec = (
-            SamSpec.from_dict(config.raw["sam_config"]) if config.raw.get("sam_config") else SamSpec.vit_h()
-        )
+        sam_spec = SamSpec.from_dict(config.raw["sam_config"]) if config.raw.get("sam_config") else SamSpec.vit_h()
     p = RELEASED_SAM_PREFIX + "image_encoder."
     s = sam_spec
     grid = s.image_size // s.patch_size
@@ -447,9 +432,7 @@ def sam_spec_for(
             "config.json or pass sam_spec=."
         )
     if s.prompt_embed_dim != config.out_dim:
-        raise CheckpointError(
-            f"config out_dim {config.out_dim} != SAM prompt_embed_dim {s.prompt_embed_dim}."
-        )
+        raise CheckpointError(f"config out_dim {config.out_dim} != SAM prompt_embed_dim {s.prompt_embed_dim}.")
     return sam_spec
 
 
@@ -480,6 +463,70 @@ def _shorten(items: list[str], limit: int = 10) -> str:
     return str(items) if len(items) <= limit else f"{items[:limit]} ... ({len(items)} in all)"
 
 
+def build_model(
+    config: InteractVLMConfig,
+    spec: SamSpec,
+    tower,
+    processor,
+    prompt_tokenizer: PromptTokenizer,
+    token_ids: TokenIds,
+    device: torch.device,
+    dtype: torch.dtype,
+    hf_tokenizer=None,
+    shapes: Mapping[str, tuple[int, ...]] | None = None,
+    **model_kwargs,
+):
+    """An InteractVLM with UNINITIALISED weights, allocated directly on `device` in `dtype`.
+
+    Sizes come from the config and, for the camera encoder / splitter, from the stored `shapes` (defaults
+    hidden 128 when no checkpoint is given). The caller fills every weight (loader or random benchmark).
+    """
+    from ivlm_core.model.interactvlm import InteractVLM
+
+    shapes = shapes or {}
+    llm = build_llm_on_device(config.raw, device, dtype)
+    with torch.device(device), skip_param_init():
+        llava = LlavaModel(
+            llm,
+            tower,
+            processor,
+            config.mm_hidden_size,
+            config.out_dim,
+            config.mm_vision_select_layer,
+            config.mm_vision_select_feature,
+        )
+        sam = ContactSam(spec)
+        cam_encoder = None
+        if config.cam_encoder_type == "vi_v1":
+            first = shapes.get("cam_pose_encoder.spatial_encoder.0.weight", (128, 5))
+            last = shapes.get("cam_pose_encoder.view_transforms.0.weight", (config.out_dim, 128))
+            views = {k.split(".")[2] for k in shapes if k.startswith("cam_pose_encoder.view_transforms.")}
+            cam_encoder = ViV1CameraEncoder(
+                num_views=len(views) or config.multiview_channels,
+                out_dim=last[0],
+                hidden_dim=first[0],
+                input_dim=first[1],
+            )
+        splitter = None
+        if config.token_type == "Gen-Hu-Obj":
+            w = shapes.get("attention_splitter.input_proj.weight", (128, config.out_dim))
+            splitter = AttentionSplitter(dim=w[1], hidden=w[0])
+    llava.mm_projector.to(dtype=dtype)
+    llava.text_hidden_fcs.to(dtype=dtype)
+    model = InteractVLM(
+        config=config,
+        llava=llava,
+        sam=sam.to(dtype=dtype),
+        cam_encoder=None if cam_encoder is None else cam_encoder.to(dtype=dtype),
+        splitter=None if splitter is None else splitter.to(dtype=dtype),
+        prompt_tokenizer=prompt_tokenizer,
+        token_ids=token_ids,
+        hf_tokenizer=hf_tokenizer,
+        **model_kwargs,
+    )
+    return model
+
+
 def load_checkpoint(
     model_dir: str | Path,
     clip_dir: str | Path | None = None,
@@ -494,8 +541,6 @@ def load_checkpoint(
     SAM architecture (ViT-H, or config.json 'sam_config'). Extra keyword arguments go to `InteractVLM`
     (human assets, contact transfer, object render distance...).
     """
-    from ivlm_core.model.interactvlm import InteractVLM
-
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -508,58 +553,23 @@ def load_checkpoint(
     clip_path = resolve_clip_dir(model_dir, config, clip_dir)
     tower, processor = load_clip(clip_path, device, dtype)
 
-    llm = build_llm_on_device(config.raw, device, dtype)
-    with skip_param_init():
-        llava = LlavaModel(
-            llm,
-            tower,
-            processor,
-            config.mm_hidden_size,
-            config.out_dim,
-            config.mm_vision_select_layer,
-            config.mm_vision_select_feature,
-        )
-        sam = ContactSam(spec)
-        cam_encoder = None
-        if config.cam_encoder_type == "vi_v1":
-            first = shapes.get("cam_pose_encoder.spatial_encoder.0.weight")
-            last = shapes.get("cam_pose_encoder.view_transforms.0.weight")
-            if first is None or last is None:
-                raise CheckpointError(
-                    "config.json enables the vi_v1 camera encoder but the weights lack 'cam_pose_encoder.*'."
-                )
-            num_views = len(
-                {k.split(".")[2] for k in shapes if k.startswith("cam_pose_encoder.view_transforms.")}
-            )
-            cam_encoder = ViV1CameraEncoder(
-                num_views=num_views, out_dim=last[0], hidden_dim=first[0], input_dim=first[1]
-            )
-        splitter = None
-        if config.token_type == "Gen-Hu-Obj":
-            w = shapes.get("attention_splitter.input_proj.weight")
-            if w is None:
-                raise CheckpointError("token_type Gen-Hu-Obj needs the 'attention_splitter.*' weights.")
-            splitter = AttentionSplitter(dim=w[1], hidden=w[0])
-    llava.mm_projector.to(device=device, dtype=dtype)
-    llava.text_hidden_fcs.to(device=device, dtype=dtype)
-
-    model = InteractVLM(
-        config=config,
-        llava=llava,
-        sam=sam,
-        cam_encoder=cam_encoder,
-        splitter=splitter,
-        prompt_tokenizer=prompt_tokenizer,
-        token_ids=token_ids,
+    if config.cam_encoder_type == "vi_v1" and "cam_pose_encoder.spatial_encoder.0.weight" not in shapes:
+        raise CheckpointError("config.json enables the vi_v1 camera encoder but the weights lack 'cam_pose_encoder.*'.")
+    if config.token_type == "Gen-Hu-Obj" and "attention_splitter.input_proj.weight" not in shapes:
+        raise CheckpointError("token_type Gen-Hu-Obj needs the 'attention_splitter.*' weights.")
+    model = build_model(
+        config,
+        spec,
+        tower,
+        processor,
+        prompt_tokenizer,
+        token_ids,
+        device,
+        dtype,
         hf_tokenizer=hf_tokenizer,
+        shapes=shapes,
         **model_kwargs,
     )
-    model.sam.to(device=device, dtype=dtype)
-    if model.cam_encoder is not None:
-        model.cam_encoder.to(device=device, dtype=dtype)
-    if model.splitter is not None:
-        model.splitter.to(device=device, dtype=dtype)
-
     mapping = released_to_internal(model)
     _check_keys(shapes, mapping, model)
     params = dict(model.named_parameters())

@@ -150,9 +150,7 @@ class HumanRenderAssets:
         self.renders = r
 
     @classmethod
-    def from_reference_folder(
-        cls, data_dir: str | Path, view_set: str = DEFAULT_HUMAN_VIEW_SET
-    ) -> HumanRenderAssets:
+    def from_reference_folder(cls, data_dir: str | Path, view_set: str = DEFAULT_HUMAN_VIEW_SET) -> HumanRenderAssets:
         """The reference `data/` folder (or its `hcontact_vitruvian*` subfolder): renders + 1024² maps."""
         from PIL import Image
 
@@ -169,9 +167,7 @@ class HumanRenderAssets:
                 "folder "
                 "so ivlm renders the Vitruvian body itself.",
             )
-        renders = np.stack(
-            [np.asarray(Image.open(folder / f"body_render_norm_{n}.png").convert("RGB")) for n in names]
-        )
+        renders = np.stack([np.asarray(Image.open(folder / f"body_render_norm_{n}.png").convert("RGB")) for n in names])
         maps = LiftingMaps.from_reference_folder(
             folder, names, num_vertices=SMPLH_NUM_VERTICES, resolution=renders.shape[1]
         )
@@ -377,9 +373,7 @@ class InteractVLM(nn.Module):
             tokens = emb[:, None, :].expand(1, num_tokens, emb.shape[-1])
             if cam_encodings is not None:
                 if cam_encodings.shape[0] != num_tokens:
-                    raise InvalidInputError(
-                        f"{cam_encodings.shape[0]} camera encodings for {num_tokens} tokens."
-                    )
+                    raise InvalidInputError(f"{cam_encodings.shape[0]} camera encodings for {num_tokens} tokens.")
                 tokens = tokens * cam_encodings[None].to(tokens.dtype)
             if self.splitter is not None:
                 human, obj = self.splitter(tokens)
@@ -401,10 +395,7 @@ class InteractVLM(nn.Module):
         with torch.inference_mode():
             low, iou = self.sam.decode(image_embeddings, tokens)
             logits = torch.cat(
-                [
-                    self.sam.postprocess(low[v : v + 1], input_sizes[v], original_size)
-                    for v in range(low.shape[0])
-                ]
+                [self.sam.postprocess(low[v : v + 1], input_sizes[v], original_size) for v in range(low.shape[0])]
             )
         return logits, iou.float()
 
@@ -471,7 +462,7 @@ class InteractVLM(nn.Module):
         logits, iou = self.decode_masks(embeddings, tokens, sizes, assets.maps.resolution)
         t2 = time.perf_counter()
         lift = lift_human_soft if self.human_lifting == "soft" else lift_human_legacy
-        contacts = lift(logits[None].float(), assets.maps.to(logits.device))[0]
+        contacts = lift(logits[None].float(), assets.maps)[0]  # maps cache their valid pixels per device
         smplh = contacts.cpu().numpy().astype(np.float32)
         smplx = None
         if self.contact_transfer is not None and smplh.shape[0] == int(self.contact_transfer.num_source):
@@ -602,11 +593,7 @@ class InteractVLM(nn.Module):
         t1 = time.perf_counter()
         embeddings, sizes = self.encode_sam_images(photo[None])
         num_tokens = max(1, self.config.multiview_channels)
-        enc = (
-            self.camera_encodings(np.zeros((num_tokens, 5), np.float32))
-            if self.cam_encoder is not None
-            else None
-        )
+        enc = self.camera_encodings(np.zeros((num_tokens, 5), np.float32)) if self.cam_encoder is not None else None
         tokens = self.view_tokens(out.seg_hidden, out.seg_token_id, enc, num_tokens=num_tokens)
         logits, iou = self.decode_masks(embeddings, tokens, sizes, tuple(photo.shape[:2]))
         timings.update({"sam_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0})
