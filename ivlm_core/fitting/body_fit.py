@@ -100,12 +100,12 @@ class BodyFitConfig:
     min_confidence: float = 0.3  # landmarks below this visibility are ignored in the reprojection term
     robust_sigma: float = 0.05  # Geman-McClure scale, fraction of the image diagonal
     w_reprojection: float = 1.0e4  # on squared residuals in image-diagonal units
-    w_bone_direction: float = 20.0  # on (1 - cos) between model and mediapipe-world bones
+    w_bone_direction: float = 40.0  # on (1 - cos) between model and mediapipe-world bones
     w_pose_prior: float = 0.05
     w_angle_prior: float = 0.5
     w_hand_prior: float = 0.02
     w_shape_prior: float = 0.5
-    w_depth: float = 20.0  # on the squared relative deviation from the depth-from-height estimate
+    w_depth: float = 2.0  # on the squared relative deviation from the depth-from-height estimate
     w_temporal: float = 2.0  # on squared parameter change from the previous frame (streams)
     nominal_height_m: float = 1.70
     lr: float = 0.03

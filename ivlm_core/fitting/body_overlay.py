@@ -73,11 +73,18 @@ def draw_turned_view(
     yaw_deg: float = 90.0,
     background: int = 255,
 ) -> np.ndarray:
-    """The mesh turned about the camera's vertical axis through its centre: shows the fitted depth/pose."""
+    """The mesh turned about the camera's vertical axis through its centre, re-framed to fill the view
+    (the turned body, not its distance, is what shows the fitted depth and pose)."""
     from scipy.spatial.transform import Rotation
 
     v = np.asarray(vertices, dtype=np.float64)
     centre = (v.min(axis=0) + v.max(axis=0)) / 2
-    turned = (v - centre) @ Rotation.from_euler("y", yaw_deg, degrees=True).as_matrix().T + centre
+    turned = (v - centre) @ Rotation.from_euler("y", yaw_deg, degrees=True).as_matrix().T
+    extent = float(np.ptp(turned[:, :2], axis=0).max())
+    focal = float(min(camera_k[0, 0], camera_k[1, 1]))
+    depth = focal * extent / (0.85 * min(image_size)) + float(np.ptp(turned[:, 2])) / 2
+    principal_ray = np.linalg.solve(camera_k, [image_size[1] / 2, image_size[0] / 2, 1.0])
+    mid = (turned[:, :2].min(axis=0) + turned[:, :2].max(axis=0)) / 2
+    turned = turned - np.array([mid[0], mid[1], 0.0]) + principal_ray * depth
     canvas = np.full((*image_size, 3), background, dtype=np.uint8)
     return draw_mesh_overlay(canvas, turned, faces, camera_k, color=(200, 140, 90), alpha=1.0)
