@@ -1,0 +1,242 @@
+"""Helpers for the ROS integration tests: the real node in its own process, and a probe node that talks to it.
+
+Every process stays on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and on the session's ROS_DOMAIN_ID;
+subprocesses inherit the environment (the ROS wheels need their bootstrapped LD_LIBRARY_PATH).
+"""
+
+from __future__ import annotations
+
+import os
+import signal
+import subprocess
+import sys
+import time
+from collections import defaultdict
+from collections.abc import Callable
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+REPO = Path(__file__).resolve().parents[1]
+FRAME_ID = "camera_color_optical_frame"
+IMAGE_TOPIC = "/camera/color/image_raw"
+INFO_TOPIC = "/camera/color/camera_info"
+
+
+def ensure_ros_test_env() -> None:
+    """Force loopback discovery and a private domain for this test process and its children."""
+    os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
+    paths = os.environ.get("PYTHONPATH", "").split(os.pathsep)
+    if str(REPO) not in paths:
+        os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *[p for p in paths if p]])
+
+
+class NodeProcess:
+    """``python -m ivlm_ros.node`` with parameters, in its own process group, logging to a file."""
+
+    def __init__(self, params: dict[str, Any], log_path: Path, name: str = "ivlm") -> None:
+        args = [sys.executable, "-m", "ivlm_ros.node", "--ros-args", "-r", f"__node:={name}"]
+        for key, value in params.items():
+            text = str(value).lower() if isinstance(value, bool) else str(value)
+            args += ["-p", f"{key}:={text}"]
+        self.log_path = log_path
+        self._log = open(log_path, "w")  # noqa: SIM115 - closed in stop()
+        self.proc = subprocess.Popen(
+            args,
+            cwd=REPO,
+            env=os.environ.copy(),
+            stdout=self._log,
+            stderr=subprocess.STDOUT,
+            start_new_session=True,
+        )
+
+    def alive(self) -> bool:
+        return self.proc.poll() is None
+
+    def log(self) -> str:
+        self._log.flush()
+        return self.log_path.read_text(errors="replace")
+
+    def stop(self, timeout_s: float = 15.0) -> int:
+        if self.alive():
+            os.killpg(self.proc.pid, signal.SIGINT)
+            try:
+                self.proc.wait(timeout_s)
+            except subprocess.TimeoutExpired:
+                os.killpg(self.proc.pid, signal.SIGKILL)
+                self.proc.wait(5)
+        self._log.close()
+        return self.proc.returncode
+
+
+class Probe:
+    """A test-side rclpy node: records everything the ivlm node publishes and publishes camera input."""
+
+    def __init__(self, ns: str = "/ivlm", reliable_input: bool = True) -> None:
+        import rclpy
+        from diagnostic_msgs.msg import DiagnosticArray
+        from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact
+        from rclpy.qos import QoSProfile, ReliabilityPolicy
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+        from std_msgs.msg import String
+        from visualization_msgs.msg import MarkerArray
+
+        self.node = rclpy.create_node(f"ivlm_test_probe_{os.getpid()}_{int(time.monotonic() * 1e3) % 100000}")
+        self.received: dict[str, list[Any]] = defaultdict(list)
+        outputs = {
+            "human": (HumanContact, f"{ns}/human_contact"),
+            "object": (ObjectContact, f"{ns}/object_contact"),
+            "estimate": (InteractionEstimate, f"{ns}/estimate"),
+            "markers": (MarkerArray, f"{ns}/markers"),
+            "debug": (Image, f"{ns}/debug_image"),
+            "diagnostics": (DiagnosticArray, "/diagnostics"),
+        }
+        for key, (cls, topic) in outputs.items():
+            self.node.create_subscription(cls, topic, lambda msg, key=key: self.received[key].append(msg), 50)
+        qos = QoSProfile(
+            depth=10,
+            reliability=ReliabilityPolicy.RELIABLE if reliable_input else ReliabilityPolicy.BEST_EFFORT,
+        )
+        self.image_pub = self.node.create_publisher(Image, IMAGE_TOPIC, qos)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, IMAGE_TOPIC + "/compressed", qos)
+        self.info_pub = self.node.create_publisher(CameraInfo, INFO_TOPIC, qos)
+        self.query_pub = self.node.create_publisher(String, f"{ns}/object_query", 10)
+
+    def spin(self, seconds: float) -> None:
+        import rclpy
+
+        deadline = time.monotonic() + seconds
+        while (left := deadline - time.monotonic()) > 0:
+            rclpy.spin_once(self.node, timeout_sec=min(left, 0.05))
+
+    def wait_for(self, predicate: Callable[[], Any], timeout_s: float, what: str) -> Any:
+        deadline = time.monotonic() + timeout_s
+        while time.monotonic() < deadline:
+            value = predicate()
+            if value:
+                return value
+            self.spin(0.05)
+        raise AssertionError(f"timed out after {timeout_s:.0f} s waiting for {what}")
+
+    def wait_matched(self, publisher: Any, timeout_s: float = 60.0) -> None:
+        self.wait_for(
+            lambda: publisher.get_subscription_count() > 0, timeout_s, f"a subscriber on {publisher.topic}"
+        )
+
+    def latest_status(self) -> dict[str, str] | None:
+        """Key/values of the newest ivlm diagnostics status."""
+        for array in reversed(self.received["diagnostics"]):
+            for status in array.status:
+                if status.name.endswith(": model"):
+                    values = {kv.key: kv.value for kv in status.values}
+                    values["_level"] = (
+                        int.from_bytes(status.level, "little")
+                        if isinstance(status.level, bytes)
+                        else int(status.level)
+                    )
+                    values["_message"] = status.message
+                    return values
+        return None
+
+    def fresh_status(self, timeout_s: float = 10.0) -> dict[str, str]:
+        """A status published after everything before this call (two diagnostics periods later)."""
+        seen = len(self.received["diagnostics"])
+        self.wait_for(lambda: len(self.received["diagnostics"]) >= seen + 2, timeout_s, "fresh diagnostics")
+        status = self.latest_status()
+        assert status is not None
+        return status
+
+    def wait_status(
+        self, predicate: Callable[[dict[str, str]], bool], timeout_s: float, what: str
+    ) -> dict[str, str]:
+        def check() -> dict[str, str] | None:
+            status = self.latest_status()
+            return status if status is not None and predicate(status) else None
+
+        return self.wait_for(check, timeout_s, what)
+
+    def by_stamp(self, key: str, sec: int, nanosec: int = 0) -> list[Any]:
+        return [m for m in self.received[key] if _stamp_of(m) == (sec, nanosec)]
+
+    def publish_frame(
+        self,
+        rgb: np.ndarray,
+        sec: int,
+        nanosec: int = 0,
+        encoding: str = "rgb8",
+        pad: int = 0,
+        with_info: bool = True,
+    ) -> None:
+        from sensor_msgs.msg import CameraInfo
+
+        self.image_pub.publish(make_image(rgb, sec, nanosec, encoding, pad))
+        if with_info:
+            height, width = rgb.shape[:2]
+            info = CameraInfo(height=height, width=width, distortion_model="plumb_bob")
+            info.header.stamp.sec, info.header.stamp.nanosec, info.header.frame_id = sec, nanosec, FRAME_ID
+            info.k = [300.0, 0.0, width / 2.0, 0.0, 300.0, height / 2.0, 0.0, 0.0, 1.0]
+            self.info_pub.publish(info)
+
+    def call(self, srv_type: Any, name: str, request: Any, timeout_s: float = 30.0) -> Any:
+        client = self.node.create_client(srv_type, name)
+        try:
+            self.wait_for(client.service_is_ready, timeout_s, f"service {name}")
+            future = client.call_async(request)
+            self.wait_for(future.done, timeout_s, f"a response from {name}")
+            return future.result()
+        finally:
+            self.node.destroy_client(client)
+
+    def set_parameter(self, node_name: str, name: str, value: Any) -> Any:
+        from rcl_interfaces.srv import SetParameters
+        from rclpy.parameter import Parameter
+
+        request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
+        return self.call(SetParameters, f"{node_name}/set_parameters", request).results[0]
+
+    def change_state(self, node_name: str, label: str) -> bool:
+        from lifecycle_msgs.msg import Transition
+        from lifecycle_msgs.srv import ChangeState
+
+        request = ChangeState.Request(transition=Transition(label=label))
+        return self.call(ChangeState, f"{node_name}/change_state", request).success
+
+    def destroy(self) -> None:
+        self.node.destroy_node()
+
+
+def _stamp_of(msg: Any) -> tuple[int, int]:
+    header = msg.markers[0].header if hasattr(msg, "markers") else msg.header
+    return header.stamp.sec, header.stamp.nanosec
+
+
+def make_image(rgb: np.ndarray, sec: int, nanosec: int = 0, encoding: str = "rgb8", pad: int = 0) -> Any:
+    """sensor_msgs/Image of ``rgb`` in ``encoding`` (rgb8, bgr8, mono8, or a raw passthrough like 16UC1)."""
+    from sensor_msgs.msg import Image
+
+    if encoding == "bgr8":
+        pixels = rgb[:, :, ::-1]
+    elif encoding == "mono8":
+        pixels = rgb.mean(axis=2, keepdims=True).astype(np.uint8)
+    elif encoding == "16UC1":
+        pixels = rgb[:, :, :1].astype("<u2")
+    else:
+        pixels = rgb
+    height, width = rgb.shape[:2]
+    rows = np.ascontiguousarray(pixels).reshape(height, -1).view(np.uint8)
+    rows = np.concatenate([rows, np.zeros((height, pad), np.uint8)], axis=1)
+    msg = Image(height=height, width=width, encoding=encoding, is_bigendian=0, step=rows.shape[1])
+    msg.header.stamp.sec, msg.header.stamp.nanosec, msg.header.frame_id = sec, nanosec, FRAME_ID
+    msg.data = rows.tobytes()
+    return msg
+
+
+def sample_rgb(size: int = 128) -> np.ndarray:
+    """A real photo from test/data/samples, resized (deterministic input for the tiny model)."""
+    from PIL import Image as PILImage
+
+    path = sorted((REPO / "test" / "data" / "samples").glob("*.png"))[0]
+    with PILImage.open(path) as img:
+        return np.asarray(img.convert("RGB").resize((size, size)), dtype=np.uint8)

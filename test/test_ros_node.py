@@ -1,0 +1,213 @@
+"""The real ivlm node in its own process with the tiny random model: images in, typed messages out.
+
+One node process per module (loading takes a few seconds); a probe node in the test process publishes camera
+frames through real rclpy/DDS on loopback and asserts on what comes back.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Iterator
+from pathlib import Path
+
+import numpy as np
+import pytest
+from ros_helpers import FRAME_ID, NodeProcess, Probe, make_image, sample_rgb
+
+pytestmark = [pytest.mark.ros, pytest.mark.slow]
+
+NODE = "/ivlm"
+STARTUP_S = 90.0
+RESULT_S = 30.0
+
+
+@pytest.fixture(scope="module")
+def node(ros_context, ros_node_params, tmp_path_factory) -> Iterator[NodeProcess]:
+    log = Path(tmp_path_factory.mktemp("ivlm_node")) / "node.log"
+    proc = NodeProcess(dict(ros_node_params), log)
+    yield proc
+    code = proc.stop()
+    assert code == 0, f"node exited with {code}:\n{proc.log()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def probe(node: NodeProcess) -> Iterator[Probe]:
+    p = Probe()
+    try:
+        p.wait_status(lambda s: s["lifecycle_state"] == "active", STARTUP_S, "the node to become active")
+    except AssertionError:
+        raise AssertionError(f"node did not become active:\n{node.log()[-3000:]}") from None
+    p.wait_matched(p.image_pub)
+    p.wait_matched(p.info_pub)
+    yield p
+    p.destroy()
+
+
+def _synthetic_smplx_size(ros_node_params: dict) -> tuple[int, int]:
+    import smplx  # noqa: F401  (the body model file format is smplx's)
+
+    with np.load(Path(ros_node_params["body_model_dir"]) / "smplx" / "SMPLX_NEUTRAL.npz") as data:
+        return len(data["v_template"]), len(data["f"])
+
+
+def _result(probe: Probe, key: str, sec: int, nanosec: int = 0):
+    return probe.wait_for(
+        lambda: probe.by_stamp(key, sec, nanosec), RESULT_S, f"{key} for stamp {sec}.{nanosec}"
+    )[-1]
+
+
+def test_diagnostics_report_the_loaded_model(probe: Probe) -> None:
+    status = probe.wait_status(lambda s: s["model_loaded"] == "true", 10, "model_loaded")
+    assert status["_level"] == 0, status
+    assert status["device"] == "cpu" and status["model_id"] == "Gen" and status["dtype"] == "float32"
+    for key in ("frames_dropped", "latency_ms_last", "queue_age_ms", "frames_failed"):
+        assert key in status
+
+
+@pytest.mark.parametrize(("encoding", "pad", "sec"), [("rgb8", 0, 101), ("bgr8", 5, 102), ("mono8", 3, 103)])
+def test_frame_in_contacts_out_with_the_source_stamp(
+    probe: Probe, ros_node_params: dict, encoding: str, pad: int, sec: int
+) -> None:
+    rgb = sample_rgb(128)
+    probe.publish_frame(rgb, sec, 250, encoding=encoding, pad=pad)
+    human = _result(probe, "human", sec, 250)
+    num_vertices, num_faces = _synthetic_smplx_size(ros_node_params)
+    assert human.header.frame_id == FRAME_ID
+    assert human.object_query == "scene" and human.model_id == "Gen"
+    assert human.contact_found and "hands" in human.body_parts
+    contact = np.asarray(human.vertex_contact)
+    assert contact.shape == (num_vertices,) and np.all((contact >= 0) & (contact <= 1))
+    assert human.contact_threshold == pytest.approx(0.5)
+    np.testing.assert_array_equal(np.asarray(human.contact_vertex_ids), np.flatnonzero(contact >= 0.5))
+
+    estimate = _result(probe, "estimate", sec, 250)
+    assert estimate.header.frame_id == FRAME_ID and not estimate.has_object_contact
+    np.testing.assert_array_equal(np.asarray(estimate.human.vertex_contact), contact)
+    assert not estimate.human_placed and len(estimate.human_mesh.vertices) == 0
+
+    markers = {m.ns: m for m in _result(probe, "markers", sec, 250).markers}
+    mesh = markers["human_mesh"]
+    assert mesh.type == 11 and mesh.header.frame_id == FRAME_ID
+    assert len(mesh.points) == len(mesh.colors) == 3 * num_faces
+    colours = np.array([[c.r, c.g, c.b] for c in mesh.colors[::97]])
+    assert len(np.unique(colours.round(3), axis=0)) > 1  # coloured by contact, not one flat colour
+    spheres = markers["human_contact"]
+    if len(human.contact_vertex_ids):
+        assert spheres.type == 7 and 0 < len(spheres.points) <= len(human.contact_vertex_ids)
+    else:
+        assert spheres.action == 2
+
+    debug = _result(probe, "debug", sec, 250)
+    assert debug.encoding == "rgb8" and debug.width == 128 and debug.height == 128 + 128 // 4
+    assert debug.header.frame_id == FRAME_ID
+    probe.received[f"contact_{encoding}"].append(contact)
+
+
+def test_same_pixels_in_rgb8_and_bgr8_give_the_same_contacts(probe: Probe) -> None:
+    rgb_runs, bgr_runs = probe.received.get("contact_rgb8"), probe.received.get("contact_bgr8")
+    if not rgb_runs or not bgr_runs:
+        pytest.skip("needs the rgb8 and bgr8 frame tests of this module")
+    np.testing.assert_allclose(rgb_runs[-1], bgr_runs[-1], atol=1e-6)
+
+
+def test_object_query_topic_changes_the_question(probe: Probe) -> None:
+    from std_msgs.msg import String
+
+    probe.query_pub.publish(String(data="bench"))
+    probe.wait_status(lambda s: s["object_query"] == "bench", 10, "the query to reach the node")
+    probe.publish_frame(sample_rgb(96), 110)
+    assert _result(probe, "human", 110).object_query == "bench"
+    probe.query_pub.publish(String(data="scene"))
+    probe.wait_status(lambda s: s["object_query"] == "scene", 10, "the query to go back to 'scene'")
+
+
+def test_bad_frames_are_counted_and_never_stop_the_node(probe: Probe, node: NodeProcess) -> None:
+    before = int(probe.fresh_status()["frames_failed"])
+    probe.publish_frame(sample_rgb(64), 120, encoding="16UC1")  # a depth image on the colour topic
+    truncated = make_image(sample_rgb(64), 121)
+    truncated.data = bytes(truncated.data)[:100]
+    probe.image_pub.publish(truncated)
+    status = probe.wait_status(lambda s: int(s["frames_failed"]) >= before + 2, RESULT_S, "2 failed frames")
+    assert "16UC1" in status["last_error"] or "bytes" in status["last_error"]
+    probe.publish_frame(sample_rgb(64), 122)
+    assert _result(probe, "human", 122).header.frame_id == FRAME_ID
+    assert node.alive()
+
+
+def test_only_the_newest_frame_is_processed_and_drops_are_counted(probe: Probe) -> None:
+    start = probe.fresh_status()
+    stamps = list(range(200, 208))
+    rgb = sample_rgb(96)
+    for sec in stamps:  # faster than the model: the worker must skip stale frames
+        probe.publish_frame(rgb, sec)
+        probe.spin(0.03)
+    _result(probe, "human", stamps[-1])  # the newest frame is always processed
+
+    def delta(status: dict, key: str) -> int:
+        return int(status[key]) - int(start[key])
+
+    status = probe.wait_status(
+        lambda s: delta(s, "frames_received") > 0
+        and delta(s, "frames_processed") + delta(s, "frames_dropped") == delta(s, "frames_received"),
+        10,
+        "every received frame to be processed or counted as dropped",
+    )
+    processed, dropped = delta(status, "frames_processed"), delta(status, "frames_dropped")
+    assert dropped >= 1, status
+    got = [m.header.stamp.sec for m in probe.received["human"] if m.header.stamp.sec in stamps]
+    assert got == sorted(got) and len(got) == processed  # results in order, one per processed frame
+    assert float(status["queue_age_ms"]) >= 0.0
+
+
+def test_one_shot_service(probe: Probe) -> None:
+    from ivlm_msgs.srv import EstimateInteraction
+    from sensor_msgs.msg import CameraInfo
+
+    request = EstimateInteraction.Request(image=make_image(sample_rgb(80), 300, 7), camera_info=CameraInfo())
+    request.object_query = "tennis_racket"
+    response = probe.call(EstimateInteraction, f"{NODE}/estimate", request)
+    assert response.success, response.message
+    assert response.estimate.header.stamp.sec == 300 and response.estimate.header.stamp.nanosec == 7
+    assert response.estimate.human.object_query == "tennis_racket"
+    assert len(response.estimate.human.vertex_contact) > 0
+
+    request.task = "juggling"
+    response = probe.call(EstimateInteraction, f"{NODE}/estimate", request)
+    assert not response.success and "task" in response.message
+
+    bad = EstimateInteraction.Request(image=make_image(sample_rgb(80), 301, encoding="16UC1"))
+    response = probe.call(EstimateInteraction, f"{NODE}/estimate", bad)
+    assert not response.success and "16UC1" in response.message
+
+
+def test_invalid_parameters_are_rejected_with_a_reason(probe: Probe) -> None:
+    result = probe.set_parameter(NODE, "human_threshold", 1.5)
+    assert not result.successful and "human_threshold" in result.reason and "(0.0, 1.0)" in result.reason
+    result = probe.set_parameter(NODE, "marker_colormap", "jet")
+    assert not result.successful and "viridis" in result.reason
+    result = probe.set_parameter(NODE, "checkpoint_dir", "/elsewhere")
+    assert not result.successful and "configure" in result.reason
+    result = probe.set_parameter(NODE, "image_topic", "/bad topic")
+    assert not result.successful
+
+    assert probe.set_parameter(NODE, "human_threshold", 0.25).successful
+    try:
+        probe.publish_frame(sample_rgb(64), 400)
+        human = _result(probe, "human", 400)
+        assert human.contact_threshold == pytest.approx(0.25)
+        contact = np.asarray(human.vertex_contact)
+        np.testing.assert_array_equal(np.asarray(human.contact_vertex_ids), np.flatnonzero(contact >= 0.25))
+    finally:
+        assert probe.set_parameter(NODE, "human_threshold", 0.5).successful
+
+
+def test_deactivate_stops_processing_and_activate_resumes(probe: Probe) -> None:
+    assert probe.change_state(NODE, "deactivate")
+    probe.wait_status(lambda s: s["lifecycle_state"] == "inactive", 10, "inactive")
+    probe.publish_frame(sample_rgb(64), 500)
+    probe.wait_status(lambda s: int(s["frames_ignored_inactive"]) >= 1, 10, "the frame to be ignored")
+    probe.spin(0.5)
+    assert not probe.by_stamp("human", 500)
+    assert probe.change_state(NODE, "activate")
+    probe.wait_status(lambda s: s["lifecycle_state"] == "active", 10, "active again")
+    probe.publish_frame(sample_rgb(64), 501)
+    assert _result(probe, "human", 501).header.frame_id == FRAME_ID
