@@ -19,6 +19,7 @@ from ivlm_core.fitting.body_fit import (
     is_jump,
     load_body_layer,
     smooth_params,
+    solve_translation,
 )
 from ivlm_core.fitting.keypoints import POSE_INDEX, POSE_LANDMARK_NAMES, HumanKeypoints
 
@@ -195,3 +196,35 @@ def test_too_few_keypoints_is_reported_not_raised(layer):
     keypoints.pose_confidence[POSE_INDEX["nose"]] = 1.0
     result = fitter.fit(keypoints, CAMERA_K)
     assert not result.placed and "keypoints" in result.status
+
+
+def test_translation_solve_and_ray_rotation_are_exact_on_clean_data():
+    rng = np.random.default_rng(4)
+    points = rng.normal(scale=0.4, size=(20, 3))
+    shift = np.array([0.3, -0.2, 4.0])
+    pixels = (points + shift)[:, :2] / (points + shift)[:, 2:3] * np.diag(CAMERA_K)[:2] + CAMERA_K[:2, 2]
+    np.testing.assert_allclose(solve_translation(points, pixels, np.ones(20), CAMERA_K), shift, atol=1e-4)
+    pixel = np.array([500.0, 100.0])
+    ray = np.linalg.solve(CAMERA_K, [*pixel, 1.0])
+    np.testing.assert_allclose(camera_ray_rotation(pixel, CAMERA_K) @ [0, 0, 1], ray / np.linalg.norm(ray), atol=1e-9)
+    np.testing.assert_allclose(camera_ray_rotation(CAMERA_K[:2, 2], CAMERA_K), np.eye(3), atol=1e-9)
+
+
+def test_overlay_paints_where_the_body_projects(layer):
+    from ivlm_core.fitting.body_overlay import draw_mesh_overlay, draw_turned_view
+
+    fitter = KeypointBodyFitter(layer)
+    params = fitter._complete({k: torch.from_numpy(v)[None] for k, v in _true_params().items()})
+    with torch.no_grad():
+        vertices = layer(params).vertices[0].numpy()
+    image = np.zeros((*IMAGE_SIZE, 3), dtype=np.uint8)
+    overlay = draw_mesh_overlay(image, vertices, layer.faces, CAMERA_K)
+    painted = overlay.any(axis=2)
+    pixels = vertices[:, :2] / vertices[:, 2:3] * np.diag(CAMERA_K)[:2] + CAMERA_K[:2, 2]
+    inside = painted[np.clip(pixels[:, 1].astype(int), 0, IMAGE_SIZE[0] - 1),
+                     np.clip(pixels[:, 0].astype(int), 0, IMAGE_SIZE[1] - 1)]  # fmt: skip
+    assert inside.mean() > 0.9
+    box = np.ptp(pixels, axis=0)
+    assert painted.sum() < 0.8 * box[0] * box[1]  # a body, not its bounding box
+    turned = draw_turned_view(vertices, layer.faces, CAMERA_K, IMAGE_SIZE)
+    assert (turned != 255).any(axis=2).mean() > 0.02
