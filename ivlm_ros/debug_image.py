@@ -34,7 +34,7 @@ def view_strip(view_images: np.ndarray, view_logits: np.ndarray, width: int, thr
             dtype=np.float32,
         )
         logits = np.asarray(
-            PILImage.fromarray(np.asarray(view_logits[i], dtype=np.float32), mode="F").resize(
+            PILImage.fromarray(np.ascontiguousarray(view_logits[i], dtype=np.float32)).resize(
                 (tile, tile), PILImage.BILINEAR
             )
         )

@@ -1,0 +1,67 @@
+"""Approximate-time pairing of Image/CameraInfo and the newest-frame mailbox (no ROS needed)."""
+
+from __future__ import annotations
+
+import threading
+import time
+
+from ivlm_ros.latest_slot import LatestSlot
+from ivlm_ros.stamp_sync import StampPairer
+
+
+def test_info_first_pairs_the_image_immediately() -> None:
+    pairer: StampPairer[str, str] = StampPairer(slop_s=0.01, timeout_s=0.2)
+    assert pairer.add_info(10.0, "info10") == []
+    assert pairer.add_image(10.004, "img", arrival_s=0.0) == [("img", "info10")]
+
+
+def test_image_first_waits_for_its_info_and_picks_the_closest_stamp() -> None:
+    pairer: StampPairer[str, str] = StampPairer(slop_s=0.01, timeout_s=0.2)
+    assert pairer.add_image(5.0, "img5", arrival_s=0.0) == []
+    assert pairer.add_info(4.5, "far") == []  # outside the slop
+    assert pairer.add_info(5.002, "near") == [("img5", "near")]
+    pairer.add_info(7.008, "i1")
+    pairer.add_info(7.001, "i2")
+    assert pairer.add_image(7.0, "img7", arrival_s=0.0) == [("img7", "i2")]
+
+
+def test_unpaired_images_expire_alone_or_are_dropped_when_info_is_required() -> None:
+    pairer: StampPairer[str, str] = StampPairer(slop_s=0.01, timeout_s=0.2)
+    pairer.add_image(1.0, "a", arrival_s=100.0)
+    pairer.add_image(2.0, "b", arrival_s=100.15)
+    assert pairer.expire(100.1, require_info=False) == []
+    assert pairer.expire(100.25, require_info=False) == [("a", None)]
+    assert pairer.expire(100.4, require_info=True) == []
+    assert pairer.unpaired_dropped == 1
+
+
+def test_pending_overflow_is_counted() -> None:
+    pairer: StampPairer[int, str] = StampPairer(slop_s=0.01, timeout_s=10.0, max_pending=3)
+    for i in range(5):
+        pairer.add_image(float(i), i, arrival_s=0.0)
+    assert pairer.unpaired_dropped == 2
+    assert pairer.add_info(4.0, "i") == [(4, "i")]
+
+
+def test_latest_slot_keeps_only_the_newest_and_counts_drops() -> None:
+    slot: LatestSlot[int] = LatestSlot()
+    assert not slot.put(1)
+    assert slot.put(2) and slot.put(3)
+    assert slot.take(0.0) == 3 and slot.dropped == 2
+    assert slot.take(0.01) is None
+
+
+def test_latest_slot_wakes_a_waiting_worker_and_close_releases_it() -> None:
+    slot: LatestSlot[str] = LatestSlot()
+    got: list[str | None] = []
+    worker = threading.Thread(target=lambda: got.append(slot.take(5.0)))
+    worker.start()
+    time.sleep(0.05)
+    slot.put("frame")
+    worker.join(2.0)
+    assert got == ["frame"]
+    waiter = threading.Thread(target=lambda: got.append(slot.take(5.0)))
+    waiter.start()
+    slot.close()
+    waiter.join(2.0)
+    assert not waiter.is_alive() and got[-1] is None and slot.closed
