@@ -304,3 +304,46 @@ def test_convert_to_safetensors_round_trip(tmp_path: Path, tiny_checkpoints, tin
     b = tiny_model_gen.predict_human_contact(_photo(), "cup", template="parts")
     assert a.language.generated_ids == b.language.generated_ids
     np.testing.assert_array_equal(a.view_logits, b.view_logits)
+
+
+# ------------------------------------------------------------------------------------------ CLI
+def test_cli_info_convert_predict(tmp_path: Path, tiny_checkpoints, tiny_body_assets, capsys) -> None:
+    from PIL import Image
+
+    from ivlm_core.model import cli
+
+    ckpt = tiny_checkpoints["Gen"]
+    assert cli.main(["info", str(ckpt), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    assert info["token_type"] == "Gen" and info["weights_format"] == "bin" and info["shards"] == 3
+    assert info["params"]["ignored_rotary_buffers"] > 0 and info["clip"]["params"] > 0
+
+    assert cli.main(["convert", str(ckpt), "--out", str(tmp_path / "safe")]) == 0
+    assert (tmp_path / "safe" / "model.safetensors.index.json").is_file()
+    capsys.readouterr()
+
+    image = tmp_path / "cup__frame.png"
+    Image.fromarray(_photo(40, 56)).save(image)
+    _, _, body_dir = tiny_body_assets
+    rc = cli.main(
+        [
+            "predict",
+            str(tmp_path / "safe"),
+            str(image),
+            "--body-model-dir",
+            str(body_dir),
+            "--out",
+            str(tmp_path / "out"),
+            "--device",
+            "cpu",
+        ]
+    )
+    assert rc == 0
+    summary = json.loads(capsys.readouterr().out)
+    assert summary["object"] == "cup" and summary["found"] and summary["body_parts"] == ["hands"]
+    with np.load(tmp_path / "out" / "cup__frame_hcontact_vertices.npz") as npz:
+        assert npz["pred_contact_3d_smplh"].ndim == 2 and npz["pred_contact_3d_smplx"].ndim == 1
+        assert npz["view_logits"].shape[0] == 4
+    assert (tmp_path / "out" / "cup__frame_hcontact_views.png").is_file()
+    assert (tmp_path / "out" / "cup__frame_hcontact_smplx.ply").is_file()
+    assert cli.main(["predict", str(ckpt), str(image), "--out", str(tmp_path / "out")]) == 2  # no assets
