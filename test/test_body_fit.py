@@ -7,7 +7,7 @@ import pytest
 import torch
 from scipy.spatial.transform import Rotation
 
-from ivlm_core.errors import MissingAssetError
+from ivlm_core.errors import InvalidInputError, MissingAssetError
 from ivlm_core.fitting import keypoints as keypoints_module
 from ivlm_core.fitting.body_fit import (
     MODEL_POINT_NAMES,
@@ -228,3 +228,12 @@ def test_overlay_paints_where_the_body_projects(layer):
     assert painted.sum() < 0.8 * box[0] * box[1]  # a body, not its bounding box
     turned = draw_turned_view(vertices, layer.faces, CAMERA_K, IMAGE_SIZE)
     assert (turned != 255).any(axis=2).mean() > 0.02
+
+
+def test_config_from_mapping_validates_names_and_types():
+    config = BodyFitConfig.from_dict({"iters_full": "40", "w_depth": 3})
+    assert config.iters_full == 40 and isinstance(config.iters_full, int) and config.w_depth == 3.0
+    with pytest.raises(InvalidInputError, match="unknown"):
+        BodyFitConfig.from_dict({"iterations": 5})
+    with pytest.raises(InvalidInputError, match="number"):
+        BodyFitConfig.from_dict({"lr": "fast"})

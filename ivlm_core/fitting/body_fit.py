@@ -21,7 +21,7 @@ from __future__ import annotations
 import logging
 import time
 from collections.abc import Mapping
-from dataclasses import dataclass, field, replace
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -117,6 +117,22 @@ class BodyFitConfig:
     reset_translation_m: float = 0.5  # a jump larger than this restarts smoothing (new person / cut)
     reset_rotation_deg: float = 60.0
     refit_error: float = 0.08  # warm fits worse than this (fraction of the diagonal) are redone from scratch
+
+    @classmethod
+    def from_dict(cls, values: Mapping[str, Any]) -> BodyFitConfig:
+        """From a config mapping (e.g. a `body_fit:` YAML section); unknown keys are an error, not ignored."""
+        known = {f.name: f.type for f in fields(cls)}
+        unknown = sorted(set(values) - set(known))
+        if unknown:
+            raise InvalidInputError(f"unknown body fit settings {unknown}; known: {sorted(known)}")
+        converted = {}
+        for name, value in values.items():
+            kind = int if known[name] in (int, "int") else float
+            try:
+                converted[name] = kind(value)
+            except (TypeError, ValueError) as err:
+                raise InvalidInputError(f"body fit setting {name} must be a number, got {value!r}") from err
+        return cls(**converted)
 
     @classmethod
     def fast(cls) -> BodyFitConfig:
