@@ -229,7 +229,8 @@ def main(argv: list[str] | None = None) -> None:
         print(
             f"scene {i:02d} {obj.name:12s} {'hand ' if i % 4 != 3 else 'torso'} mask_px={int(scene.mask.sum()):5d} "
             f"init rot={init_rot[-1]:5.1f}deg trans={init_trans[-1]:5.1f}cm -> rot={rot_errs[-1]:5.2f}deg "
-            f"trans={trans_errs[-1]:5.2f}cm  iou={rep['mask_iou_soft']:.3f} contact_d={100 * rep['contact_distance_m']:.2f}cm "
+            f"trans={trans_errs[-1]:5.2f}cm  iou={rep['mask_iou_soft']:.3f} "
+            f"contact_d={100 * rep['contact_distance_m']:.2f}cm "
             f"pen={100 * rep['penetration_depth_m']:.2f}cm icp_chosen={int(rep['init_choice_icp'])} "
             f"t={times[-1]:.2f}s",
             flush=True,
@@ -239,7 +240,10 @@ def main(argv: list[str] | None = None) -> None:
         f"fit means: rot={np.mean(rot_errs):.2f}deg trans={np.mean(trans_errs):.2f}cm; "
         f"worst: rot={np.max(rot_errs):.2f}deg trans={np.max(trans_errs):.2f}cm"
     )
-    print(f"rot_err_deg={np.median(rot_errs):.2f} trans_err_cm={np.median(trans_errs):.2f} fit_s={np.median(times):.2f}")
+    print(
+        f"rot_err_deg={np.median(rot_errs):.2f} trans_err_cm={np.median(trans_errs):.2f} "
+        f"fit_s={np.median(times):.2f}"
+    )
 
 
 if __name__ == "__main__":

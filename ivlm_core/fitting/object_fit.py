@@ -67,11 +67,15 @@ class FitConfig:
     silhouette_resolution: int = 48
     silhouette_margin: float = 0.5
     silhouette_sigma: float = 0.5
+    silhouette_sigma_start: float = 0.5
+    start_candidates: int = 2
+    warmup_iterations: int = 30
     max_silhouette_faces: int = 4000
     max_object_contact_points: int = 256
     max_human_contact_points: int = 512
     penetration_samples: int = 512
     occlusion_update_every: int = 10
+    occlusion_margin_m: float = 0.015
     seed: int = 0
 
     @classmethod
@@ -156,7 +160,7 @@ class _Scene:
     body_vertices: torch.Tensor
     body_normals: torch.Tensor
     human_depth: torch.Tensor | None  # (h,w) on the grid, inf where no body
-    visibility: torch.Tensor | None = None
+    occlusion_margin: float
 
 
 def fit_object(
@@ -193,88 +197,152 @@ def fit_object(
     centre = obj_v.mean(axis=0)
     scene = _prepare(cfg, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion)
 
-    rot0 = np.eye(3) if init_rotation is None else np.asarray(init_rotation, dtype=np.float64)
-    if init_translation is None:
-        depth = contact_region_depth(hum_v, p_hum, cfg.human_contact_threshold)
-        t_centre0 = mask_centre_translation(mask, k, depth)
-    else:
-        t_centre0 = rot0 @ centre + np.asarray(init_translation, dtype=np.float64)
-    candidates = [(rot0, t_centre0)]
-    icp_report = {"icp_iterations": 0.0, "icp_rmse_m": float("nan")}
     obj_sel = p_obj > cfg.object_contact_threshold
-    hum_sel = p_hum > cfg.human_contact_threshold
-    if cfg.icp_iterations > 0 and obj_sel.sum() >= 3 and hum_sel.any():
-        obj_normals = _vertex_normals(obj_v, obj_f)
-        hum_points, hum_normals, hum_p = sample_contact_surface(
-            hum_v, hum_f, p_hum, cfg.human_contact_threshold, seed=cfg.seed
-        )
-        if len(hum_points) >= 3:
-            icp = contact_icp(
-                (obj_v - centre)[obj_sel], obj_normals[obj_sel], hum_points, hum_normals,
-                rot0, t_centre0, p_obj[obj_sel], hum_p, cfg.icp_iterations, cfg.icp_normal_weight,
-                cfg.icp_max_normal_angle_deg,
-            )
-            candidates.append((icp.rotation, icp.translation))
-            icp_report = {"icp_iterations": float(icp.iterations), "icp_rmse_m": icp.rmse}
-    # The start pose is chosen by the image and penetration terms only: ICP minimises the contact term by
-    # construction, so including it would always favour ICP even when it slid the object off the mask.
+    candidates, icp_report = _start_poses(
+        cfg, obj_v, obj_f, centre, p_obj, hum_v, hum_f, p_hum, mask, k, init_rotation, init_translation
+    )
+    # Rank start poses by the image and penetration terms only (ICP minimises the contact term by
+    # construction, so that term would always favour it), warm each of the best few up with a short Adam run
+    # on the full loss, and continue the winner: ICP can slide an object off its mask or flip it.
     with torch.no_grad():
-        start_losses = []
-        for rot, trans in candidates:
+        ranking = []
+        for rot, trans, _ in candidates:
             r = torch.as_tensor(rot, dtype=torch.float32)
             t = torch.as_tensor(trans, dtype=torch.float32)
-            _refresh_visibility(scene, r, t, torch.tensor(1.0))
-            losses = _losses(scene, cfg, r, t, torch.tensor(1.0))
-            start_losses.append(float(losses["total"] - cfg.weight_contact * losses["contact"]))
-    chosen = int(np.argmin(start_losses))
-    rot_init, t_init = candidates[chosen]
-
-    rot6d = matrix_to_rotation_6d(torch.as_tensor(rot_init, dtype=torch.float32)).clone().requires_grad_(True)
-    trans = torch.as_tensor(t_init, dtype=torch.float32).clone().requires_grad_(True)
-    scale = torch.tensor(1.0, requires_grad=cfg.optimise_scale)
-    groups = [{"params": [rot6d], "lr": cfg.lr_rotation}, {"params": [trans], "lr": cfg.lr_translation}]
-    if cfg.optimise_scale:
-        groups.append({"params": [scale], "lr": cfg.lr_scale})
-    optimiser = torch.optim.Adam(groups)
-    best = (float("inf"), rot6d.detach().clone(), trans.detach().clone(), scale.detach().clone())
-    iterations = 0
-    for iterations in range(1, cfg.iterations + 1):
-        if (iterations - 1) % max(1, cfg.occlusion_update_every) == 0:
-            _refresh_visibility(scene, rotation_6d_to_matrix(rot6d.detach()), trans.detach(), scale.detach())
-        optimiser.zero_grad(set_to_none=True)
-        losses = _losses(scene, cfg, rotation_6d_to_matrix(rot6d), trans, scale)
-        total = float(losses["total"].detach())
-        if total < best[0]:
-            best = (total, rot6d.detach().clone(), trans.detach().clone(), scale.detach().clone())
-        losses["total"].backward()
-        optimiser.step()
-        if cfg.optimise_scale:
-            with torch.no_grad():
-                scale.clamp_(0.2, 5.0)
+            losses = _losses(scene, cfg, r, t, torch.tensor(1.0), _visibility(scene, r, t, torch.tensor(1.0)))
+            ranking.append(float(losses["total"] - cfg.weight_contact * losses["contact"]))
+    order = np.argsort(ranking, kind="stable")[: max(1, cfg.start_candidates)]
+    runs = [_AdamRun(scene, cfg, candidates[i][0], candidates[i][1]) for i in order]
+    if len(runs) > 1:
+        for run in runs:
+            run.step(min(cfg.warmup_iterations, cfg.iterations))
+    winner = int(np.argmin([run.last_loss for run in runs]))
+    run = runs[winner]
+    run.step(cfg.iterations - run.iterations)
 
     with torch.no_grad():
-        rot_t = rotation_6d_to_matrix(best[1])
-        _refresh_visibility(scene, rot_t, best[2], best[3])
-        final = _losses(scene, cfg, rot_t, best[2], best[3])
-        if final["total"] > best[0] + 1e-6:  # visibility refresh changed the loss: keep the honest value
-            best = (float(final["total"]), *best[1:])
+        rot_t, trans_t, scale_t = rotation_6d_to_matrix(run.best[0]), run.best[1], run.best[2]
+        final = _losses(scene, cfg, rot_t, trans_t, scale_t, _visibility(scene, rot_t, trans_t, scale_t))
+    chosen_label = candidates[order[winner]][2]
     rotation = rot_t.double().numpy()
-    s = float(best[3])
-    translation = best[2].double().numpy() - s * rotation @ centre
+    s = float(scale_t)
+    translation = trans_t.double().numpy() - s * rotation @ centre
     vertices = (s * obj_v @ rotation.T + translation).astype(np.float32)
     report = {f"loss_{name}": float(value) for name, value in final.items()}
     report.update(
-        _geometry_report(scene, vertices, obj_sel, p_obj, hum_v, p_hum, cfg, rot_t, best[2], best[3])
+        _geometry_report(scene, vertices, obj_sel, p_obj, hum_v, p_hum, cfg, rot_t, trans_t, scale_t)
     )
     report.update(icp_report)
     report.update(
         {
-            "init_choice_icp": float(chosen == 1),
-            "iterations": float(iterations),
+            "init_choice_icp": float(chosen_label == "icp"),
+            "start_candidates": float(len(candidates)),
+            "iterations": float(sum(r.iterations for r in runs)),
             "fit_time_s": time.perf_counter() - start_time,
         }
     )
     return ObjectFitResult(rotation, translation, s, vertices, report)
+
+
+class _AdamRun:
+    """One Adam optimisation from a start pose; keeps the best pose seen (the loss is not monotone)."""
+
+    def __init__(self, scene: _Scene, cfg: FitConfig, rotation: np.ndarray, translation: np.ndarray) -> None:
+        self.scene, self.cfg = scene, cfg
+        self.rot6d = matrix_to_rotation_6d(torch.as_tensor(rotation, dtype=torch.float32)).clone().requires_grad_()
+        self.trans = torch.as_tensor(translation, dtype=torch.float32).clone().requires_grad_()
+        self.scale = torch.tensor(1.0, requires_grad=cfg.optimise_scale)
+        groups = [{"params": [self.rot6d], "lr": cfg.lr_rotation}, {"params": [self.trans], "lr": cfg.lr_translation}]
+        if cfg.optimise_scale:
+            groups.append({"params": [self.scale], "lr": cfg.lr_scale})
+        self.optimiser = torch.optim.Adam(groups)
+        self.best_loss = float("inf")
+        self.last_loss = float("inf")
+        self.best = (self.rot6d.detach().clone(), self.trans.detach().clone(), self.scale.detach().clone())
+        self.iterations = 0
+        self.visibility: torch.Tensor | None = None
+
+    def _sigma(self) -> float:
+        """Blur annealed from silhouette_sigma_start to silhouette_sigma over the first half: a wider basin."""
+        cfg = self.cfg
+        half = max(1, cfg.iterations // 2)
+        frac = min(1.0, self.iterations / half)
+        return float(cfg.silhouette_sigma_start ** (1 - frac) * cfg.silhouette_sigma**frac)
+
+    def step(self, count: int) -> None:
+        cfg = self.cfg
+        for _ in range(max(0, count)):
+            if self.iterations % max(1, cfg.occlusion_update_every) == 0:
+                self.visibility = _visibility(
+                    self.scene, rotation_6d_to_matrix(self.rot6d.detach()), self.trans.detach(), self.scale.detach()
+                )
+            self.optimiser.zero_grad(set_to_none=True)
+            sigma = self._sigma()
+            losses = _losses(
+                self.scene, cfg, rotation_6d_to_matrix(self.rot6d), self.trans, self.scale, self.visibility, sigma
+            )
+            self.last_loss = float(losses["total"].detach())
+            # only poses scored at the final blur compete for "best" (a blurrier loss is not comparable)
+            final_blur = sigma <= cfg.silhouette_sigma * 1.0001
+            if not final_blur or self.last_loss < self.best_loss:
+                self.best_loss = self.last_loss if final_blur else float("inf")
+                self.best = (self.rot6d.detach().clone(), self.trans.detach().clone(), self.scale.detach().clone())
+            losses["total"].backward()
+            self.optimiser.step()
+            self.iterations += 1
+            if cfg.optimise_scale:
+                with torch.no_grad():
+                    self.scale.clamp_(0.2, 5.0)
+
+
+def _start_poses(
+    cfg: FitConfig, obj_v: np.ndarray, obj_f: np.ndarray, centre: np.ndarray, p_obj: np.ndarray,
+    hum_v: np.ndarray, hum_f: np.ndarray, p_hum: np.ndarray, mask: np.ndarray, k: np.ndarray,
+    init_rotation: np.ndarray | None, init_translation: np.ndarray | None,
+) -> tuple[list[tuple[np.ndarray, np.ndarray, str]], dict[str, float]]:
+    """(rotation, centre translation, label) start poses: the given/mask-centre pose and its ICP refinement.
+
+    Without a rotation, the 24 axis-aligned rotations are tried (the reference starts from R = I only).
+    """
+    rotations = [np.asarray(init_rotation, dtype=np.float64)] if init_rotation is not None else _axis_rotations()
+    poses: list[tuple[np.ndarray, np.ndarray, str]] = []
+    for rot in rotations:
+        if init_translation is None:
+            depth = contact_region_depth(hum_v, p_hum, cfg.human_contact_threshold)
+            poses.append((rot, mask_centre_translation(mask, k, depth), "mask"))
+        else:
+            poses.append((rot, rot @ centre + np.asarray(init_translation, dtype=np.float64), "given"))
+    report = {"icp_iterations": 0.0, "icp_rmse_m": float("nan")}
+    obj_sel = p_obj > cfg.object_contact_threshold
+    if cfg.icp_iterations <= 0 or obj_sel.sum() < 3:
+        return poses, report
+    hum_points, hum_normals, hum_p = sample_contact_surface(
+        hum_v, hum_f, p_hum, cfg.human_contact_threshold, seed=cfg.seed
+    )
+    if len(hum_points) < 3:
+        return poses, report
+    obj_normals = _vertex_normals(obj_v, obj_f)
+    refined = []
+    for rot, trans, _ in poses:
+        icp = contact_icp(
+            (obj_v - centre)[obj_sel], obj_normals[obj_sel], hum_points, hum_normals, rot, trans,
+            p_obj[obj_sel], hum_p, cfg.icp_iterations, cfg.icp_normal_weight, cfg.icp_max_normal_angle_deg,
+        )
+        refined.append((icp.rotation, icp.translation, "icp"))
+        report = {"icp_iterations": float(icp.iterations), "icp_rmse_m": icp.rmse}
+    return poses + refined, report
+
+
+def _axis_rotations() -> list[np.ndarray]:
+    """The 24 rotations of the cube (signed permutation matrices with det +1)."""
+    out = []
+    for perm in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)):
+        for signs in np.array(np.meshgrid([1, -1], [1, -1], [1, -1])).T.reshape(-1, 3):
+            mat = np.zeros((3, 3))
+            mat[np.arange(3), perm] = signs
+            if np.linalg.det(mat) > 0:
+                out.append(mat)
+    return out
 
 
 def _check_mesh(
@@ -332,7 +400,7 @@ def _prepare(
         human_depth = grid.downsample_depth(depth)
 
     def t32(x: np.ndarray) -> torch.Tensor:
-        return torch.as_tensor(np.asarray(x), dtype=torch.float32)
+        return torch.as_tensor(np.array(x), dtype=torch.float32)
 
     return _Scene(
         local=t32(local), sil_vertices=t32(sil_v), sil_faces=torch.as_tensor(sil_f, dtype=torch.int64),
@@ -341,7 +409,7 @@ def _prepare(
         obj_contact_local=t32(local[obj_idx]), obj_contact_p=t32(p_obj[obj_idx]),
         human_contact=t32(hum_v[hum_idx]), human_contact_p=t32(p_hum[hum_idx]),
         samples_local=t32(samples), body_tree=cKDTree(hum_v), body_vertices=t32(hum_v),
-        body_normals=t32(body_normals), human_depth=human_depth,
+        body_normals=t32(body_normals), human_depth=human_depth, occlusion_margin=cfg.occlusion_margin_m,
     )
 
 
@@ -357,33 +425,35 @@ def _grid_camera(scene: _Scene) -> np.ndarray:
     )
 
 
-def _refresh_visibility(scene: _Scene, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor) -> None:
-    """Cells where the body is in front of the object at the current pose are hidden (no gradient)."""
+def _visibility(
+    scene: _Scene, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor
+) -> torch.Tensor | None:
+    """Cells where the body is in front of the object at this pose are hidden (0); no gradient."""
     if scene.human_depth is None or not torch.isfinite(scene.human_depth).any():
-        scene.visibility = None
-        return
-    verts = (scale * scene.sil_vertices @ rot.T + trans).double().numpy()
+        return None
+    verts = (scale * scene.sil_vertices @ rot.T + trans).detach().double().numpy()
     g = scene.grid
     obj_depth = render_depth([(verts, scene.sil_faces.numpy())], _grid_camera(scene), (g.height, g.width))
     obj_depth = obj_depth.depth
     covered = np.isfinite(obj_depth)
     if not covered.any():
-        scene.visibility = None
-        return
+        return None
     if not covered.all():  # cells beside the object take the depth of the nearest covered cell
         _, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
         obj_depth = obj_depth[ri, ci]
-    scene.visibility = (scene.human_depth.numpy() >= obj_depth).astype(np.float32)
-    scene.visibility = torch.from_numpy(scene.visibility)
+    # a margin keeps the body surface the object rests on from "occluding" the object's own rim
+    visible = scene.human_depth.numpy() >= obj_depth - scene.occlusion_margin
+    return torch.from_numpy(visible.astype(np.float32))
 
 
 def _losses(
-    scene: _Scene, cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor
+    scene: _Scene, cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor,
+    visibility: torch.Tensor | None, sigma: float | None = None,
 ) -> dict[str, torch.Tensor]:
     sil_verts = scale * scene.sil_vertices @ rot.T + trans
     sil = soft_silhouette(
-        sil_verts, scene.sil_faces, scene.camera_k, scene.grid, cfg.silhouette_sigma, scene.sil_edges,
-        scene.cull, scene.visibility,
+        sil_verts, scene.sil_faces, scene.camera_k, scene.grid, sigma or cfg.silhouette_sigma, scene.sil_edges,
+        scene.cull, visibility,
     )
     target = scene.mask
     inter = (sil * target).sum()
@@ -430,6 +500,7 @@ def _geometry_report(
         _, nearest = scene.body_tree.query(samples.double().numpy())
         nearest = torch.as_tensor(nearest, dtype=torch.int64)
         signed = ((samples - scene.body_vertices[nearest]) * scene.body_normals[nearest]).sum(-1)
+        vis = _visibility(scene, rot, trans, scale)
+        report["mask_iou_soft"] = float(1.0 - _losses(scene, cfg, rot, trans, scale, vis)["mask"])
     report["penetration_depth_m"] = float(torch.relu(-signed).max())
-    report["mask_iou_soft"] = float(1.0 - _losses(scene, cfg, rot, trans, scale)["mask"])
     return report

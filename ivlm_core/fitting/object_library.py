@@ -78,9 +78,9 @@ def load_object_mesh(path: str | Path, scale: float = 1.0, label: str = "") -> O
 
 @dataclass
 class ObjectLibrary:
-    """Label -> (mesh path, scale); meshes are loaded lazily and cached."""
+    """Normalised label or alias -> (canonical label, mesh path, scale); meshes load lazily, cached per label."""
 
-    entries: dict[str, tuple[Path, float]]
+    entries: dict[str, tuple[str, Path, float]]
     source: str = ""
     _cache: dict[str, ObjectMesh] = field(default_factory=dict, repr=False)
 
@@ -105,7 +105,7 @@ class ObjectLibrary:
             data = data["objects"]
         if not isinstance(data, dict) or not data:
             raise InvalidInputError(f"object library {source}: expected a non-empty map label -> mesh/scale.")
-        entries: dict[str, tuple[Path, float]] = {}
+        entries: dict[str, tuple[str, Path, float]] = {}
         for label, spec in data.items():
             if isinstance(spec, str):
                 spec = {"mesh": spec}
@@ -122,7 +122,7 @@ class ObjectLibrary:
             if not np.isfinite(scale) or scale <= 0:
                 raise InvalidInputError(f"object library {source}: '{label}' scale must be > 0, got {scale}.")
             for name in [label, *spec.get("aliases", [])]:
-                entries[_normalise(str(name))] = (mesh_path, scale)
+                entries[_normalise(str(name))] = (_normalise(str(label)), mesh_path, scale)
         return cls(entries=entries, source=source)
 
     @property
@@ -140,10 +140,10 @@ class ObjectLibrary:
                 f"object '{label}' is not in the object library {self.source}; known labels: "
                 f"{', '.join(self.labels)}. Add it to the YAML with its mesh file and metric scale."
             )
-        if key not in self._cache:
-            mesh_path, scale = self.entries[key]
-            self._cache[key] = load_object_mesh(mesh_path, scale, label=key)
-        return self._cache[key]
+        label, mesh_path, scale = self.entries[key]
+        if label not in self._cache:
+            self._cache[label] = load_object_mesh(mesh_path, scale, label=label)
+        return self._cache[label]
 
 
 def _normalise(label: str) -> str:

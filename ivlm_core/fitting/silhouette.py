@@ -11,8 +11,10 @@ PyTorch3D is not available, so this is a small differentiable rasteriser in plai
   SoftSilhouetteShader) shows when triangles are not much larger than the blur. The integral along each
   contour edge uses 2-point Gauss-Legendre on pieces of length <= sigma.
 * A silhouette does not depend on the depth order of the object's own faces, so no z-aggregation is needed
-  for the object itself. Back faces are culled for closed meshes (one layer); open meshes use all faces with
-  a consistent orientation. Overlapping layers (a handle in front of a body) are clamped at 1.
+  for the object itself. A closed mesh is drawn by its front-facing layer only (its back layer covers the same
+  outline); otherwise front and back layers are integrated separately and combined with a max, which is right
+  for open meshes and for closed ones with cracks, T-junctions or split seams (where "watertight" fails).
+  Overlapping parts of one layer (a handle in front of a body) are clamped at 1.
 * A fixed occluder (the human body) is handled with a hard visibility factor per pixel from a z-buffer of the
   object at the current pose (no gradient through it), so a mask that SAM cut where the hand covers the
   object is explained instead of fought.
@@ -154,15 +156,28 @@ def soft_silhouette(
         area2 = (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) - (
             tri[:, 1, 1] - tri[:, 0, 1]
         ) * (tri[:, 2, 0] - tri[:, 0, 0])
-        # y points down, so a face wound counter-clockwise seen from outside has positive area here
-        face_sign = (area2 > 0).to(cell.dtype) if cull_backfaces else torch.sign(area2)
+    # image y points down: a face wound counter-clockwise seen from outside (normal towards the camera, i.e.
+    # along -z) has NEGATIVE signed area in (u, v). The face sign turns every kept face to positive area.
+    sil = _layer_coverage(cell, edge_table, -(area2 < 0).to(cell.dtype), grid, sigma)
+    if not cull_backfaces:  # the back layer too: an open mesh may show only its back somewhere
+        sil = torch.maximum(sil, _layer_coverage(cell, edge_table, (area2 > 0).to(cell.dtype), grid, sigma))
+    sil = sil + vertices_cam.sum() * 0.0  # keep the graph connected when nothing is in view
+    if visibility is not None:
+        sil = sil * visibility
+    return sil
+
+
+def _layer_coverage(
+    cell: torch.Tensor, edge_table: EdgeTable, face_sign: torch.Tensor, grid: SilhouetteGrid, sigma: float
+) -> torch.Tensor:
+    """Blurred coverage of the faces with non-zero sign, clamped to [0, 1], by the contour integral."""
+    with torch.no_grad():
         weight = torch.zeros(len(edge_table.edges), dtype=cell.dtype)
         signed_dirs = (edge_table.face_edge_dirs * face_sign[:, None]).reshape(-1)
         weight.index_add_(0, edge_table.face_edges.reshape(-1), signed_dirs)
         active = torch.nonzero(weight.abs() > 0.5).squeeze(1)
-    zero = vertices_cam.sum() * 0.0
     if active.numel() == 0:
-        return vertices_cam.new_zeros((grid.height, grid.width)) + zero
+        return cell.new_zeros((grid.height, grid.width))
     start = cell[edge_table.edges[active, 0]]
     end = cell[edge_table.edges[active, 1]]
     with torch.no_grad():
@@ -185,10 +200,7 @@ def soft_silhouette(
     gauss_y = torch.exp(-0.5 * ((points[None, :, 1] - rows[:, None]) / sigma) ** 2)
     gauss_y = gauss_y / (sigma * math.sqrt(2 * math.pi))
     coverage = (gauss_y * dy[None, :]) @ phi_x.T  # (H, W)
-    sil = coverage.clamp(0.0, 1.0)
-    if visibility is not None:
-        sil = sil * visibility
-    return sil
+    return coverage.clamp(0.0, 1.0)
 
 
 def silhouette_centroid(silhouette: torch.Tensor, grid: SilhouetteGrid) -> torch.Tensor:

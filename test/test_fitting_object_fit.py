@@ -1,0 +1,115 @@
+import dataclasses
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+import yaml
+from scipy.spatial import cKDTree
+from scipy.spatial.transform import Rotation
+
+from ivlm_core.errors import InvalidInputError
+from ivlm_core.fitting.object_fit import DEFAULT_CONFIG_PATH, FitConfig, fit_object
+from ivlm_core.fitting.rotation import rotation_angle_deg
+from ivlm_core.fitting.zbuffer import render_depth
+
+K = np.array([[600.0, 0.0, 320.0], [0.0, 600.0, 240.0], [0.0, 0.0, 1.0]])
+
+
+def _ramp(d):
+    return np.clip((0.03 - d) / 0.02, 0.0, 1.0)
+
+
+@pytest.fixture(scope="module")
+def scene():
+    """A box 'torso' 1.6 m away and a small box held against its front, tilted, partly in front of it."""
+    torso = trimesh.creation.box((0.4, 0.6, 0.25))
+    body_v, body_f = trimesh.remesh.subdivide_to_size(torso.vertices, torso.faces, 0.03)
+    body_v = body_v + np.array([0.0, 0.05, 1.6])
+    obj = trimesh.creation.box((0.14, 0.08, 0.05))
+    obj_v, obj_f = trimesh.remesh.subdivide_to_size(obj.vertices, obj.faces, 0.012)
+    rot = Rotation.from_euler("xyz", [20, -30, 15], degrees=True).as_matrix()
+    normal = np.array([0.0, 0.0, -1.0])  # the torso's front face looks at the camera
+    heights = (obj_v @ rot.T) @ normal
+    trans = np.array([0.05, 0.0, 1.6 - 0.125]) - rot @ obj_v[np.argmin(heights)] - 0.002 * normal
+    posed = obj_v @ rot.T + trans
+    body_pts, _ = trimesh.sample.sample_surface(trimesh.Trimesh(body_v, body_f), 20000, seed=0)
+    obj_pts, _ = trimesh.sample.sample_surface(trimesh.Trimesh(posed, obj_f), 5000, seed=0)
+    p_obj = _ramp(cKDTree(body_pts).query(posed)[0])
+    p_hum = _ramp(cKDTree(obj_pts).query(body_v)[0])
+    render = render_depth([(body_v, body_f), (posed, obj_f)], K, (480, 640))
+    return dict(obj_v=obj_v, obj_f=obj_f, p_obj=p_obj, body_v=body_v, body_f=body_f, p_hum=p_hum,
+                mask=render.mesh_index == 1, rot=rot, trans=trans)
+
+
+def _centre_error_cm(s, res):
+    centre = s["obj_v"].mean(0)
+    return 100 * np.linalg.norm(res.rotation @ centre + res.translation - (s["rot"] @ centre + s["trans"]))
+
+
+def test_fit_recovers_a_perturbed_pose(scene):
+    torch.set_num_threads(1)
+    s = scene
+    delta = Rotation.from_rotvec(np.radians(12) * np.array([0.6, 0.0, 0.8])).as_matrix()
+    centre = s["obj_v"].mean(0)
+    r0 = delta @ s["rot"]
+    t0 = s["rot"] @ centre + s["trans"] + np.array([0.04, -0.03, 0.04]) - r0 @ centre
+    cfg = FitConfig(iterations=150)
+    res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K, cfg,
+                     init_rotation=r0, init_translation=t0)
+    assert rotation_angle_deg(res.rotation, s["rot"]) < 4.0
+    assert _centre_error_cm(s, res) < 1.5
+    assert np.allclose(res.vertices, s["obj_v"] @ res.rotation.T + res.translation, atol=1e-5)
+    rep = res.report
+    for key in ("loss_mask", "loss_centroid", "loss_contact", "loss_penetration", "loss_total",
+                "contact_distance_m", "penetration_depth_m", "iterations", "fit_time_s"):
+        assert np.isfinite(rep[key]), key
+    assert rep["penetration_depth_m"] < 0.01 and rep["contact_distance_m"] < 0.03
+
+
+def test_fit_without_a_start_pose_uses_the_mask_and_contacts(scene):
+    torch.set_num_threads(1)
+    s = scene
+    res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K,
+                     FitConfig(iterations=120, start_candidates=3))
+    assert res.report["start_candidates"] == 48  # 24 axis rotations, each also refined by ICP
+    assert _centre_error_cm(s, res) < 3.0
+
+
+def test_result_converts_to_pose_and_placement(scene):
+    s = scene
+    res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K,
+                     FitConfig(iterations=2, icp_iterations=0), init_rotation=s["rot"], init_translation=s["trans"])
+    pose = res.pose_dict()
+    q = np.array([pose["orientation"][k] for k in "xyzw"])
+    assert np.allclose(Rotation.from_quat(q).as_matrix(), res.rotation, atol=1e-6)
+    assert np.allclose([pose["position"][k] for k in "xyz"], res.translation)
+    fields = res.placement_fields()
+    assert set(fields) == {"placed", "status", "rotation", "translation", "scale", "vertices", "report"}
+    assert fields["vertices"].shape == s["obj_v"].shape
+
+
+def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
+    from_yaml = FitConfig.load()
+    assert dataclasses.asdict(from_yaml) == dataclasses.asdict(FitConfig())
+    assert (from_yaml.weight_mask, from_yaml.weight_centroid, from_yaml.weight_contact) == (5.0, 1e-4, 10.0)
+    assert (from_yaml.lr_rotation, from_yaml.lr_translation, from_yaml.iterations) == (0.05, 0.01, 250)
+    data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    data["weights"]["mask_typo"] = 1.0
+    bad = tmp_path / "bad.yaml"
+    bad.write_text(yaml.safe_dump(data))
+    with pytest.raises(InvalidInputError, match="weight_mask_typo"):
+        FitConfig.load(bad)
+
+
+def test_bad_inputs_are_rejected(scene):
+    s = scene
+    args = [s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K]
+    empty = list(args)
+    empty[6] = np.zeros_like(s["mask"])
+    with pytest.raises(InvalidInputError, match="empty"):
+        fit_object(*empty)
+    short = list(args)
+    short[2] = s["p_obj"][:-1]
+    with pytest.raises(InvalidInputError, match="per vertex"):
+        fit_object(*short)
