@@ -2,10 +2,11 @@
 
     python -m ivlm_core.bench.body_fit_samples [--samples DIR] [--out out/body_fit] [--body-model-dir DIR]
 
-Each PNG shows the fitted mesh and keypoints over the photo (green = detected, red = fitted body) and the
-mesh turned 90 degrees about the vertical axis (its depth and pose). Without --body-model-dir the synthetic
-humanoid test body stands in for SMPL-X (coarse, but the same code path). The photos' real intrinsics are
-unknown; a pinhole camera with --fov-deg horizontal field of view is assumed unless --camera-k is given.
+Each PNG shows the fitted mesh and keypoints over the photo (green = detected, red = fitted body), the same
+zoomed on the person, and the mesh turned 90 degrees about the vertical axis (its depth and pose). Without
+--body-model-dir the synthetic humanoid test body stands in for SMPL-X (coarse, but the same code path).
+The photos' real intrinsics are unknown; a pinhole camera with --fov-deg horizontal field of view is assumed
+unless --camera-k is given.
 """
 
 from __future__ import annotations
@@ -27,6 +28,21 @@ REPO_ROOT = Path(__file__).resolve().parents[2]
 def pinhole_camera(height: int, width: int, fov_deg: float) -> np.ndarray:
     focal = width / 2 / np.tan(np.radians(fov_deg) / 2)
     return np.array([[focal, 0.0, width / 2], [0.0, focal, height / 2], [0.0, 0.0, 1.0]])
+
+
+def zoom_on(image: np.ndarray, points: np.ndarray, margin: float = 0.15) -> np.ndarray:
+    """A square crop around the points (the person), resized to the image's size: small people stay visible."""
+    from PIL import Image
+
+    height, width = image.shape[:2]
+    low, high = points.min(axis=0), points.max(axis=0)
+    side = float((high - low).max()) * (1 + 2 * margin)
+    side = min(max(side, 32.0), float(min(height, width)))
+    centre = (low + high) / 2
+    x0 = int(np.clip(centre[0] - side / 2, 0, width - side))
+    y0 = int(np.clip(centre[1] - side / 2, 0, height - side))
+    crop = Image.fromarray(image[y0 : y0 + int(side), x0 : x0 + int(side)])
+    return np.asarray(crop.resize((width, height), Image.BICUBIC))
 
 
 def parse_args(argv: list[str] | None = None) -> argparse.Namespace:
@@ -84,8 +100,9 @@ def main(argv: list[str] | None = None) -> int:
             overlay = draw_mesh_overlay(image, result.vertices, result.faces, camera_k)
             overlay = draw_keypoint_pairs(overlay, targets.points_2d, result.fitted_2d, targets.weights)
             turned = draw_turned_view(result.vertices, result.faces, camera_k, (height, width), 90.0)
+            zoom = zoom_on(overlay, np.concatenate([targets.points_2d[used], result.fitted_2d[used]]))
             out_path = args.out / f"{photo.stem}.png"
-            Image.fromarray(np.concatenate([overlay, turned], axis=1)).save(out_path)
+            Image.fromarray(np.concatenate([overlay, zoom, turned], axis=1)).save(out_path)
             rel_errors.append(result.reprojection_error_rel)
             worst.append(float(error[used].max()))
             fit_times.append(result.fit_time_s)
