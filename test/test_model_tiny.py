@@ -80,6 +80,8 @@ def test_human_contact_shapes(tiny_model_gen, tiny_body_assets) -> None:
 
 
 def test_fast_path_equals_naive_path(tiny_model_gen) -> None:
+    tiny_model_gen.prepare()
+    assert tiny_model_gen._human_embeddings is not None and len(tiny_model_gen._cam_cache) >= 2
     fast = tiny_model_gen.predict_human_contact(_photo(seed=3), "bottle", template="parts")
     naive = tiny_model_gen.predict_human_contact(_photo(seed=3), "bottle", template="parts", naive=True)
     assert fast.language.generated_ids == naive.language.generated_ids

@@ -235,6 +235,7 @@ class InteractVLM(nn.Module):
         self.clip_dir: Path | None = None
         self._human_assets: HumanRenderAssets | None = None
         self._human_embeddings: torch.Tensor | None = None
+        self._human_sizes: list[tuple[int, int]] = []
         self._cam_cache: dict[tuple, torch.Tensor] = {}
         if human_assets is not None:
             self.set_human_assets(human_assets)
@@ -264,6 +265,15 @@ class InteractVLM(nn.Module):
         """Use these renders/maps for the human task; their SAM embeddings are computed on first use."""
         self._human_assets = assets
         self._human_embeddings = None
+
+    def prepare(self) -> None:
+        """Precompute what the fast path reuses (call once at start-up to keep it off the first frame):
+        the SAM embeddings of the human renders and the camera encodings of the human and object views."""
+        if self._human_assets is not None:
+            self.human_image_embeddings()
+        for views in (get_view_set(self.human_view_set), get_view_set(self.object_view_set, dist=self.object_cam_dist)):
+            if self.cam_encoder is not None and self.cam_encoder.num_views == len(views):
+                self.camera_encodings(cam_params_tensor(views))
 
     def token_name(self, token_id: int | None) -> str | None:
         names = {self.token_ids.seg: SEG_TOKEN}
