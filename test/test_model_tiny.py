@@ -191,6 +191,12 @@ def test_object_contact(tiny_model_gen) -> None:
     finally:
         model.object_cam_dist = 1.5
     assert not np.allclose(other.view_logits, result.view_logits)
+    # renders + SAM embeddings of a mesh are reused by the fast path and equal a fresh (naive) computation
+    cached = model.predict_object_contact(_photo(), "chair", vertices, faces, template="afford")
+    fresh = model.predict_object_contact(_photo(), "chair", vertices, faces, template="afford", naive=True)
+    np.testing.assert_array_equal(cached.view_logits, result.view_logits)
+    np.testing.assert_allclose(fresh.view_logits, result.view_logits, atol=1e-5)
+    np.testing.assert_allclose(fresh.contacts, result.contacts, atol=1e-6)
 
 
 def test_human_contact_2d(tiny_model_gen) -> None:

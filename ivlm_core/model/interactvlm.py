@@ -14,7 +14,9 @@ and the latency benchmark.
 
 from __future__ import annotations
 
+import hashlib
 import time
+from collections import OrderedDict
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -55,6 +57,8 @@ HUMAN_VIEW_FOLDERS = {
 DEFAULT_HUMAN_VIEW_SET = "4MV-Z_Vitru"
 DEFAULT_OBJECT_VIEW_SET = "4MV-Z_HM"
 SMPLH_NUM_VERTICES = 6890
+OBJECT_CACHE_SIZE = 4
+"""Meshes whose renders and SAM embeddings the fast path keeps."""
 
 HumanLifting = Literal["soft", "legacy"]
 
@@ -237,6 +241,7 @@ class InteractVLM(nn.Module):
         self._human_embeddings: torch.Tensor | None = None
         self._human_sizes: list[tuple[int, int]] = []
         self._cam_cache: dict[tuple, torch.Tensor] = {}
+        self._object_cache: OrderedDict[tuple, tuple] = OrderedDict()
         if human_assets is not None:
             self.set_human_assets(human_assets)
 
@@ -503,6 +508,32 @@ class InteractVLM(nn.Module):
         )
         return tuple(v.name for v in views), images, LiftingMaps.from_fragments(frags, len(verts))
 
+    def _object_inputs(self, vertices: np.ndarray, faces: np.ndarray, render_size: int | None, naive: bool):
+        """Renders, lifting maps and SAM embeddings of a mesh; the fast path keeps the last few meshes
+        (a robot sees the same objects frame after frame), the naive path recomputes them."""
+        size = int(render_size or self.object_render_size)
+        verts = np.ascontiguousarray(vertices, dtype=np.float64)
+        tris = np.ascontiguousarray(faces, dtype=np.int64)
+        key = (
+            hashlib.sha1(verts.tobytes() + tris.tobytes()).hexdigest(),
+            verts.shape,
+            tris.shape,
+            size,
+            self.object_render_dist,
+            self.object_view_set,
+        )
+        if not naive and key in self._object_cache:
+            self._object_cache.move_to_end(key)
+            return self._object_cache[key]
+        names, renders, maps = self.render_object(verts, tris, size)
+        embeddings, sizes = self.encode_sam_images(renders)
+        entry = (names, renders, maps, embeddings, sizes)
+        if not naive:
+            self._object_cache[key] = entry
+            while len(self._object_cache) > OBJECT_CACHE_SIZE:
+                self._object_cache.popitem(last=False)
+        return entry
+
     @torch.inference_mode()
     def predict_object_contact(
         self,
@@ -546,9 +577,8 @@ class InteractVLM(nn.Module):
             timings["total_s"] = time.perf_counter() - t0
             return NoContactFound("object_contact", object_name, lang, timings)
         t1 = time.perf_counter()
-        names, renders, maps = self.render_object(vertices, faces, render_size)
+        names, renders, maps, embeddings, sizes = self._object_inputs(vertices, faces, render_size, naive)
         t2 = time.perf_counter()
-        embeddings, sizes = self.encode_sam_images(renders)
         cams = cam_params_tensor(get_view_set(self.object_view_set, dist=self.object_cam_dist))
         enc = self.camera_encodings(cams, cache=not naive)
         tokens = self.view_tokens(out.seg_hidden, out.seg_token_id, enc, num_tokens=len(names))
