@@ -8,7 +8,7 @@ direction) and handed to ``fit_object`` as its start pose. Errors: rotation geod
 axis-symmetric handle, the angle between the symmetry axes, since a roll about it is unobservable), and the
 distance between the fitted and true object centres.
 
-    python -m ivlm_core.bench.fit_recovery [--scenes 20] [--seed 0] [--threads 1]
+    python -m ivlm_core.bench.fit_recovery [--scenes 20] [--seed 0] [--threads 1] [--start contact] [--out DIR]
 
 Last line: ``rot_err_deg=<median> trans_err_cm=<median> fit_s=<median>``.
 """
@@ -19,6 +19,7 @@ import argparse
 import tempfile
 import time
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -27,7 +28,8 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from ivlm_core.body.models import load_body_model, posed_mesh
-from ivlm_core.body.synthetic import write_synthetic_smplx
+from ivlm_core.body.synthetic import surface_nets, write_synthetic_smplx
+from ivlm_core.fitting.export import export_glb, save_overlay_png, scene_meshes
 from ivlm_core.fitting.object_fit import FitConfig, fit_object
 from ivlm_core.fitting.rotation import rotation_angle_deg
 from ivlm_core.fitting.zbuffer import render_depth
@@ -45,39 +47,70 @@ class SyntheticObject:
     symmetry_axis: np.ndarray | None  # continuous rotational symmetry (object frame), if any
 
 
-def _dense(mesh: trimesh.Trimesh, max_edge: float = 0.012) -> trimesh.Trimesh:
-    """Subdivide so contact regions have vertices (primitives have very few)."""
-    vertices, faces = trimesh.remesh.subdivide_to_size(mesh.vertices, mesh.faces, max_edge)
+def _sdf_box(p: np.ndarray, half: tuple[float, float, float]) -> np.ndarray:
+    q = np.abs(p) - np.asarray(half)
+    return np.linalg.norm(np.maximum(q, 0.0), axis=-1) + np.minimum(q.max(axis=-1), 0.0)
+
+
+def _sdf_cylinder_z(p: np.ndarray, radius: float, half_height: float, z0: float = 0.0) -> np.ndarray:
+    q = np.stack((np.linalg.norm(p[..., :2], axis=-1) - radius, np.abs(p[..., 2] - z0) - half_height), -1)
+    return np.linalg.norm(np.maximum(q, 0.0), axis=-1) + np.minimum(q.max(axis=-1), 0.0)
+
+
+def _sdf_capsule_z(p: np.ndarray, radius: float, half_length: float) -> np.ndarray:
+    axis_point = np.zeros_like(p)
+    axis_point[..., 2] = np.clip(p[..., 2], -half_length, half_length)
+    return np.linalg.norm(p - axis_point, axis=-1) - radius
+
+
+def _sdf_torus_xz(p: np.ndarray, major: float, minor: float, x0: float) -> np.ndarray:
+    ring = np.linalg.norm(np.stack((p[..., 0] - x0, p[..., 2]), -1), axis=-1) - major
+    return np.linalg.norm(np.stack((ring, p[..., 1]), -1), axis=-1) - minor
+
+
+def _sdf_ellipsoid(p: np.ndarray, radii: tuple[float, float, float]) -> np.ndarray:
+    radii_arr = np.asarray(radii)
+    return (np.linalg.norm(p / radii_arr, axis=-1) - 1.0) * radii_arr.min()
+
+
+def _mesh_sdf(sdf, lo: tuple[float, float, float], hi: tuple[float, float, float], spacing: float = 0.008):
+    """A clean, closed mesh with ~1 cm triangles (vertices wherever contacts may fall) from an analytic SDF."""
+    lo_arr = np.asarray(lo) - 2 * spacing
+    axes = [np.arange(lo_arr[k], hi[k] + 2 * spacing, spacing) for k in range(3)]
+    grid = np.stack(np.meshgrid(*axes, indexing="ij"), axis=-1)
+    vertices, faces = surface_nets(sdf(grid), lo_arr, spacing)
     return trimesh.Trimesh(vertices, faces, process=False)
 
 
-def _joined(parts: list[trimesh.Trimesh]) -> trimesh.Trimesh:
-    return _dense(trimesh.util.concatenate(parts))
-
-
 def make_objects() -> list[SyntheticObject]:
-    box = trimesh.creation.box((0.16, 0.10, 0.06))
-    mug_body = trimesh.creation.cylinder(0.04, 0.10, sections=24)
-    handle = trimesh.creation.torus(0.03, 0.008, major_sections=16, minor_sections=8)
-    handle.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
-    handle.apply_translation([0.05, 0.0, 0.0])
-    bottle = trimesh.creation.cylinder(0.035, 0.18, sections=24)
-    neck = trimesh.creation.cylinder(0.012, 0.06, sections=12)
-    neck.apply_translation([0.0, 0.0, 0.12])
-    nozzle = trimesh.creation.box((0.05, 0.015, 0.02))
-    nozzle.apply_translation([0.03, 0.0, 0.15])
-    capsule = trimesh.creation.capsule(0.12, 0.015, count=[16, 8])
-    head = trimesh.creation.icosphere(2, 1.0)
-    head.apply_scale([0.12, 0.10, 0.015])
-    shaft = trimesh.creation.cylinder(0.013, 0.28, sections=12)
-    shaft.apply_transform(trimesh.transformations.rotation_matrix(np.pi / 2, [1, 0, 0]))
-    shaft.apply_translation([0.0, -0.22, 0.0])
+    """Box, mug (cylinder + ring handle), spray bottle (body, neck, side nozzle), handle (capsule), racket
+    (flat ellipsoid head on a shaft). Only the handle has a continuous symmetry."""
+    box = _mesh_sdf(lambda p: _sdf_box(p, (0.08, 0.05, 0.03)), (-0.08, -0.05, -0.03), (0.08, 0.05, 0.03))
+    mug = _mesh_sdf(
+        lambda p: np.minimum(_sdf_cylinder_z(p, 0.04, 0.05), _sdf_torus_xz(p, 0.03, 0.008, 0.05)),
+        (-0.04, -0.04, -0.05), (0.09, 0.04, 0.05),
+    )
+    bottle = _mesh_sdf(
+        lambda p: np.minimum.reduce([
+            _sdf_cylinder_z(p, 0.035, 0.09), _sdf_cylinder_z(p, 0.012, 0.03, 0.12),
+            _sdf_box(p - np.array([0.03, 0.0, 0.15]), (0.025, 0.008, 0.01)),
+        ]),
+        (-0.035, -0.035, -0.09), (0.055, 0.035, 0.16),
+    )
+    handle = _mesh_sdf(lambda p: _sdf_capsule_z(p, 0.015, 0.06), (-0.015, -0.015, -0.075), (0.015, 0.015, 0.075))
+    racket = _mesh_sdf(
+        lambda p: np.minimum(
+            _sdf_ellipsoid(p, (0.12, 0.10, 0.015)),
+            _sdf_capsule_z(p[..., [0, 2, 1]] - np.array([0.0, 0.0, -0.22]), 0.013, 0.14),
+        ),
+        (-0.12, -0.37, -0.015), (0.12, 0.10, 0.015),
+    )
     return [
-        SyntheticObject("box", _dense(box), None),
-        SyntheticObject("mug", _joined([mug_body, handle]), None),
-        SyntheticObject("spray_bottle", _joined([bottle, neck, nozzle]), None),
-        SyntheticObject("handle", _dense(capsule), np.array([0.0, 0.0, 1.0])),
-        SyntheticObject("racket", _joined([head, shaft]), None),
+        SyntheticObject("box", box, None),
+        SyntheticObject("mug", mug, None),
+        SyntheticObject("spray_bottle", bottle, None),
+        SyntheticObject("handle", handle, np.array([0.0, 0.0, 1.0])),
+        SyntheticObject("racket", racket, None),
     ]
 
 
@@ -192,12 +225,27 @@ def rotation_error(obj: SyntheticObject, r_true: np.ndarray, r_fit: np.ndarray) 
     return float(np.degrees(np.arccos(np.clip(a @ b, -1.0, 1.0))))
 
 
+def _write_outputs(stem: Path, scene: Scene, fitted_vertices: np.ndarray) -> None:
+    """Overlay PNG (fitted object + body on a grey image with the true mask tinted green) and a .glb."""
+    meshes = scene_meshes(scene.body_vertices, scene.body_faces, scene.human_contact, fitted_vertices,
+                          np.asarray(scene.obj.mesh.faces), scene.object_contact)
+    image = np.full((*IMAGE_HW, 3), 60, dtype=np.uint8)
+    image[scene.mask] = (40, 160, 40)
+    stem.parent.mkdir(parents=True, exist_ok=True)
+    save_overlay_png(stem.with_suffix(".png"), image, meshes, CAMERA_K, alpha=0.6)
+    export_glb(stem.with_suffix(".glb"), meshes)
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", type=int, default=20)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     parser.add_argument("--config", default=None, help="fitting YAML (default config/fitting.yaml)")
+    parser.add_argument("--start", choices=("perturbed", "contact"), default="perturbed",
+                        help="perturbed: start from the perturbed true pose; contact: no start pose at all "
+                        "(mask centre at the contact depth, 24 axis rotations, ICP)")
+    parser.add_argument("--out", default=None, help="folder for a PNG overlay and a .glb per scene")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = FitConfig.load(args.config)
@@ -217,15 +265,18 @@ def main(argv: list[str] | None = None) -> None:
         init_rot.append(rotation_error(obj, scene.rotation, r0))
         init_trans.append(100 * np.linalg.norm(r0 @ centre + t0 - true_centre))
         start = time.perf_counter()
+        given = args.start == "perturbed"
         result = fit_object(
             np.asarray(obj.mesh.vertices), np.asarray(obj.mesh.faces), scene.object_contact,
             scene.body_vertices, scene.body_faces, scene.human_contact, scene.mask, CAMERA_K, cfg,
-            init_rotation=r0, init_translation=t0,
+            init_rotation=r0 if given else None, init_translation=t0 if given else None,
         )
         times.append(time.perf_counter() - start)
         rot_errs.append(rotation_error(obj, scene.rotation, result.rotation))
         trans_errs.append(100 * np.linalg.norm(result.rotation @ centre + result.translation - true_centre))
         rep = result.report
+        if args.out:
+            _write_outputs(Path(args.out) / f"scene_{i:02d}_{obj.name}", scene, result.vertices)
         print(
             f"scene {i:02d} {obj.name:12s} {'hand ' if i % 4 != 3 else 'torso'} mask_px={int(scene.mask.sum()):5d} "
             f"init rot={init_rot[-1]:5.1f}deg trans={init_trans[-1]:5.1f}cm -> rot={rot_errs[-1]:5.2f}deg "

@@ -37,6 +37,7 @@ from ivlm_core.fitting.silhouette import (
     EdgeTable,
     SilhouetteGrid,
     decimate_by_clustering,
+    encloses_volume,
     silhouette_centroid,
     soft_silhouette,
 )
@@ -76,6 +77,8 @@ class FitConfig:
     penetration_samples: int = 512
     occlusion_update_every: int = 10
     occlusion_margin_m: float = 0.015
+    early_stop_patience: int = 0
+    early_stop_tolerance: float = 1e-4
     seed: int = 0
 
     @classmethod
@@ -258,6 +261,8 @@ class _AdamRun:
         self.optimiser = torch.optim.Adam(groups)
         self.best_loss = float("inf")
         self.last_loss = float("inf")
+        self.since_improvement = 0
+        self.stopped = False
         self.best = (self.rot6d.detach().clone(), self.trans.detach().clone(), self.scale.detach().clone())
         self.iterations = 0
         self.visibility: torch.Tensor | None = None
@@ -272,6 +277,8 @@ class _AdamRun:
     def step(self, count: int) -> None:
         cfg = self.cfg
         for _ in range(max(0, count)):
+            if self.stopped:
+                return
             if self.iterations % max(1, cfg.occlusion_update_every) == 0:
                 self.visibility = _visibility(
                     self.scene, rotation_6d_to_matrix(self.rot6d.detach()), self.trans.detach(), self.scale.detach()
@@ -285,8 +292,14 @@ class _AdamRun:
             # only poses scored at the final blur compete for "best" (a blurrier loss is not comparable)
             final_blur = sigma <= cfg.silhouette_sigma * 1.0001
             if not final_blur or self.last_loss < self.best_loss:
+                if self.last_loss < self.best_loss - cfg.early_stop_tolerance:
+                    self.since_improvement = 0
                 self.best_loss = self.last_loss if final_blur else float("inf")
                 self.best = (self.rot6d.detach().clone(), self.trans.detach().clone(), self.scale.detach().clone())
+            self.since_improvement += 1
+            if cfg.early_stop_patience > 0 and final_blur and self.since_improvement > cfg.early_stop_patience:
+                self.stopped = True
+                return
             losses["total"].backward()
             self.optimiser.step()
             self.iterations += 1
@@ -376,7 +389,7 @@ def _prepare(
     sil_v, sil_f = decimate_by_clustering(
         np.asarray(sil.vertices), np.asarray(sil.faces), cfg.max_silhouette_faces
     )
-    cull = bool(trimesh.Trimesh(sil_v, sil_f, process=False).is_watertight)
+    cull = bool(trimesh.Trimesh(sil_v, sil_f, process=False).is_watertight) or encloses_volume(sil_v, sil_f)
 
     rows, cols = np.nonzero(mask)
     box = (cols.min(), rows.min(), cols.max(), rows.max())

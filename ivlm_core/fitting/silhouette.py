@@ -203,6 +203,39 @@ def _layer_coverage(
     return coverage.clamp(0.0, 1.0)
 
 
+def encloses_volume(vertices: np.ndarray, faces: np.ndarray, views: int = 4, seed: int = 0) -> bool:
+    """True when the front-facing layer alone draws the same silhouette as the back layer from a few random
+    views, i.e. back faces can be culled. Unlike ``is_watertight`` this accepts closed meshes with T-junctions,
+    cracks along subdivided edges or split UV seams, whose outline the contour integral still draws exactly."""
+    centred = np.asarray(vertices, dtype=np.float64) - np.asarray(vertices).mean(axis=0)
+    radius = float(np.linalg.norm(centred, axis=1).max()) or 1.0
+    camera_k = torch.tensor([[100.0, 0.0, 32.0], [0.0, 100.0, 32.0], [0.0, 0.0, 1.0]])
+    grid = SilhouetteGrid(0, 0, 1, 64, 64, 64, 64)
+    faces_t = torch.as_tensor(np.asarray(faces, dtype=np.int64))
+    table = EdgeTable.from_faces(faces_t)
+    rng = np.random.default_rng(seed)
+    for _ in range(views):
+        q = rng.normal(size=4)
+        q /= np.linalg.norm(q)
+        w, x, y, z = q
+        rot = np.array([
+            [1 - 2 * (y * y + z * z), 2 * (x * y - z * w), 2 * (x * z + y * w)],
+            [2 * (x * y + z * w), 1 - 2 * (x * x + z * z), 2 * (y * z - x * w)],
+            [2 * (x * z - y * w), 2 * (y * z + x * w), 1 - 2 * (x * x + y * y)],
+        ])
+        posed = torch.tensor(centred @ rot.T / radius * 0.25 + [0.0, 0.0, 1.0], dtype=torch.float32)
+        pixels = project_points(posed, camera_k) - 0.0
+        tri = pixels[faces_t]
+        area2 = (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) - (
+            tri[:, 1, 1] - tri[:, 0, 1]
+        ) * (tri[:, 2, 0] - tri[:, 0, 0])
+        front = _layer_coverage(pixels, table, -(area2 < 0).float(), grid, 0.7)
+        back = _layer_coverage(pixels, table, (area2 > 0).float(), grid, 0.7)
+        if float((front - back).abs().max()) > 0.05:
+            return False
+    return True
+
+
 def silhouette_centroid(silhouette: torch.Tensor, grid: SilhouetteGrid) -> torch.Tensor:
     """(2,) silhouette-weighted mean image position (u=col, v=row)."""
     centres = grid.cell_centres().to(silhouette.dtype)
