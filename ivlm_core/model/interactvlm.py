@@ -383,19 +383,18 @@ class InteractVLM(nn.Module):
         self, seg_hidden: torch.Tensor, seg_token_id: int, cam_encodings: torch.Tensor | None, num_tokens: int
     ) -> torch.Tensor:
         """(1, T, C) SAM prompt: fcs([SEG] state) per view x camera encoding [-> splitter for HSEG/OSEG]."""
-        with torch.inference_mode():
-            emb = self.llava.seg_embedding(seg_hidden)  # (1, C)
-            tokens = emb[:, None, :].expand(1, num_tokens, emb.shape[-1])
-            if cam_encodings is not None:
-                if cam_encodings.shape[0] != num_tokens:
-                    raise InvalidInputError(f"{cam_encodings.shape[0]} camera encodings for {num_tokens} tokens.")
-                tokens = tokens * cam_encodings[None].to(tokens.dtype)
-            if self.splitter is not None:
-                human, obj = self.splitter(tokens)
-                if seg_token_id == self.token_ids.hseg:
-                    tokens = human
-                elif seg_token_id == self.token_ids.oseg:
-                    tokens = obj
+        emb = self.llava.seg_embedding(seg_hidden)  # (1, C)
+        tokens = emb[:, None, :].expand(1, num_tokens, emb.shape[-1])
+        if cam_encodings is not None:
+            if cam_encodings.shape[0] != num_tokens:
+                raise InvalidInputError(f"{cam_encodings.shape[0]} camera encodings for {num_tokens} tokens.")
+            tokens = tokens * cam_encodings[None].to(tokens.dtype)
+        if self.splitter is not None:
+            human, obj = self.splitter(tokens)
+            if seg_token_id == self.token_ids.hseg:
+                tokens = human
+            elif seg_token_id == self.token_ids.oseg:
+                tokens = obj
         return tokens
 
     @torch.inference_mode()
@@ -407,11 +406,10 @@ class InteractVLM(nn.Module):
         original_size: tuple[int, int],
     ) -> tuple[torch.Tensor, torch.Tensor]:
         """Every view decoded with the shared prompt, post-processed to (V,H,W) float32 logits."""
-        with torch.inference_mode():
-            low, iou = self.sam.decode(image_embeddings, tokens)
-            logits = torch.cat(
-                [self.sam.postprocess(low[v : v + 1], input_sizes[v], original_size) for v in range(low.shape[0])]
-            )
+        low, iou = self.sam.decode(image_embeddings, tokens)
+        logits = torch.cat(
+            [self.sam.postprocess(low[v : v + 1], input_sizes[v], original_size) for v in range(low.shape[0])]
+        )
         return logits, iou.float()
 
     # ---------------------------------------------------------------------------------------- tasks
