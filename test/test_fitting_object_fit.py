@@ -71,7 +71,7 @@ def test_fit_without_a_start_pose_uses_the_mask_and_contacts(scene):
     torch.set_num_threads(1)
     s = scene
     res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K,
-                     FitConfig(iterations=120, start_candidates=3))
+                     FitConfig(iterations=120, start_candidates_without_pose=4))
     assert res.report["start_candidates"] == 48  # 24 axis rotations, each also refined by ICP
     assert _centre_error_cm(s, res) < 3.0
 

@@ -70,6 +70,7 @@ class FitConfig:
     silhouette_sigma: float = 0.5
     silhouette_sigma_start: float = 0.5
     start_candidates: int = 2
+    start_candidates_without_pose: int = 8
     warmup_iterations: int = 30
     max_silhouette_faces: int = 4000
     max_object_contact_points: int = 256
@@ -214,7 +215,8 @@ def fit_object(
             t = torch.as_tensor(trans, dtype=torch.float32)
             losses = _losses(scene, cfg, r, t, torch.tensor(1.0), _visibility(scene, r, t, torch.tensor(1.0)))
             ranking.append(float(losses["total"] - cfg.weight_contact * losses["contact"]))
-    order = np.argsort(ranking, kind="stable")[: max(1, cfg.start_candidates)]
+    keep = cfg.start_candidates if init_rotation is not None else cfg.start_candidates_without_pose
+    order = np.argsort(ranking, kind="stable")[: max(1, keep)]
     runs = [_AdamRun(scene, cfg, candidates[i][0], candidates[i][1]) for i in order]
     if len(runs) > 1:
         for run in runs:
