@@ -548,26 +548,10 @@ def decode_image(msg: Image | CompressedImage) -> np.ndarray:
 
 
 def load_pipeline(settings: NodeSettings) -> Any:
-    """InteractionPipeline.load with a clear error when CUDA was asked for but is not there."""
-    import torch
-
+    """InteractionPipeline.load (it raises with the fix for a missing checkpoint, body model or CUDA)."""
     from ivlm_core.pipeline import InteractionPipeline
     from ivlm_core.pipeline_config import PipelineConfig
 
-    if not settings.checkpoint_dir:
-        from ivlm_core.errors import MissingAssetError
-
-        raise MissingAssetError(
-            "InteractVLM checkpoint folder",
-            "<unset>",
-            "set the 'checkpoint_dir' parameter (config/ivlm.yaml) to the unzipped released model, e.g. "
-            "~/ivlm_data/trained_models/interactvlm-3d-hcontact-damon (download: https://interactvlm.is.tue.mpg.de)",
-        )
-    if settings.device == "cuda" and not torch.cuda.is_available():
-        raise RuntimeError(
-            "device 'cuda' requested but torch sees no CUDA device: set device:=cpu (slow) or install a CUDA "
-            "build of torch and check nvidia-smi"
-        )
     return InteractionPipeline.load(PipelineConfig.from_dict(settings.pipeline_config_dict()))
 
 
