@@ -9,9 +9,10 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from ivlm_core.errors import InvalidInputError
-from ivlm_core.fitting.object_fit import DEFAULT_CONFIG_PATH, FitConfig, fit_object
+from ivlm_core.fitting.object_fit import DEFAULT_CONFIG_PATH, FitConfig, fit_object, fit_object_to_body
 from ivlm_core.fitting.rotation import rotation_angle_deg
 from ivlm_core.fitting.zbuffer import render_depth
+from ivlm_core.pipeline import ObjectPlacement
 
 K = np.array([[600.0, 0.0, 320.0], [0.0, 600.0, 240.0], [0.0, 0.0, 1.0]])
 
@@ -78,20 +79,26 @@ def test_fit_without_a_start_pose_uses_the_mask_and_contacts(scene):
 
 def test_result_converts_to_pose_and_placement(scene):
     s = scene
-    res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K,
-                     FitConfig(iterations=2, icp_iterations=0), init_rotation=s["rot"], init_translation=s["trans"])
+    res = fit_object_to_body(
+        object_vertices=s["obj_v"], object_faces=s["obj_f"], object_contact=s["p_obj"], body_vertices=s["body_v"],
+        body_faces=s["body_f"], body_contact=s["p_hum"], object_mask=s["mask"], camera_k=K,
+        config=FitConfig(iterations=2, icp_iterations=0), init_rotation=s["rot"], init_translation=s["trans"])
     pose = res.pose_dict()
     q = np.array([pose["orientation"][k] for k in "xyzw"])
     assert np.allclose(Rotation.from_quat(q).as_matrix(), res.rotation, atol=1e-6)
     assert np.allclose([pose["position"][k] for k in "xyz"], res.translation)
-    fields = res.placement_fields()
+    fields = res.placement_kwargs()
     assert set(fields) == {"placed", "status", "rotation", "translation", "scale", "vertices", "report"}
     assert fields["vertices"].shape == s["obj_v"].shape
+    field_names = {f.name for f in dataclasses.fields(ObjectPlacement)}
+    assert set(fields) == field_names  # ObjectPlacement(**fields) is the pipeline's conversion
+    assert ObjectPlacement(**fields).placed
 
 
 def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
     from_yaml = FitConfig.load()
     assert dataclasses.asdict(from_yaml) == dataclasses.asdict(FitConfig())
+    assert FitConfig.load_default() == from_yaml
     assert (from_yaml.weight_mask, from_yaml.weight_centroid, from_yaml.weight_contact) == (5.0, 1e-4, 10.0)
     assert (from_yaml.lr_rotation, from_yaml.lr_translation, from_yaml.iterations) == (0.05, 0.01, 250)
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())

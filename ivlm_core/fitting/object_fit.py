@@ -99,6 +99,11 @@ class FitConfig:
         return cfg
 
     @classmethod
+    def load_default(cls) -> FitConfig:
+        """config/fitting.yaml when the source tree is there, else the (identical) built-in defaults."""
+        return cls.load(DEFAULT_CONFIG_PATH) if DEFAULT_CONFIG_PATH.is_file() else cls()
+
+    @classmethod
     def load(cls, path: str | Path | None = None) -> FitConfig:
         path = Path(path) if path is not None else DEFAULT_CONFIG_PATH
         if not path.is_file():
@@ -129,7 +134,7 @@ class ObjectFitResult:
             "orientation": {"x": float(q[0]), "y": float(q[1]), "z": float(q[2]), "w": float(q[3])},
         }
 
-    def placement_fields(self) -> dict[str, Any]:
+    def placement_kwargs(self) -> dict[str, Any]:
         """Keyword arguments of the pipeline's ObjectPlacement dataclass."""
         return {
             "placed": True,
@@ -358,6 +363,22 @@ def _axis_rotations() -> list[np.ndarray]:
             if np.linalg.det(mat) > 0:
                 out.append(mat)
     return out
+
+
+ObjectFitConfig = FitConfig  # the name the pipeline uses
+
+
+def fit_object_to_body(
+    object_vertices: np.ndarray, object_faces: np.ndarray, object_contact: np.ndarray,
+    body_vertices: np.ndarray, body_faces: np.ndarray, body_contact: np.ndarray,
+    object_mask: np.ndarray, camera_k: np.ndarray, config: FitConfig | None = None,
+    init_rotation: np.ndarray | None = None, init_translation: np.ndarray | None = None,
+) -> ObjectFitResult:
+    """:func:`fit_object` with the pipeline's argument names (the human is the placed SMPL-X body)."""
+    return fit_object(
+        object_vertices, object_faces, object_contact, body_vertices, body_faces, body_contact, object_mask,
+        camera_k, config, init_rotation=init_rotation, init_translation=init_translation,
+    )
 
 
 def _check_mesh(
