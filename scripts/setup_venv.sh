@@ -9,7 +9,7 @@ PY="${IVLM_PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
 
 inputs_hash() {
-  (cd "$ROOT" && cat requirements.txt requirements-build.txt requirements-dev.txt requirements-nodeps.txt scripts/setup_venv.sh \
+  (cd "$ROOT" && cat requirements.txt requirements-ros-wheels.txt requirements-build.txt requirements-dev.txt requirements-nodeps.txt scripts/setup_venv.sh \
      scripts/fix_ros_wheel_cmake.sh msg/package.xml msg/CMakeLists.txt msg/msg/*.msg msg/srv/*.srv 2>/dev/null) \
     | sha256sum | cut -d' ' -f1
 }
@@ -34,7 +34,7 @@ done
 [[ -x "$VENV/bin/python" ]] || "$PY" -m venv --clear "$VENV"
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "[setup] installing Python dependencies into $VENV" >&2
-"$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-build.txt" \
+"$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-ros-wheels.txt" -r "$ROOT/requirements-build.txt" \
   -r "$ROOT/requirements-dev.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 "$VENV/bin/python" -m pip install -q --no-deps -r "$ROOT/requirements-nodeps.txt" \
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
