@@ -214,7 +214,7 @@ def main() -> None:
     parser.add_argument("--clip-dir", default="")
     parser.add_argument("--device", default="auto", choices=["auto", "cpu", "cuda"])
     parser.add_argument("--bag", default=str(DEFAULT_BAG))
-    parser.add_argument("--out", default=str(REPO / "ivlm_demo_output"))
+    parser.add_argument("--out", default=str(REPO / "out" / "ivlm_bag_demo"))
     parser.add_argument("--compressed", action="store_true", help="feed the jpeg topic instead of rgb8")
     parser.add_argument("--params-file", default="", help="extra ROS parameter YAML (e.g. config/ivlm.yaml)")
     parser.add_argument("--rate", type=float, default=1.0, help="bag playback speed")

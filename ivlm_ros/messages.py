@@ -70,6 +70,7 @@ def human_contact_msg(
     if human is None:
         return msg
     msg.contact_found = bool(human.contact_found)
+    msg.body_model = human.body_model or ""
     msg.generated_text = human.generated_text or ""
     msg.body_parts = list(human.body_parts)
     if human.vertex_contact is not None:

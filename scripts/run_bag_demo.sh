@@ -14,7 +14,7 @@ set -euo pipefail
 ROOT="$(cd "$(dirname "${BASH_SOURCE[0]}")/.." && pwd)"
 DATA="${IVLM_DATA:-$HOME/ivlm_data}"
 MODEL="interactvlm-3d-hcontact-damon"
-OUT="$ROOT/ivlm_demo_output"
+OUT="$ROOT/out/ivlm_bag_demo"
 DEVICE="auto"
 EXTRA=()
 TINY=0

@@ -84,6 +84,7 @@ def test_human_contact_message() -> None:
     msg = human_contact_msg(_header(), "bottle", "model-x", result.human, 0.6)
     assert msg.header.stamp.sec == 42 and msg.header.frame_id == "camera_color_optical_frame"
     assert msg.object_query == "bottle" and msg.model_id == "model-x" and msg.contact_found
+    assert msg.body_model == msg.BODY_MODEL_SMPLX == "smplx"
     np.testing.assert_array_equal(np.asarray(msg.vertex_contact, np.float32), result.human.vertex_contact)
     np.testing.assert_array_equal(
         np.asarray(msg.contact_vertex_ids), np.flatnonzero(result.human.vertex_contact >= 0.6)

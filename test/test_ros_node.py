@@ -74,6 +74,7 @@ def test_frame_in_contacts_out_with_the_source_stamp(
     assert human.header.frame_id == FRAME_ID
     assert human.object_query == "scene" and human.model_id == "Gen"
     assert human.contact_found and "hands" in human.body_parts
+    assert human.body_model == "smplx"  # the synthetic body dir ships smpl_to_smplx.pkl
     contact = np.asarray(human.vertex_contact)
     assert contact.shape == (num_vertices,) and np.all((contact >= 0) & (contact <= 1))
     assert human.contact_threshold == pytest.approx(0.5)
