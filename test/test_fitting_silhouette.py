@@ -87,3 +87,12 @@ def test_decimation_keeps_the_outline():
     small_v, small_f = decimate_by_clustering(np.asarray(mesh.vertices), np.asarray(mesh.faces), 600)
     assert len(small_f) <= 600
     assert np.abs(np.linalg.norm(small_v, axis=1) - 0.1).max() < 0.02
+
+
+def test_blurred_mask_target_matches_the_silhouette_of_the_true_pose():
+    mesh = trimesh.creation.box((0.2, 0.1, 0.05))
+    verts = _posed(mesh)
+    grid, area_target, hard = _grid_and_mask(verts, mesh.faces)
+    sil = soft_silhouette(verts, torch.as_tensor(mesh.faces), K, grid, sigma=0.5)
+    blurred = grid.blurred_mask(hard, 0.5)
+    assert float((sil - blurred).abs().mean()) < 0.3 * float((sil - area_target).abs().mean())

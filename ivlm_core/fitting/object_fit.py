@@ -69,6 +69,7 @@ class FitConfig:
     silhouette_margin: float = 0.5
     silhouette_sigma: float = 0.5
     silhouette_sigma_start: float = 0.5
+    mask_target: str = "area"
     start_candidates: int = 2
     start_candidates_without_pose: int = 8
     warmup_iterations: int = 30
@@ -92,6 +93,8 @@ class FitConfig:
         if unknown:
             raise InvalidInputError(f"unknown fitting config keys {unknown}; known: {sorted(known)}")
         cfg = cls(**{k: type(getattr(cls(), k))(v) for k, v in data.items()})
+        if cfg.mask_target not in ("area", "blurred"):
+            raise InvalidInputError(f"mask_target: area|blurred, not {cfg.mask_target}")
         if cfg.centroid_target not in ("mask_centroid", "bbox_center"):
             raise InvalidInputError(f"centroid_target: mask_centroid|bbox_center, not {cfg.centroid_target}")
         if cfg.iterations < 0 or cfg.silhouette_resolution < 4 or cfg.silhouette_sigma <= 0:
@@ -441,12 +444,18 @@ def _prepare(
     return _Scene(
         local=t32(local), sil_vertices=t32(sil_v), sil_faces=torch.as_tensor(sil_f, dtype=torch.int64),
         sil_edges=EdgeTable.from_faces(sil_f), cull=cull, grid=grid,
-        mask=grid.downsample_mask(mask), centroid_target=t32(target), camera_k=t32(k),
+        mask=_mask_target(grid, mask, cfg), centroid_target=t32(target), camera_k=t32(k),
         obj_contact_local=t32(local[obj_idx]), obj_contact_p=t32(p_obj[obj_idx]),
         human_contact=t32(hum_v[hum_idx]), human_contact_p=t32(p_hum[hum_idx]),
         samples_local=t32(samples), body_tree=cKDTree(hum_v), body_vertices=t32(hum_v),
         body_normals=t32(body_normals), human_depth=human_depth, occlusion_margin=cfg.occlusion_margin_m,
     )
+
+
+def _mask_target(grid: SilhouetteGrid, mask: np.ndarray, cfg: FitConfig) -> torch.Tensor:
+    if cfg.mask_target == "blurred":
+        return grid.blurred_mask(mask, cfg.silhouette_sigma)
+    return grid.downsample_mask(mask)
 
 
 def _grid_camera(scene: _Scene) -> np.ndarray:

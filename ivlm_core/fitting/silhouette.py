@@ -92,6 +92,23 @@ class SilhouetteGrid:
         blocks = crop.reshape(self.height, self.step, self.width, self.step).mean(axis=(1, 3))
         return torch.from_numpy(np.ascontiguousarray(blocks))
 
+    def blurred_mask(self, mask: np.ndarray, sigma: float) -> torch.Tensor:
+        """(height, width): the binary mask blurred by the same Gaussian (sigma in cells) as the silhouette and
+        sampled at the cell centres, so that a perfectly placed object reproduces the target exactly."""
+        from scipy import ndimage
+
+        if mask.shape != (self.image_height, self.image_width):
+            raise InvalidInputError(f"mask shape {mask.shape} does not match the image size")
+        pad = int(np.ceil(4 * sigma * self.step))
+        big = SilhouetteGrid(self.x0 - pad, self.y0 - pad, 1, self.width * self.step + 2 * pad,
+                             self.height * self.step + 2 * pad, self.image_height, self.image_width)
+        blurred = ndimage.gaussian_filter(big.crop(mask.astype(np.float32)), sigma * self.step, mode="constant")
+        centre = pad + (np.arange(self.height) + 0.5) * self.step - 0.5
+        centre_x = pad + (np.arange(self.width) + 0.5) * self.step - 0.5
+        rows, cols = np.meshgrid(centre, centre_x, indexing="ij")
+        sampled = ndimage.map_coordinates(blurred, [rows, cols], order=1)
+        return torch.from_numpy(sampled.astype(np.float32))
+
     def downsample_depth(self, depth: np.ndarray) -> torch.Tensor:
         """(height, width) nearest depth per cell (min over the block; inf where nothing was rendered)."""
         crop = self.crop(depth.astype(np.float32), fill=np.inf)
