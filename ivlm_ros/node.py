@@ -235,7 +235,9 @@ class IvlmNode(LifecycleNode):
             self._load_error = f"{type(exc).__name__}: {exc}"
             if not isinstance(exc, IvlmError | ImportError):
                 self.get_logger().error(traceback.format_exc())
-            self.get_logger().error(f"model not loaded: {exc}\nHow to fix: {fix_hint(exc)}")
+            hint = fix_hint(exc)
+            advice = "" if hint in str(exc) else f"\nHow to fix: {hint}"
+            self.get_logger().error(f"model not loaded: {exc}{advice}")
             self.publish_diagnostics()
             return TransitionCallbackReturn.FAILURE
         self._load_error = ""

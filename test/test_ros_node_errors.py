@@ -46,7 +46,7 @@ def test_missing_weights_keep_the_node_up_with_an_error_and_a_fix(
     probe.spin(1.0)
     assert broken_node.alive()
     log = broken_node.log()
-    assert "How to fix:" in log and "model not loaded" in log
+    assert "model not loaded" in log and "interactvlm-3d-hcontact-damon/config.json" in log and "release" in log
 
 
 def test_service_answers_with_the_reason_instead_of_hanging(probe: Probe) -> None:
