@@ -105,3 +105,9 @@ def test_pipeline_config_dict_maps_empty_paths_to_none() -> None:
     config = PipelineConfig.from_dict(settings.pipeline_config_dict())
     assert config.checkpoint_dir == "/w/ckpt" and config.body_model_dir == "/w/body"
     assert config.clip_dir is None and config.smpl_to_smplx is None and config.object_library is None
+
+
+def test_the_ros_readme_documents_every_parameter() -> None:
+    readme = (Path(__file__).resolve().parents[1] / "ivlm_ros" / "README.md").read_text()
+    missing = [p.name for p in PARAMETERS if f"| `{p.name}` |" not in readme]
+    assert not missing, f"add these parameters to the table in ivlm_ros/README.md: {missing}"
