@@ -21,11 +21,32 @@ def ros_context() -> Iterator[None]:
 
 
 @pytest.fixture(scope="session")
-def ros_node_params(tiny_checkpoints: dict, tiny_body_assets: tuple) -> dict[str, Any]:
+def ros_object_library(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Any]:
+    """An object library YAML with one small mesh ('bench': an icosphere in millimetres)."""
+    import trimesh
+
+    root = tmp_path_factory.mktemp("ros_object_library")
+    mesh = trimesh.creation.icosphere(subdivisions=2, radius=40.0)
+    mesh.export(root / "ball.obj")
+    (root / "objects.yaml").write_text("objects:\n  bench:\n    mesh: ball.obj\n    scale: 0.001\n")
+    return {
+        "yaml": root / "objects.yaml",
+        "mesh": root / "ball.obj",
+        "label": "bench",
+        "num_vertices": len(mesh.vertices),
+        "num_faces": len(mesh.faces),
+    }
+
+
+@pytest.fixture(scope="session")
+def ros_node_params(
+    tiny_checkpoints: dict, tiny_body_assets: tuple, ros_object_library: dict
+) -> dict[str, Any]:
     """Parameters that make the real node load the tiny random model and the synthetic body models."""
     return {
         "checkpoint_dir": str(tiny_checkpoints["Gen"]),
         "body_model_dir": str(tiny_body_assets[2]),
+        "object_library": str(ros_object_library["yaml"]),
         "device": "cpu",
         "input_reliability": "reliable",
         "diagnostics_period_s": 0.25,

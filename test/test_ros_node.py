@@ -121,6 +121,48 @@ def test_object_query_topic_changes_the_question(probe: Probe) -> None:
     probe.wait_status(lambda s: s["object_query"] == "scene", 10, "the query to go back to 'scene'")
 
 
+def test_interaction_task_publishes_object_contact_and_both_meshes(
+    probe: Probe, ros_object_library: dict
+) -> None:
+    from std_msgs.msg import String
+
+    assert probe.set_parameter(NODE, "task", "interaction").successful
+    try:
+        probe.query_pub.publish(String(data=ros_object_library["label"]))
+        probe.wait_status(
+            lambda s: s["object_query"] == "bench" and s["task"] == "interaction", 10, "task+query"
+        )
+        probe.publish_frame(sample_rgb(96), 130)
+        obj = _result(probe, "object", 130)
+        assert obj.header.frame_id == FRAME_ID and obj.object_label == "bench" and obj.model_id == "Gen"
+        assert obj.mesh_resource == f"file://{ros_object_library['mesh']}"
+        contact = np.asarray(obj.vertex_contact)
+        assert obj.contact_found and contact.shape == (ros_object_library["num_vertices"],)
+        np.testing.assert_array_equal(np.asarray(obj.contact_vertex_ids), np.flatnonzero(contact >= 0.5))
+        assert len(obj.contact_points) == 0  # not fitted: no camera-frame points
+        estimate = _result(probe, "estimate", 130)
+        assert estimate.has_object_contact and estimate.object.object_label == "bench"
+        assert len(estimate.human.vertex_contact) > 0 and not estimate.object_placed
+        markers = {m.ns: m for m in _result(probe, "markers", 130).markers}
+        assert len(markers["object_mesh"].points) == 3 * ros_object_library["num_faces"]
+        assert {"human_mesh", "human_contact", "object_contact"} <= set(markers)
+        debug = _result(probe, "debug", 130)
+        assert debug.height == 96 + 2 * (96 // 4)  # photo + a human and an object view strip
+
+        before = int(probe.fresh_status()["frames_failed"])
+        probe.query_pub.publish(
+            String(data="unicorn")
+        )  # not in the library: the frame fails, the node goes on
+        probe.wait_status(lambda s: s["object_query"] == "unicorn", 10, "the unknown query")
+        probe.publish_frame(sample_rgb(96), 131)
+        status = probe.wait_status(lambda s: int(s["frames_failed"]) > before, RESULT_S, "the failed frame")
+        assert "unicorn" in status["last_error"]
+    finally:
+        assert probe.set_parameter(NODE, "task", "human_contact").successful
+        probe.query_pub.publish(String(data="scene"))
+        probe.wait_status(lambda s: s["object_query"] == "scene", 10, "the query to go back to 'scene'")
+
+
 def test_bad_frames_are_counted_and_never_stop_the_node(probe: Probe, node: NodeProcess) -> None:
     before = int(probe.fresh_status()["frames_failed"])
     probe.publish_frame(sample_rgb(64), 120, encoding="16UC1")  # a depth image on the colour topic
