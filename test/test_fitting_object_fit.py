@@ -120,3 +120,15 @@ def test_bad_inputs_are_rejected(scene):
     short[2] = s["p_obj"][:-1]
     with pytest.raises(InvalidInputError, match="per vertex"):
         fit_object(*short)
+
+
+def test_optional_scale_recovers_a_wrong_metric_scale(scene):
+    torch.set_num_threads(1)
+    s = scene
+    centre = s["obj_v"].mean(0)
+    shrunk = (s["obj_v"] - centre) * 0.85 + centre  # the library scale is 15% off
+    res = fit_object(shrunk, s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K,
+                     FitConfig(iterations=150, optimise_scale=True), init_rotation=s["rot"],
+                     init_translation=s["trans"] + np.array([0.02, 0.01, 0.03]))
+    assert abs(res.scale * 0.85 - 1.0) < 0.03
+    assert np.allclose(res.vertices, res.scale * shrunk @ res.rotation.T + res.translation, atol=1e-5)

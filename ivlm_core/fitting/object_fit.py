@@ -193,7 +193,9 @@ def fit_object(
 
     object_contact / human_contact: per-vertex probabilities in the meshes' vertex order. object_mask: (H,W)
     bool in the image of intrinsics camera_k. init_rotation/init_translation: an optional starting pose of the
-    mesh frame; without it the translation starts at the mask centre at the human contact depth (R = I).
+    mesh frame; without a translation the object starts at the mask centre at the human contact depth, and
+    without a rotation the 24 axis-aligned rotations are tried (each also refined by contact ICP).
+    report["iterations"] counts the Adam steps of all warmed-up start candidates.
     """
     start_time = time.perf_counter()
     cfg = config or FitConfig()
