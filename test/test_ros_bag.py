@@ -12,7 +12,7 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_helpers import REPO, NodeProcess, Probe
+from ros_helpers import FRAME_ID, REPO, NodeProcess, Probe
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -40,14 +40,14 @@ def probe(node: NodeProcess) -> Iterator[Probe]:
     p.destroy()
 
 
-def _replay(probe: Probe, image_topic: str) -> list[tuple[int, int]]:
+def _replay(probe: Probe, image_topic: str, rate: float = 1.0) -> list[tuple[int, int]]:
     from ivlm_ros.bag_replay import BagReplayer, read_bag
 
     topics = [image_topic, MANIFEST["topics"]["camera_info"], MANIFEST["topics"]["query"]]
     replayer = BagReplayer(probe.node, read_bag(BAG, topics))
     replayer.wait_for_subscribers(topics, timeout_s=30, spin=probe.spin)
     sent = []
-    replayer.play(rate=1.0, spin=probe.spin, on_publish=lambda m: sent.append(m.topic))
+    replayer.play(rate=rate, spin=probe.spin, on_publish=lambda m: sent.append(m.topic))
     assert sent.count(image_topic) == len(MANIFEST["frames"])
     return [(f["stamp_sec"], f["stamp_nanosec"]) for f in MANIFEST["frames"]]
 
@@ -97,3 +97,33 @@ def test_compressed_bag_replay_after_reconfiguring(probe: Probe) -> None:
     stamps = _replay(probe, MANIFEST["topics"]["compressed"])
     humans = _check_outputs(probe, stamps)
     assert {m.object_query for m in humans} == {f["object_query"] for f in MANIFEST["frames"]}
+
+
+def test_fitted_body_is_published_in_the_camera_frame(probe: Probe) -> None:
+    assert probe.change_state(NODE, "deactivate") and probe.change_state(NODE, "cleanup")
+    assert probe.set_parameter(NODE, "use_compressed", False).successful
+    assert probe.set_parameter(NODE, "fit_human", True).successful
+    assert probe.change_state(NODE, "configure") and probe.change_state(NODE, "activate")
+    probe.wait_status(lambda s: s["lifecycle_state"] == "active", 30, "active with body fitting")
+    probe.received.clear()
+    stamps = _replay(probe, MANIFEST["topics"]["image"], rate=0.4)  # the keypoint fit is slower than 1 fps
+    _check_outputs(probe, stamps)
+    placed = 0
+    for stamp in stamps:
+        estimate = probe.by_stamp("estimate", *stamp)[0]
+        if not estimate.human_placed:
+            assert estimate.human_placement_status  # says why
+            continue
+        placed += 1
+        vertices = np.array([[p.x, p.y, p.z] for p in estimate.human_mesh.vertices])
+        assert len(vertices) == len(estimate.human.vertex_contact) and len(estimate.human_mesh.triangles) > 0
+        assert np.all(vertices[:, 2] > 0)  # in front of the camera (optical frame, z forward)
+        assert (
+            len(estimate.human_params.body_pose) == 63 and estimate.human_params.header.frame_id == FRAME_ID
+        )
+        body = {m.ns: m for m in probe.by_stamp("markers", *stamp)[0].markers}["human_mesh"]
+        marker_points = np.array([[p.x, p.y, p.z] for p in body.points[:30]])
+        assert np.isin(
+            marker_points.round(5), vertices.round(5)
+        ).all()  # the fitted mesh, not the display pose
+    assert placed >= 1, [probe.by_stamp("estimate", *s)[0].human_placement_status for s in stamps]
