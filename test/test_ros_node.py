@@ -180,9 +180,8 @@ def test_only_the_newest_frame_is_processed_and_drops_are_counted(probe: Probe) 
     start = probe.fresh_status()
     stamps = list(range(200, 208))
     rgb = sample_rgb(96)
-    for sec in stamps:  # faster than the model: the worker must skip stale frames
+    for sec in stamps:  # back to back, far faster than the model: the worker must skip stale frames
         probe.publish_frame(rgb, sec)
-        probe.spin(0.03)
     _result(probe, "human", stamps[-1])  # the newest frame is always processed
 
     def delta(status: dict, key: str) -> int:
@@ -199,6 +198,25 @@ def test_only_the_newest_frame_is_processed_and_drops_are_counted(probe: Probe) 
     got = [m.header.stamp.sec for m in probe.received["human"] if m.header.stamp.sec in stamps]
     assert got == sorted(got) and len(got) == processed  # results in order, one per processed frame
     assert float(status["queue_age_ms"]) >= 0.0
+
+
+def test_rate_limit_skips_frames_between_allowed_slots(probe: Probe) -> None:
+    assert probe.set_parameter(NODE, "max_rate_hz", 0.5).successful
+    try:
+        probe.publish_frame(sample_rgb(64), 250)  # takes the first slot
+        _result(probe, "human", 250)
+        start = probe.fresh_status()
+        stamps = list(range(251, 259))
+        for sec in stamps:  # 8 frames in ~1.6 s: at most one more slot opens (every 2 s)
+            probe.publish_frame(sample_rgb(64), sec)
+            probe.spin(0.2)
+        _result(probe, "human", stamps[-1])  # the newest frame is processed when the next slot opens
+        got = [m.header.stamp.sec for m in probe.received["human"] if m.header.stamp.sec in stamps]
+        assert len(got) <= 2 and got[-1] == stamps[-1]
+        status = probe.fresh_status()
+        assert int(status["frames_dropped"]) - int(start["frames_dropped"]) >= len(stamps) - 2
+    finally:
+        assert probe.set_parameter(NODE, "max_rate_hz", 0.0).successful
 
 
 def test_one_shot_service(probe: Probe) -> None:
