@@ -165,7 +165,10 @@ class IvlmNode(LifecycleNode):
             String, self.settings.query_topic, self._on_query, 10, callback_group=self._io_group
         )
         self._service = self.create_service(
-            EstimateInteraction, "~/estimate", self._on_estimate_request, callback_group=self._service_group
+            EstimateInteraction,
+            "~/estimate_interaction",
+            self._on_estimate_request,
+            callback_group=self._service_group,
         )
         if self.settings.autostart and not self._settings_error:
             # Configure/activate from the executor, so the log and diagnostics flow while weights load.

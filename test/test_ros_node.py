@@ -225,18 +225,18 @@ def test_one_shot_service(probe: Probe) -> None:
 
     request = EstimateInteraction.Request(image=make_image(sample_rgb(80), 300, 7), camera_info=CameraInfo())
     request.object_query = "tennis_racket"
-    response = probe.call(EstimateInteraction, f"{NODE}/estimate", request)
+    response = probe.call(EstimateInteraction, f"{NODE}/estimate_interaction", request)
     assert response.success, response.message
     assert response.estimate.header.stamp.sec == 300 and response.estimate.header.stamp.nanosec == 7
     assert response.estimate.human.object_query == "tennis_racket"
     assert len(response.estimate.human.vertex_contact) > 0
 
     request.task = "juggling"
-    response = probe.call(EstimateInteraction, f"{NODE}/estimate", request)
+    response = probe.call(EstimateInteraction, f"{NODE}/estimate_interaction", request)
     assert not response.success and "task" in response.message
 
     bad = EstimateInteraction.Request(image=make_image(sample_rgb(80), 301, encoding="16UC1"))
-    response = probe.call(EstimateInteraction, f"{NODE}/estimate", bad)
+    response = probe.call(EstimateInteraction, f"{NODE}/estimate_interaction", bad)
     assert not response.success and "16UC1" in response.message
 
 

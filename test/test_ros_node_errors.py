@@ -46,14 +46,16 @@ def test_missing_weights_keep_the_node_up_with_an_error_and_a_fix(
     probe.spin(1.0)
     assert broken_node.alive()
     log = broken_node.log()
-    assert "model not loaded" in log and "interactvlm-3d-hcontact-damon/config.json" in log and "release" in log
+    assert (
+        "model not loaded" in log and "interactvlm-3d-hcontact-damon/config.json" in log and "release" in log
+    )
 
 
 def test_service_answers_with_the_reason_instead_of_hanging(probe: Probe) -> None:
     from ivlm_msgs.srv import EstimateInteraction
 
     request = EstimateInteraction.Request(image=make_image(sample_rgb(64), 1))
-    response = probe.call(EstimateInteraction, f"{NODE}/estimate", request)
+    response = probe.call(EstimateInteraction, f"{NODE}/estimate_interaction", request)
     assert not response.success and "model not loaded" in response.message
 
 
