@@ -13,7 +13,7 @@ from typing import Any
 
 import numpy as np
 
-from ivlm_ros.marker_cdr import ADD, DELETE, SPHERE_LIST, TRIANGLE_LIST, MarkerData
+from ivlm_ros.marker_cdr import ADD, DELETE, SPHERE_LIST, TEXT_VIEW_FACING, TRIANGLE_LIST, MarkerData
 
 # Perceptually ordered colour maps only (a rainbow like 'jet' hides where contact is strong).
 COLORMAPS = ("viridis", "turbo", "inferno", "plasma", "magma", "cividis")
@@ -101,6 +101,21 @@ def contact_points_marker(
     )
 
 
+def label_marker(text: str, above: np.ndarray, ns: str, marker_id: int, height_m: float = 0.08) -> MarkerData:
+    """TEXT_VIEW_FACING a little above the given mesh (optical frame: 'up' is -y)."""
+    above = np.asarray(above, dtype=np.float64).reshape(-1, 3)
+    top = np.array([above[:, 0].mean(), above[:, 1].min() - 1.5 * height_m, above[:, 2].mean()])
+    return MarkerData(
+        ns=ns,
+        id=marker_id,
+        type=TEXT_VIEW_FACING,
+        position=top,
+        scale=np.array([0.0, 0.0, height_m]),
+        color=np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32),
+        text=text,
+    )
+
+
 def display_pose(vertices: np.ndarray, lateral_offset_m: float, distance_m: float) -> np.ndarray:
     """Put a canonical (y-up) mesh upright in front of the camera: centred, at ``distance_m`` along +z."""
     vertices = np.asarray(vertices, dtype=np.float64)
@@ -152,6 +167,10 @@ def interaction_markers(
                 sphere_radius_m,
             )
         )
+        if human is not None:
+            parts = ", ".join(human.body_parts) if human.body_parts else ""
+            found = parts or ("contact" if human.contact_found else "no contact found")
+            markers.append(label_marker(f"{result.object_query}: {found}", body_vertices, "human_label", 0))
     obj = result.object
     if obj is not None and obj.vertices is not None and len(obj.vertices):
         obj_placement = getattr(result, "object_placement", None)

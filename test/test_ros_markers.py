@@ -7,7 +7,15 @@ from types import SimpleNamespace
 import numpy as np
 import pytest
 
-from ivlm_ros.marker_cdr import ADD, DELETE, SPHERE_LIST, TRIANGLE_LIST, MarkerData, encode_marker_array
+from ivlm_ros.marker_cdr import (
+    ADD,
+    DELETE,
+    SPHERE_LIST,
+    TEXT_VIEW_FACING,
+    TRIANGLE_LIST,
+    MarkerData,
+    encode_marker_array,
+)
 from ivlm_ros.markers import (
     HUMAN_CONTACT_RGBA,
     colormap_rgba,
@@ -137,9 +145,14 @@ def test_cdr_encoding_equals_rclpy_serialisation_up_to_padding() -> None:
 
 def test_interaction_markers_from_a_pipeline_result() -> None:
     vertices, faces = _tetra()
-    human = SimpleNamespace(vertex_contact=np.array([0.9, 0.1, 0.6, 0.2], dtype=np.float32))
+    human = SimpleNamespace(
+        vertex_contact=np.array([0.9, 0.1, 0.6, 0.2], dtype=np.float32),
+        body_parts=["hands"],
+        contact_found=True,
+    )
     obj = SimpleNamespace(vertices=vertices * 0.1, faces=faces, vertex_contact=np.array([0.0, 0.0, 0.0, 0.8]))
     result = SimpleNamespace(
+        object_query="bottle",
         human=human,
         body_mesh=(vertices, faces),
         body_placement=None,
@@ -148,7 +161,10 @@ def test_interaction_markers_from_a_pipeline_result() -> None:
     )
     markers = interaction_markers(result, 0.5, 0.5, "turbo", sphere_radius_m=0.03)
     by_ns = {m.ns: m for m in markers}
-    assert set(by_ns) == {"human_mesh", "human_contact", "object_mesh", "object_contact"}
+    assert set(by_ns) == {"human_mesh", "human_contact", "human_label", "object_mesh", "object_contact"}
+    label = by_ns["human_label"]
+    assert label.type == TEXT_VIEW_FACING and label.text == "bottle: hands"
+    assert label.position[1] < display_pose(vertices, -0.5, 2.5)[:, 1].min()  # above the head (y is down)
     assert len(by_ns["human_mesh"].points) == 12
     np.testing.assert_allclose(by_ns["human_contact"].points, display_pose(vertices, -0.5, 2.5)[[0, 2]])
     np.testing.assert_allclose(by_ns["object_contact"].points, (vertices + 5.0)[[3]])  # fitted: camera frame
