@@ -4,15 +4,17 @@ It owns the loaded assets (InteractVLM checkpoint, human renders + lifting maps,
 transfer, object library, body placer) and answers `estimate(image, object_query)` with plain numpy results.
 Assets the user has not supplied degrade the result with a stated reason instead of failing the frame:
 without SMPL-X the contacts stay on the canonical body, without intrinsics nothing is placed.
+A body from a better regressor (an OSX `.npz` or SMPL-X parameters) can replace the keypoint fit per frame.
 """
 
 from __future__ import annotations
 
 import logging
 import time
+from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeAlias
 
 import numpy as np
 import torch
@@ -22,8 +24,14 @@ from ivlm_core.pipeline_config import PipelineConfig
 
 LOG = logging.getLogger(__name__)
 
+# A body from outside: an OSX result (`.npz` path or its loaded arrays: smpl_vertices, smpl_faces, bbox_2) or
+# SMPL-X parameters in the camera frame (a mapping of ivlm_msgs/SmplxParams fields, or the flat 182-vector).
+ExternalBody: TypeAlias = str | Path | Mapping[str, Any] | np.ndarray
+OSX_KEYS = frozenset({"smpl_vertices", "smpl_faces", "bbox_2"})
+
 __all__ = [
     "BodyPlacement",
+    "ExternalBody",
     "HumanContactEstimate",
     "InteractionPipeline",
     "InteractionResult",
@@ -161,6 +169,7 @@ class InteractionPipeline:
         self.object_library = object_library
         self.body_placer = body_placer
         self.fit_config = fit_config
+        self._param_placer: Any = None  # SMPL-X layer for external parameters when fit_human is off
         self.model_id = Path(cfg.checkpoint_dir).name
         self.device = str(model.device)
         self.dtype = str(model.dtype).replace("torch.", "")
@@ -273,8 +282,13 @@ class InteractionPipeline:
     # ------------------------------------------------------------------------------------------- inference
     def estimate(self, image_rgb: np.ndarray, object_query: str, task: str | None = None,
                  camera_k: np.ndarray | None = None, object_mask: np.ndarray | None = None,
-                 object_box: tuple[float, float, float, float] | None = None) -> InteractionResult:
-        """Run the configured (or given) task on one RGB frame."""
+                 object_box: tuple[float, float, float, float] | None = None,
+                 external_body: ExternalBody | None = None) -> InteractionResult:
+        """Run the configured (or given) task on one RGB frame.
+
+        `external_body` (see `ExternalBody`) replaces the keypoint body fit for this frame; it is checked before
+        the model runs, so a malformed body fails fast with InvalidInputError / MissingAssetError.
+        """
         if self.model is None:
             raise IvlmError("the pipeline was released; load it again")
         image = check_image(image_rgb)
@@ -287,7 +301,12 @@ class InteractionPipeline:
             raise InvalidInputError("object query is empty: say which object to reason about ('scene' = ground)")
         timings: dict[str, float] = {}
         human = obj = None
+        body_placement = object_placement = None
         t_all = time.perf_counter()
+        if external_body is not None:
+            t0 = time.perf_counter()
+            body_placement = self.external_body_placement(external_body, k)
+            timings["body_external"] = _ms(t0)
         if task in ("human_contact", "interaction"):
             t0 = time.perf_counter()
             human = self._human_contact(image, query)
@@ -296,8 +315,7 @@ class InteractionPipeline:
             t0 = time.perf_counter()
             obj = self._object_contact(image, query)
             timings["object_contact"] = _ms(t0)
-        body_placement = object_placement = None
-        if self.body_placer is not None and task in ("human_contact", "interaction"):
+        if body_placement is None and self.body_placer is not None and task in ("human_contact", "interaction"):
             t0 = time.perf_counter()
             body_placement = self._place_body(image, k)
             timings["body_fit"] = _ms(t0)
@@ -342,6 +360,61 @@ class InteractionPipeline:
         if k is None:
             return BodyPlacement(False, "body not placed: no camera intrinsics (CameraInfo) for this frame")
         fit = self.body_placer.place(image, k)
+        return BodyPlacement(**fit.placement_kwargs())
+
+    @property
+    def contact_vertex_count(self) -> int | None:
+        """Vertices of the body the human contacts live on (the SMPL-X count when contacts are on SMPL-X)."""
+        if self.body_mesh is not None:
+            return len(self.body_mesh[0])
+        transfer = getattr(self.model, "contact_transfer", None)
+        if self.body_model_name == "smplx" and transfer is not None:
+            return int(transfer.num_target)
+        return None
+
+    def external_body_placement(self, body: ExternalBody, k: np.ndarray | None) -> BodyPlacement:
+        """An OSX result or SMPL-X parameters as this frame's BodyPlacement; the status names the source.
+
+        OSX meshes carry their own vertices, so with contacts on SMPL-X their count must match the contact
+        vector (InvalidInputError otherwise); they are moved from OSX's virtual crop camera into K, so without
+        K they cannot be placed. Parameters are posed with the user's SMPL-X model (a stated reason without it).
+        """
+        if isinstance(body, (str, Path)) or (isinstance(body, Mapping) and OSX_KEYS & set(body)):
+            return self._osx_placement(body, k)
+        if isinstance(body, (Mapping, np.ndarray)):
+            return self._params_placement(body, k)
+        raise InvalidInputError(
+            f"external body must be an OSX .npz path, OSX arrays (smpl_vertices, smpl_faces, bbox_2) or SMPL-X "
+            f"parameters (a mapping of SmplxParams fields or the flat 182-vector), got {type(body).__name__}")
+
+    def _osx_placement(self, body: str | Path | Mapping[str, Any], k: np.ndarray | None) -> BodyPlacement:
+        from ivlm_core.fitting.external_body import load_osx_npz, place_osx_body
+
+        expected = self.contact_vertex_count if self.body_model_name == "smplx" else None
+        osx = load_osx_npz(body, expected_vertices=expected)
+        if k is None:
+            return BodyPlacement(False, "external OSX body not placed: no camera intrinsics (CameraInfo) to move "
+                                        "it from OSX's virtual crop camera into this camera")
+        return BodyPlacement(**place_osx_body(osx, k).placement_kwargs())
+
+    def _params_placement(self, params: Mapping[str, Any] | np.ndarray, k: np.ndarray | None) -> BodyPlacement:
+        placer = self.body_placer
+        if placer is None or not placer.available:
+            if self._param_placer is None:
+                from ivlm_core.fitting.body_fit import CameraBodyPlacer
+
+                self._param_placer = CameraBodyPlacer.from_body_model_dir(self.cfg.body_model_dir, stream=False)
+            placer = self._param_placer
+        if not placer.available:
+            reason = placer.unavailable_reason.removeprefix("body not placed: ")
+            return BodyPlacement(False, f"external SMPL-X parameters not used: they need the SMPL-X model; {reason}")
+        fit = placer.place_from_params(params, k)
+        vertices = fit.vertices
+        expected = self.contact_vertex_count if self.body_model_name == "smplx" else None
+        if expected is not None and vertices is not None and len(vertices) != expected:
+            raise InvalidInputError(
+                f"the SMPL-X model posed from the external parameters has {len(vertices)} vertices but the human "
+                f"contacts have {expected}; use SMPL-X files that belong to the contact transfer")
         return BodyPlacement(**fit.placement_kwargs())
 
     def segment_object_box(self, image: np.ndarray, box: tuple[float, float, float, float]) -> np.ndarray:

@@ -1,16 +1,18 @@
 """The whole pipeline on a tiny released-layout checkpoint and synthetic body models, end to end.
 
 Covers what the node relies on: SMPL-X contacts on the display body, object contact on a library mesh,
-the body placed in the camera frame from a real photo, the object fitted to it, and stated reasons when
-something cannot be placed.
+the body placed in the camera frame from a real photo (or supplied from outside: OSX npz, SMPL-X parameters),
+the object fitted to it, and stated reasons when something cannot be placed.
 """
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
 import pytest
+import torch
 import trimesh
 from PIL import Image
 
@@ -96,3 +98,112 @@ def test_missing_assets_say_what_to_download(tmp_path, tiny_checkpoints) -> None
     with pytest.raises(MissingAssetError, match=r"SMPLH_NEUTRAL"):
         InteractionPipeline.load(PipelineConfig(checkpoint_dir=str(tiny_checkpoints["Gen"]),
                                                 body_model_dir=str(tmp_path)))
+
+
+# ------------------------------------------------------------------------------------------------ external bodies
+@pytest.fixture(scope="module")
+def external_pipe(tiny_checkpoints, tiny_body_assets, object_library) -> InteractionPipeline:
+    """Interaction pipeline with the keypoint fit on (so the tests see the external body replace it)."""
+    _, _, body_dir = tiny_body_assets
+    cfg = PipelineConfig(checkpoint_dir=str(tiny_checkpoints["Gen-Hu-Obj"]), body_model_dir=str(body_dir),
+                         task="interaction", object_library=str(object_library), fit_human=True,
+                         fit_object=True, max_new_tokens=16)
+    pipe = InteractionPipeline.load(cfg)
+    pipe.fit_config = replace(pipe.fit_config, iterations=40, warmup_iterations=10, start_candidates_without_pose=2)
+    return pipe
+
+
+def _camera_params(transl=(0.1, 0.0, 4.0)) -> dict[str, np.ndarray]:
+    """An upright body (SMPL-X y-up turned into the camera's y-down) a few metres in front of the camera."""
+    rng = np.random.default_rng(3)
+    return {"betas": rng.normal(scale=0.3, size=10), "global_orient": np.array([np.pi, 0.0, 0.0]),
+            "body_pose": rng.normal(scale=0.05, size=63), "left_hand_pose": [], "right_hand_pose": [],
+            "jaw_pose": np.zeros(3), "expression": [], "transl": np.asarray(transl, dtype=np.float64)}
+
+
+def _osx_npz(path: Path, body_dir: Path, keep: int | None = None) -> Path:
+    """The synthetic SMPL-X body as OSX writes it: far away in its 5000 px virtual crop camera."""
+    from ivlm_core.fitting.body_fit import load_body_layer
+
+    layer = load_body_layer(body_dir)
+    with torch.no_grad():
+        mesh = layer({"global_orient": torch.tensor([[np.pi, 0.0, 0.0]])})
+    vertices = mesh.vertices[0].numpy()
+    vertices = vertices - vertices.mean(axis=0) + np.array([0.0, 0.0, 30.0])
+    faces = layer.faces
+    if keep is not None:
+        vertices, faces = vertices[:keep], faces[(faces < keep).all(axis=1)]
+    np.savez(path, smpl_vertices=vertices[None].astype(np.float32), smpl_faces=faces.astype(np.int32),
+             bbox_2=np.array([[220.0, 60.0, 120.0, 330.0]], dtype=np.float32))
+    return path
+
+
+def test_external_smplx_params_replace_the_keypoint_fit(external_pipe, tiny_body_assets, photo) -> None:
+    from ivlm_core.fitting.body_fit import load_body_layer
+    from ivlm_core.fitting.external_body import parse_smplx_params
+
+    params = _camera_params()
+    result = external_pipe.estimate(photo, "tennis_racket", camera_k=_k(photo), object_box=(230, 30, 390, 170),
+                                    external_body=params)
+    body = result.body_placement
+    assert body.placed and "external SMPL-X parameters" in body.status
+    assert "body_external" in result.timings_ms and "body_fit" not in result.timings_ms  # mediapipe never ran
+    expected = parse_smplx_params(params)
+    for name, value in expected.items():
+        np.testing.assert_allclose(body.params[name], value, atol=1e-6)
+    layer = load_body_layer(tiny_body_assets[2])
+    with torch.no_grad():
+        posed = layer({name: torch.from_numpy(value)[None] for name, value in expected.items()}).vertices[0]
+    np.testing.assert_allclose(body.vertices, posed.numpy(), atol=1e-5)
+    assert body.vertices.shape == (external_pipe.contact_vertex_count, 3) == (len(result.human.vertex_contact), 3)
+    # The object fit ran against this body: the fitted object sits at the body's depth, not somewhere else.
+    placement = result.object_placement
+    assert placement.placed, placement.status
+    assert abs(np.median(placement.vertices[:, 2]) - np.median(body.vertices[:, 2])) < 1.5
+
+    flat = np.concatenate([expected[name] for name in ("betas", "global_orient", "body_pose", "left_hand_pose",
+                                                       "right_hand_pose", "jaw_pose", "expression", "transl")])
+    as_flat = external_pipe.estimate(photo, "tennis_racket", task="human_contact", external_body=flat)
+    np.testing.assert_allclose(as_flat.body_placement.vertices, body.vertices, atol=1e-5)  # no K needed
+    with pytest.raises(InvalidInputError, match="body_pose"):
+        external_pipe.estimate(photo, "tennis_racket", external_body={**params, "body_pose": np.zeros(5)})
+    with pytest.raises(InvalidInputError, match="external body must be"):
+        external_pipe.estimate(photo, "tennis_racket", external_body=3.0)
+
+
+def test_external_osx_body_is_moved_into_the_camera(external_pipe, tiny_body_assets, photo, tmp_path) -> None:
+    body_dir = tiny_body_assets[2]
+    path = _osx_npz(tmp_path / "osx_human2.npz", body_dir)
+    k = _k(photo)
+    result = external_pipe.estimate(photo, "tennis_racket", task="human_contact", camera_k=k, external_body=path)
+    body = result.body_placement
+    assert body.placed and "OSX" in body.status and "body_fit" not in result.timings_ms
+    assert body.vertices.shape == (external_pipe.contact_vertex_count, 3)
+    assert 1.0 < np.median(body.vertices[:, 2]) < 15.0  # brought from OSX's ~30 m to this camera's scale
+    pixels = body.vertices[:, :2] / body.vertices[:, 2:3] * np.diag(k)[:2] + k[:2, 2]
+    centre = np.median(pixels, axis=0)
+    assert np.allclose(centre, [220 + 60, 60 + 165], atol=25), centre  # where OSX saw it: the crop centre
+    with np.load(path) as data:  # a loaded dict works the same
+        from_dict = external_pipe.estimate(photo, "tennis_racket", task="human_contact", camera_k=k,
+                                           external_body={key: data[key] for key in data.files})
+    np.testing.assert_allclose(from_dict.body_placement.vertices, body.vertices, atol=1e-5)
+
+    no_k = external_pipe.estimate(photo, "tennis_racket", task="human_contact", external_body=path)
+    assert not no_k.body_placement.placed and "intrinsics" in no_k.body_placement.status
+    short = _osx_npz(tmp_path / "short.npz", body_dir, keep=500)
+    with pytest.raises(InvalidInputError, match=f"expected the SMPL-X mesh \\({external_pipe.contact_vertex_count}"):
+        external_pipe.estimate(photo, "tennis_racket", camera_k=k, external_body=short)
+    with pytest.raises(MissingAssetError, match=r"osx_human2\.npz"):
+        external_pipe.estimate(photo, "tennis_racket", camera_k=k, external_body=tmp_path / "missing.npz")
+
+
+def test_external_params_without_smplx_say_why(tiny_checkpoints, tiny_body_assets, photo, tmp_path) -> None:
+    body_dir = tiny_body_assets[2]
+    (tmp_path / "smplh").symlink_to(body_dir / "smplh")
+    (tmp_path / "smpl_to_smplx.pkl").symlink_to(body_dir / "smpl_to_smplx.pkl")  # SMPL-X contacts, no SMPL-X model
+    pipe = InteractionPipeline.load(PipelineConfig(checkpoint_dir=str(tiny_checkpoints["Gen"]),
+                                                   body_model_dir=str(tmp_path), max_new_tokens=8))
+    result = pipe.estimate(photo, "tennis_racket", camera_k=_k(photo), external_body=_camera_params())
+    body = result.body_placement
+    assert not body.placed and "need the SMPL-X model" in body.status and "SMPLX_NEUTRAL" in body.status
+    assert result.human is not None and result.human.body_model == "smplx"  # contacts are still reported
