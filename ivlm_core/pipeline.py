@@ -446,6 +446,9 @@ class InteractionPipeline:
         if reasons:
             return ObjectPlacement(False, "object not placed: " + "; ".join(reasons))
         mask = object_mask if object_mask is not None else self.segment_object_box(image, object_box)
+        if not np.asarray(mask).any():
+            source = "the given object mask" if object_mask is not None else f"SAM's mask for box {object_box}"
+            return ObjectPlacement(False, f"object not placed: {source} is empty; check the box or mask")
         fit = fit_object_to_body(
             object_vertices=obj.vertices, object_faces=obj.faces, object_contact=obj.vertex_contact,
             body_vertices=body.vertices, body_faces=body.faces, body_contact=human.vertex_contact,
