@@ -223,6 +223,8 @@ def reconstruct(args: argparse.Namespace) -> dict[str, Path]:
     box = tuple(_numbers(args.box, 4, "--box (x0,y0,x1,y1)")) if args.box else None
     if box is not None and not (box[2] > box[0] and box[3] > box[1]):
         raise InvalidInputError(f"--box must be x0,y0,x1,y1 with x1 > x0 and y1 > y0, got {args.box}")
+    if mask is None and box is None:
+        print("note: no --box or --mask: the object is not placed, only its contacts are written", file=sys.stderr)
     if args.osx_npz is not None and not Path(args.osx_npz).is_file():
         raise MissingAssetError("OSX body file", args.osx_npz, "Run OSX on the photo and pass its osx_human2.npz.")
 

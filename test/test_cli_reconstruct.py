@@ -85,6 +85,41 @@ def test_reconstruct_writes_scene_overlay_contacts_and_report(
     assert len(scene.geometry["human"].vertices) == n_body
 
 
+def test_osx_body_without_a_box_still_writes_contacts_and_says_why(
+    tiny_checkpoints, tiny_body_assets, cli_library, tmp_path, capsys
+) -> None:
+    import torch
+
+    from ivlm_core.fitting.body_fit import load_body_layer
+
+    layer = load_body_layer(tiny_body_assets[2])
+    with torch.no_grad():
+        vertices = layer({"global_orient": torch.tensor([[np.pi, 0.0, 0.0]])}).vertices[0].numpy()
+    osx = tmp_path / "osx_human2.npz"
+    np.savez(osx, smpl_vertices=(vertices - vertices.mean(axis=0) + [0.0, 0.0, 30.0])[None].astype(np.float32),
+             smpl_faces=layer.faces.astype(np.int32), bbox_2=np.array([[150.0, 60.0, 200.0, 420.0]], np.float32))
+    photo = tmp_path / "racket_photo.png"  # no '<object>__' in the name: --object is needed
+    photo.write_bytes(PHOTO.read_bytes())
+    args = ["reconstruct", "--image", str(photo), "--checkpoint", str(tiny_checkpoints["Gen-Hu-Obj"]),
+            "--body-model-dir", str(tiny_body_assets[2]), "--object-library", str(cli_library / "objects.yaml"),
+            "--device", "cpu", "--max-new-tokens", "8", "--camera-k", "480,480,256,256", "--osx-npz", str(osx),
+            "--out", str(tmp_path / "out")]  # fmt: skip
+    assert main(args) == 2 and "pass --object NAME" in capsys.readouterr().err
+    assert main([*args, "--object", "tennis_racket"]) == 0
+    err = capsys.readouterr().err
+    assert "no --box or --mask" in err and "object not placed: no object mask or box" in err
+    report = json.loads((tmp_path / "out" / "racket_photo_fit_report.json").read_text())
+    assert report["body_source"] == "osx_npz" and "OSX" in report["body_placement"]["status"]
+    assert not report["object_placement"]["placed"] and "no object mask or box" in report["object_placement"]["status"]
+    assert "body_fit" not in report["timings_ms"]  # the keypoint fit did not run
+    with np.load(tmp_path / "out" / "racket_photo_contacts.npz") as data:
+        assert data["human_contact"].shape == (len(vertices),) and "object_contact" in data.files
+        assert "object_rotation" not in data.files and data["body_vertices"].shape == vertices.shape
+        assert "body_betas" not in data.files  # OSX gives a mesh, not parameters
+    scene = trimesh.load(tmp_path / "out" / "racket_photo_interaction.glb", force="scene")
+    assert set(scene.geometry) == {"human"}
+
+
 def test_missing_weights_exit_non_zero_with_the_fix(tmp_path) -> None:
     env = {**os.environ, "PYTHONPATH": f"{REPO}{os.pathsep}{os.environ.get('PYTHONPATH', '')}"}
     run = subprocess.run(
