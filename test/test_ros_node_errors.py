@@ -21,8 +21,7 @@ def broken_node(ros_context, tmp_path_factory) -> Iterator[NodeProcess]:
         {
             "checkpoint_dir": str(missing),
             "device": "cpu",
-            "diagnostics_period_s": 0.25,
-            "input_reliability": "reliable",
+            "diagnostics_period_s": 0.25,  # input_reliability stays at its default: sensor-data (best effort)
         },
         log,
     )
@@ -32,7 +31,7 @@ def broken_node(ros_context, tmp_path_factory) -> Iterator[NodeProcess]:
 
 @pytest.fixture(scope="module")
 def probe(broken_node: NodeProcess) -> Iterator[Probe]:
-    p = Probe()
+    p = Probe(reliable_input=False)  # like a camera driver
     yield p
     p.destroy()
 
@@ -75,6 +74,15 @@ def test_fixing_the_parameters_and_configuring_again_recovers(probe: Probe, ros_
     assert probe.change_state(NODE, "activate")
     status = probe.wait_status(lambda s: s["lifecycle_state"] == "active", 30, "the node to become active")
     assert status["_level"] == 0 and status["model_loaded"] == "true"
+    # default sensor-data QoS: best-effort frames from a camera-like publisher are processed
+    probe.wait_matched(probe.image_pub)
+    for attempt in range(5):  # best effort may drop a frame; a few tries make the test about QoS, not luck
+        probe.publish_frame(sample_rgb(64), 600 + attempt)
+        probe.spin(2.0)
+        if probe.received["human"]:
+            break
+    assert probe.received["human"], "no result for 5 best-effort frames"
+    assert probe.received["human"][0].header.stamp.sec >= 600
     # cleanup releases the model again
     assert probe.change_state(NODE, "deactivate") and probe.change_state(NODE, "cleanup")
     status = probe.wait_status(lambda s: s["lifecycle_state"] == "unconfigured", 20, "unconfigured")
