@@ -128,6 +128,16 @@ def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
     return compressed_to_rgb(msg.format, msg.data)
 
 
+def mask_msg_to_bool(msg: Any) -> np.ndarray:
+    """An object mask (sensor_msgs/Image mono8 or 8UC1, non-zero = object) -> (H, W) bool."""
+    if msg.encoding not in ("mono8", "8UC1"):
+        raise InvalidInputError(
+            f"object mask must be mono8 or 8UC1 (non-zero = object), got '{msg.encoding}'"
+        )
+    grey = raw_image_to_rgb("mono8", msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+    return grey[:, :, 0] > 0
+
+
 def rgb_to_image_fields(rgb: np.ndarray) -> dict[str, Any]:
     """Fields of an rgb8 sensor_msgs/Image for an (H, W, 3) uint8 array (for the debug image)."""
     if rgb.dtype != np.uint8 or rgb.ndim != 3 or rgb.shape[2] != 3:

@@ -35,13 +35,18 @@ from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
 from rclpy.qos import QoSProfile, QoSReliabilityPolicy, qos_profile_sensor_data
-from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
 from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from ivlm_core.errors import InvalidInputError, IvlmError
 from ivlm_ros.debug_image import compose_debug_image
-from ivlm_ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_fields
+from ivlm_ros.image_conversion import (
+    compressed_msg_to_rgb,
+    image_msg_to_rgb,
+    mask_msg_to_bool,
+    rgb_to_image_fields,
+)
 from ivlm_ros.latest_slot import LatestSlot
 from ivlm_ros.marker_cdr import encode_marker_array
 from ivlm_ros.markers import interaction_markers
@@ -140,6 +145,9 @@ class IvlmNode(LifecycleNode):
             self._settings_error = str(exc)
             self.settings = settings_from_dict({})
             self.get_logger().error(f"{exc}; fix the parameters (config/ivlm.yaml) and configure again")
+        # Latest object box / mask for fitting the object (cleared when the object query changes).
+        self._object_box: tuple[float, float, float, float] | None = None
+        self._object_mask: np.ndarray | None = None
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.stats = Stats()
@@ -163,6 +171,12 @@ class IvlmNode(LifecycleNode):
         )
         self._query_sub = self.create_subscription(
             String, self.settings.query_topic, self._on_query, 10, callback_group=self._io_group
+        )
+        self._box_sub = self.create_subscription(
+            RegionOfInterest, "~/object_box", self._on_object_box, 10, callback_group=self._io_group
+        )
+        self._mask_sub = self.create_subscription(
+            Image, "~/object_mask", self._on_object_mask, 10, callback_group=self._io_group
         )
         self._service = self.create_service(
             EstimateInteraction,
@@ -201,6 +215,8 @@ class IvlmNode(LifecycleNode):
         reason = pipeline_config_problem(candidate)
         if reason:
             return SetParametersResult(successful=False, reason=reason)
+        if candidate.object_query != self.settings.object_query:
+            self._object_box = self._object_mask = None  # they outlined the previous object
         self.settings = candidate
         self._settings_error = ""
         if self._pairer is not None:
@@ -215,6 +231,22 @@ class IvlmNode(LifecycleNode):
             self.get_logger().info(f"object query set to '{query}'")
         else:
             self.get_logger().warning(f"ignored object query {msg.data!r}: {result.reason}")
+
+    def _on_object_box(self, msg: RegionOfInterest) -> None:
+        if msg.width == 0 or msg.height == 0:
+            self._object_box = None
+            return
+        x, y = float(msg.x_offset), float(msg.y_offset)
+        self._object_box = (x, y, x + msg.width, y + msg.height)
+
+    def _on_object_mask(self, msg: Image) -> None:
+        if msg.width == 0 or msg.height == 0:
+            self._object_mask = None
+            return
+        try:
+            self._object_mask = mask_msg_to_bool(msg)
+        except InvalidInputError as exc:
+            self.get_logger().warning(f"ignored object mask: {exc}", throttle_duration_sec=5.0)
 
     # ------------------------------------------------------------------ lifecycle
     def _autostart(self) -> None:
@@ -404,11 +436,26 @@ class IvlmNode(LifecycleNode):
         settings = self.settings
         rgb = decode_image(frame.image)
         camera_k = camera_matrix(frame.info)
+        mask = self._object_mask
+        if mask is not None and mask.shape != rgb.shape[:2]:
+            self.get_logger().warning(
+                f"object mask {mask.shape[1]}x{mask.shape[0]} does not match the image "
+                f"{rgb.shape[1]}x{rgb.shape[0]}; not used",
+                throttle_duration_sec=5.0,
+            )
+            mask = None
         with self._model_lock:
             pipeline = self._pipeline
             if pipeline is None:
                 raise RuntimeError("model not loaded")
-            result = pipeline.estimate(rgb, settings.object_query, task=settings.task, camera_k=camera_k)
+            result = pipeline.estimate(
+                rgb,
+                settings.object_query,
+                task=settings.task,
+                camera_k=camera_k,
+                object_mask=mask,
+                object_box=self._object_box,
+            )
         if self._state != "active":
             return
         self.publish_result(frame.image.header, rgb, camera_k, result, settings, pipeline.model_id)
@@ -475,11 +522,30 @@ class IvlmNode(LifecycleNode):
                 raise InvalidInputError(validate_parameter("task", task) or "")
             rgb = image_msg_to_rgb(request.image)
             camera_k = camera_matrix(request.camera_info if request.camera_info.width > 0 else None)
+            roi = request.object_box
+            box = None
+            if roi.width > 0 and roi.height > 0:
+                box = (
+                    float(roi.x_offset),
+                    float(roi.y_offset),
+                    float(roi.x_offset + roi.width),
+                    float(roi.y_offset + roi.height),
+                )
+            mask = None
+            if request.object_mask.width > 0:
+                mask = mask_msg_to_bool(request.object_mask)
+                if mask.shape != rgb.shape[:2]:
+                    raise InvalidInputError(
+                        f"object_mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
+                        f"{rgb.shape[1]}x{rgb.shape[0]}"
+                    )
             with self._model_lock:
                 pipeline = self._pipeline
                 if pipeline is None:
                     raise RuntimeError(f"model not loaded ({self._load_error or 'node not configured'})")
-                result = pipeline.estimate(rgb, query, task=task, camera_k=camera_k)
+                result = pipeline.estimate(
+                    rgb, query, task=task, camera_k=camera_k, object_mask=mask, object_box=box
+                )
             header = make_header(request.image.header.stamp, request.image.header.frame_id)
             response.estimate = interaction_estimate_msg(
                 header, result, pipeline.model_id, settings.human_threshold, settings.object_threshold
@@ -514,6 +580,11 @@ class IvlmNode(LifecycleNode):
             "dtype": getattr(pipeline, "dtype", self.settings.dtype),
             "task": self.settings.task,
             "object_query": self.settings.object_query,
+            "object_region": "mask"
+            if self._object_mask is not None
+            else "box"
+            if self._object_box
+            else "none",
             "frames_received": stats.received,
             "frames_processed": stats.processed,
             "frames_dropped": self._slot.dropped,

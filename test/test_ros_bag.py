@@ -146,3 +146,37 @@ def test_fitted_body_is_published_in_the_camera_frame(probe: Probe) -> None:
             marker_points.round(5), vertices.round(5)
         ).all()  # the fitted mesh, not the display pose
     assert placed >= 1, [probe.by_stamp("estimate", *s)[0].human_placement_status for s in stamps]
+
+
+def test_object_is_fitted_when_the_request_carries_its_box(probe: Probe, ros_object_library: dict) -> None:
+    from ivlm_msgs.srv import EstimateInteraction
+    from ros_helpers import make_image, sample_rgb
+    from sensor_msgs.msg import CameraInfo, RegionOfInterest
+
+    assert probe.change_state(NODE, "deactivate") and probe.change_state(NODE, "cleanup")
+    for name, value in (("fit_human", True), ("fit_object", True), ("task", "interaction")):
+        assert probe.set_parameter(NODE, name, value).successful
+    assert probe.change_state(NODE, "configure") and probe.change_state(NODE, "activate")
+    probe.wait_status(lambda s: s["lifecycle_state"] == "active", 30, "active with object fitting")
+    size = MANIFEST["frames"][0]["width"]  # same size as the replayed frames (streaming keypoint tracker)
+    info = CameraInfo(width=size, height=size, k=[300.0, 0.0, size / 2, 0.0, 300.0, size / 2, 0.0, 0.0, 1.0])
+    request = EstimateInteraction.Request(
+        image=make_image(sample_rgb(size), 7), camera_info=info, object_query=ros_object_library["label"]
+    )
+    no_box = probe.call(EstimateInteraction, f"{NODE}/estimate_interaction", request, timeout_s=120)
+    assert no_box.success, no_box.message
+    assert no_box.estimate.has_object_contact and not no_box.estimate.object_placed
+    assert "mask or box" in no_box.estimate.fit_report.message
+
+    request.object_box = RegionOfInterest(
+        x_offset=size // 3, y_offset=size // 2, width=size // 4, height=size // 6
+    )
+    boxed = probe.call(EstimateInteraction, f"{NODE}/estimate_interaction", request, timeout_s=120).estimate
+    assert "mask or box" not in boxed.fit_report.message
+    assert boxed.object_placed and boxed.human_placed, boxed.fit_report.message
+    assert boxed.fit_report.success and boxed.fit_report.iterations > 0
+    assert len(boxed.object_mesh.vertices) == ros_object_library["num_vertices"]
+    assert len(boxed.object.contact_points) == len(boxed.object.contact_vertex_ids)
+    q = boxed.object_pose.orientation
+    assert abs(q.x**2 + q.y**2 + q.z**2 + q.w**2 - 1.0) < 1e-5
+    assert boxed.object_pose.position.z > 0  # in front of the camera

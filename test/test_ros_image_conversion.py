@@ -165,3 +165,18 @@ def test_ros_message_helpers_decode_real_messages() -> None:
     np.testing.assert_array_equal(image_msg_to_rgb(msg), RGB)
     cmsg = CompressedImage(format="png", data=_compress(RGB, "PNG"))
     np.testing.assert_array_equal(compressed_msg_to_rgb(cmsg), RGB)
+
+
+def test_object_masks_become_boolean_and_other_encodings_are_refused() -> None:
+    from sensor_msgs.msg import Image
+
+    from ivlm_ros.image_conversion import mask_msg_to_bool
+
+    mask = np.zeros((4, 6), np.uint8)
+    mask[1:3, 2:5] = 255
+    data, step = _pack(mask[:, :, None], 2)
+    for encoding in ("mono8", "8UC1"):
+        out = mask_msg_to_bool(Image(height=4, width=6, encoding=encoding, step=step, data=data))
+        np.testing.assert_array_equal(out, mask > 0)
+    with pytest.raises(InvalidInputError, match="mono8 or 8UC1"):
+        mask_msg_to_bool(Image(height=4, width=6, encoding="rgb8", step=18, data=bytes(72)))

@@ -163,6 +163,25 @@ def test_interaction_task_publishes_object_contact_and_both_meshes(
         probe.wait_status(lambda s: s["object_query"] == "scene", 10, "the query to go back to 'scene'")
 
 
+def test_object_box_and_mask_topics_are_held_until_the_query_changes(probe: Probe) -> None:
+    from sensor_msgs.msg import RegionOfInterest
+    from std_msgs.msg import String
+
+    box_pub = probe.node.create_publisher(RegionOfInterest, f"{NODE}/object_box", 10)
+    mask_pub = probe.node.create_publisher(type(make_image(sample_rgb(8), 0)), f"{NODE}/object_mask", 10)
+    probe.wait_matched(box_pub, 10)
+    probe.wait_matched(mask_pub, 10)
+    box_pub.publish(RegionOfInterest(x_offset=10, y_offset=20, width=30, height=40))
+    probe.wait_status(lambda s: s["object_region"] == "box", 10, "the box to be held")
+    mask = make_image(sample_rgb(32), 0, encoding="mono8")
+    mask_pub.publish(mask)
+    probe.wait_status(lambda s: s["object_region"] == "mask", 10, "the mask to be held")
+    probe.query_pub.publish(String(data="cup"))  # another object: the old outline no longer applies
+    probe.wait_status(lambda s: s["object_query"] == "cup" and s["object_region"] == "none", 10, "a reset")
+    probe.query_pub.publish(String(data="scene"))
+    probe.wait_status(lambda s: s["object_query"] == "scene", 10, "the query to go back to 'scene'")
+
+
 def test_bad_frames_are_counted_and_never_stop_the_node(probe: Probe, node: NodeProcess) -> None:
     before = int(probe.fresh_status()["frames_failed"])
     probe.publish_frame(sample_rgb(64), 120, encoding="16UC1")  # a depth image on the colour topic
