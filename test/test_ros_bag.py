@@ -125,7 +125,7 @@ def test_fitted_body_is_published_in_the_camera_frame(probe: Probe) -> None:
     probe.wait_status(lambda s: s["lifecycle_state"] == "active", 30, "active with body fitting")
     _warm_up_body_fit(probe)
     probe.received.clear()
-    stamps = _replay(probe, MANIFEST["topics"]["image"], rate=0.4)  # the keypoint fit is slower than 1 fps
+    stamps = _replay(probe, MANIFEST["topics"]["image"], rate=0.6)  # the keypoint fit is slower than 1 fps
     _check_outputs(probe, stamps)
     placed = 0
     for stamp in stamps:
