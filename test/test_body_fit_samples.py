@@ -69,3 +69,15 @@ def test_hands_are_found_on_wrist_crops(detections):
     for side, hand in keypoints.hands.items():
         wrist = keypoints.pose_2d[15 if side == "left" else 16]
         assert np.linalg.norm(hand.points_2d[0] - wrist) < 0.05 * keypoints.image_diagonal
+
+
+def test_tracking_detector_survives_a_change_of_frame_size() -> None:
+    """A stream detector fed a frame of another size (e.g. a one-shot request) keeps working."""
+    from PIL import Image
+
+    photo = np.asarray(Image.open(SAMPLES / "bench__standing.png").convert("RGB"))
+    smaller = np.ascontiguousarray(photo[::2, ::2])
+    with MediaPipeKeypointDetector(static_image_mode=False, detect_hands=False) as detector:
+        for frame in (photo, smaller, photo):
+            found = detector(frame)
+            assert found is not None and found.image_size == frame.shape[:2]

@@ -99,12 +99,14 @@ class MediaPipeKeypointDetector:
     ) -> None:
         mp = require_mediapipe()
         self._mp = mp
-        self._pose = mp.solutions.pose.Pose(
+        self._pose_options = dict(
             static_image_mode=static_image_mode,
             model_complexity=model_complexity,
             enable_segmentation=segmentation,
             min_detection_confidence=min_detection_confidence,
         )
+        self._pose = mp.solutions.pose.Pose(**self._pose_options)
+        self._frame_size: tuple[int, int] | None = None
         self._hands = (
             mp.solutions.hands.Hands(
                 static_image_mode=True, max_num_hands=2, model_complexity=1, min_detection_confidence=0.3
@@ -129,6 +131,12 @@ class MediaPipeKeypointDetector:
         image = _check_image(image_rgb)
         height, width = image.shape[:2]
         start = time.perf_counter()
+        if self._frame_size not in (None, (height, width)) and not self._pose_options["static_image_mode"]:
+            # Tracking mode keeps per-frame state (landmark/segmentation smoothing) sized to the previous
+            # frame; a frame of another size would make every later call fail, so start tracking afresh.
+            self._pose.close()
+            self._pose = self._mp.solutions.pose.Pose(**self._pose_options)
+        self._frame_size = (height, width)
         with warnings.catch_warnings():  # mediapipe 0.10.14 calls a protobuf API deprecated in protobuf 4.25
             warnings.filterwarnings("ignore", message="SymbolDatabase.GetPrototype", category=UserWarning)
             result = self._pose.process(image)
