@@ -29,5 +29,11 @@ setup(
     description="InteractVLM human/object contact estimation as a ROS 2 lifecycle node",
     license="Apache-2.0",
     tests_require=["pytest"],
-    entry_points={"console_scripts": ["ivlm_node = ivlm_ros.node:main"]},
+    entry_points={
+        "console_scripts": [
+            "ivlm_node = ivlm_ros.node:main",
+            "ivlm = ivlm_core.cli:main",
+            "ivlm-model = ivlm_core.model.cli:main",
+        ]
+    },
 )
