@@ -1,4 +1,5 @@
-"""Pipeline results -> ivlm_msgs (HumanContact, ObjectContact, InteractionEstimate) and DiagnosticArray.
+"""Pipeline results -> ivlm_msgs (HumanContact, ObjectContact, InteractionEstimate), the object PoseStamped
+and DiagnosticArray; and the one input the other way: ivlm_msgs/SmplxParams -> SMPL-X parameter arrays.
 
 All outputs carry the header of the *source* image (its stamp and optical frame), so a planner can associate
 them with the frame they were computed from. Large arrays are converted with numpy/array buffers, never
@@ -14,7 +15,7 @@ from typing import Any
 import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
-from geometry_msgs.msg import Point, Pose
+from geometry_msgs.msg import Point, Pose, PoseStamped
 from ivlm_msgs.msg import FitReport, HumanContact, InteractionEstimate, ObjectContact, SmplxParams
 from rclpy.serialization import deserialize_message
 from scipy.spatial.transform import Rotation
@@ -123,6 +124,24 @@ def smplx_params_msg(
     return msg
 
 
+SMPLX_PARAM_FIELDS: tuple[str, ...] = (
+    "betas",
+    "global_orient",
+    "body_pose",
+    "left_hand_pose",
+    "right_hand_pose",
+    "jaw_pose",
+    "expression",
+    "transl",
+)
+
+
+def smplx_params_from_msg(msg: SmplxParams) -> dict[str, np.ndarray]:
+    """The parameter fields of a SmplxParams as float32 vectors (the ``external_body`` mapping of the
+    pipeline; empty hands/betas/expression stay empty and mean flat hands, mean shape, neutral face)."""
+    return {name: np.asarray(getattr(msg, name), dtype=np.float32).reshape(-1) for name in SMPLX_PARAM_FIELDS}
+
+
 def fit_report_msg(placement: Any | None) -> FitReport:
     msg = FitReport()
     if placement is None:
@@ -158,6 +177,13 @@ def pose_msg(rotation: np.ndarray, translation: np.ndarray) -> Pose:
         float(qw),
     )
     return pose
+
+
+def object_pose_stamped_msg(header: Header, placement: Any | None) -> PoseStamped | None:
+    """The fitted object pose in the source image's frame, or None when the object was not placed."""
+    if placement is None or not placement.placed:
+        return None
+    return PoseStamped(header=header, pose=pose_msg(placement.rotation, placement.translation))
 
 
 def interaction_estimate_msg(

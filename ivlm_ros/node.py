@@ -9,7 +9,9 @@ says how to fix it; ``ros2 lifecycle set /ivlm configure`` retries after the fix
 
 Threads: callbacks only convert stamps and store the newest frame (:class:`LatestSlot`); one worker thread
 runs the model on the newest frame; the one-shot service runs in its own callback group under the same
-model lock.
+model lock. External SMPL-X bodies (``~/body_params``) are validated on arrival and kept in a
+:class:`StampedBuffer`; the worker uses the newest one within ``body_params_slop_s`` of the frame's stamp and
+in the frame's ``frame_id`` instead of the keypoint body fit.
 """
 
 from __future__ import annotations
@@ -27,7 +29,8 @@ import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
-from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact
+from geometry_msgs.msg import PoseStamped
+from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact, SmplxParams
 from ivlm_msgs.srv import EstimateInteraction
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
@@ -56,6 +59,8 @@ from ivlm_ros.messages import (
     interaction_estimate_msg,
     make_header,
     object_contact_msg,
+    object_pose_stamped_msg,
+    smplx_params_from_msg,
 )
 from ivlm_ros.parameters import (
     PARAMETERS,
@@ -65,7 +70,7 @@ from ivlm_ros.parameters import (
     settings_from_dict,
     validate_parameter,
 )
-from ivlm_ros.stamp_sync import StampPairer
+from ivlm_ros.stamp_sync import StampedBuffer, StampPairer
 
 NODE_NAME = "ivlm"
 _EXPIRY_PERIOD_S = 0.05
@@ -88,6 +93,9 @@ class Stats:
     processed: int = 0
     failed: int = 0
     ignored_inactive: int = 0
+    body_params_received: int = 0
+    body_params_used: int = 0  # frames whose body came from ~/body_params
+    body_params_rejected: int = 0  # malformed, or stamp-matched but in another frame_id
     last_latency_ms: float = float("nan")
     mean_latency_ms: float = float("nan")
     last_queue_age_ms: float = float("nan")
@@ -148,6 +156,8 @@ class IvlmNode(LifecycleNode):
         # Latest object box / mask for fitting the object (cleared when the object query changes).
         self._object_box: tuple[float, float, float, float] | None = None
         self._object_mask: np.ndarray | None = None
+        # External SMPL-X bodies (~/body_params), each with its parameter arrays; guarded by _sync_lock.
+        self._body_params: StampedBuffer[tuple[SmplxParams, dict[str, np.ndarray]]] = StampedBuffer(30)
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.stats = Stats()
@@ -177,6 +187,9 @@ class IvlmNode(LifecycleNode):
         )
         self._mask_sub = self.create_subscription(
             Image, "~/object_mask", self._on_object_mask, 10, callback_group=self._io_group
+        )
+        self._body_params_sub = self.create_subscription(
+            SmplxParams, "~/body_params", self._on_body_params, 10, callback_group=self._io_group
         )
         self._service = self.create_service(
             EstimateInteraction,
@@ -247,6 +260,51 @@ class IvlmNode(LifecycleNode):
             self._object_mask = mask_msg_to_bool(msg)
         except InvalidInputError as exc:
             self.get_logger().warning(f"ignored object mask: {exc}", throttle_duration_sec=5.0)
+
+    def _on_body_params(self, msg: SmplxParams) -> None:
+        """Validate on arrival, so a malformed body is reported once here and never fails a frame later."""
+        from ivlm_core.fitting.external_body import parse_smplx_params
+
+        self.stats.body_params_received += 1
+        params = smplx_params_from_msg(msg)
+        try:
+            parse_smplx_params(params)
+        except InvalidInputError as exc:
+            self.stats.body_params_rejected += 1
+            self.get_logger().warning(f"ignored ~/body_params: {exc}", throttle_duration_sec=5.0)
+            return
+        if msg.gender.strip().lower() not in ("", "neutral"):
+            self.get_logger().warning(
+                f"~/body_params gender '{msg.gender}': posed with the loaded neutral SMPL-X model",
+                throttle_duration_sec=30.0,
+            )
+        now = time.monotonic()
+        with self._sync_lock:
+            self._body_params.drop_older_than(now, self.settings.body_params_timeout_s)
+            self._body_params.add(_stamp_seconds(msg.header.stamp), (msg, params), now)
+
+    def external_body_for(self, image_header: Any) -> dict[str, np.ndarray] | None:
+        """The newest fresh ~/body_params within the slop of the image stamp and in its frame, or None."""
+        settings = self.settings
+        with self._sync_lock:
+            self._body_params.drop_older_than(time.monotonic(), settings.body_params_timeout_s)
+            matches = self._body_params.within(
+                _stamp_seconds(image_header.stamp), settings.body_params_slop_s
+            )
+        if not matches:
+            return None
+        same_frame = [params for _, (msg, params) in matches if msg.header.frame_id == image_header.frame_id]
+        if not same_frame:
+            self.stats.body_params_rejected += 1
+            frames = sorted({msg.header.frame_id for _, (msg, _) in matches})
+            self.get_logger().warning(
+                f"ignored ~/body_params in frame {frames} for an image in '{image_header.frame_id}': the "
+                "body must be expressed in the camera frame of the image",
+                throttle_duration_sec=5.0,
+            )
+            return None
+        self.stats.body_params_used += 1
+        return same_frame[-1]  # newest received
 
     # ------------------------------------------------------------------ lifecycle
     def _autostart(self) -> None:
@@ -343,6 +401,7 @@ class IvlmNode(LifecycleNode):
             "human": self.create_publisher(HumanContact, "~/human_contact", 10),
             "object": self.create_publisher(ObjectContact, "~/object_contact", 10),
             "estimate": self.create_publisher(InteractionEstimate, "~/estimate", 10),
+            "object_pose": self.create_publisher(PoseStamped, "~/object_pose", 10),
             "markers": self.create_publisher(MarkerArray, "~/markers", 10),
             "debug": self.create_publisher(Image, "~/debug_image", 10),
         }
@@ -444,6 +503,7 @@ class IvlmNode(LifecycleNode):
                 throttle_duration_sec=5.0,
             )
             mask = None
+        external_body = self.external_body_for(frame.image.header)
         with self._model_lock:
             pipeline = self._pipeline
             if pipeline is None:
@@ -455,6 +515,7 @@ class IvlmNode(LifecycleNode):
                 camera_k=camera_k,
                 object_mask=mask,
                 object_box=self._object_box,
+                external_body=external_body,
             )
         if self._state != "active":
             return
@@ -491,6 +552,9 @@ class IvlmNode(LifecycleNode):
                 header, result, model_id, settings.human_threshold, settings.object_threshold
             )
         )
+        object_pose = object_pose_stamped_msg(header, result.object_placement)
+        if object_pose is not None:
+            pubs["object_pose"].publish(object_pose)
         if settings.publish_markers:
             markers = interaction_markers(
                 result,
@@ -591,6 +655,9 @@ class IvlmNode(LifecycleNode):
             "frames_unpaired_dropped": self._pairer.unpaired_dropped if self._pairer else 0,
             "frames_failed": stats.failed,
             "frames_ignored_inactive": stats.ignored_inactive,
+            "body_params_received": stats.body_params_received,
+            "body_params_used": stats.body_params_used,
+            "body_params_rejected": stats.body_params_rejected,
             "latency_ms_last": stats.last_latency_ms,
             "latency_ms_mean": stats.mean_latency_ms,
             "queue_age_ms": stats.last_queue_age_ms,

@@ -173,6 +173,20 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "camera_info_timeout_s", 0.2, "how long an image waits for its CameraInfo", _number(0.0, 5.0), True
     ),
     ParamSpec(
+        "body_params_slop_s",
+        0.02,
+        "max stamp difference of an image and the external SMPL-X body (~/body_params) used for it",
+        _number(0.0, 1.0),
+        True,
+    ),
+    ParamSpec(
+        "body_params_timeout_s",
+        1.0,
+        "external body parameters received longer ago than this are dropped (stale regressor output)",
+        _number(0.0, 60.0, lo_open=True),
+        True,
+    ),
+    ParamSpec(
         "max_rate_hz",
         0.0,
         "process at most this many frames per second (0 = as fast as possible)",
@@ -240,6 +254,8 @@ class NodeSettings:
     require_camera_info: bool
     sync_slop_s: float
     camera_info_timeout_s: float
+    body_params_slop_s: float
+    body_params_timeout_s: float
     max_rate_hz: float
     input_reliability: str
     queue_size: int
