@@ -428,6 +428,35 @@ class InteractVLM(nn.Module):
             return self.token_ids.hseg if human else self.token_ids.oseg
         return self.token_ids.seg
 
+    def _ask(
+        self,
+        image: np.ndarray,
+        question: str,
+        task: str,
+        object_name: str,
+        human: bool,
+        generate: bool,
+        naive: bool,
+        max_new_tokens: int,
+        answer_ids: Sequence[int] | None,
+        t0: float,
+    ) -> tuple[LanguageResult, GenerationOutput, dict[str, float]] | NoContactFound:
+        """Ask one task's question; a typed NoContactFound when the answer holds no mask token."""
+        lang, out = self.run_language(
+            image,
+            question,
+            generate=generate,
+            naive=naive,
+            max_new_tokens=max_new_tokens,
+            forced_token=self._mask_token_for(human=human),
+            answer_ids=answer_ids,
+        )
+        timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
+        if out.seg_hidden is None:
+            timings["total_s"] = time.perf_counter() - t0
+            return NoContactFound(task, object_name, lang, timings)
+        return lang, out, timings
+
     @torch.inference_mode()
     def predict_human_contact(
         self,
@@ -454,19 +483,21 @@ class InteractVLM(nn.Module):
                 "matches training only for the 'simple' template."
             )
         assets = self._require_human_assets()
-        lang, out = self.run_language(
+        asked = self._ask(
             image,
             human_contact_question(object_name, template),
-            generate=generate,
-            naive=naive,
-            max_new_tokens=max_new_tokens,
-            forced_token=self._mask_token_for(human=True),
-            answer_ids=answer_ids,
+            "human_contact",
+            object_name,
+            True,
+            generate,
+            naive,
+            max_new_tokens,
+            answer_ids,
+            t0,
         )
-        timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
-        if out.seg_hidden is None:
-            timings["total_s"] = time.perf_counter() - t0
-            return NoContactFound("human_contact", object_name, lang, timings)
+        if isinstance(asked, NoContactFound):
+            return asked
+        lang, out, timings = asked
         t1 = time.perf_counter()
         views = get_view_set(self.human_view_set)
         embeddings, sizes = self.human_image_embeddings(cache=not naive)
@@ -561,19 +592,21 @@ class InteractVLM(nn.Module):
             )
         if not generate and template != "contact":
             raise InvalidInputError("generate=False is only meaningful for the 'contact' object template.")
-        lang, out = self.run_language(
+        asked = self._ask(
             image,
             object_contact_question(object_name, template),
-            generate=generate,
-            naive=naive,
-            max_new_tokens=max_new_tokens,
-            forced_token=self._mask_token_for(human=False),
-            answer_ids=answer_ids,
+            "object_contact",
+            object_name,
+            False,
+            generate,
+            naive,
+            max_new_tokens,
+            answer_ids,
+            t0,
         )
-        timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
-        if out.seg_hidden is None:
-            timings["total_s"] = time.perf_counter() - t0
-            return NoContactFound("object_contact", object_name, lang, timings)
+        if isinstance(asked, NoContactFound):
+            return asked
+        lang, out, timings = asked
         t1 = time.perf_counter()
         names, renders, maps, embeddings, sizes = self._object_inputs(vertices, faces, render_size, naive)
         t2 = time.perf_counter()
@@ -615,19 +648,21 @@ class InteractVLM(nn.Module):
         """2D contact mask on the photo (SAM sees the photo; camera params are zeros as in training)."""
         t0 = time.perf_counter()
         photo = _as_rgb(image)
-        lang, out = self.run_language(
+        asked = self._ask(
             photo,
             human_2d_contact_question(object_name),
-            generate=generate,
-            naive=naive,
-            max_new_tokens=max_new_tokens,
-            forced_token=self._mask_token_for(human=True),
-            answer_ids=answer_ids,
+            "human_contact_2d",
+            object_name,
+            True,
+            generate,
+            naive,
+            max_new_tokens,
+            answer_ids,
+            t0,
         )
-        timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
-        if out.seg_hidden is None:
-            timings["total_s"] = time.perf_counter() - t0
-            return NoContactFound("human_contact_2d", object_name, lang, timings)
+        if isinstance(asked, NoContactFound):
+            return asked
+        lang, out, timings = asked
         t1 = time.perf_counter()
         embeddings, sizes = self.encode_sam_images(photo[None])
         num_tokens = max(1, self.config.multiview_channels)
