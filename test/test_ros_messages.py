@@ -134,6 +134,38 @@ def test_interaction_estimate_carries_placements_meshes_and_fit_report() -> None
     assert len(unplaced.human_mesh.vertices) == 0 and not unplaced.fit_report.success
 
 
+def test_object_pose_stamped_only_when_the_object_is_placed() -> None:
+    from ivlm_ros.messages import object_pose_stamped_msg
+
+    placed = _result(placed=True).object_placement
+    pose = object_pose_stamped_msg(_header(), placed)
+    assert pose is not None and pose.header == _header()
+    q = pose.pose.orientation
+    np.testing.assert_allclose([q.x, q.y, q.z, q.w], [0, 0, np.sqrt(0.5), np.sqrt(0.5)], atol=1e-6)
+    assert pose.pose.position.z == pytest.approx(1.5)
+    assert object_pose_stamped_msg(_header(), _result(placed=False).object_placement) is None
+    assert object_pose_stamped_msg(_header(), None) is None
+
+
+def test_smplx_params_message_round_trips_to_the_pipeline_parameters() -> None:
+    from ivlm_core.fitting.external_body import parse_smplx_params
+    from ivlm_ros.messages import smplx_params_from_msg, smplx_params_msg
+
+    params = {
+        "betas": RNG.normal(size=10).astype(np.float32),
+        "global_orient": np.array([3.1, 0.0, 0.1], np.float32),
+        "body_pose": RNG.normal(size=63).astype(np.float32),
+        "right_hand_pose": RNG.normal(size=45).astype(np.float32),
+        "transl": np.array([0.1, 0.2, 2.0], np.float32),
+    }
+    back = smplx_params_from_msg(smplx_params_msg(_header(), params))
+    assert back["left_hand_pose"].size == 0  # empty = flat hand
+    parsed = parse_smplx_params(back)
+    for name, value in params.items():
+        np.testing.assert_array_equal(parsed[name], value)
+    assert not parsed["left_hand_pose"].any() and parsed["left_hand_pose"].shape == (45,)
+
+
 def test_messages_round_trip_through_rclpy_serialisation() -> None:
     from ivlm_msgs.msg import InteractionEstimate
     from rclpy.serialization import deserialize_message, serialize_message

@@ -50,6 +50,8 @@ def test_shipped_yaml_sets_every_parameter_with_valid_values() -> None:
         ("queue_size", 1000, "[1, 100]"),
         ("max_rate_hz", -1.0, "[0.0, 1000.0]"),
         ("sync_slop_s", 0.0, "(0.0, 1.0]"),
+        ("body_params_slop_s", -0.01, "[0.0, 1.0]"),
+        ("body_params_timeout_s", 0.0, "(0.0, 60.0]"),
         ("image_topic", "/camera/1color", "bad part"),
         ("image_topic", "", "non-empty"),
         ("query_topic", "~/", "no name"),
@@ -75,6 +77,8 @@ def test_invalid_values_are_rejected_with_a_reason(name: str, value: object, fra
         ("image_topic", "~/image"),
         ("query_topic", "/a/b_c/d2"),
         ("device", "cuda"),
+        ("body_params_slop_s", 0.0),
+        ("body_params_timeout_s", 0.5),
     ],
 )
 def test_valid_values_pass(name: str, value: object) -> None:

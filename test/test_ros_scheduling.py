@@ -6,7 +6,7 @@ import threading
 import time
 
 from ivlm_ros.latest_slot import LatestSlot
-from ivlm_ros.stamp_sync import StampPairer
+from ivlm_ros.stamp_sync import StampedBuffer, StampPairer
 
 
 def test_info_first_pairs_the_image_immediately() -> None:
@@ -41,6 +41,20 @@ def test_pending_overflow_is_counted() -> None:
         pairer.add_image(float(i), i, arrival_s=0.0)
     assert pairer.unpaired_dropped == 2
     assert pairer.add_info(4.0, "i") == [(4, "i")]
+
+
+def test_stamped_buffer_lookup_by_stamp_and_age() -> None:
+    buffer: StampedBuffer[str] = StampedBuffer(max_items=3)
+    buffer.add(1.00, "a", arrival_s=10.0)
+    buffer.add(1.01, "b", arrival_s=10.5)
+    buffer.add(1.00, "c", arrival_s=11.0)  # a second estimate for the same stamp
+    assert [item for _, item in buffer.within(1.0, 0.02)] == ["a", "b", "c"]  # arrival order
+    assert buffer.closest(1.0, 0.02) == "c"  # nearest stamp, the newest on a tie
+    assert buffer.closest(1.0, 0.0) == "c" and buffer.within(2.0, 0.5) == []
+    assert buffer.drop_older_than(now_s=11.2, max_age_s=1.0) == 1 and len(buffer) == 2
+    buffer.add(5.0, "d", arrival_s=12.0)
+    buffer.add(6.0, "e", arrival_s=12.0)
+    assert len(buffer) == 3 and [item for _, item in buffer.within(1.0, 0.02)] == ["c"]  # bounded: "b" went
 
 
 def test_latest_slot_keeps_only_the_newest_and_counts_drops() -> None:
