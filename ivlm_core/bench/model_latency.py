@@ -70,26 +70,6 @@ TINY_CLIP = {
     "image_size": 56,
     "patch_size": 14,
 }
-TINY_SAM = {
-    "image_size": 64,
-    "patch_size": 16,
-    "encoder_embed_dim": 16,
-    "encoder_depth": 2,
-    "encoder_num_heads": 2,
-    "encoder_global_attn_indexes": [1],
-    "window_size": 2,
-    "mlp_ratio": 2.0,
-    "prompt_embed_dim": 32,
-    "mask_in_chans": 4,
-    "decoder_depth": 2,
-    "decoder_mlp_dim": 64,
-    "decoder_num_heads": 4,
-    "num_multimask_outputs": 3,
-    "iou_head_depth": 3,
-    "iou_head_hidden_dim": 32,
-    "pixel_mean": [123.675, 116.28, 103.53],
-    "pixel_std": [58.395, 57.12, 57.375],
-}
 
 
 def train_prompt_tokenizer(sp_vocab: int, seg_id: int) -> PromptTokenizer:
@@ -167,7 +147,7 @@ def build_random_model(tiny: bool, device: torch.device, dtype: torch.dtype):
     processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     tokenizer = train_prompt_tokenizer(600 if tiny else 800, seg)
     ids = TokenIds(seg=seg, hseg=None, oseg=None, im_start=seg + 1, im_end=seg + 2, bos=1, eos=2)
-    spec = SamSpec.from_dict(TINY_SAM) if tiny else SamSpec.vit_h()
+    spec = SamSpec.tiny() if tiny else SamSpec.vit_h()
     model = build_model(config, spec, tower.to(dtype), processor, tokenizer, ids, device, dtype)
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():

@@ -14,7 +14,7 @@ from __future__ import annotations
 
 import re
 from collections.abc import Callable, Mapping
-from dataclasses import asdict, dataclass, fields
+from dataclasses import asdict, dataclass, fields, replace
 
 import numpy as np
 import torch
@@ -103,6 +103,26 @@ class SamSpec:
             iou_head_hidden_dim=256,
             pixel_mean=(123.675, 116.28, 103.53),
             pixel_std=(58.395, 57.12, 57.375),
+        )
+
+    @classmethod
+    def tiny(cls) -> SamSpec:
+        """A SAM of a few thousand parameters with ViT-H's structure (windowed + global blocks), for CPU
+        smoke runs (`model_latency --tiny`) and tests; its weights mean nothing."""
+        return replace(
+            cls.vit_h(),
+            image_size=64,
+            encoder_embed_dim=16,
+            encoder_depth=2,
+            encoder_num_heads=2,
+            encoder_global_attn_indexes=(1,),
+            window_size=2,
+            mlp_ratio=2.0,
+            prompt_embed_dim=32,
+            mask_in_chans=4,
+            decoder_mlp_dim=64,
+            decoder_num_heads=4,
+            iou_head_hidden_dim=32,
         )
 
     @classmethod
