@@ -168,6 +168,7 @@ class IvlmNode(LifecycleNode):
         self._worker: threading.Thread | None = None
         self._pairer: StampPairer[Image | CompressedImage, CameraInfo] | None = None
         self._sync_lock = threading.Lock()
+        self._body_params_arrived = threading.Condition(self._sync_lock)
         self._io_group = MutuallyExclusiveCallbackGroup()
         self._service_group = MutuallyExclusiveCallbackGroup()
         self._pubs: dict[str, Any] = {}
@@ -279,18 +280,28 @@ class IvlmNode(LifecycleNode):
                 throttle_duration_sec=30.0,
             )
         now = time.monotonic()
-        with self._sync_lock:
+        with self._body_params_arrived:
             self._body_params.drop_older_than(now, self.settings.body_params_timeout_s)
             self._body_params.add(_stamp_seconds(msg.header.stamp), (msg, params), now)
+            self._body_params_arrived.notify_all()
 
     def external_body_for(self, image_header: Any) -> dict[str, np.ndarray] | None:
-        """The newest fresh ~/body_params within the slop of the image stamp and in its frame, or None."""
+        """The newest fresh ~/body_params within the slop of the image stamp and in its frame, or None.
+
+        A regressor runs on the same images, so its output for this frame may still be on its way: while
+        params are flowing (fresh ones are buffered), wait up to ``body_params_wait_s`` for a stamp match.
+        """
         settings = self.settings
-        with self._sync_lock:
-            self._body_params.drop_older_than(time.monotonic(), settings.body_params_timeout_s)
-            matches = self._body_params.within(
-                _stamp_seconds(image_header.stamp), settings.body_params_slop_s
-            )
+        stamp_s = _stamp_seconds(image_header.stamp)
+        deadline = time.monotonic() + settings.body_params_wait_s
+        with self._body_params_arrived:
+            while True:
+                self._body_params.drop_older_than(time.monotonic(), settings.body_params_timeout_s)
+                matches = self._body_params.within(stamp_s, settings.body_params_slop_s)
+                left = deadline - time.monotonic()
+                if matches or left <= 0.0 or not len(self._body_params) or self._slot.closed:
+                    break
+                self._body_params_arrived.wait(min(left, 0.1))
         if not matches:
             return None
         same_frame = [params for _, (msg, params) in matches if msg.header.frame_id == image_header.frame_id]

@@ -187,6 +187,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         True,
     ),
     ParamSpec(
+        "body_params_wait_s",
+        0.0,
+        "how long a frame waits for its ~/body_params while they are flowing (a regressor lags the camera)",
+        _number(0.0, 5.0),
+        True,
+    ),
+    ParamSpec(
         "max_rate_hz",
         0.0,
         "process at most this many frames per second (0 = as fast as possible)",
@@ -256,6 +263,7 @@ class NodeSettings:
     camera_info_timeout_s: float
     body_params_slop_s: float
     body_params_timeout_s: float
+    body_params_wait_s: float
     max_rate_hz: float
     input_reliability: str
     queue_size: int

@@ -147,3 +147,22 @@ def test_body_params_in_another_frame_or_stale_are_ignored(probe: Probe) -> None
     assert not probe.by_stamp("object_pose", 610) and not probe.by_stamp("object_pose", 611)
     assert probe.fresh_status()["body_params_used"] == start["body_params_used"]
     assert probe.set_parameter(NODE, "body_params_slop_s", -0.1).successful is False
+
+
+def test_a_frame_waits_for_lagging_body_params_while_they_flow(probe: Probe) -> None:
+    from sensor_msgs.msg import Image
+
+    probe.mask_pub.publish(Image())  # no object outline: this test is about the body only (no object fit)
+    probe.wait_status(lambda s: s["object_region"] == "none", 10, "the mask to be cleared")
+    assert probe.set_parameter(NODE, "body_params_wait_s", 3.0).successful
+    try:
+        params = _body_params()
+        _publish_body(probe, params, 620)  # params are flowing
+        probe.publish_frame(sample_rgb(SIZE), 621)
+        probe.spin(0.4)  # the regressor's result for frame 621 comes after the frame
+        _publish_body(probe, params, 621)
+        estimate = _result(probe, "estimate", 621)
+        assert estimate.human_placed, estimate.human_placement_status
+        assert "external SMPL-X" in estimate.human_placement_status
+    finally:
+        assert probe.set_parameter(NODE, "body_params_wait_s", 0.0).successful

@@ -52,6 +52,7 @@ def test_shipped_yaml_sets_every_parameter_with_valid_values() -> None:
         ("sync_slop_s", 0.0, "(0.0, 1.0]"),
         ("body_params_slop_s", -0.01, "[0.0, 1.0]"),
         ("body_params_timeout_s", 0.0, "(0.0, 60.0]"),
+        ("body_params_wait_s", 6.0, "[0.0, 5.0]"),
         ("image_topic", "/camera/1color", "bad part"),
         ("image_topic", "", "non-empty"),
         ("query_topic", "~/", "no name"),
