@@ -5,9 +5,9 @@
 
 Starts ``python -m ivlm_ros.node`` in its own process (loopback DDS), waits until it is active, replays the bag
 with :mod:`ivlm_ros.bag_replay` and records, per frame (named by the source stamp): the HumanContact /
-ObjectContact messages as JSON (+ per-vertex contact as .npy), the debug image as PNG, a MarkerArray summary,
-and the node's last diagnostics. ``scripts/run_bag_demo.sh`` wraps this with the venv set-up and the download
-instructions.
+ObjectContact messages and the fitted object pose as JSON (+ per-vertex contact as .npy), the debug image as
+PNG, a MarkerArray summary, and the node's last diagnostics. ``scripts/run_bag_demo.sh`` wraps this with the
+venv set-up and the download instructions.
 """
 
 from __future__ import annotations
@@ -38,6 +38,7 @@ class Recorder:
 
     def __init__(self, node: Any, out: Path, ns: str = "/ivlm") -> None:
         from diagnostic_msgs.msg import DiagnosticArray
+        from geometry_msgs.msg import PoseStamped
         from ivlm_msgs.msg import HumanContact, ObjectContact
         from sensor_msgs.msg import Image
         from visualization_msgs.msg import MarkerArray
@@ -48,6 +49,7 @@ class Recorder:
         node.create_subscription(HumanContact, f"{ns}/human_contact", self._human, 10)
         node.create_subscription(ObjectContact, f"{ns}/object_contact", self._object, 10)
         node.create_subscription(MarkerArray, f"{ns}/markers", self._markers, 10)
+        node.create_subscription(PoseStamped, f"{ns}/object_pose", self._object_pose, 10)
         node.create_subscription(Image, f"{ns}/debug_image", self._debug, 10)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, 10)
 
@@ -87,6 +89,17 @@ class Recorder:
         }
         (self.out / f"{name}_object_contact.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.counts["object_contact"] += 1
+
+    def _object_pose(self, msg: Any) -> None:
+        p, q = msg.pose.position, msg.pose.orientation
+        summary = {
+            "stamp": _stamp_name(msg.header),
+            "frame_id": msg.header.frame_id,
+            "position_m": [p.x, p.y, p.z],
+            "orientation_xyzw": [q.x, q.y, q.z, q.w],
+        }
+        (self.out / f"{summary['stamp']}_object_pose.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.counts["object_pose"] += 1
 
     def _markers(self, msg: Any) -> None:
         if not msg.markers:
