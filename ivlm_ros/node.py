@@ -298,13 +298,13 @@ class IvlmNode(LifecycleNode):
             while True:
                 self._body_params.drop_older_than(time.monotonic(), settings.body_params_timeout_s)
                 matches = self._body_params.within(stamp_s, settings.body_params_slop_s)
+                same_frame = [p for _, (msg, p) in matches if msg.header.frame_id == image_header.frame_id]
                 left = deadline - time.monotonic()
-                if matches or left <= 0.0 or not len(self._body_params) or self._slot.closed:
+                if same_frame or left <= 0.0 or not len(self._body_params) or self._slot.closed:
                     break
                 self._body_params_arrived.wait(min(left, 0.1))
         if not matches:
             return None
-        same_frame = [params for _, (msg, params) in matches if msg.header.frame_id == image_header.frame_id]
         if not same_frame:
             self.stats.body_params_rejected += 1
             frames = sorted({msg.header.frame_id for _, (msg, _) in matches})
