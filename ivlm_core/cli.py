@@ -232,13 +232,9 @@ def reconstruct(args: argparse.Namespace) -> dict[str, Path]:
         checkpoint_dir=str(args.checkpoint), clip_dir=args.clip_dir, body_model_dir=args.body_model_dir,
         smpl_to_smplx=args.smpl_to_smplx, reference_data_dir=args.reference_data_dir, device=args.device,
         dtype=args.dtype, task="interaction", object_library=args.object_library, fit_human=True,
-        fit_object=True, max_new_tokens=args.max_new_tokens)
+        fit_object=True, fit_config=args.fit_config, max_new_tokens=args.max_new_tokens)
     t0 = time.perf_counter()
     pipeline = InteractionPipeline.load(cfg)
-    if args.fit_config is not None:
-        from ivlm_core.fitting.object_fit import ObjectFitConfig
-
-        pipeline.fit_config = ObjectFitConfig.load(args.fit_config)
     load_ms = (time.perf_counter() - t0) * 1000.0
     result = pipeline.estimate(image, label, camera_k=camera_k, object_mask=mask, object_box=box,
                                external_body=args.osx_npz)

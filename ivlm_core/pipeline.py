@@ -211,7 +211,9 @@ class InteractionPipeline:
         if cfg.fit_object:
             from ivlm_core.fitting.object_fit import ObjectFitConfig
 
-            fit_config = ObjectFitConfig.load_default()
+            fit_config = (
+                ObjectFitConfig.load(cfg.fit_config) if cfg.fit_config else ObjectFitConfig.load_default()
+            )
         return cls(cfg, model, body_mesh, body_name, library, placer, fit_config)
 
     @staticmethod

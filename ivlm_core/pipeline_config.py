@@ -39,6 +39,7 @@ class PipelineConfig:
     human_threshold: float = 0.5
     object_threshold: float = 0.5
     object_library: str | None = None
+    fit_config: str | None = None
     fit_object: bool = False
     fit_human: bool = False
 
@@ -67,7 +68,8 @@ class PipelineConfig:
         _choice("question_template", self.question_template, HUMAN_TEMPLATES)
         if not isinstance(self.checkpoint_dir, str):
             raise InvalidInputError(f"checkpoint_dir must be a path string, got {self.checkpoint_dir!r}")
-        for name in ("clip_dir", "body_model_dir", "smpl_to_smplx", "reference_data_dir", "object_library"):
+        paths = ("clip_dir", "body_model_dir", "smpl_to_smplx", "reference_data_dir", "object_library", "fit_config")
+        for name in paths:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):
                 raise InvalidInputError(f"{name} must be a path string or empty, got {value!r}")

@@ -124,6 +124,9 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "object_library", "", "YAML: object label -> mesh file + metric scale (object tasks)", _path, False
     ),
     ParamSpec(
+        "fit_config", "", "YAML of object-fit weights/iterations ('' = config/fitting.yaml defaults)", _path, False
+    ),
+    ParamSpec(
         "reference_data_dir",
         "",
         "reference data/ folder (renders + lifting maps); '' = computed",
@@ -242,6 +245,7 @@ class NodeSettings:
     body_model_dir: str
     smpl_to_smplx: str
     object_library: str
+    fit_config: str
     reference_data_dir: str
     device: str
     dtype: str
@@ -301,6 +305,7 @@ class NodeSettings:
             "object_library": opt(self.object_library),
             "fit_object": self.fit_object,
             "fit_human": self.fit_human,
+            "fit_config": opt(self.fit_config),
         }
 
 

@@ -64,13 +64,17 @@ def test_human_contact_lands_on_the_smplx_display_body(tiny_checkpoints, tiny_bo
         pipe.estimate(photo.astype(np.float32), "tennis_racket")
 
 
-def test_interaction_places_body_and_object(tiny_checkpoints, tiny_body_assets, object_library, photo) -> None:
+def test_interaction_places_body_and_object(tiny_checkpoints, tiny_body_assets, object_library, photo,
+                                            tmp_path) -> None:
     pytest.importorskip("mediapipe")
     _, _, body_dir = tiny_body_assets
+    fit_yaml = tmp_path / "fit.yaml"
+    fit_yaml.write_text("iterations: 80\n")
     cfg = PipelineConfig(checkpoint_dir=str(tiny_checkpoints["Gen-Hu-Obj"]), body_model_dir=str(body_dir),
                          task="interaction", object_library=str(object_library), fit_human=True,
-                         fit_object=True, max_new_tokens=16)
+                         fit_object=True, fit_config=str(fit_yaml), max_new_tokens=16)
     pipe = InteractionPipeline.load(cfg)
+    assert pipe.fit_config.iterations == 80
     k = _k(photo)
     no_box = pipe.estimate(photo, "tennis_racket", camera_k=k)
     assert no_box.body_placement.placed, no_box.body_placement.status
@@ -86,6 +90,9 @@ def test_interaction_places_body_and_object(tiny_checkpoints, tiny_body_assets, 
     assert np.allclose(placement.rotation @ placement.rotation.T, np.eye(3), atol=1e-4)
     assert placement.vertices.shape == obj.vertices.shape and np.isfinite(placement.vertices).all()
     assert {"loss_mask", "contact_distance_m", "penetration_depth_m", "iterations"} <= set(placement.report)
+    # the winner runs the configured 80 steps; the other start candidate only its warm-up
+    fit = pipe.fit_config
+    assert 80 <= placement.report["iterations"] <= 80 + fit.warmup_iterations * fit.start_candidates_without_pose
     no_k = pipe.estimate(photo, "tennis_racket")
     assert not no_k.body_placement.placed and "intrinsics" in no_k.body_placement.status
 

@@ -52,3 +52,17 @@ def test_input_checks() -> None:
     assert check_camera_k(None) is None
     ids = contact_vertex_ids(np.array([0.1, 0.5, 0.7, 0.49]), 0.5)
     assert ids.tolist() == [1, 2] and ids.dtype == np.uint32
+
+
+def test_fit_config_file_reaches_the_object_fit(tmp_path) -> None:
+    """A user fitting YAML (PipelineConfig.fit_config / node parameter fit_config) replaces the defaults."""
+    from ivlm_core.errors import MissingAssetError
+    from ivlm_core.fitting.object_fit import ObjectFitConfig
+
+    path = tmp_path / "fit.yaml"
+    path.write_text("iterations: 17\nweights: {mask: 2.0}\n")
+    cfg = PipelineConfig(checkpoint_dir="/x", fit_config=str(path))
+    assert ObjectFitConfig.load(cfg.fit_config).iterations == 17
+    assert ObjectFitConfig.load_default().iterations == 250
+    with pytest.raises(MissingAssetError, match="fitting config"):
+        ObjectFitConfig.load(str(tmp_path / "missing.yaml"))
