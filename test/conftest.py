@@ -13,7 +13,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """{'Gen': folder, 'Gen-Hu-Obj': folder}: tiny released-layout checkpoints (+ clip_vision_tower/)."""
-    from fixtures.tiny_checkpoint import build_tiny_checkpoint
+    from ivlm_core.model.tiny_checkpoint import build_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("tiny_checkpoints")
     return {tt: build_tiny_checkpoint(root / tt, tt) for tt in ("Gen", "Gen-Hu-Obj")}

@@ -14,7 +14,6 @@ from pathlib import Path
 import numpy as np
 import pytest
 import torch
-from fixtures.tiny_checkpoint import expected_answer_ids
 
 from ivlm_core.errors import CheckpointError, InvalidInputError, MissingAssetError
 from ivlm_core.model.interactvlm import (
@@ -25,6 +24,7 @@ from ivlm_core.model.interactvlm import (
     ObjectContactResult,
 )
 from ivlm_core.model.prompts import IMAGE_TOKEN_INDEX, human_contact_question
+from ivlm_core.model.tiny_checkpoint import expected_answer_ids
 
 
 def _photo(h: int = 48, w: int = 72, seed: int = 0) -> np.ndarray:

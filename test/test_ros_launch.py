@@ -38,9 +38,8 @@ def _tiny_config(root: Path) -> Path:
     import sys
 
     sys.path.insert(0, str(REPO / "test"))
-    from fixtures.tiny_checkpoint import build_tiny_checkpoint
-
     from ivlm_core.body.synthetic import write_synthetic_body_models
+    from ivlm_core.model.tiny_checkpoint import build_tiny_checkpoint
 
     params = yaml.safe_load((REPO / "config" / "ivlm.yaml").read_text())
     values = params["/**"]["ros__parameters"]

@@ -166,10 +166,10 @@ def measure_overhead(repeats: int) -> dict[str, float]:
 def measure_e2e(frames: int) -> float:
     """Median ms from publishing a frame to receiving its MarkerArray from the real node (tiny model)."""
     sys.path.insert(0, str(REPO / "test"))
-    from fixtures.tiny_checkpoint import build_tiny_checkpoint
     from ros_helpers import NodeProcess, Probe, ensure_ros_test_env, sample_rgb
 
     from ivlm_core.body.synthetic import write_synthetic_body_models
+    from ivlm_core.model.tiny_checkpoint import build_tiny_checkpoint
 
     ensure_ros_test_env()
     import rclpy
