@@ -13,7 +13,6 @@ Last line: ``frame_s=<float> naive_frame_s=<float> speedup=<float> peak_gb=<floa
 from __future__ import annotations
 
 import argparse
-import io
 import itertools
 import statistics
 import time
@@ -22,9 +21,7 @@ import numpy as np
 import torch
 
 from ivlm_core.model.prompts import (
-    HCONTACT_PARTS_ANSWERS,
     HCONTACT_PARTS_QUESTIONS,
-    SYSTEM_PROMPT,
     PromptTokenizer,
 )
 
@@ -76,29 +73,9 @@ def train_prompt_tokenizer(sp_vocab: int, seg_id: int) -> PromptTokenizer:
     """A small SentencePiece model over the prompt templates; real prompts are similar in length."""
     import sentencepiece as spm
 
-    lines = [SYSTEM_PROMPT, "USER: ASSISTANT:"]
-    for obj in ("tennis_racket", "chair", "bottle", "scene", "cup"):
-        lines += [q.format(class_name=obj) for q in HCONTACT_PARTS_QUESTIONS]
-        lines += [a.format(body_parts="hands, feet", TOKEN="[SEG]") for a in HCONTACT_PARTS_ANSWERS]
-    buffer = io.BytesIO()
-    spm.SentencePieceTrainer.train(
-        sentence_iterator=iter(lines * 3),
-        model_writer=buffer,
-        vocab_size=sp_vocab,
-        model_type="bpe",
-        byte_fallback=True,
-        unk_id=0,
-        bos_id=1,
-        eos_id=2,
-        pad_id=-1,
-        normalization_rule_name="identity",
-        remove_extra_whitespaces=False,
-        add_dummy_prefix=True,
-        minloglevel=2,
-        num_threads=1,
-        hard_vocab_limit=False,
-    )
-    sp = spm.SentencePieceProcessor(model_proto=buffer.getvalue())
+    from ivlm_core.model.tiny_checkpoint import train_sentencepiece
+
+    sp = spm.SentencePieceProcessor(model_proto=train_sentencepiece(sp_vocab))
     return PromptTokenizer(sp, {"[SEG]": seg_id, "<im_start>": seg_id + 1, "<im_end>": seg_id + 2})
 
 
