@@ -66,6 +66,7 @@ from ivlm_ros.parameters import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
     NodeSettings,
+    parse_box,
     pipeline_config_problem,
     settings_from_dict,
     validate_parameter,
@@ -525,7 +526,7 @@ class IvlmNode(LifecycleNode):
                 task=settings.task,
                 camera_k=camera_k,
                 object_mask=mask,
-                object_box=self._object_box,
+                object_box=self._object_box or parse_box(settings.object_box),
                 external_body=external_body,
             )
         if self._state != "active":
@@ -659,6 +660,8 @@ class IvlmNode(LifecycleNode):
             if self._object_mask is not None
             else "box"
             if self._object_box
+            else "box parameter"
+            if self.settings.object_box.strip()
             else "none",
             "frames_received": stats.received,
             "frames_processed": stats.processed,

@@ -83,6 +83,29 @@ def _topic(value: Any) -> str | None:
     return None
 
 
+def parse_box(value: str) -> tuple[float, float, float, float] | None:
+    """'x0,y0,x1,y1' in pixels -> a box; '' -> None. InvalidInputError says what is wrong."""
+    if not value.strip():
+        return None
+    try:
+        box = tuple(float(part) for part in value.split(","))
+    except ValueError as err:
+        raise InvalidInputError(f"object box must be 'x0,y0,x1,y1' in pixels, got {value!r}") from err
+    if len(box) != 4 or not all(math.isfinite(v) for v in box) or box[2] <= box[0] or box[3] <= box[1]:
+        raise InvalidInputError(f"object box must be 'x0,y0,x1,y1' with x1 > x0 and y1 > y0, got {value!r}")
+    return box  # type: ignore[return-value]
+
+
+def _box(value: Any) -> str | None:
+    if not isinstance(value, str):
+        return f"must be a string 'x0,y0,x1,y1' (or ''), got {type(value).__name__}"
+    try:
+        parse_box(value)
+    except InvalidInputError as err:
+        return str(err)
+    return None
+
+
 def _query(value: Any) -> str | None:
     if not isinstance(value, str) or not value.strip():
         return "must be a non-empty object name, e.g. 'bottle' (or 'scene' for ground contact)"
@@ -156,6 +179,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "fit_object", False, "fit the object pose to the contacts (needs camera_info)", _boolean, False
     ),
     ParamSpec("object_query", "scene", "object to ask about; 'scene' = ground/scene contact", _query, True),
+    ParamSpec(
+        "object_box", "", "fixed object box 'x0,y0,x1,y1' (pixels) for fit_object when ~/object_box is silent",
+        _box, True,
+    ),
     ParamSpec("image_topic", "/camera/color/image_raw", "sensor_msgs/Image input", _topic, False),
     ParamSpec(
         "camera_info_topic", "/camera/color/camera_info", "sensor_msgs/CameraInfo input", _topic, False
@@ -258,6 +285,7 @@ class NodeSettings:
     fit_human: bool
     fit_object: bool
     object_query: str
+    object_box: str
     image_topic: str
     camera_info_topic: str
     use_compressed: bool

@@ -178,6 +178,10 @@ def test_object_box_and_mask_topics_are_held_until_the_query_changes(probe: Prob
     probe.wait_status(lambda s: s["object_region"] == "mask", 10, "the mask to be held")
     probe.query_pub.publish(String(data="cup"))  # another object: the old outline no longer applies
     probe.wait_status(lambda s: s["object_query"] == "cup" and s["object_region"] == "none", 10, "a reset")
+    assert not probe.set_parameter(NODE, "object_box", "30,40,10,50").successful  # x1 < x0
+    assert probe.set_parameter(NODE, "object_box", "10,20,40,60").successful  # a fixed box when topics are silent
+    probe.wait_status(lambda s: s["object_region"] == "box parameter", 10, "the box parameter")
+    assert probe.set_parameter(NODE, "object_box", "").successful
     probe.query_pub.publish(String(data="scene"))
     probe.wait_status(lambda s: s["object_query"] == "scene", 10, "the query to go back to 'scene'")
 

@@ -116,3 +116,15 @@ def test_the_ros_readme_documents_every_parameter() -> None:
     readme = (Path(__file__).resolve().parents[1] / "ivlm_ros" / "README.md").read_text()
     missing = [p.name for p in PARAMETERS if f"| `{p.name}` |" not in readme]
     assert not missing, f"add these parameters to the table in ivlm_ros/README.md: {missing}"
+
+
+def test_object_box_parameter_parses_and_rejects() -> None:
+    from ivlm_ros.parameters import parse_box
+
+    assert parse_box("") is None and parse_box("  ") is None
+    assert parse_box("10, 20, 110.5, 220") == (10.0, 20.0, 110.5, 220.0)
+    assert validate_parameter("object_box", "10,20,110,220") is None
+    for bad in ("10,20,5,220", "1,2,3", "a,b,c,d", "0,0,nan,4"):
+        reason = validate_parameter("object_box", bad)
+        assert reason is not None and "x0,y0,x1,y1" in reason, bad
+    assert "string" in validate_parameter("object_box", 5)
