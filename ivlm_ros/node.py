@@ -615,19 +615,34 @@ class IvlmNode(LifecycleNode):
                         f"object_mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
                         f"{rgb.shape[1]}x{rgb.shape[0]}"
                     )
+            external_body = None
+            if request.use_body_params:
+                frame = request.body_params.header.frame_id
+                if frame and frame != request.image.header.frame_id:
+                    raise InvalidInputError(
+                        f"body_params are in frame '{frame}' but the image is in "
+                        f"'{request.image.header.frame_id}'; give the body in the camera frame"
+                    )
+                external_body = smplx_params_from_msg(request.body_params)
             with self._model_lock:
                 pipeline = self._pipeline
                 if pipeline is None:
                     raise RuntimeError(f"model not loaded ({self._load_error or 'node not configured'})")
                 result = pipeline.estimate(
-                    rgb, query, task=task, camera_k=camera_k, object_mask=mask, object_box=box
+                    rgb,
+                    query,
+                    task=task,
+                    camera_k=camera_k,
+                    object_mask=mask,
+                    object_box=box,
+                    external_body=external_body,
                 )
             header = make_header(request.image.header.stamp, request.image.header.frame_id)
             response.estimate = interaction_estimate_msg(
                 header, result, pipeline.model_id, settings.human_threshold, settings.object_threshold
             )
             response.success = True
-            response.message = f"{task} for '{query}' in {sum(result.timings_ms.values()):.0f} ms"
+            response.message = f"{task} for '{query}' in {result.timings_ms['total']:.0f} ms"
         except Exception as exc:  # the service answers every request; failures are reported, not raised
             response.success = False
             response.message = f"{type(exc).__name__}: {exc}"

@@ -166,3 +166,30 @@ def test_a_frame_waits_for_lagging_body_params_while_they_flow(probe: Probe) -> 
         assert "external SMPL-X" in estimate.human_placement_status
     finally:
         assert probe.set_parameter(NODE, "body_params_wait_s", 0.0).successful
+
+
+def test_one_shot_service_places_a_given_body(probe: Probe, ros_node_params: dict) -> None:
+    from ivlm_msgs.msg import SmplxParams
+    from ivlm_msgs.srv import EstimateInteraction
+
+    from ivlm_core.body.models import load_body_model, posed_mesh
+
+    params = _body_params()
+    body = SmplxParams(gender="neutral")
+    body.header.frame_id = FRAME_ID
+    for name, value in params.items():
+        setattr(body, name, value.tolist())
+    request = EstimateInteraction.Request(
+        image=make_image(sample_rgb(SIZE), 700), use_body_params=True, body_params=body, task="human_contact"
+    )
+    response = probe.call(EstimateInteraction, f"{NODE}/estimate_interaction", request, timeout_s=RESULT_S)
+    assert response.success, response.message
+    estimate = response.estimate
+    assert estimate.human_placed and "external SMPL-X" in estimate.human_placement_status
+    expected = posed_mesh(load_body_model(ros_node_params["body_model_dir"], "smplx"), **params).vertices[0]
+    vertices = np.array([[p.x, p.y, p.z] for p in estimate.human_mesh.vertices])
+    np.testing.assert_allclose(vertices, expected.detach().numpy(), atol=1e-4)
+
+    body.header.frame_id = "base_link"  # not the camera frame: refused with the reason, the node goes on
+    response = probe.call(EstimateInteraction, f"{NODE}/estimate_interaction", request, timeout_s=RESULT_S)
+    assert not response.success and "base_link" in response.message
