@@ -31,7 +31,19 @@ for tool in cmake g++ make; do
   fi
 done
 
-[[ -x "$VENV/bin/python" ]] || "$PY" -m venv --clear "$VENV"
+if [[ ! -x "$VENV/bin/python" ]]; then
+  if ! "$PY" -c "import ensurepip, venv" 2>/dev/null; then
+    # Debian/Ubuntu split venv/ensurepip into python3-venv.
+    if [[ $(id -u) -eq 0 ]] && command -v apt-get >/dev/null; then
+      echo "[setup] $PY has no venv/ensurepip: installing python3-venv with apt-get" >&2
+      apt-get update -qq && apt-get install -y -qq python3-venv >/dev/null
+    else
+      echo "[setup] $PY cannot create virtual environments: install python3-venv (sudo apt install python3-venv)" >&2
+      exit 1
+    fi
+  fi
+  "$PY" -m venv --clear "$VENV"
+fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "[setup] installing Python dependencies into $VENV" >&2
 "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-ros-wheels.txt" -r "$ROOT/requirements-build.txt" \
