@@ -31,6 +31,7 @@ OSX_KEYS = frozenset({"smpl_vertices", "smpl_faces", "bbox_2"})
 
 __all__ = [
     "BodyPlacement",
+    "Contact2DEstimate",
     "ExternalBody",
     "HumanContactEstimate",
     "InteractionPipeline",
@@ -72,6 +73,21 @@ class ObjectContactEstimate:
 
 
 @dataclass
+class Contact2DEstimate:
+    """Human contact segmented on the photo itself by the 2D model (interactvlm-2d-hcontact)."""
+
+    contact_found: bool
+    generated_text: str
+    logits: np.ndarray | None  # (H,W) float32 at the photo's resolution; probability = sigmoid(logits)
+
+    def mask(self, threshold: float = 0.5) -> np.ndarray | None:
+        """Contact pixels (H,W) bool at a probability threshold (the reference demo uses 0.5)."""
+        if self.logits is None:
+            return None
+        return self.logits > float(np.log(threshold / (1.0 - threshold)))
+
+
+@dataclass
 class BodyPlacement:
     """The SMPL-X body in the camera frame (OpenCV optical frame, metres), or why it could not be placed."""
 
@@ -105,6 +121,7 @@ class InteractionResult:
     body_placement: BodyPlacement | None
     object_placement: ObjectPlacement | None
     timings_ms: dict[str, float] = field(default_factory=dict)
+    contact_2d: Contact2DEstimate | None = None
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -161,9 +178,11 @@ class InteractionPipeline:
     """Loaded models + assets; `estimate()` is safe to call repeatedly from one worker thread."""
 
     def __init__(self, cfg: PipelineConfig, model: Any, body_mesh: tuple[np.ndarray, np.ndarray] | None,
-                 body_model_name: str, object_library: Any, body_placer: Any, fit_config: Any) -> None:
+                 body_model_name: str, object_library: Any, body_placer: Any, fit_config: Any,
+                 model_2d: Any = None) -> None:
         self.cfg = cfg
         self.model = model
+        self.model_2d = model_2d
         self.body_mesh = body_mesh
         self.body_model_name = body_model_name
         self.object_library = object_library
@@ -214,7 +233,11 @@ class InteractionPipeline:
             fit_config = (
                 ObjectFitConfig.load(cfg.fit_config) if cfg.fit_config else ObjectFitConfig.load_default()
             )
-        return cls(cfg, model, body_mesh, body_name, library, placer, fit_config)
+        model_2d = None
+        if cfg.contact_2d_checkpoint_dir is not None:
+            model_2d = load_checkpoint(cfg.contact_2d_checkpoint_dir, clip_dir=cfg.clip_dir, device=device,
+                                       dtype=dtype)
+        return cls(cfg, model, body_mesh, body_name, library, placer, fit_config, model_2d)
 
     @staticmethod
     def _load_transfer(cfg: PipelineConfig) -> Any:
@@ -277,7 +300,7 @@ class InteractionPipeline:
 
     def release(self) -> None:
         """Drop the model and free accelerator memory (lifecycle cleanup)."""
-        self.model = None
+        self.model = self.model_2d = None
         if torch.cuda.is_available():
             torch.cuda.empty_cache()
 
@@ -317,6 +340,11 @@ class InteractionPipeline:
             t0 = time.perf_counter()
             obj = self._object_contact(image, query)
             timings["object_contact"] = _ms(t0)
+        contact_2d = None
+        if self.model_2d is not None and task in ("human_contact", "interaction"):
+            t0 = time.perf_counter()
+            contact_2d = self._contact_2d(image, query)
+            timings["contact_2d"] = _ms(t0)
         if body_placement is None and self.body_placer is not None and task in ("human_contact", "interaction"):
             t0 = time.perf_counter()
             body_placement = self._place_body(image, k)
@@ -327,7 +355,7 @@ class InteractionPipeline:
             timings["object_fit"] = _ms(t0)
         timings["total"] = _ms(t_all)
         return InteractionResult(query, task, human, obj, self.body_mesh, body_placement, object_placement,
-                                 timings)
+                                 timings, contact_2d)
 
     def _human_contact(self, image: np.ndarray, query: str) -> HumanContactEstimate:
         result = self.model.predict_human_contact(
@@ -344,6 +372,12 @@ class InteractionPipeline:
         return HumanContactEstimate(True, result.language.text, list(result.language.body_parts), renders,
                                     result.view_logits, np.clip(contact, 0.0, 1.0).astype(np.float32),
                                     self.body_model_name)
+
+    def _contact_2d(self, image: np.ndarray, query: str) -> Contact2DEstimate:
+        result = self.model_2d.predict_human_contact_2d(image, query, max_new_tokens=self.cfg.max_new_tokens)
+        if not result.found:
+            return Contact2DEstimate(False, result.language.text, None)
+        return Contact2DEstimate(True, result.language.text, result.logits.astype(np.float32))
 
     def _object_contact(self, image: np.ndarray, query: str) -> ObjectContactEstimate:
         if self.object_library is None:

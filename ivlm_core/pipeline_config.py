@@ -27,6 +27,7 @@ class PipelineConfig:
 
     checkpoint_dir: str = ""
     clip_dir: str | None = None
+    contact_2d_checkpoint_dir: str | None = None  # optional interactvlm-2d-hcontact: contact mask on the photo
     body_model_dir: str | None = None
     smpl_to_smplx: str | None = None
     reference_data_dir: str | None = None
@@ -68,7 +69,8 @@ class PipelineConfig:
         _choice("question_template", self.question_template, HUMAN_TEMPLATES)
         if not isinstance(self.checkpoint_dir, str):
             raise InvalidInputError(f"checkpoint_dir must be a path string, got {self.checkpoint_dir!r}")
-        paths = ("clip_dir", "body_model_dir", "smpl_to_smplx", "reference_data_dir", "object_library", "fit_config")
+        paths = ("clip_dir", "contact_2d_checkpoint_dir", "body_model_dir", "smpl_to_smplx", "reference_data_dir",
+                 "object_library", "fit_config")
         for name in paths:
             value = getattr(self, name)
             if value is not None and not isinstance(value, str):

@@ -72,6 +72,11 @@ def compose_debug_image(
     """Input photo (+ projected contacts) stacked over one view strip per estimate (human, object)."""
     canvas = np.array(rgb, dtype=np.uint8, copy=True)
     width = canvas.shape[1]
+    contact_2d = getattr(result, "contact_2d", None)
+    if contact_2d is not None and contact_2d.logits is not None:  # the 2D model's contact mask, tinted
+        mask = contact_2d.mask(human_threshold)
+        tint = (HUMAN_CONTACT_RGBA[:3] * 255).astype(np.float32)
+        canvas[mask] = (0.45 * canvas[mask] + 0.55 * tint).astype(np.uint8)
     if camera_k is not None:
         body = result.body_placement
         human = result.human

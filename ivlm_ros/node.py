@@ -414,6 +414,7 @@ class IvlmNode(LifecycleNode):
             "object": self.create_publisher(ObjectContact, "~/object_contact", 10),
             "estimate": self.create_publisher(InteractionEstimate, "~/estimate", 10),
             "object_pose": self.create_publisher(PoseStamped, "~/object_pose", 10),
+            "contact_mask": self.create_publisher(Image, "~/contact_mask", 10),
             "markers": self.create_publisher(MarkerArray, "~/markers", 10),
             "debug": self.create_publisher(Image, "~/debug_image", 10),
         }
@@ -564,6 +565,13 @@ class IvlmNode(LifecycleNode):
                 header, result, model_id, settings.human_threshold, settings.object_threshold
             )
         )
+        contact_2d = getattr(result, "contact_2d", None)
+        if contact_2d is not None and contact_2d.logits is not None:
+            mask = contact_2d.mask(settings.human_threshold).astype(np.uint8) * 255
+            pubs["contact_mask"].publish(
+                Image(header=header, height=mask.shape[0], width=mask.shape[1], encoding="mono8",
+                      is_bigendian=0, step=mask.shape[1], data=mask.tobytes())
+            )
         object_pose = object_pose_stamped_msg(header, result.object_placement)
         if object_pose is not None:
             pubs["object_pose"].publish(object_pose)

@@ -138,6 +138,13 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         False,
     ),
     ParamSpec(
+        "contact_2d_checkpoint_dir",
+        "",
+        "optional interactvlm-2d-hcontact folder: contact mask on the photo ('' = off)",
+        _path,
+        False,
+    ),
+    ParamSpec(
         "body_model_dir", "", "folder holding smplx/SMPLX_NEUTRAL.npz (and smplh/ for SMPL-H)", _path, False
     ),
     ParamSpec(
@@ -269,6 +276,7 @@ class NodeSettings:
 
     checkpoint_dir: str
     clip_dir: str
+    contact_2d_checkpoint_dir: str
     body_model_dir: str
     smpl_to_smplx: str
     object_library: str
@@ -319,6 +327,7 @@ class NodeSettings:
         return {
             "checkpoint_dir": self.checkpoint_dir,
             "clip_dir": opt(self.clip_dir),
+            "contact_2d_checkpoint_dir": opt(self.contact_2d_checkpoint_dir),
             "body_model_dir": opt(self.body_model_dir),
             "smpl_to_smplx": opt(self.smpl_to_smplx),
             "reference_data_dir": opt(self.reference_data_dir),

@@ -214,3 +214,20 @@ def test_external_params_without_smplx_say_why(tiny_checkpoints, tiny_body_asset
     body = result.body_placement
     assert not body.placed and "need the SMPL-X model" in body.status and "SMPLX_NEUTRAL" in body.status
     assert result.human is not None and result.human.body_model == "smplx"  # contacts are still reported
+
+
+def test_optional_2d_model_segments_contact_on_the_photo(tiny_checkpoints, tiny_body_assets, photo) -> None:
+    """With contact_2d_checkpoint_dir the pipeline also returns the 2D model's contact mask on the photo."""
+    _, _, body_dir = tiny_body_assets
+    cfg = PipelineConfig(checkpoint_dir=str(tiny_checkpoints["Gen"]), body_model_dir=str(body_dir),
+                         contact_2d_checkpoint_dir=str(tiny_checkpoints["Gen"]), max_new_tokens=16)
+    pipe = InteractionPipeline.load(cfg)
+    result = pipe.estimate(photo, "tennis_racket")
+    c2d = result.contact_2d
+    assert c2d is not None and c2d.contact_found and "contact_2d" in result.timings_ms
+    assert c2d.logits.shape == photo.shape[:2] and c2d.logits.dtype == np.float32
+    mask = c2d.mask(0.5)
+    np.testing.assert_array_equal(mask, 1 / (1 + np.exp(-c2d.logits.astype(np.float64))) > 0.5)
+    assert result.human is not None  # the 3D contact still runs alongside
+    pipe.release()
+    assert pipe.model is None and pipe.model_2d is None

@@ -1,8 +1,9 @@
 """The real node with an external SMPL-X body (~/body_params) and object fitting: the body it publishes is the
 given one, and the fitted object pose comes out as a PoseStamped on ~/object_pose.
 
-One node process (interaction task, fit_object on, fit_human off: the only body is the external one); the
-object is outlined with a mask on ~/object_mask, so the fit does not depend on the tiny random SAM.
+One node process (interaction task, fit_object on, fit_human off: the only body is the external one, plus the
+optional 2D contact model); the object is outlined with a mask on ~/object_mask, so the fit does not depend on
+the tiny random SAM.
 """
 
 from __future__ import annotations
@@ -31,6 +32,7 @@ def node(ros_context, ros_node_params, ros_object_library, tmp_path_factory) -> 
         "fit_object": True,
         "publish_debug_image": False,
         "require_camera_info": True,
+        "contact_2d_checkpoint_dir": ros_node_params["checkpoint_dir"],  # also the 2D contact mask
     }
     proc = NodeProcess(params, log)
     yield proc
@@ -49,6 +51,7 @@ def probe(node: NodeProcess) -> Iterator[Probe]:
     except AssertionError:
         raise AssertionError(f"node did not become active:\n{node.log()[-3000:]}") from None
     p.node.create_subscription(PoseStamped, f"{NODE}/object_pose", p.received["object_pose"].append, 10)
+    p.node.create_subscription(Image, f"{NODE}/contact_mask", p.received["contact_mask"].append, 10)
     p.body_pub = p.node.create_publisher(SmplxParams, f"{NODE}/body_params", 10)
     p.mask_pub = p.node.create_publisher(Image, f"{NODE}/object_mask", 10)
     for publisher in (p.image_pub, p.info_pub, p.body_pub, p.mask_pub):
@@ -119,6 +122,9 @@ def test_external_body_is_placed_and_the_object_pose_is_published(probe: Probe, 
     assert abs(q.x**2 + q.y**2 + q.z**2 + q.w**2 - 1.0) < 1e-6
     assert pose.pose == estimate.object_pose and pose.pose.position.z > 0
     assert len(probe.by_stamp("object_pose", 600)) == 1
+    contact_mask = _result(probe, "contact_mask", 600)  # the 2D model's mask on the photo, same stamp/frame
+    assert (contact_mask.encoding, contact_mask.height, contact_mask.width) == ("mono8", SIZE, SIZE)
+    assert contact_mask.header.frame_id == FRAME_ID and set(bytes(contact_mask.data)) <= {0, 255}
     status = probe.fresh_status()
     assert int(status["body_params_used"]) >= 1 and status["body_params_rejected"] == "0"
 
