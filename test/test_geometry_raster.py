@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ivlm_core.errors import InvalidInputError
-from ivlm_core.geometry.raster import rasterize, rasterize_views
+from ivlm_core.geometry.raster import rasterize, rasterize_pinhole, rasterize_views
 from ivlm_core.geometry.views import (
     CameraView,
     camera_position,
@@ -42,21 +42,44 @@ def _ray_cast(verts: np.ndarray, faces: np.ndarray, view: CameraView, size: int)
     for i in range(size):
         for j in range(size):
             direction = rot @ np.array([ndc[j] / s, ndc[i] / s, 1.0])  # z_cam of origin + t*d equals t
-            best = np.inf
-            for f, (a, b, c) in enumerate(verts[faces]):
-                e1, e2 = b - a, c - a
-                p = np.cross(direction, e2)
-                det = e1 @ p
-                if abs(det) < 1e-12:
-                    continue
-                tvec = origin - a
-                u = (tvec @ p) / det
-                q = np.cross(tvec, e1)
-                v = (direction @ q) / det
-                t = (e2 @ q) / det
-                if u > 0 and v > 0 and u + v < 1 and 0 < t < best:
-                    best = t
-                    face_id[i, j], bary[i, j], depth[i, j] = f, (1 - u - v, u, v), t
+            hit = _nearest_hit(verts, faces, origin, direction)
+            if hit is not None:
+                face_id[i, j], bary[i, j], depth[i, j] = hit
+    return face_id, bary, depth
+
+
+def _nearest_hit(verts: np.ndarray, faces: np.ndarray, origin: np.ndarray, direction: np.ndarray):
+    """Moller-Trumbore over all faces: (face, barycentrics, t) of the nearest strictly-inside hit, or None."""
+    best, found = np.inf, None
+    for f, (a, b, c) in enumerate(verts[faces]):
+        e1, e2 = b - a, c - a
+        p = np.cross(direction, e2)
+        det = e1 @ p
+        if abs(det) < 1e-12:
+            continue
+        tvec = origin - a
+        u = (tvec @ p) / det
+        q = np.cross(tvec, e1)
+        v = (direction @ q) / det
+        t = (e2 @ q) / det
+        if u > 0 and v > 0 and u + v < 1 and 0 < t < best:
+            best = t
+            found = f, (1 - u - v, u, v), t
+    return found
+
+
+def _ray_cast_pinhole(verts: np.ndarray, faces: np.ndarray, camera_k: np.ndarray, height: int, width: int):
+    """Brute force for a pinhole camera at the origin: a ray through every pixel centre (u = col, v = row)."""
+    face_id = np.full((height, width), -1)
+    bary = np.full((height, width, 3), -1.0)
+    depth = np.full((height, width), -1.0)
+    (fx, _, cx), (_, fy, cy) = camera_k[:2]
+    for i in range(height):
+        for j in range(width):
+            direction = np.array([(j - cx) / fx, (i - cy) / fy, 1.0])  # z of t*direction equals t
+            hit = _nearest_hit(verts, faces, np.zeros(3), direction)
+            if hit is not None:
+                face_id[i, j], bary[i, j], depth[i, j] = hit
     return face_id, bary, depth
 
 
@@ -71,6 +94,41 @@ def test_matches_brute_force_ray_caster(seed: int, view: CameraView) -> None:
     np.testing.assert_allclose(frag.bary[fg], bary[fg], atol=2e-6)
     np.testing.assert_allclose(frag.depth[fg], depth[fg], rtol=1e-6)
     np.testing.assert_array_equal(frag.pixel_to_vertex[fg], faces[face_id[fg]])
+
+
+@pytest.mark.parametrize("include_edges", [True, False])
+def test_pinhole_matches_brute_force_ray_caster_on_a_non_square_image(include_edges: bool) -> None:
+    verts, faces = _random_mesh(7)
+    verts = verts + np.array([0.05, -0.03, 2.2])  # camera frame: in front of the camera
+    camera_k = np.array([[33.0, 0.0, 14.3], [0.0, 27.5, 8.6], [0.0, 0.0, 1.0]])  # fx != fy, odd centre
+    frag = rasterize_pinhole(verts, faces, camera_k, (18, 29), include_edges=include_edges)
+    face_id, bary, depth = _ray_cast_pinhole(verts, faces, camera_k, 18, 29)
+    assert frag.face_index.shape == (18, 29) and frag.bary.shape == (18, 29, 3)
+    assert (face_id >= 0).sum() > 150 and (face_id < 0).sum() > 20  # covers much, not all, of the image
+    np.testing.assert_array_equal(frag.face_index, face_id)
+    fg = face_id >= 0
+    np.testing.assert_allclose(frag.bary[fg], bary[fg], atol=2e-6)
+    np.testing.assert_allclose(frag.depth[fg], depth[fg], rtol=1e-6)
+    np.testing.assert_array_equal(frag.pixel_to_vertex[fg], faces[face_id[fg]])
+    assert (frag.depth[~fg] == -1).all() and (frag.bary[~fg] == -1).all()
+
+
+def test_pinhole_edge_pixels_belong_to_a_face_only_with_include_edges() -> None:
+    # A camera-facing square whose diagonal runs exactly through the pixel centres (u == v): the shared edge
+    # leaves a one-pixel crack under PyTorch3D's strict rule and none when edges count as inside.
+    square = np.array([[-0.4, -0.4, 2.0], [0.4, -0.4, 2.0], [0.4, 0.4, 2.0], [-0.4, 0.4, 2.0]])
+    faces = np.array([[0, 1, 2], [0, 2, 3]])
+    camera_k = np.array([[20.0, 0.0, 10.0], [0.0, 20.0, 10.0], [0.0, 0.0, 1.0]])
+    closed = rasterize_pinhole(square, faces, camera_k, (21, 25), include_edges=True)
+    strict = rasterize_pinhole(square, faces, camera_k, (21, 25), include_edges=False)
+    diagonal = [(k, k) for k in range(7, 14)]
+    assert all(closed.face_index[k] >= 0 for k in diagonal)
+    assert all(strict.face_index[k] == -1 for k in diagonal)
+    inner = np.zeros((21, 25), dtype=bool)
+    inner[7:14, 7:14] = True
+    assert (closed.face_index[inner] >= 0).all()
+    assert (strict.face_index[inner] >= 0).sum() == inner.sum() - len(diagonal)
+    np.testing.assert_allclose(closed.depth[inner], 2.0, rtol=1e-6)
 
 
 def test_bary_sums_to_one_and_reproduces_the_pixel_point() -> None:
