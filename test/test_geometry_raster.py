@@ -240,3 +240,18 @@ def test_concurrent_calls_from_threads_agree() -> None:
 def test_malformed_meshes_raise(verts: np.ndarray, faces: np.ndarray, match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         rasterize(verts, faces, FRONT, 8)
+
+
+def test_parallel_render_keeps_the_torch_thread_count() -> None:
+    """numba's OpenMP launch must not change the thread count a user set for torch."""
+    import torch
+    import trimesh
+
+    before = torch.get_num_threads()
+    try:
+        torch.set_num_threads(1)
+        sphere = trimesh.creation.icosphere(subdivisions=2)
+        rasterize_views(sphere.vertices * 0.5, sphere.faces, get_view_set("4MV-Z_Vitru"), 32)
+        assert torch.get_num_threads() == 1
+    finally:
+        torch.set_num_threads(before)

@@ -41,6 +41,7 @@ from dataclasses import dataclass
 
 import numba
 import numpy as np
+import torch
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.geometry.views import CameraView, world_to_ndc
@@ -231,8 +232,13 @@ def _rasterize_corners(
     p2v = np.empty((n_views, height, width, 3), dtype=np.int64)
     args = (corners, faces, z_min, area_eps, include_edges)
     if parallel:
+        # numba's OpenMP layer resets the process-wide OpenMP thread count that torch also reads, so a user's
+        # torch.set_num_threads() would silently change after every render; put it back.
+        torch_threads = torch.get_num_threads()
         with _KERNEL_LOCK:
             _rasterize_parallel(*args, max(1, min(_ROW_BANDS, height)), face_index, bary, depth, p2v)
+        if torch.get_num_threads() != torch_threads:
+            torch.set_num_threads(torch_threads)
     else:
         _rasterize_serial(*args, face_index, bary, depth, p2v)
     return [Fragments(face_index[v], p2v[v], bary[v], depth[v]) for v in range(n_views)]
