@@ -688,7 +688,7 @@ class IvlmNode(LifecycleNode):
             else "none",
             "frames_received": stats.received,
             "frames_processed": stats.processed,
-            "frames_dropped": self._slot.dropped,
+            "frames_dropped": self._slot.dropped + (self._pairer.superseded_dropped if self._pairer else 0),
             "frames_unpaired_dropped": self._pairer.unpaired_dropped if self._pairer else 0,
             "frames_failed": stats.failed,
             "frames_ignored_inactive": stats.ignored_inactive,

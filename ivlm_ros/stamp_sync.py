@@ -75,10 +75,19 @@ class StampPairer(Generic[ImageT, InfoT]):
         self._infos: StampedBuffer[InfoT] = StampedBuffer(max_infos)
         self._max_pending = max_pending
         self.unpaired_dropped = 0  # images dropped: no CameraInfo in time while it is required, or overflow
+        self.superseded_dropped = 0  # waiting images dropped because a newer image was released first
+
+    def _drop_superseded(self, released_stamp_s: float) -> None:
+        """Once an image is released, older ones still waiting for CameraInfo could only come out after it:
+        results would go back in time. They are stale, so drop them (counted)."""
+        before = len(self._pending)
+        self._pending = deque(p for p in self._pending if p.stamp_s >= released_stamp_s)
+        self.superseded_dropped += before - len(self._pending)
 
     def add_image(self, stamp_s: float, image: ImageT, arrival_s: float) -> list[tuple[ImageT, InfoT | None]]:
         info = self._infos.closest(stamp_s, self.slop_s)
         if info is not None:
+            self._drop_superseded(stamp_s)
             return [(image, info)]
         self._pending.append(_Pending(stamp_s, arrival_s, image))
         while len(self._pending) > self._max_pending:
@@ -91,6 +100,8 @@ class StampPairer(Generic[ImageT, InfoT]):
         matched = [p for p in self._pending if abs(p.stamp_s - stamp_s) <= self.slop_s]
         for p in matched:
             self._pending.remove(p)
+        if matched:
+            self._drop_superseded(max(p.stamp_s for p in matched))
         return [(p.image, info) for p in matched]
 
     def expire(self, now_s: float, require_info: bool) -> list[tuple[ImageT, InfoT | None]]:

@@ -79,3 +79,21 @@ def test_latest_slot_wakes_a_waiting_worker_and_close_releases_it() -> None:
     slot.close()
     waiter.join(2.0)
     assert not waiter.is_alive() and got[-1] is None and slot.closed
+
+
+def test_an_image_still_waiting_for_camera_info_is_dropped_once_a_newer_one_is_released() -> None:
+    """Releasing it later would publish results that go back in time (seen as out-of-order results)."""
+    pairer: StampPairer[str, str] = StampPairer(slop_s=0.01, timeout_s=0.2)
+    assert pairer.add_image(1.0, "img1", arrival_s=0.0) == []  # its CameraInfo is late
+    assert pairer.add_info(2.0, "info2") == []
+    assert pairer.add_image(2.0, "img2", arrival_s=0.01) == [("img2", "info2")]
+    assert pairer.superseded_dropped == 1
+    assert pairer.add_info(1.0, "info1") == []  # too late: img1 is gone
+    assert pairer.expire(10.0, require_info=False) == []
+    # a newer image released through add_info supersedes older waiting ones too
+    pairer.add_image(3.0, "img3", arrival_s=1.0)
+    pairer.add_image(4.0, "img4", arrival_s=1.0)
+    assert pairer.add_info(4.0, "info4") == [("img4", "info4")] and pairer.superseded_dropped == 2
+    # an older image released alone never overtakes: nothing newer is pending
+    pairer.add_image(5.0, "img5", arrival_s=2.0)
+    assert pairer.expire(2.5, require_info=False) == [("img5", None)]
