@@ -96,7 +96,7 @@ class PipelineConfig:
         if self.task in ("object_contact", "interaction") and self.object_library is None:
             raise InvalidInputError(
                 f"task '{self.task}' needs object meshes: set object_library to a YAML file mapping "
-                "object labels to mesh files (see config/object_library.yaml)"
+                "object labels to mesh files and metric scales (example: config/object_library.yaml in the repository)"
             )
 
 

@@ -66,3 +66,15 @@ def test_fit_config_file_reaches_the_object_fit(tmp_path) -> None:
     assert ObjectFitConfig.load_default().iterations == 250
     with pytest.raises(MissingAssetError, match="fitting config"):
         ObjectFitConfig.load(str(tmp_path / "missing.yaml"))
+
+
+def test_example_object_library_is_valid() -> None:
+    """config/object_library.yaml (the documented example) parses: labels, aliases and metric scales."""
+    from pathlib import Path
+
+    from ivlm_core.fitting.object_library import ObjectLibrary
+
+    library = ObjectLibrary.load(Path(__file__).parents[1] / "config" / "object_library.yaml")
+    assert {"tennis racket", "bottle", "water bottle"} <= set(library.labels)
+    canonical, path, scale = library.entries["water bottle"]  # an alias resolves to its object
+    assert canonical == "bottle" and path.name == "bottle.ply" and scale == 0.001
