@@ -157,6 +157,13 @@ class Probe:
 
         return self.wait_for(check, timeout_s, what)
 
+    def wait_active(self, node: NodeProcess, timeout_s: float = 90.0) -> None:
+        """Wait until the node under test reports the active lifecycle state; fail with its log otherwise."""
+        try:
+            self.wait_status(lambda s: s["lifecycle_state"] == "active", timeout_s, "the node to become active")
+        except AssertionError:
+            raise AssertionError(f"node did not become active:\n{node.log()[-3000:]}") from None
+
     def by_stamp(self, key: str, sec: int, nanosec: int = 0) -> list[Any]:
         return [m for m in self.received[key] if _stamp_of(m) == (sec, nanosec)]
 

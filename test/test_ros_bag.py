@@ -32,10 +32,7 @@ def node(ros_context, ros_node_params, tmp_path_factory) -> Iterator[NodeProcess
 @pytest.fixture(scope="module")
 def probe(node: NodeProcess) -> Iterator[Probe]:
     p = Probe()
-    try:
-        p.wait_status(lambda s: s["lifecycle_state"] == "active", 90, "the node to become active")
-    except AssertionError:
-        raise AssertionError(f"node did not become active:\n{node.log()[-3000:]}") from None
+    p.wait_active(node, 90)
     yield p
     p.destroy()
 

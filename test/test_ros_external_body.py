@@ -46,10 +46,7 @@ def probe(node: NodeProcess) -> Iterator[Probe]:
     from sensor_msgs.msg import Image
 
     p = Probe()
-    try:
-        p.wait_status(lambda s: s["lifecycle_state"] == "active", 90, "the node to become active")
-    except AssertionError:
-        raise AssertionError(f"node did not become active:\n{node.log()[-3000:]}") from None
+    p.wait_active(node, 90)
     p.node.create_subscription(PoseStamped, f"{NODE}/object_pose", p.received["object_pose"].append, 10)
     p.node.create_subscription(Image, f"{NODE}/contact_mask", p.received["contact_mask"].append, 10)
     p.body_pub = p.node.create_publisher(SmplxParams, f"{NODE}/body_params", 10)
