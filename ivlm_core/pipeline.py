@@ -259,7 +259,7 @@ class InteractionPipeline:
     def _human_assets(cfg: PipelineConfig, view_set: str | None) -> Any:
         """Reference renders + maps when the user has the reference data, else our own Vitruvian renders."""
         from ivlm_core.model.checkpoint import read_config
-        from ivlm_core.model.interactvlm import DEFAULT_HUMAN_VIEW_SET, HumanRenderAssets
+        from ivlm_core.model.processing import DEFAULT_HUMAN_VIEW_SET, HumanRenderAssets
 
         if cfg.task == "object_contact":
             return None
@@ -444,7 +444,9 @@ class InteractionPipeline:
         if not placer.available:
             reason = placer.unavailable_reason.removeprefix("body not placed: ")
             return BodyPlacement(False, f"external SMPL-X parameters not used: they need the SMPL-X model; {reason}")
-        fit = placer.place_from_params(params, k)
+        from ivlm_core.fitting.external_body import place_from_params
+
+        fit = place_from_params(placer, params, k)
         vertices = fit.vertices
         expected = self.contact_vertex_count if self.body_model_name == "smplx" else None
         if expected is not None and vertices is not None and len(vertices) != expected:
@@ -457,7 +459,7 @@ class InteractionPipeline:
         """Object mask from a detection box, with the SAM that is already loaded (official box semantics)."""
         from ivlm_core.model.object_mask import segment_object
 
-        return segment_object(self.model.sam, image, box).mask
+        return segment_object(self.model.model.sam, image, box).mask
 
     def _place_object(self, image: np.ndarray, human: HumanContactEstimate | None,
                       obj: ObjectContactEstimate | None, body: BodyPlacement | None, k: np.ndarray | None,

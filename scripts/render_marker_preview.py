@@ -107,8 +107,8 @@ def main() -> int:
     args = parser.parse_args()
     tmp = Path(tempfile.mkdtemp(prefix="ivlm_preview_"))
     if args.checkpoint is None:
-        from ivlm_core.body.synthetic import write_synthetic_body_models
-        from ivlm_core.model.tiny_checkpoint import build_tiny_checkpoint
+        from ivlm_core.testing.synthetic_body import write_synthetic_body_models
+        from ivlm_core.testing.tiny_checkpoint import build_tiny_checkpoint
 
         args.checkpoint = build_tiny_checkpoint(tmp / "tiny", "Gen")
         args.body_model_dir = write_synthetic_body_models(tmp / "body_models")

@@ -42,8 +42,8 @@ if [[ $TINY -eq 1 ]]; then
   echo "[demo] building a tiny RANDOM model and synthetic body models in $TMP (outputs are meaningless)"
   python - "$TMP" <<'PY'
 import sys
-from ivlm_core.model.tiny_checkpoint import build_tiny_checkpoint
-from ivlm_core.body.synthetic import write_synthetic_body_models
+from ivlm_core.testing.tiny_checkpoint import build_tiny_checkpoint
+from ivlm_core.testing.synthetic_body import write_synthetic_body_models
 build_tiny_checkpoint(sys.argv[1] + "/tiny", "Gen")
 write_synthetic_body_models(sys.argv[1] + "/body_models")
 PY

@@ -13,7 +13,7 @@ import pytest
 @pytest.fixture(scope="session")
 def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path]:
     """{'Gen': folder, 'Gen-Hu-Obj': folder}: tiny released-layout checkpoints (+ clip_vision_tower/)."""
-    from ivlm_core.model.tiny_checkpoint import build_tiny_checkpoint
+    from ivlm_core.testing.tiny_checkpoint import build_tiny_checkpoint
 
     root = tmp_path_factory.mktemp("tiny_checkpoints")
     return {tt: build_tiny_checkpoint(root / tt, tt) for tt in ("Gen", "Gen-Hu-Obj")}
@@ -22,9 +22,9 @@ def tiny_checkpoints(tmp_path_factory: pytest.TempPathFactory) -> dict[str, Path
 @pytest.fixture(scope="session")
 def tiny_body_assets(tmp_path_factory: pytest.TempPathFactory):
     """(HumanRenderAssets of the synthetic SMPL-H Vitruvian body at 64 px, ContactTransfer, body model dir)."""
-    from ivlm_core.body.synthetic import write_synthetic_body_models
     from ivlm_core.body.transfer import ContactTransfer
-    from ivlm_core.model.interactvlm import HumanRenderAssets
+    from ivlm_core.model.processing import HumanRenderAssets
+    from ivlm_core.testing.synthetic_body import write_synthetic_body_models
 
     body_dir = write_synthetic_body_models(tmp_path_factory.mktemp("tiny_body_models"))
     assets = HumanRenderAssets.render_vitruvian(body_dir, image_size=64)

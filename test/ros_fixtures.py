@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
-from ros_helpers import ensure_ros_test_env
+
+from ivlm_ros.testing.node_harness import ensure_ros_test_env
 
 
 @pytest.fixture(scope="session")

@@ -29,7 +29,7 @@ CAMERA_K = np.array([[600.0, 0.0, 330.0], [0.0, 600.0, 235.0], [0.0, 0.0, 1.0]])
 
 @pytest.fixture(scope="module")
 def body_dir(tmp_path_factory: pytest.TempPathFactory):
-    from ivlm_core.body.synthetic import write_synthetic_smplx
+    from ivlm_core.testing.synthetic_body import write_synthetic_smplx
 
     root = tmp_path_factory.mktemp("body_fit_models")
     write_synthetic_smplx(root)
@@ -172,7 +172,9 @@ def test_placer_without_body_model_says_why(tmp_path):
     assert not missing.available
     status = missing.place(np.zeros((8, 8, 3), np.uint8), CAMERA_K).status
     assert "nowhere" in status and "smpl-x.is.tue.mpg.de" in status
-    assert not missing.place_from_params({"global_orient": np.zeros(3)}).placed
+    from ivlm_core.fitting.external_body import place_from_params
+
+    assert not place_from_params(missing, {"global_orient": np.zeros(3)}).placed
 
 
 def test_missing_mediapipe_error_says_how_to_install(monkeypatch):

@@ -14,13 +14,14 @@ from ivlm_core.fitting.external_body import (
     load_osx_npz,
     osx_camera_matrix,
     parse_smplx_params,
+    place_from_params,
     place_osx_body,
 )
 
 
 @pytest.fixture(scope="module")
 def body_dir(tmp_path_factory: pytest.TempPathFactory):
-    from ivlm_core.body.synthetic import write_synthetic_smplx
+    from ivlm_core.testing.synthetic_body import write_synthetic_smplx
 
     root = tmp_path_factory.mktemp("external_body_models")
     write_synthetic_smplx(root)
@@ -144,4 +145,4 @@ def test_body_from_params_matches_the_smplx_package(body_dir, layer):
     np.testing.assert_allclose(body.vertices, reference, atol=1e-5)
 
     placer = CameraBodyPlacer(layer)
-    np.testing.assert_allclose(placer.place_from_params(params).vertices, reference, atol=1e-5)
+    np.testing.assert_allclose(place_from_params(placer, params).vertices, reference, atol=1e-5)

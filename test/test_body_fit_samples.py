@@ -35,7 +35,7 @@ def detections():
 
 @pytest.fixture(scope="module")
 def placer(tmp_path_factory: pytest.TempPathFactory):
-    from ivlm_core.body.synthetic import write_synthetic_smplx
+    from ivlm_core.testing.synthetic_body import write_synthetic_smplx
 
     root = tmp_path_factory.mktemp("sample_fit_models")
     write_synthetic_smplx(root)

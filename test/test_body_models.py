@@ -20,8 +20,8 @@ from ivlm_core.body.models import (
     posed_mesh,
     vitruvian_body_pose,
 )
-from ivlm_core.body.synthetic import write_synthetic_smplh, write_synthetic_smplx
 from ivlm_core.errors import InvalidInputError, MissingAssetError
+from ivlm_core.testing.synthetic_body import write_synthetic_smplh, write_synthetic_smplx
 
 LEFT_HIP, RIGHT_HIP, LEFT_ELBOW, LEFT_WRIST, RIGHT_WRIST, LEFT_ANKLE, RIGHT_ANKLE = 1, 2, 18, 20, 21, 7, 8
 

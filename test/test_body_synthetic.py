@@ -10,7 +10,7 @@ import pytest
 import scipy.sparse as sp
 from scipy.sparse.csgraph import connected_components
 
-from ivlm_core.body.synthetic import (
+from ivlm_core.testing.synthetic_body import (
     BODY_JOINT_NAMES,
     build_synthetic_model,
     write_synthetic_body_models,

@@ -8,9 +8,9 @@ import pytest
 import scipy.sparse as sp
 import torch
 
-from ivlm_core.body.synthetic import write_synthetic_transfer
 from ivlm_core.body.transfer import ContactTransfer, convert_transfer_to_npz, find_transfer_file
 from ivlm_core.errors import InvalidInputError, MissingAssetError
+from ivlm_core.testing.synthetic_body import write_synthetic_transfer
 
 # 3 target vertices from 4 source vertices:
 #   t0 = s0, t1 = (s1 + s2) / 2, t2 = 0.25 s3 + 0.75 s0

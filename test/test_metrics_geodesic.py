@@ -5,7 +5,6 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from ivlm_core.body.synthetic import build_synthetic_model
 from ivlm_core.errors import InvalidInputError, MissingAssetError
 from ivlm_core.metrics.geodesic import (
     GeodesicDistance,
@@ -14,6 +13,7 @@ from ivlm_core.metrics.geodesic import (
     mesh_edge_graph,
     reference_logged_geodesic_error,
 )
+from ivlm_core.testing.synthetic_body import build_synthetic_model
 
 # Strip of unit squares: bottom row b0..b3 = vertices 0..3 at y=0, top row t0..t3 = 4..7 at y=1.
 # Triangles (b_i, b_i+1, t_i), (b_i+1, t_i+1, t_i): diagonals join b_i+1 and t_i (length sqrt 2).

@@ -28,7 +28,7 @@ def parity():
 
     from ivlm_core.geometry.lifting import LiftingMaps
     from ivlm_core.model.checkpoint import load_checkpoint
-    from ivlm_core.model.interactvlm import HumanRenderAssets
+    from ivlm_core.model.processing import HumanRenderAssets
     from ivlm_core.model.sam import SamSpec
 
     meta = json.loads((TINY / "reference_meta.json").read_text())
@@ -52,21 +52,21 @@ def test_prompt_ids_exact(parity) -> None:
 
     model, meta, ref, _ = parity
     assert object_name_from_filename("inputs/tennis_racket__tiny.png") == meta["object_name"]
-    assert model.build_prompt(meta["question"]) == meta["prompt"] == build_prompt(meta["question"])
-    assert model.prompt_ids(meta["question"]) == ref["input_ids"][0].tolist()
+    assert model.processor.build_prompt(meta["question"]) == meta["prompt"] == build_prompt(meta["question"])
+    assert model.processor.prompt_ids(meta["question"]) == ref["input_ids"][0].tolist()
 
 
 def test_clip_and_projector(parity) -> None:
     model, _, ref, image = parity
-    pixels = model.llava.preprocess_image(image)
+    pixels = model.processor.preprocess_image(image)
     assert _maxdiff(pixels, ref["image_clip"]) <= 1e-5
-    assert _maxdiff(model.llava.clip_patch_features(pixels), ref["clip_patch_features"]) <= 1e-4
-    assert _maxdiff(model.llava.image_features(pixels), ref["projected_image_features"]) <= 1e-4
+    assert _maxdiff(model.model.llava.clip_patch_features(pixels), ref["clip_patch_features"]) <= 1e-4
+    assert _maxdiff(model.model.llava.image_features(pixels), ref["projected_image_features"]) <= 1e-4
 
 
 @pytest.mark.parametrize("naive", [False, True], ids=["kv_cache", "naive"])
 def test_natural_generation_exact_and_no_contact(parity, naive: bool) -> None:
-    from ivlm_core.model.interactvlm import NoContactFound
+    from ivlm_core.model.predictor import NoContactFound
 
     model, meta, ref, image = parity
     result = model.predict_human_contact(
@@ -82,23 +82,23 @@ def test_natural_last_step_hidden_states(parity) -> None:
     model, _, ref, image = parity
     ids = ref["natural/output_ids"][0].tolist()[:-1]
     with torch.inference_mode():
-        feats = model.llava.image_features(model.llava.preprocess_image(image))
-        hidden = model.llava.final_hidden(model.llava.embed(ids, feats))
+        feats = model.model.llava.image_features(model.processor.preprocess_image(image))
+        hidden = model.model.llava.final_hidden(model.model.llava.embed(ids, feats))
     assert _maxdiff(hidden, ref["natural/last_step_hidden_states"]) <= 1e-4
 
 
 def test_forced_path_every_stage(parity) -> None:
     from ivlm_core.geometry.views import cam_params_tensor, get_view_set
-    from ivlm_core.model.interactvlm import HumanContactResult
+    from ivlm_core.model.predictor import HumanContactResult
 
     model, meta, ref, image = parity
     forced = ref["forced/output_ids"][0].tolist()
     answer = forced[len(ref["input_ids"][0]) :]
     assert answer == meta["forced_generated"]
     with torch.inference_mode():
-        feats = model.llava.image_features(model.llava.preprocess_image(image))
-        hidden = model.llava.final_hidden(model.llava.embed(forced[:-1], feats))
-        logits = model.llava.logits(hidden)
+        feats = model.model.llava.image_features(model.processor.preprocess_image(image))
+        hidden = model.model.llava.final_hidden(model.model.llava.embed(forced[:-1], feats))
+        logits = model.model.llava.logits(hidden)
     assert _maxdiff(hidden, ref["forced/last_step_hidden_states"]) <= 1e-4
     assert _maxdiff(logits, ref["forced/full_forward_logits"]) <= 1e-4
 
@@ -106,18 +106,18 @@ def test_forced_path_every_stage(parity) -> None:
     assert out.seg_index == answer.index(meta["seg_token_idx"]) and lang.seg_token == "[SEG]"
     assert torch.equal(out.seg_hidden, hidden[:, meta["forced_hidden_row"]])
     assert _maxdiff(out.seg_hidden, ref["forced/seg_hidden_state"]) <= 1e-4
-    seg_embedding = model.llava.seg_embedding(out.seg_hidden)
+    seg_embedding = model.model.llava.seg_embedding(out.seg_hidden)
     assert _maxdiff(seg_embedding, ref["forced/seg_embedding"]) <= 1e-5
 
     cams = cam_params_tensor(get_view_set(model.human_view_set))
     assert _maxdiff(cams, ref["cam_params"]) <= 1e-7
-    tokens = model.view_tokens(out.seg_hidden, out.seg_token_id, model.camera_encodings(cams), num_tokens=4)
+    tokens = model.model.view_tokens(out.seg_hidden, out.seg_token_id, model.camera_encodings(cams), num_tokens=4)
     assert _maxdiff(tokens, ref["forced/view_prompt_tokens"]) <= 1e-5
-    pixels, _ = model.sam_inputs(model.human_assets.renders)
+    pixels, _ = model.processor.sam_inputs(model.human_assets.renders)
     assert _maxdiff(pixels, ref["sam_pixel_values"]) <= 1e-5
     embeddings, _ = model.human_image_embeddings()
     with torch.inference_mode():
-        low, iou = model.sam.decode(embeddings, tokens)
+        low, iou = model.model.sam.decode(embeddings, tokens)
     assert _maxdiff(low, ref["forced/low_res_masks"]) <= 1e-5
     assert _maxdiff(iou, ref["forced/iou_predictions"]) <= 1e-5
 

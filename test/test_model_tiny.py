@@ -16,15 +16,15 @@ import pytest
 import torch
 
 from ivlm_core.errors import CheckpointError, InvalidInputError, MissingAssetError
-from ivlm_core.model.interactvlm import (
+from ivlm_core.model.predictor import (
     Contact2DResult,
     HumanContactResult,
-    HumanRenderAssets,
     NoContactFound,
     ObjectContactResult,
 )
+from ivlm_core.model.processing import HumanRenderAssets
 from ivlm_core.model.prompts import IMAGE_TOKEN_INDEX, human_contact_question
-from ivlm_core.model.tiny_checkpoint import expected_answer_ids
+from ivlm_core.testing.tiny_checkpoint import expected_answer_ids
 
 
 def _photo(h: int = 48, w: int = 72, seed: int = 0) -> np.ndarray:
@@ -42,13 +42,13 @@ def _object_mesh() -> tuple[np.ndarray, np.ndarray]:
 # ------------------------------------------------------------------------------------------ language side
 def test_prompt_tokenisation(tiny_model_gen) -> None:
     model = tiny_model_gen
-    ids = model.prompt_ids(human_contact_question("cup"))
+    ids = model.processor.prompt_ids(human_contact_question("cup"))
     assert ids[0] == model.token_ids.bos and ids.count(model.token_ids.bos) == 1
     assert ids.count(IMAGE_TOKEN_INDEX) == 1
     k = ids.index(IMAGE_TOKEN_INDEX)
     assert ids[k - 1] == model.token_ids.im_start and ids[k + 1] == model.token_ids.im_end
     # the 4.31 rule: the newline after <im_end> is stripped, the question starts with a dummy-prefix piece
-    assert ids[k + 2 : k + 4] == model.prompt_tokenizer.encode("Which body", add_bos=False)
+    assert ids[k + 2 : k + 4] == model.processor.prompt_tokenizer.encode("Which body", add_bos=False)
 
 
 def test_generation_answer_parsing_and_determinism(tiny_checkpoints, tiny_model_gen) -> None:
@@ -96,8 +96,8 @@ def test_seg_state_is_the_state_before_seg(tiny_model_gen) -> None:
     lang, out = model.run_language(image, human_contact_question("cup"))
     seq = lang.prompt_ids + lang.generated_ids
     with torch.inference_mode():
-        feats = model.llava.image_features(model.llava.preprocess_image(image))
-        hidden = model.llava.final_hidden(model.llava.embed(seq[:-1], feats))
+        feats = model.model.llava.image_features(model.processor.preprocess_image(image))
+        hidden = model.model.llava.final_hidden(model.model.llava.embed(seq[:-1], feats))
     img_extra = feats.shape[1] - 1
     seg_pos = len(lang.prompt_ids) + out.seg_index  # in token coordinates
     expected = hidden[:, seg_pos + img_extra - 1]
@@ -105,17 +105,17 @@ def test_seg_state_is_the_state_before_seg(tiny_model_gen) -> None:
     # and not the [SEG] token's own state
     assert not torch.allclose(out.seg_hidden, hidden[:, seg_pos + img_extra], atol=1e-3)
     # the LM head applied to that state is what emitted [SEG]
-    assert int(model.llava.logits(out.seg_hidden).argmax()) == model.token_ids.seg
+    assert int(model.model.llava.logits(out.seg_hidden).argmax()) == model.token_ids.seg
 
 
 def test_shared_prompt_decoder_equivalence(tiny_model_gen) -> None:
     model = tiny_model_gen
     embeddings, _ = model.human_image_embeddings()
-    tokens = torch.randn(1, 4, model.sam.spec.prompt_embed_dim, generator=torch.Generator().manual_seed(0))
+    tokens = torch.randn(1, 4, model.model.sam.spec.prompt_embed_dim, generator=torch.Generator().manual_seed(0))
     with torch.inference_mode():
-        low, iou = model.sam.decode(embeddings, tokens)
-        per_view = [model.sam.decode(embeddings[v : v + 1], tokens) for v in range(4)]
-        own_token = [model.sam.decode(embeddings[v : v + 1], tokens[:, v : v + 1]) for v in range(4)]
+        low, iou = model.model.sam.decode(embeddings, tokens)
+        per_view = [model.model.sam.decode(embeddings[v : v + 1], tokens) for v in range(4)]
+        own_token = [model.model.sam.decode(embeddings[v : v + 1], tokens[:, v : v + 1]) for v in range(4)]
     torch.testing.assert_close(low, torch.cat([p[0] for p in per_view]), atol=1e-5, rtol=0)
     torch.testing.assert_close(iou, torch.cat([p[1] for p in per_view]), atol=1e-5, rtol=0)
     assert not torch.allclose(low, torch.cat([p[0] for p in own_token]), atol=1e-4)
@@ -127,10 +127,10 @@ def test_no_generate_mode_simple_template(tiny_model_gen) -> None:
     result = model.predict_human_contact(image, "cup", template="simple", generate=False)
     assert isinstance(result, HumanContactResult)
     assert result.language.generated_ids == [model.token_ids.seg]
-    ids = model.prompt_ids(human_contact_question("cup", "simple"))
+    ids = model.processor.prompt_ids(human_contact_question("cup", "simple"))
     with torch.inference_mode():
-        feats = model.llava.image_features(model.llava.preprocess_image(image))
-        last = model.llava.final_hidden(model.llava.embed(ids, feats))[:, -1]
+        feats = model.model.llava.image_features(model.processor.preprocess_image(image))
+        last = model.model.llava.final_hidden(model.model.llava.embed(ids, feats))[:, -1]
     _, out = model.run_language(image, human_contact_question("cup", "simple"), generate=False)
     torch.testing.assert_close(out.seg_hidden, last, atol=1e-5, rtol=0)
     with pytest.raises(InvalidInputError):
@@ -210,23 +210,23 @@ def test_human_contact_2d(tiny_model_gen) -> None:
 # ------------------------------------------------------------------------------------------ joint model
 def test_joint_model_routes_hseg_and_oseg(tiny_checkpoints, tiny_model_joint) -> None:
     model = tiny_model_joint
-    assert model.splitter is not None
+    assert model.model.splitter is not None
     result = model.predict_human_contact(_photo(), "cup", template="parts")
     assert isinstance(result, HumanContactResult) and result.language.seg_token == "[HSEG]"
     assert result.language.generated_ids[:-1] == expected_answer_ids(tiny_checkpoints["Gen-Hu-Obj"], "Gen-Hu-Obj")
 
     image = _photo()
-    hidden = torch.randn(1, model.llava.hidden_size, generator=torch.Generator().manual_seed(1))
+    hidden = torch.randn(1, model.model.llava.hidden_size, generator=torch.Generator().manual_seed(1))
     enc = model.camera_encodings(np.full((4, 5), 0.5, np.float32))
     with torch.inference_mode():
-        plain = model.llava.seg_embedding(hidden)[:, None].expand(1, 4, -1) * enc[None]
-        human, obj = model.splitter(plain)
-    torch.testing.assert_close(model.view_tokens(hidden, model.token_ids.hseg, enc, 4), human)
-    torch.testing.assert_close(model.view_tokens(hidden, model.token_ids.oseg, enc, 4), obj)
-    torch.testing.assert_close(model.view_tokens(hidden, model.token_ids.seg, enc, 4), plain)
+        plain = model.model.llava.seg_embedding(hidden)[:, None].expand(1, 4, -1) * enc[None]
+        human, obj = model.model.splitter(plain)
+    torch.testing.assert_close(model.model.view_tokens(hidden, model.token_ids.hseg, enc, 4), human)
+    torch.testing.assert_close(model.model.view_tokens(hidden, model.token_ids.oseg, enc, 4), obj)
+    torch.testing.assert_close(model.model.view_tokens(hidden, model.token_ids.seg, enc, 4), plain)
 
     # an answer with [OSEG] on the object task goes through the object branch
-    tok = model.prompt_tokenizer
+    tok = model.processor.prompt_tokenizer
     answer = [*tok.encode("It is [OSEG].", add_bos=False)[1:], model.token_ids.eos]
     vertices, faces = _object_mesh()
     obj_result = model.predict_object_contact(image, "chair", vertices, faces, answer_ids=answer)

@@ -12,7 +12,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_helpers import FRAME_ID, REPO, NodeProcess, Probe
+
+from ivlm_ros.testing.node_harness import FRAME_ID, REPO, NodeProcess, Probe
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -102,8 +103,9 @@ def test_compressed_bag_replay_after_reconfiguring(probe: Probe) -> None:
 def _warm_up_body_fit(probe: Probe) -> None:
     """One service call first: the keypoint detector's start-up must not make the replay drop frames."""
     from ivlm_msgs.srv import EstimateInteraction
-    from ros_helpers import make_image, sample_rgb
     from sensor_msgs.msg import CameraInfo
+
+    from ivlm_ros.testing.node_harness import make_image, sample_rgb
 
     # Same size as the bag frames: the streaming keypoint tracker cannot change image size mid-stream.
     size = MANIFEST["frames"][0]["width"]
@@ -147,8 +149,9 @@ def test_fitted_body_is_published_in_the_camera_frame(probe: Probe) -> None:
 
 def test_object_is_fitted_when_the_request_carries_its_box(probe: Probe, ros_object_library: dict) -> None:
     from ivlm_msgs.srv import EstimateInteraction
-    from ros_helpers import make_image, sample_rgb
     from sensor_msgs.msg import CameraInfo, RegionOfInterest
+
+    from ivlm_ros.testing.node_harness import make_image, sample_rgb
 
     assert probe.change_state(NODE, "deactivate") and probe.change_state(NODE, "cleanup")
     for name, value in (("fit_human", True), ("fit_object", True), ("task", "interaction")):

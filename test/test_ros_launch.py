@@ -35,11 +35,8 @@ MANIFEST = json.loads((BAG / "frames.json").read_text())
 
 def _tiny_config(root: Path) -> Path:
     """A parameter file pointing at a freshly built tiny model and synthetic body models."""
-    import sys
-
-    sys.path.insert(0, str(REPO / "test"))
-    from ivlm_core.body.synthetic import write_synthetic_body_models
-    from ivlm_core.model.tiny_checkpoint import build_tiny_checkpoint
+    from ivlm_core.testing.synthetic_body import write_synthetic_body_models
+    from ivlm_core.testing.tiny_checkpoint import build_tiny_checkpoint
 
     params = yaml.safe_load((REPO / "config" / "ivlm.yaml").read_text())
     values = params["/**"]["ros__parameters"]
@@ -88,12 +85,8 @@ class TestBagThroughLaunch(unittest.TestCase):
         rclpy.try_shutdown()
 
     def test_bag_frames_come_back_stamped_and_labelled(self) -> None:
-        import sys
-
-        sys.path.insert(0, str(REPO / "test"))
-        from ros_helpers import Probe
-
         from ivlm_ros.bag_replay import BagReplayer, read_bag
+        from ivlm_ros.testing.node_harness import Probe
 
         probe = Probe()
         try:

@@ -6,7 +6,8 @@ from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
-from ros_helpers import NodeProcess, Probe, make_image, sample_rgb
+
+from ivlm_ros.testing.node_harness import NodeProcess, Probe, make_image, sample_rgb
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

@@ -67,7 +67,7 @@ def main(argv: list[str] | None = None) -> int:
     with tempfile.TemporaryDirectory(prefix="ivlm_body_") as tmp:
         body_dir = args.body_model_dir
         if body_dir is None:
-            from ivlm_core.body.synthetic import write_synthetic_smplx
+            from ivlm_core.testing.synthetic_body import write_synthetic_smplx
 
             write_synthetic_smplx(tmp, args.gender)
             body_dir = Path(tmp)

@@ -1,6 +1,6 @@
 """Object placement recovery on synthetic human-object scenes: how close does the fit get to a known pose?
 
-Each scene: the synthetic SMPL-X body (ivlm_core.body.synthetic, posed, in a 640x480 camera with fx=fy=600),
+Each scene: the synthetic SMPL-X body (ivlm_core.testing.synthetic_body, posed, in a 640x480 camera with fx=fy=600),
 one object (box, mug, spray bottle, handle capsule, racket) at a random pose touching the hand or the torso,
 the object's VISIBLE mask (z-buffered with the body) and contact probabilities derived from the true
 surface distances. The object pose is perturbed (10-20 degrees about a random axis, 5-10 cm along a random
@@ -28,11 +28,11 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from ivlm_core.body.models import load_body_model, posed_mesh
-from ivlm_core.body.synthetic import surface_nets, write_synthetic_smplx
 from ivlm_core.fitting.export import export_glb, save_overlay_png, scene_meshes
 from ivlm_core.fitting.object_fit import FitConfig, fit_object
 from ivlm_core.fitting.rotation import rotation_angle_deg
 from ivlm_core.fitting.zbuffer import render_depth
+from ivlm_core.testing.synthetic_body import surface_nets, write_synthetic_smplx
 
 IMAGE_HW = (480, 640)
 CAMERA_K = np.array([[600.0, 0.0, 320.0], [0.0, 600.0, 240.0], [0.0, 0.0, 1.0]])

@@ -73,7 +73,7 @@ def train_prompt_tokenizer(sp_vocab: int, seg_id: int) -> PromptTokenizer:
     """A small SentencePiece model over the prompt templates; real prompts are similar in length."""
     import sentencepiece as spm
 
-    from ivlm_core.model.tiny_checkpoint import train_sentencepiece
+    from ivlm_core.testing.tiny_checkpoint import train_sentencepiece
 
     sp = spm.SentencePieceProcessor(model_proto=train_sentencepiece(sp_vocab))
     return PromptTokenizer(sp, {"[SEG]": seg_id, "<im_start>": seg_id + 1, "<im_end>": seg_id + 2})
@@ -83,12 +83,9 @@ def build_random_model(tiny: bool, device: torch.device, dtype: torch.dtype):
     """InteractVLM of the released architecture (or tiny) with random weights, built on `device`."""
     from transformers import CLIPImageProcessor, CLIPVisionConfig, CLIPVisionModel
 
-    from ivlm_core.model.checkpoint import (
-        InteractVLMConfig,
-        TokenIds,
-        build_model,
-        skip_param_init,
-    )
+    from ivlm_core.model.checkpoint import InteractVLMConfig, TokenIds, build_model
+    from ivlm_core.model.predictor import InteractVLMPredictor
+    from ivlm_core.model.processing import InteractVLMProcessor
     from ivlm_core.model.sam import SamSpec
 
     llm = dict(TINY_LLM if tiny else LLAMA2_13B)
@@ -118,14 +115,14 @@ def build_random_model(tiny: bool, device: torch.device, dtype: torch.dtype):
     )
     clip_cfg = CLIPVisionConfig(**clip, projection_dim=clip["hidden_size"], hidden_act="quick_gelu")
     clip_cfg._attn_implementation = "sdpa"
-    with torch.device(device), skip_param_init():
-        tower = CLIPVisionModel(clip_cfg)
+    with torch.device(device):
+        tower = CLIPVisionModel(clip_cfg)  # normal init: its position_ids buffer is not a weight
     size = clip["image_size"]
     processor = CLIPImageProcessor(size={"shortest_edge": size}, crop_size={"height": size, "width": size})
     tokenizer = train_prompt_tokenizer(600 if tiny else 800, seg)
     ids = TokenIds(seg=seg, hseg=None, oseg=None, im_start=seg + 1, im_end=seg + 2, bos=1, eos=2)
     spec = SamSpec.tiny() if tiny else SamSpec.vit_h()
-    model = build_model(config, spec, tower.to(dtype), processor, tokenizer, ids, device, dtype)
+    model = build_model(config, spec, tower.to(dtype), device, dtype)
     generator = torch.Generator(device=device).manual_seed(0)
     with torch.no_grad():
         for name, p in model.named_parameters():
@@ -139,7 +136,7 @@ def build_random_model(tiny: bool, device: torch.device, dtype: torch.dtype):
             if name.endswith("positional_embedding"):
                 b.normal_(0.0, 1.0, generator=generator)
     model.requires_grad_(False)
-    return model.eval()
+    return InteractVLMPredictor(model.eval(), InteractVLMProcessor(config, tokenizer, ids, processor, spec))
 
 
 def wire_answer(model, num_tokens: int, embed_norm: float, strength: float) -> list[int]:
@@ -149,14 +146,14 @@ def wire_answer(model, num_tokens: int, embed_norm: float, strength: float) -> l
     O(1e3) over 40 layers), and the next token's LM-head row points along it.
     """
     rng = np.random.default_rng(0)
-    ids = model.prompt_ids(HCONTACT_PARTS_QUESTIONS[0].format(class_name="tennis_racket"))
+    ids = model.processor.prompt_ids(HCONTACT_PARTS_QUESTIONS[0].format(class_name="tennis_racket"))
     prompt_vocab = set(ids)
-    sp_size = model.prompt_tokenizer.sp_model.get_piece_size()
+    sp_size = model.processor.prompt_tokenizer.sp_model.get_piece_size()
     pool = [int(i) for i in rng.permutation(np.arange(3, sp_size)) if int(i) not in prompt_vocab]
     answer = [*pool[: num_tokens - 1], model.token_ids.seg]
     chain = [ids[-1], *answer, model.token_ids.eos]
-    emb = model.llava.llm.get_input_embeddings().weight
-    head = model.llava.llm.lm_head.weight
+    emb = model.model.llava.llm.get_input_embeddings().weight
+    head = model.model.llava.llm.lm_head.weight
     with torch.no_grad():
         for prev, nxt in itertools.pairwise(chain):
             row = emb[prev].float()
@@ -172,7 +169,7 @@ def synthetic_human_assets(resolution: int):
     from ivlm_core.geometry.lifting import LiftingMaps
     from ivlm_core.geometry.shading import render_views
     from ivlm_core.geometry.views import get_view_set
-    from ivlm_core.model.interactvlm import HumanRenderAssets
+    from ivlm_core.model.processing import HumanRenderAssets
 
     mesh = trimesh.creation.icosphere(subdivisions=4, radius=0.6)
     views = get_view_set("4MV-Z_Vitru")
@@ -218,7 +215,7 @@ def main(argv: list[str] | None = None) -> None:
     wire_answer(model, args.answer_tokens, embed_norm=30.0 if args.tiny else 1e5, strength=40.0 if args.tiny else 4.0)
     print(
         f"device={device} dtype={dtype} tiny={args.tiny} build_s={time.perf_counter() - t0:.1f} "
-        f"params={sum(p.numel() for p in model.parameters()) / 1e9:.3f}B"
+        f"params={sum(p.numel() for p in model.model.parameters()) / 1e9:.3f}B"
     )
     image = (np.random.default_rng(1).random((480, 640, 3)) * 255).astype(np.uint8)
 

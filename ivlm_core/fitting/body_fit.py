@@ -723,16 +723,6 @@ class CameraBodyPlacer:
             self._previous = {name: value.copy() for name, value in result.params.items()}
         return result
 
-    def place_from_params(
-        self, params: Mapping[str, Any] | np.ndarray, camera_k: np.ndarray | None = None
-    ) -> BodyFitResult:
-        """Use externally estimated SMPL-X parameters (camera frame) instead of the keypoint fit."""
-        if self.layer is None:
-            return BodyFitResult(False, self.unavailable_reason)
-        from ivlm_core.fitting.external_body import body_from_smplx_params
-
-        return body_from_smplx_params(params, self.layer, camera_k)
-
     def _with_params(self, result: BodyFitResult, params: dict[str, np.ndarray]) -> BodyFitResult:
         with torch.no_grad():
             tensors = {name: torch.from_numpy(value)[None] for name, value in params.items()}

@@ -15,7 +15,7 @@ import numpy as np
 import torch
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
-from ivlm_core.fitting.body_fit import BodyFitResult, solve_translation
+from ivlm_core.fitting.body_fit import BodyFitResult, CameraBodyPlacer, solve_translation
 from ivlm_core.fitting.body_layer import BodyLayer
 
 SMPLX_NUM_VERTICES = 10475
@@ -169,3 +169,13 @@ def body_from_smplx_params(
         joints=output.joints[0].numpy().astype(np.float32),
         camera_k=None if camera_k is None else np.asarray(camera_k, dtype=np.float64),
     )
+
+
+def place_from_params(
+    placer: CameraBodyPlacer, params: Mapping[str, Any] | np.ndarray, camera_k: np.ndarray | None = None
+) -> BodyFitResult:
+    """Externally estimated SMPL-X parameters (camera frame) posed with the placer's SMPL-X model, instead of
+    its keypoint fit; not placed, with the placer's reason, when it has no SMPL-X model."""
+    if placer.layer is None:
+        return BodyFitResult(False, placer.unavailable_reason)
+    return body_from_smplx_params(params, placer.layer, camera_k)

@@ -16,7 +16,7 @@ import contextlib
 import json
 import re
 import shutil
-from collections.abc import Iterator, Mapping
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
 
@@ -27,6 +27,9 @@ from ivlm_core.errors import CheckpointError, MissingAssetError
 from ivlm_core.model.attention_splitter import AttentionSplitter
 from ivlm_core.model.camera_encoder import ViV1CameraEncoder
 from ivlm_core.model.llava import LlavaModel, llama_config_from_checkpoint
+from ivlm_core.model.modeling import InteractVLMModel
+from ivlm_core.model.predictor import InteractVLMPredictor
+from ivlm_core.model.processing import InteractVLMProcessor
 from ivlm_core.model.prompts import (
     HSEG_TOKEN,
     IM_END_TOKEN,
@@ -362,30 +365,20 @@ def load_clip(clip_path: Path, device: torch.device, dtype: torch.dtype):
 
 
 # ------------------------------------------------------------------------------------------------ building
-@contextlib.contextmanager
-def skip_param_init() -> Iterator[None]:
-    """Build modules without random init (every value is loaded afterwards): saves seconds on SAM ViT-H."""
-    names = (
-        "uniform_",
-        "normal_",
-        "trunc_normal_",
-        "constant_",
-        "zeros_",
-        "ones_",
-        "kaiming_uniform_",
-        "kaiming_normal_",
-        "xavier_uniform_",
-        "xavier_normal_",
-        "orthogonal_",
-    )
-    saved = {n: getattr(nn.init, n) for n in names}
-    try:
-        for n in names:
-            setattr(nn.init, n, lambda tensor, *args, **kwargs: tensor)
-        yield
-    finally:
-        for n, fn in saved.items():
-            setattr(nn.init, n, fn)
+def build_without_init(factory: Callable[[], nn.Module], device: torch.device) -> nn.Module:
+    """`factory()` built on the meta device, then allocated (uninitialised) on `device`.
+
+    Every value is loaded afterwards, so random init would be wasted seconds on SAM ViT-H. Building on the meta
+    device skips it without touching `torch.nn.init` (a global patch would race other threads of a node).
+    Only for modules without non-persistent buffers: those would be left uninitialised.
+    """
+    with torch.device("meta"):
+        module = factory()
+    persistent = set(module.state_dict(keep_vars=True))
+    transient = [name for name, _ in module.named_buffers() if name not in persistent]
+    if transient:
+        raise TypeError(f"{type(module).__name__} has non-persistent buffers {transient}; build it normally.")
+    return module.to_empty(device=device)
 
 
 def build_llm_on_device(cfg: Mapping, device: torch.device, dtype: torch.dtype):
@@ -436,11 +429,8 @@ def sam_spec_for(config: InteractVLMConfig, shapes: Mapping[str, tuple[int, ...]
     return sam_spec
 
 
-def released_to_internal(model: nn.Module) -> dict[str, str]:
-    """Released checkpoint name -> parameter name inside our InteractVLM module, for every stored tensor."""
-    from ivlm_core.model.interactvlm import InteractVLM
-
-    assert isinstance(model, InteractVLM)
+def released_to_internal(model: InteractVLMModel) -> dict[str, str]:
+    """Released checkpoint name -> parameter name inside our InteractVLMModel, for every stored tensor."""
     mapping: dict[str, str] = {}
     for name in model.llava.llm.state_dict():
         mapping[name] = "llava.llm." + name
@@ -467,80 +457,60 @@ def build_model(
     config: InteractVLMConfig,
     spec: SamSpec,
     tower,
-    processor,
-    prompt_tokenizer: PromptTokenizer,
-    token_ids: TokenIds,
     device: torch.device,
     dtype: torch.dtype,
-    hf_tokenizer=None,
     shapes: Mapping[str, tuple[int, ...]] | None = None,
-    **model_kwargs,
-):
-    """An InteractVLM with UNINITIALISED weights, allocated directly on `device` in `dtype`.
+) -> InteractVLMModel:
+    """An InteractVLMModel with UNINITIALISED weights, allocated directly on `device` in `dtype`.
 
     Sizes come from the config and, for the camera encoder / splitter, from the stored `shapes` (defaults
     hidden 128 when no checkpoint is given). The caller fills every weight (loader or random benchmark).
     """
-    from ivlm_core.model.interactvlm import InteractVLM
-
     shapes = shapes or {}
     llm = build_llm_on_device(config.raw, device, dtype)
-    with torch.device(device), skip_param_init():
-        llava = LlavaModel(
-            llm,
-            tower,
-            processor,
-            config.mm_hidden_size,
-            config.out_dim,
-            config.mm_vision_select_layer,
-            config.mm_vision_select_feature,
-        )
-        sam = ContactSam(spec)
-        cam_encoder = None
-        if config.cam_encoder_type == "vi_v1":
-            first = shapes.get("cam_pose_encoder.spatial_encoder.0.weight", (128, 5))
-            last = shapes.get("cam_pose_encoder.view_transforms.0.weight", (config.out_dim, 128))
-            views = {k.split(".")[2] for k in shapes if k.startswith("cam_pose_encoder.view_transforms.")}
-            cam_encoder = ViV1CameraEncoder(
+    llava = LlavaModel(
+        llm,
+        tower,
+        config.mm_hidden_size,
+        config.out_dim,
+        config.mm_vision_select_layer,
+        config.mm_vision_select_feature,
+    )
+    # The projector and fcs are small; the LLM and tower were built above, so only they are initialised here.
+    llava.to(device=device)
+    llava.mm_projector.to(dtype=dtype)
+    llava.text_hidden_fcs.to(dtype=dtype)
+    sam = build_without_init(lambda: ContactSam(spec), device)
+    cam_encoder = None
+    if config.cam_encoder_type == "vi_v1":
+        first = shapes.get("cam_pose_encoder.spatial_encoder.0.weight", (128, 5))
+        last = shapes.get("cam_pose_encoder.view_transforms.0.weight", (config.out_dim, 128))
+        views = {k.split(".")[2] for k in shapes if k.startswith("cam_pose_encoder.view_transforms.")}
+        cam_encoder = build_without_init(
+            lambda: ViV1CameraEncoder(
                 num_views=len(views) or config.multiview_channels,
                 out_dim=last[0],
                 hidden_dim=first[0],
                 input_dim=first[1],
-            )
-        splitter = None
-        if config.token_type == "Gen-Hu-Obj":
-            w = shapes.get("attention_splitter.input_proj.weight", (128, config.out_dim))
-            splitter = AttentionSplitter(dim=w[1], hidden=w[0])
-    llava.mm_projector.to(dtype=dtype)
-    llava.text_hidden_fcs.to(dtype=dtype)
-    model = InteractVLM(
-        config=config,
-        llava=llava,
-        sam=sam.to(dtype=dtype),
-        cam_encoder=None if cam_encoder is None else cam_encoder.to(dtype=dtype),
-        splitter=None if splitter is None else splitter.to(dtype=dtype),
-        prompt_tokenizer=prompt_tokenizer,
-        token_ids=token_ids,
-        hf_tokenizer=hf_tokenizer,
-        **model_kwargs,
-    )
-    return model
+            ),
+            device,
+        ).to(dtype=dtype)
+    splitter = None
+    if config.token_type == "Gen-Hu-Obj":
+        w = shapes.get("attention_splitter.input_proj.weight", (128, config.out_dim))
+        splitter = build_without_init(lambda: AttentionSplitter(dim=w[1], hidden=w[0]), device).to(dtype=dtype)
+    return InteractVLMModel(config, llava, sam.to(dtype=dtype), cam_encoder, splitter)
 
 
-def load_checkpoint(
+def load_model(
     model_dir: str | Path,
     clip_dir: str | Path | None = None,
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     sam_spec: SamSpec | None = None,
-    **model_kwargs,
-):
-    """Load a released InteractVLM folder into an `InteractVLM` ready for inference.
-
-    device defaults to CUDA when available; dtype to bf16 on GPU and fp32 on CPU. `sam_spec` overrides the
-    SAM architecture (ViT-H, or config.json 'sam_config'). Extra keyword arguments go to `InteractVLM`
-    (human assets, contact transfer, object render distance...).
-    """
+) -> tuple[InteractVLMModel, InteractVLMProcessor, Path]:
+    """The weights (`InteractVLMModel`, eval, no grad) and the processor of a released folder, and the CLIP
+    folder used. Most callers want `load_checkpoint`, which wraps both in the task API."""
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -551,30 +521,17 @@ def load_checkpoint(
     hf_tokenizer, prompt_tokenizer, token_ids = load_tokenizer(model_dir, config)
     spec = sam_spec_for(config, shapes, sam_spec)
     clip_path = resolve_clip_dir(model_dir, config, clip_dir)
-    tower, processor = load_clip(clip_path, device, dtype)
+    tower, image_processor = load_clip(clip_path, device, dtype)
 
     if config.cam_encoder_type == "vi_v1" and "cam_pose_encoder.spatial_encoder.0.weight" not in shapes:
         raise CheckpointError("config.json enables the vi_v1 camera encoder but the weights lack 'cam_pose_encoder.*'.")
     if config.token_type == "Gen-Hu-Obj" and "attention_splitter.input_proj.weight" not in shapes:
         raise CheckpointError("token_type Gen-Hu-Obj needs the 'attention_splitter.*' weights.")
-    model = build_model(
-        config,
-        spec,
-        tower,
-        processor,
-        prompt_tokenizer,
-        token_ids,
-        device,
-        dtype,
-        hf_tokenizer=hf_tokenizer,
-        shapes=shapes,
-        **model_kwargs,
-    )
+    model = build_model(config, spec, tower, device, dtype, shapes=shapes)
     mapping = released_to_internal(model)
     _check_keys(shapes, mapping, model)
     params = dict(model.named_parameters())
     params.update(dict(model.named_buffers()))
-    loaded: set[str] = set()
     tower_sd: dict[str, torch.Tensor] = {}
     with torch.no_grad():
         for shard in iter_shards(files):
@@ -585,7 +542,6 @@ def load_checkpoint(
                     tower_sd[key[len(_VISION_TOWER_PREFIX) :]] = tensor
                     continue
                 params[mapping[key]].copy_(tensor)
-                loaded.add(key)
             del shard
     if tower_sd:
         # Not in the release, but if a checkpoint does carry the tower, its weights win over the folder's.
@@ -595,11 +551,31 @@ def load_checkpoint(
                 f"Vision tower keys in the checkpoint do not fit the CLIP config: "
                 f"missing {_shorten(missing)}, unexpected {_shorten(unexpected)}."
             )
-    model.checkpoint_dir = model_dir
-    model.clip_dir = clip_path
     # An inference model: no autograd bookkeeping, and tensors made in inference mode can be reused anywhere.
     model.requires_grad_(False)
-    return model.eval()
+    processor = InteractVLMProcessor(config, prompt_tokenizer, token_ids, image_processor, spec, hf_tokenizer)
+    return model.eval(), processor, clip_path
+
+
+def load_checkpoint(
+    model_dir: str | Path,
+    clip_dir: str | Path | None = None,
+    device: str | torch.device | None = None,
+    dtype: torch.dtype | None = None,
+    sam_spec: SamSpec | None = None,
+    **predictor_kwargs,
+) -> InteractVLMPredictor:
+    """Load a released InteractVLM folder into an `InteractVLMPredictor` ready for inference.
+
+    device defaults to CUDA when available; dtype to bf16 on GPU and fp32 on CPU. `sam_spec` overrides the
+    SAM architecture (ViT-H, or config.json 'sam_config'). Extra keyword arguments go to the predictor
+    (human assets, contact transfer, object render distance...).
+    """
+    model, processor, clip_path = load_model(model_dir, clip_dir, device, dtype, sam_spec)
+    predictor = InteractVLMPredictor(model, processor, **predictor_kwargs)
+    predictor.checkpoint_dir = Path(model_dir)
+    predictor.clip_dir = clip_path
+    return predictor
 
 
 def _check_keys(shapes: Mapping[str, tuple[int, ...]], mapping: Mapping[str, str], model: nn.Module) -> None:

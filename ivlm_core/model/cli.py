@@ -183,7 +183,8 @@ def predict(args: argparse.Namespace) -> dict:
     import torch
 
     from ivlm_core.model.checkpoint import load_checkpoint
-    from ivlm_core.model.interactvlm import HumanRenderAssets, NoContactFound
+    from ivlm_core.model.predictor import NoContactFound
+    from ivlm_core.model.processing import HumanRenderAssets
     from ivlm_core.model.prompts import object_name_from_filename
     from ivlm_core.model.sam import SamSpec
 

@@ -12,10 +12,9 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 
-import numpy as np
 import torch
 from torch import nn
-from transformers import CLIPImageProcessor, CLIPVisionModel, DynamicCache, LlamaConfig, LlamaForCausalLM
+from transformers import CLIPVisionModel, DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.model.prompts import IMAGE_TOKEN_INDEX
@@ -107,7 +106,6 @@ class LlavaModel(nn.Module):
         self,
         llm: LlamaForCausalLM,
         vision_tower: CLIPVisionModel,
-        image_processor: CLIPImageProcessor,
         mm_hidden_size: int,
         out_dim: int,
         select_layer: int = -2,
@@ -118,7 +116,6 @@ class LlavaModel(nn.Module):
             raise InvalidInputError(f"Unsupported mm_vision_select_feature '{select_feature}'.")
         self.llm = llm
         self.vision_tower = vision_tower
-        self.image_processor = image_processor
         hidden = llm.config.hidden_size
         self.mm_projector = nn.Linear(mm_hidden_size, hidden)
         self.text_hidden_fcs = make_text_hidden_fcs(hidden, out_dim)
@@ -140,14 +137,6 @@ class LlavaModel(nn.Module):
         return self.mm_projector.weight.dtype
 
     # ----------------------------------------------------------------------------------------- image side
-    def preprocess_image(self, image_rgb: np.ndarray) -> torch.Tensor:
-        """CLIPImageProcessor (short side bicubic resize, center crop, /255, CLIP mean/std) -> (1,3,S,S)."""
-        image = np.asarray(image_rgb)
-        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8:
-            raise InvalidInputError(f"Expected an RGB uint8 image (H,W,3), got {image.dtype} {image.shape}.")
-        out = self.image_processor(images=image, return_tensors="pt")["pixel_values"]
-        return out.to(torch.float32)
-
     @torch.inference_mode()
     def clip_patch_features(self, pixel_values: torch.Tensor) -> torch.Tensor:
         """(1, P, mm_hidden): CLIP hidden_states[select_layer] without the CLS token."""

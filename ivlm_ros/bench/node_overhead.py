@@ -17,7 +17,6 @@ import argparse
 import io
 import os
 import statistics
-import sys
 import tempfile
 import threading
 import time
@@ -61,9 +60,9 @@ def measure_overhead(repeats: int) -> dict[str, float]:
     from sensor_msgs.msg import CompressedImage, Image
     from visualization_msgs.msg import MarkerArray
 
-    from ivlm_core.body.synthetic import write_synthetic_body_models
     from ivlm_core.geometry.lifting import lift_human_soft
-    from ivlm_core.model.interactvlm import HumanRenderAssets
+    from ivlm_core.model.processing import HumanRenderAssets
+    from ivlm_core.testing.synthetic_body import write_synthetic_body_models
     from ivlm_ros.debug_image import compose_debug_image
     from ivlm_ros.image_conversion import compressed_msg_to_rgb, image_msg_to_rgb, rgb_to_image_fields
     from ivlm_ros.marker_cdr import encode_marker_array
@@ -165,11 +164,9 @@ def measure_overhead(repeats: int) -> dict[str, float]:
 
 def measure_e2e(frames: int) -> float:
     """Median ms from publishing a frame to receiving its MarkerArray from the real node (tiny model)."""
-    sys.path.insert(0, str(REPO / "test"))
-    from ros_helpers import NodeProcess, Probe, ensure_ros_test_env, sample_rgb
-
-    from ivlm_core.body.synthetic import write_synthetic_body_models
-    from ivlm_core.model.tiny_checkpoint import build_tiny_checkpoint
+    from ivlm_core.testing.synthetic_body import write_synthetic_body_models
+    from ivlm_core.testing.tiny_checkpoint import build_tiny_checkpoint
+    from ivlm_ros.testing.node_harness import NodeProcess, Probe, ensure_ros_test_env, sample_rgb
 
     ensure_ros_test_env()
     import rclpy

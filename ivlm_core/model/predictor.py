@@ -1,15 +1,9 @@
-"""InteractVLM: the assembled model and its inference API (one call per task, typed results).
+"""InteractVLM task API: one call per task (human / object / 2D contact), typed results.
 
-The photo goes only to the LLaVA branch; SAM sees fixed renders (the canonical Vitruvian body for humans, the
-object mesh for objects) or, in the 2D model, the photo. The final-norm LLM state before the generated mask
-token goes through `text_hidden_fcs`, is copied per view and multiplied by the per-view camera encoding; the
-V resulting tokens form ONE prompt that SAM's decoder uses for every view (spec 2.5, 8.3). The per-view logits
-are lifted to mesh vertices.
-
-Fast path (default): KV-cached greedy decoding, SAM embeddings of the fixed human renders computed once per
-model, camera encodings cached per view set. Naive path (`naive=True`): the reference behaviour - CLIP and the
-whole sequence re-run per generated token, SAM and camera encoder re-run per call - kept for equivalence tests
-and the latency benchmark.
+Owns what a running robot keeps between frames: the SAM embeddings of the fixed human renders (computed once
+per model), the camera encodings per view set, and the renders + embeddings of the last few object meshes.
+Naive path (`naive=True`): the reference behaviour - CLIP and the whole sequence re-run per generated token,
+SAM and camera encoder re-run per call - kept for equivalence tests and the latency benchmark.
 """
 
 from __future__ import annotations
@@ -24,39 +18,23 @@ from typing import Literal
 
 import numpy as np
 import torch
-from torch import nn
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
 from ivlm_core.geometry.lifting import LiftingMaps, lift_human_legacy, lift_human_soft, lift_object_mesh
 from ivlm_core.geometry.views import OBJECT_MESH_RENDER_DIST, cam_params_tensor, get_view_set
-from ivlm_core.model.attention_splitter import AttentionSplitter
-from ivlm_core.model.camera_encoder import ViV1CameraEncoder
-from ivlm_core.model.llava import GenerationOutput, LlavaModel
-from ivlm_core.model.prompts import (
-    HSEG_TOKEN,
-    IMAGE_TOKEN,
-    OSEG_TOKEN,
-    SEG_TOKEN,
-    SYSTEM_PROMPT,
-    PromptTokenizer,
-    build_prompt,
-    human_2d_contact_question,
-    human_contact_question,
-    object_contact_question,
-    parse_answer,
+from ivlm_core.model.llava import GenerationOutput
+from ivlm_core.model.modeling import InteractVLMModel
+from ivlm_core.model.processing import (
+    DEFAULT_HUMAN_VIEW_SET,
+    DEFAULT_OBJECT_VIEW_SET,
+    HumanRenderAssets,
+    InteractVLMProcessor,
+    LanguageResult,
+    as_rgb,
+    render_object_views,
 )
-from ivlm_core.model.sam import ContactSam, sam_preprocess
+from ivlm_core.model.prompts import human_2d_contact_question, human_contact_question, object_contact_question
 
-HUMAN_VIEW_FOLDERS = {
-    "4MV-Z_Vitru": "hcontact_vitruvian",
-    "4MV-Z_Vitru_FootGround": "hcontact_vitruvian",
-    "4MV-Z_Vitru_wScene": "hcontact_vitruvian",
-    "4MV-Z_Vitru_mv2": "hcontact_vitruvian_mv2",
-}
-"""Reference data folder of each human view set (the mv2 folder has the same geometry; we fall back to it)."""
-DEFAULT_HUMAN_VIEW_SET = "4MV-Z_Vitru"
-DEFAULT_OBJECT_VIEW_SET = "4MV-Z_HM"
-SMPLH_NUM_VERTICES = 6890
 OBJECT_CACHE_SIZE = 4
 """Meshes whose renders and SAM embeddings the fast path keeps."""
 
@@ -64,20 +42,6 @@ HumanLifting = Literal["soft", "legacy"]
 
 
 # ------------------------------------------------------------------------------------------------ results
-@dataclass
-class LanguageResult:
-    """What the LLM said: prompt, greedy answer, its parsed body parts / affordance, and the mask token."""
-
-    prompt: str
-    prompt_ids: list[int]
-    generated_ids: list[int]
-    text: str
-    body_parts: tuple[str, ...]
-    affordance: str | None
-    seg_token: str | None
-    seg_index: int | None
-
-
 @dataclass
 class NoContactFound:
     """The answer contained no mask token ([SEG]/[HSEG]/[OSEG]), so there is no mask (not an error)."""
@@ -131,87 +95,14 @@ class Contact2DResult:
     found: bool = True
 
 
-# ------------------------------------------------------------------------------------------------ assets
-@dataclass(eq=False)
-class HumanRenderAssets:
-    """The 4 fixed SAM inputs of the human task and the pixel->vertex maps that lift masks to SMPL-H."""
-
-    view_names: tuple[str, ...]
-    renders: np.ndarray  # (V,H,W,3) uint8
-    maps: LiftingMaps
-
-    def __post_init__(self) -> None:
-        r = np.asarray(self.renders)
-        if r.ndim != 4 or r.shape[-1] != 3 or r.dtype != np.uint8 or r.shape[0] != len(self.view_names):
-            raise InvalidInputError(
-                f"renders must be (V,H,W,3) uint8 with V={len(self.view_names)}, got {r.dtype} {r.shape}."
-            )
-        if self.maps.num_views != r.shape[0] or self.maps.resolution != tuple(r.shape[1:3]):
-            raise InvalidInputError(
-                f"lifting maps {self.maps.num_views}x{self.maps.resolution} do not match the "
-                f"renders {r.shape[0]}x{tuple(r.shape[1:3])}."
-            )
-        self.renders = r
-
-    @classmethod
-    def from_reference_folder(cls, data_dir: str | Path, view_set: str = DEFAULT_HUMAN_VIEW_SET) -> HumanRenderAssets:
-        """The reference `data/` folder (or its `hcontact_vitruvian*` subfolder): renders + 1024² maps."""
-        from PIL import Image
-
-        names = tuple(v.name for v in get_view_set(view_set))
-        data_dir = Path(data_dir)
-        wanted = HUMAN_VIEW_FOLDERS.get(view_set, "hcontact_vitruvian")
-        candidates = [data_dir / wanted, data_dir / "hcontact_vitruvian", data_dir]
-        folder = next((c for c in candidates if (c / f"body_render_norm_{names[0]}.png").is_file()), None)
-        if folder is None:
-            raise MissingAssetError(
-                "InteractVLM human renders (body_render_norm_topfront.png ...)",
-                data_dir / wanted,
-                "Unzip the reference data.zip and pass its data/ folder, or give the SMPL-H body model "
-                "folder "
-                "so ivlm renders the Vitruvian body itself.",
-            )
-        renders = np.stack([np.asarray(Image.open(folder / f"body_render_norm_{n}.png").convert("RGB")) for n in names])
-        maps = LiftingMaps.from_reference_folder(
-            folder, names, num_vertices=SMPLH_NUM_VERTICES, resolution=renders.shape[1]
-        )
-        return cls(names, renders, maps)
-
-    @classmethod
-    def render_vitruvian(
-        cls, body_model_dir: str | Path, view_set: str = DEFAULT_HUMAN_VIEW_SET, image_size: int = 1024
-    ) -> HumanRenderAssets:
-        """Render the SMPL-H Vitruvian body normal-coloured in the 4 human views (no reference data)."""
-        from ivlm_core.body.models import canonical_vitruvian_mesh
-        from ivlm_core.geometry.shading import render_views
-
-        views = get_view_set(view_set)
-        vertices, faces = canonical_vitruvian_mesh(body_model_dir)
-        images, frags = render_views(vertices, faces, views, image_size=image_size, style="normals")
-        return cls(tuple(v.name for v in views), images, LiftingMaps.from_fragments(frags, len(vertices)))
-
-
-def _as_rgb(image: np.ndarray) -> np.ndarray:
-    arr = np.asarray(image)
-    if arr.ndim != 3 or arr.shape[2] != 3 or arr.dtype != np.uint8:
-        raise InvalidInputError(f"Expected an RGB uint8 image of shape (H,W,3), got {arr.dtype} {arr.shape}.")
-    return arr
-
-
-# ------------------------------------------------------------------------------------------------ model
-class InteractVLM(nn.Module):
-    """LLaVA (LLM + CLIP + projector + text_hidden_fcs) + ContactSam + vi_v1 camera encoder [+ splitter]."""
+# ------------------------------------------------------------------------------------------------ predictor
+class InteractVLMPredictor:
+    """A loaded InteractVLM (`model`) with its `processor`, render assets and per-model caches."""
 
     def __init__(
         self,
-        config,
-        llava: LlavaModel,
-        sam: ContactSam,
-        cam_encoder: ViV1CameraEncoder | None,
-        splitter: AttentionSplitter | None,
-        prompt_tokenizer: PromptTokenizer,
-        token_ids,
-        hf_tokenizer=None,
+        model: InteractVLMModel,
+        processor: InteractVLMProcessor,
         human_assets: HumanRenderAssets | None = None,
         contact_transfer=None,
         object_render_dist: float = OBJECT_MESH_RENDER_DIST,
@@ -219,15 +110,8 @@ class InteractVLM(nn.Module):
         object_render_size: int = 1024,
         human_lifting: HumanLifting = "soft",
     ) -> None:
-        super().__init__()
-        self.config = config
-        self.llava = llava
-        self.sam = sam
-        self.cam_encoder = cam_encoder
-        self.splitter = splitter
-        self.prompt_tokenizer = prompt_tokenizer
-        self.token_ids = token_ids
-        self.hf_tokenizer = hf_tokenizer
+        self.model = model
+        self.processor = processor
         self.contact_transfer = contact_transfer
         self.object_render_dist = float(object_render_dist)
         self.object_cam_dist = float(object_cam_dist)
@@ -247,12 +131,20 @@ class InteractVLM(nn.Module):
 
     # ---------------------------------------------------------------------------------------- properties
     @property
+    def config(self):
+        return self.model.config
+
+    @property
+    def token_ids(self):
+        return self.processor.token_ids
+
+    @property
     def device(self) -> torch.device:
-        return self.llava.device
+        return self.model.device
 
     @property
     def dtype(self) -> torch.dtype:
-        return self.llava.dtype
+        return self.model.dtype
 
     @property
     def human_view_set(self) -> str:
@@ -276,28 +168,12 @@ class InteractVLM(nn.Module):
         the SAM embeddings of the human renders and the camera encodings of the human and object views."""
         if self._human_assets is not None:
             self.human_image_embeddings()
+        cam_encoder = self.model.cam_encoder
         for views in (get_view_set(self.human_view_set), get_view_set(self.object_view_set, dist=self.object_cam_dist)):
-            if self.cam_encoder is not None and self.cam_encoder.num_views == len(views):
+            if cam_encoder is not None and cam_encoder.num_views == len(views):
                 self.camera_encodings(cam_params_tensor(views))
 
-    def token_name(self, token_id: int | None) -> str | None:
-        names = {self.token_ids.seg: SEG_TOKEN}
-        if self.token_ids.hseg is not None:
-            names[self.token_ids.hseg] = HSEG_TOKEN
-        if self.token_ids.oseg is not None:
-            names[self.token_ids.oseg] = OSEG_TOKEN
-        return None if token_id is None else names.get(int(token_id))
-
     # ---------------------------------------------------------------------------------------- language
-    def build_prompt(self, question: str) -> str:
-        if self.config.mm_use_im_start_end:
-            return build_prompt(question)
-        return f"{SYSTEM_PROMPT} USER: {IMAGE_TOKEN}\n{question} ASSISTANT:"
-
-    def prompt_ids(self, question: str) -> list[int]:
-        """`tokenizer_image_token` of the full conversation prompt (-200 at the image, BOS first)."""
-        return self.prompt_tokenizer.encode_with_image(self.build_prompt(question))
-
     @torch.inference_mode()
     def run_language(
         self,
@@ -314,59 +190,40 @@ class InteractVLM(nn.Module):
 
         `answer_ids` replaces generation by a given answer (teacher forcing, the reference `forward` mode).
         """
-        prompt = self.build_prompt(question)
-        ids = self.prompt_tokenizer.encode_with_image(prompt)
+        prompt = self.processor.build_prompt(question)
+        ids = self.processor.prompt_tokenizer.encode_with_image(prompt)
         if pixel_values is None:
-            pixel_values = self.llava.preprocess_image(_as_rgb(image))
-        seg_ids = self.config.seg_token_ids
-        if answer_ids is not None:
-            out = self.llava.teacher_forced(ids, pixel_values, answer_ids, seg_ids)
-        elif not generate:
-            out = self.llava.forced_seg_state(
-                ids, pixel_values, forced_token if forced_token is not None else self.token_ids.seg
-            )
-        elif naive:
-            out = self.llava.generate_naive(ids, pixel_values, seg_ids, self.token_ids.eos, max_new_tokens)
-        else:
-            out = self.llava.generate_cached(ids, pixel_values, seg_ids, self.token_ids.eos, max_new_tokens)
-        text = self.prompt_tokenizer.decode([t for t in out.generated_ids if t != self.token_ids.eos])
-        parsed = parse_answer(text)
-        lang = LanguageResult(
-            prompt=prompt,
-            prompt_ids=ids,
-            generated_ids=list(out.generated_ids),
-            text=text,
-            body_parts=parsed.body_parts,
-            affordance=parsed.affordance,
-            seg_token=self.token_name(out.seg_token_id),
-            seg_index=out.seg_index,
+            pixel_values = self.processor.preprocess_image(image)
+        out = self.model.language_forward(
+            ids,
+            pixel_values,
+            eos_token_id=self.token_ids.eos,
+            forced_token=forced_token if forced_token is not None else self.token_ids.seg,
+            generate=generate,
+            naive=naive,
+            max_new_tokens=max_new_tokens,
+            answer_ids=answer_ids,
         )
-        return lang, out
+        return self.processor.decode_answer(prompt, out), out
 
     # ---------------------------------------------------------------------------------------- SAM side
     @torch.inference_mode()
     def camera_encodings(self, cam_params: np.ndarray, cache: bool = True) -> torch.Tensor | None:
         """(V, C) vi_v1 encodings of the normalised cameras (constants per view set, so cached)."""
-        if self.cam_encoder is None:
+        if self.model.cam_encoder is None:
             return None
         key = tuple(np.asarray(cam_params, dtype=np.float32).round(7).flatten().tolist())
         if cache and key in self._cam_cache:
             return self._cam_cache[key]
-        params = torch.as_tensor(np.asarray(cam_params, dtype=np.float32), device=self.device)
-        enc = self.cam_encoder(params.to(self.dtype))
+        enc = self.model.camera_encodings(torch.as_tensor(np.asarray(cam_params, dtype=np.float32)))
         if cache:
             self._cam_cache[key] = enc
         return enc
 
-    def sam_inputs(self, images: np.ndarray) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        """Renders/photos (V,H,W,3) uint8 -> normalised, padded (V,3,S,S) and the resized sizes."""
-        tensors, sizes = zip(*(sam_preprocess(np.ascontiguousarray(img), self.sam.spec) for img in images))
-        return torch.stack(tensors), list(sizes)
-
     @torch.inference_mode()
     def encode_sam_images(self, images: np.ndarray) -> tuple[torch.Tensor, list[tuple[int, int]]]:
-        pixels, sizes = self.sam_inputs(images)
-        return self.sam.encode_images(pixels.to(self.device, self.dtype)), sizes
+        pixels, sizes = self.processor.sam_inputs(images)
+        return self.model.encode_sam_images(pixels), sizes
 
     def human_image_embeddings(self, cache: bool = True) -> tuple[torch.Tensor, list[tuple[int, int]]]:
         """SAM embeddings of the fixed human renders, computed once per model (fast path)."""
@@ -378,40 +235,6 @@ class InteractVLM(nn.Module):
             self._human_embeddings, self._human_sizes = emb, sizes
         return emb, sizes
 
-    @torch.inference_mode()
-    def view_tokens(
-        self, seg_hidden: torch.Tensor, seg_token_id: int, cam_encodings: torch.Tensor | None, num_tokens: int
-    ) -> torch.Tensor:
-        """(1, T, C) SAM prompt: fcs([SEG] state) per view x camera encoding [-> splitter for HSEG/OSEG]."""
-        emb = self.llava.seg_embedding(seg_hidden)  # (1, C)
-        tokens = emb[:, None, :].expand(1, num_tokens, emb.shape[-1])
-        if cam_encodings is not None:
-            if cam_encodings.shape[0] != num_tokens:
-                raise InvalidInputError(f"{cam_encodings.shape[0]} camera encodings for {num_tokens} tokens.")
-            tokens = tokens * cam_encodings[None].to(tokens.dtype)
-        if self.splitter is not None:
-            human, obj = self.splitter(tokens)
-            if seg_token_id == self.token_ids.hseg:
-                tokens = human
-            elif seg_token_id == self.token_ids.oseg:
-                tokens = obj
-        return tokens
-
-    @torch.inference_mode()
-    def decode_masks(
-        self,
-        image_embeddings: torch.Tensor,
-        tokens: torch.Tensor,
-        input_sizes: Sequence,
-        original_size: tuple[int, int],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
-        """Every view decoded with the shared prompt, post-processed to (V,H,W) float32 logits."""
-        low, iou = self.sam.decode(image_embeddings, tokens)
-        logits = torch.cat(
-            [self.sam.postprocess(low[v : v + 1], input_sizes[v], original_size) for v in range(low.shape[0])]
-        )
-        return logits, iou.float()
-
     # ---------------------------------------------------------------------------------------- tasks
     def _require_human_assets(self) -> HumanRenderAssets:
         if self._human_assets is None:
@@ -422,11 +245,6 @@ class InteractVLM(nn.Module):
                 "HumanRenderAssets.render_vitruvian(<SMPL-H model dir>) and call set_human_assets().",
             )
         return self._human_assets
-
-    def _mask_token_for(self, human: bool) -> int:
-        if self.config.token_type == "Gen-Hu-Obj":
-            return self.token_ids.hseg if human else self.token_ids.oseg
-        return self.token_ids.seg
 
     def _ask(
         self,
@@ -448,7 +266,7 @@ class InteractVLM(nn.Module):
             generate=generate,
             naive=naive,
             max_new_tokens=max_new_tokens,
-            forced_token=self._mask_token_for(human=human),
+            forced_token=self.processor.mask_token_for(human=human),
             answer_ids=answer_ids,
         )
         timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
@@ -456,6 +274,14 @@ class InteractVLM(nn.Module):
             timings["total_s"] = time.perf_counter() - t0
             return NoContactFound(task, object_name, lang, timings)
         return lang, out, timings
+
+    def _decode(
+        self, out: GenerationOutput, embeddings: torch.Tensor, sizes: Sequence, enc: torch.Tensor | None,
+        num_tokens: int, original_size: tuple[int, int],
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        tokens = self.model.view_tokens(out.seg_hidden, out.seg_token_id, enc, num_tokens=num_tokens)
+        logits, iou, _ = self.model.decode_masks(embeddings, tokens, sizes, original_size)
+        return logits, iou
 
     @torch.inference_mode()
     def predict_human_contact(
@@ -502,8 +328,7 @@ class InteractVLM(nn.Module):
         views = get_view_set(self.human_view_set)
         embeddings, sizes = self.human_image_embeddings(cache=not naive)
         enc = self.camera_encodings(cam_params_tensor(views), cache=not naive)
-        tokens = self.view_tokens(out.seg_hidden, out.seg_token_id, enc, num_tokens=len(views))
-        logits, iou = self.decode_masks(embeddings, tokens, sizes, assets.maps.resolution)
+        logits, iou = self._decode(out, embeddings, sizes, enc, len(views), assets.maps.resolution)
         t2 = time.perf_counter()
         lift = lift_human_soft if self.human_lifting == "soft" else lift_human_legacy
         contacts = lift(logits[None].float(), assets.maps)[0]  # maps cache their valid pixels per device
@@ -528,14 +353,9 @@ class InteractVLM(nn.Module):
         self, vertices: np.ndarray, faces: np.ndarray, image_size: int | None = None
     ) -> tuple[tuple[str, ...], np.ndarray, LiftingMaps]:
         """Normalise the mesh and render it xyz-coloured in the 4 object views at `object_render_dist`."""
-        from ivlm_core.geometry.shading import normalize_mesh, render_views
-
-        verts = normalize_mesh(np.asarray(vertices, dtype=np.float64))
-        views = get_view_set(self.object_view_set, dist=self.object_render_dist)
-        images, frags = render_views(
-            verts, np.asarray(faces), views, image_size=image_size or self.object_render_size, style="xyz"
+        return render_object_views(
+            vertices, faces, self.object_view_set, self.object_render_dist, image_size or self.object_render_size
         )
-        return tuple(v.name for v in views), images, LiftingMaps.from_fragments(frags, len(verts))
 
     def _object_inputs(self, vertices: np.ndarray, faces: np.ndarray, render_size: int | None, naive: bool):
         """Renders, lifting maps and SAM embeddings of a mesh; the fast path keeps the last few meshes
@@ -612,8 +432,7 @@ class InteractVLM(nn.Module):
         t2 = time.perf_counter()
         cams = cam_params_tensor(get_view_set(self.object_view_set, dist=self.object_cam_dist))
         enc = self.camera_encodings(cams, cache=not naive)
-        tokens = self.view_tokens(out.seg_hidden, out.seg_token_id, enc, num_tokens=len(names))
-        logits, iou = self.decode_masks(embeddings, tokens, sizes, maps.resolution)
+        logits, iou = self._decode(out, embeddings, sizes, enc, len(names), maps.resolution)
         t3 = time.perf_counter()
         contacts = lift_object_mesh(logits[None].float(), maps.to(logits.device))[0]
         timings.update(
@@ -647,7 +466,7 @@ class InteractVLM(nn.Module):
     ) -> Contact2DResult | NoContactFound:
         """2D contact mask on the photo (SAM sees the photo; camera params are zeros as in training)."""
         t0 = time.perf_counter()
-        photo = _as_rgb(image)
+        photo = as_rgb(image)
         asked = self._ask(
             photo,
             human_2d_contact_question(object_name),
@@ -666,9 +485,8 @@ class InteractVLM(nn.Module):
         t1 = time.perf_counter()
         embeddings, sizes = self.encode_sam_images(photo[None])
         num_tokens = max(1, self.config.multiview_channels)
-        enc = self.camera_encodings(np.zeros((num_tokens, 5), np.float32)) if self.cam_encoder is not None else None
-        tokens = self.view_tokens(out.seg_hidden, out.seg_token_id, enc, num_tokens=num_tokens)
-        logits, iou = self.decode_masks(embeddings, tokens, sizes, tuple(photo.shape[:2]))
+        enc = self.camera_encodings(np.zeros((num_tokens, 5), np.float32))
+        logits, iou = self._decode(out, embeddings, sizes, enc, num_tokens, tuple(photo.shape[:2]))
         timings.update({"sam_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0})
         return Contact2DResult(object_name, lang, logits[0].cpu().numpy(), float(iou[0, 0]), timings)
 
@@ -676,9 +494,7 @@ class InteractVLM(nn.Module):
 __all__ = [
     "Contact2DResult",
     "HumanContactResult",
-    "HumanRenderAssets",
-    "InteractVLM",
-    "LanguageResult",
+    "InteractVLMPredictor",
     "NoContactFound",
     "ObjectContactResult",
 ]

@@ -1,4 +1,6 @@
-"""Helpers for the ROS integration tests: the real node in its own process, and a probe node that talks to it.
+"""Test harness of the ROS node: the real node in its own process, and a probe node that talks to it.
+
+Shared by the ROS integration tests and the node-overhead benchmark (`ivlm_ros.bench.node_overhead`).
 
 Every process stays on loopback (ROS_AUTOMATIC_DISCOVERY_RANGE=LOCALHOST) and on the session's ROS_DOMAIN_ID;
 subprocesses inherit the environment (the ROS wheels need their bootstrapped LD_LIBRARY_PATH).
@@ -18,7 +20,7 @@ from typing import Any
 
 import numpy as np
 
-REPO = Path(__file__).resolve().parents[1]
+REPO = Path(__file__).resolve().parents[2]
 FRAME_ID = "camera_color_optical_frame"
 IMAGE_TOPIC = "/camera/color/image_raw"
 INFO_TOPIC = "/camera/color/camera_info"
