@@ -8,6 +8,7 @@ import joblib
 import numpy as np
 import pytest
 import torch
+from parity_data import parity_file
 
 from ivlm_core.bench.lift_roundtrip import run_roundtrip
 from ivlm_core.errors import InvalidInputError, MissingAssetError
@@ -15,15 +16,12 @@ from ivlm_core.geometry.lifting import LiftingMaps, lift_human_legacy, lift_huma
 from ivlm_core.geometry.raster import rasterize_views
 from ivlm_core.geometry.views import get_view_set
 
-PARITY = Path("/work/shared/parity/lifting.npz")
 VIEW_NAMES = ["topfront", "bottomfront", "topback", "bottomback"]
 
 
 @pytest.fixture(scope="module")
 def parity() -> dict[str, np.ndarray]:
-    if not PARITY.is_file():
-        pytest.skip(f"parity vectors not available at {PARITY}")
-    with np.load(PARITY) as data:
+    with np.load(parity_file("lifting.npz"), allow_pickle=False) as data:
         return {k: data[k] for k in data.files}
 
 

@@ -3,24 +3,16 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
+from parity_data import parity_file
 from safetensors.torch import load_file
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.model.object_mask import ObjectMask, boxes_to_sam_input, clip_box, segment_object
 from ivlm_core.model.sam import RELEASED_SAM_PREFIX, ContactSam, SamSpec, sam_preprocess, select_prefixed
-
-PARITY_DIR = Path(os.environ.get("IVLM_PARITY_DIR", "/work/shared/parity")) / "sam_decoder"
-
-pytestmark = pytest.mark.skipif(
-    not (PARITY_DIR / "tiny_sam.safetensors").is_file(),
-    reason=f"tiny parity SAM not found under {PARITY_DIR} (set IVLM_PARITY_DIR)",
-)
 
 BOXES = torch.tensor(
     [[3.0, 10.5, 90.0, 120.0], [0.0, 0.0, 127.0, 127.0], [50.2, 7.7, 51.0, 9.0]], dtype=torch.float32
@@ -29,12 +21,12 @@ BOXES = torch.tensor(
 
 @pytest.fixture(scope="module")
 def weights() -> dict[str, torch.Tensor]:
-    return select_prefixed(load_file(str(PARITY_DIR / "tiny_sam.safetensors")), RELEASED_SAM_PREFIX)
+    return select_prefixed(load_file(str(parity_file("sam_decoder", "tiny_sam.safetensors"))), RELEASED_SAM_PREFIX)
 
 
 @pytest.fixture(scope="module")
 def sam(weights: dict[str, torch.Tensor]) -> ContactSam:
-    config = json.loads((PARITY_DIR / "config.json").read_text())
+    config = json.loads(parity_file("sam_decoder", "config.json").read_text())
     model = ContactSam(SamSpec.from_dict(config["sam"])).eval()
     model.load_released_state_dict(weights)
     return model

@@ -3,31 +3,21 @@
 from __future__ import annotations
 
 import json
-import os
-from pathlib import Path
 
 import pytest
 import torch
+from parity_data import parity_file
 from safetensors.torch import load_file
 
 from ivlm_core.model.camera_encoder import ViV1CameraEncoder, view_conditioned_tokens
 from ivlm_core.model.sam import RELEASED_SAM_PREFIX, ContactSam, SamSpec, select_prefixed
 
-PARITY_ROOT = Path(os.environ.get("IVLM_PARITY_DIR", "/work/shared/parity"))
-PARITY_DIR = PARITY_ROOT / "sam_decoder"
-TINY_MODEL_DIR = PARITY_ROOT / "tiny_model"
-
-pytestmark = pytest.mark.skipif(
-    not (PARITY_DIR / "vectors.safetensors").is_file(),
-    reason=f"parity vectors not found under {PARITY_DIR} (set IVLM_PARITY_DIR)",
-)
-
 
 @pytest.fixture(scope="module")
 def parity() -> dict:
-    config = json.loads((PARITY_DIR / "config.json").read_text())
-    checkpoint = load_file(str(PARITY_DIR / "tiny_sam.safetensors"))
-    vectors = load_file(str(PARITY_DIR / "vectors.safetensors"))
+    config = json.loads(parity_file("sam_decoder", "config.json").read_text())
+    checkpoint = load_file(str(parity_file("sam_decoder", "tiny_sam.safetensors")))
+    vectors = load_file(str(parity_file("sam_decoder", "vectors.safetensors")))
     sam = ContactSam(SamSpec.from_dict(config["sam"])).eval()
     sam.load_released_state_dict(select_prefixed(checkpoint, RELEASED_SAM_PREFIX))
     cam = ViV1CameraEncoder.from_state_dict(select_prefixed(checkpoint, "cam_pose_encoder.")).eval()
@@ -103,12 +93,13 @@ def test_end_to_end_from_renders(parity: dict) -> None:
 
 def test_full_model_sam_stage() -> None:
     """The SAM stage of the full tiny model (released HF shards): forced [SEG] embedding -> pred_masks."""
-    index = json.loads((TINY_MODEL_DIR / "pytorch_model.bin.index.json").read_text())
+    tiny_model_dir = parity_file("tiny_model")
+    index = json.loads((tiny_model_dir / "pytorch_model.bin.index.json").read_text())
     checkpoint: dict[str, torch.Tensor] = {}
     for shard in sorted(set(index["weight_map"].values())):
-        checkpoint.update(torch.load(TINY_MODEL_DIR / shard, map_location="cpu", weights_only=True))
-    meta = json.loads((TINY_MODEL_DIR / "reference_meta.json").read_text())
-    out = load_file(str(TINY_MODEL_DIR / "reference_outputs.safetensors"))
+        checkpoint.update(torch.load(tiny_model_dir / shard, map_location="cpu", weights_only=True))
+    meta = json.loads((tiny_model_dir / "reference_meta.json").read_text())
+    out = load_file(str(tiny_model_dir / "reference_outputs.safetensors"))
     sam_weights = select_prefixed(checkpoint, RELEASED_SAM_PREFIX)
     spec = SamSpec.from_dict(meta["sam_cfg"])
     assert SamSpec.from_released_state_dict(sam_weights, decoder_num_heads=spec.decoder_num_heads) == spec

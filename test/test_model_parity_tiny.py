@@ -1,4 +1,4 @@
-"""Whole-model parity with the reference on the tiny released-layout checkpoint (../shared/parity/tiny_model).
+"""Whole-model parity with the reference on the tiny released-layout checkpoint (test/data/parity/tiny_model).
 
 Loaded through ivlm's real loader; every stored reference output must be reproduced within the README's
 tolerances (fp32, CPU).
@@ -7,18 +7,11 @@ tolerances (fp32, CPU).
 from __future__ import annotations
 
 import json
-from pathlib import Path
 
 import numpy as np
 import pytest
 import torch
-
-PARITY = Path(__file__).resolve().parents[2] / "shared" / "parity"
-if not PARITY.is_dir():
-    PARITY = Path("/work/shared/parity")
-TINY = PARITY / "tiny_model"
-
-pytestmark = pytest.mark.skipif(not TINY.is_dir(), reason="parity vectors not available")
+from parity_data import parity_file
 
 
 @pytest.fixture(scope="module")
@@ -31,15 +24,16 @@ def parity():
     from ivlm_core.model.processing import HumanRenderAssets
     from ivlm_core.model.sam import SamSpec
 
-    meta = json.loads((TINY / "reference_meta.json").read_text())
-    ref = load_file(str(TINY / "reference_outputs.safetensors"))
-    renders = load_file(str(PARITY / "sam_decoder" / "vectors.safetensors"))["renders_uint8"].numpy()
+    tiny = parity_file("tiny_model")
+    meta = json.loads((tiny / "reference_meta.json").read_text())
+    ref = load_file(str(tiny / "reference_outputs.safetensors"))
+    renders = load_file(str(parity_file("sam_decoder", "vectors.safetensors")))["renders_uint8"].numpy()
     model = load_checkpoint(
-        TINY, clip_dir=TINY / "clip_vision_tower", device="cpu", sam_spec=SamSpec.from_dict(meta["sam_cfg"])
+        tiny, clip_dir=tiny / "clip_vision_tower", device="cpu", sam_spec=SamSpec.from_dict(meta["sam_cfg"])
     )
     maps = LiftingMaps(ref["lift_pixel_to_vertex"], ref["lift_bary"], int(meta["lift_num_vertices"]))
     model.set_human_assets(HumanRenderAssets(tuple(meta["views"]), renders, maps))
-    image = np.asarray(Image.open(TINY / "inputs" / "tennis_racket__tiny.png").convert("RGB"))
+    image = np.asarray(Image.open(tiny / "inputs" / "tennis_racket__tiny.png").convert("RGB"))
     return model, meta, ref, image
 
 
