@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import pickle
 from pathlib import Path
 
 import joblib
@@ -169,6 +170,21 @@ def test_lift2d_pkl_loader(tmp_path: Path, parity: dict[str, np.ndarray], parity
         LiftingMaps.from_lift2d_pkl(tmp_path / "bad.pkl")
     with pytest.raises(MissingAssetError):
         LiftingMaps.from_lift2d_pkl(tmp_path / "missing.pkl")
+    # A pickle that would call a function on load is refused before anything runs.
+    marker = tmp_path / "ran"
+    with (tmp_path / "hostile.pkl").open("wb") as handle:
+        pickle.dump({"num_vertices": _RunsOnLoad(marker)}, handle)
+    with pytest.raises(InvalidInputError, match="refusing"):
+        LiftingMaps.from_lift2d_pkl(tmp_path / "hostile.pkl")
+    assert not marker.exists()
+
+
+class _RunsOnLoad:
+    def __init__(self, marker: Path) -> None:
+        self.marker = marker
+
+    def __reduce__(self):
+        return (Path.touch, (self.marker,))
 
 
 def test_maps_from_our_rasterizer() -> None:

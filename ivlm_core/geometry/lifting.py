@@ -203,21 +203,16 @@ class LiftingMaps:
 
     @classmethod
     def from_lift2d_pkl(cls, path: str | Path) -> LiftingMaps:
-        """The object demo's joblib `lift2d_dict.pkl` ({'pixel_to_vertices_map', 'bary_coords_map', ...})."""
-        import joblib
+        """The object demo's joblib `lift2d_dict.pkl` ({'pixel_to_vertices_map', 'bary_coords_map', ...}),
+        read with an allow-listed unpickler (arrays and containers only; the file cannot run code)."""
+        from ivlm_core.safe_pickle import load_data_pickle
 
         path = Path(path)
-        if not path.is_file():
-            raise MissingAssetError(
-                "Object lifting maps (lift2d_dict.pkl)",
-                path,
-                "Render the object mesh first (it writes the maps next to the renders) or pass the right "
-                "path.",
-            )
-        try:
-            data = joblib.load(path)
-        except Exception as exc:  # joblib raises many types for a corrupt file
-            raise InvalidInputError(f"Could not read '{path}' as a joblib pickle: {exc}") from exc
+        data = load_data_pickle(
+            path,
+            "Object lifting maps (lift2d_dict.pkl)",
+            "Render the object mesh first (it writes the maps next to the renders) or pass the right path.",
+        )
         needed = ("pixel_to_vertices_map", "bary_coords_map", "num_vertices")
         if not isinstance(data, dict) or any(k not in data for k in needed):
             found = sorted(data) if isinstance(data, dict) else type(data).__name__

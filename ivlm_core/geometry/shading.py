@@ -1,15 +1,14 @@
-"""The two render styles SAM was trained on: normal-coloured humans and Phong-lit xyz-coloured objects.
+"""The two render styles SAM was trained on: Phong-lit normal-coloured humans and xyz-coloured objects.
 
-The SAM decoder only ever saw these exact colourings, so they follow the reference renderer (PyTorch3D
-`TexturesVertex` + `HardPhongShader`, white background) rather than anything prettier:
-* human ('normals'): vertex colour (n + 1) / 2 of the area-weighted vertex normal, interpolated with the
-  barycentrics, no lighting;
-* object ('xyz'): per-axis min-max normalised vertex xyz * 0.8 + 0.1, lit by one PyTorch3D point light with
-  ambient 0.5, diffuse 0.3, specular 0.2 and material shininess 64, evaluated in world space per pixel (Phong:
-  interpolated position and normal). The reference puts the light at (0,0,3) for the two front views and
-  (0,0,-3) for the two back views, i.e. on the camera's side of the z=0 plane, which `object_light_location`
-  reproduces for any view.
-Float colours become uint8 by clipping to [0, 1] and rounding x * 255.
+The SAM decoder only ever saw these exact images, so they follow the reference renderer (PyTorch3D
+`TexturesVertex` + `HardPhongShader`, one point light, white background) rather than anything prettier. Both
+styles share the lighting: ambient 0.5, diffuse 0.3, specular 0.2, material shininess 64, evaluated in world
+space per pixel (Phong: interpolated position and normal), colour = (ambient + diffuse) * texel + specular.
+* human ('normals'): texel (n + 1) / 2 of the area-weighted vertex normal. The light of each view is the
+  reference's `LIGHT_LOCATIONS[i]` of its i-th view (`generate_damon_human_mask.py`), see `HUMAN_LIGHTS`;
+* object ('xyz'): texel = per-axis min-max normalised vertex xyz * 0.8 + 0.1, light at (0,0,3) for the two
+  front views and (0,0,-3) for the two back views, i.e. on the camera's side of z = 0 (`camera_side_light`).
+Float colours become uint8 as the reference does, `(image * 255).astype(np.uint8)` on float32: truncation.
 """
 
 from __future__ import annotations
@@ -29,6 +28,15 @@ SPECULAR = 0.2
 SHININESS = 64.0
 LIGHT_DISTANCE = 3.0
 _NORMAL_EPS = 1e-6
+HUMAN_LIGHTS = {
+    "topfront": (0.0, 0.0, LIGHT_DISTANCE),
+    "topback": (0.0, 0.0, -LIGHT_DISTANCE),
+    "bottomfront": (0.0, 0.0, -LIGHT_DISTANCE),
+    "bottomback": (0.0, 0.0, LIGHT_DISTANCE),
+}
+"""Light per human view. The reference pairs LIGHT_LOCATIONS [[0,0,3],[0,0,-3],[0,0,-3],[0,0,3]] with its view
+dict in the order topfront, topback, bottomfront, bottomback, so the two bottom views are lit from the far side
+of the body. The shipped renders were made that way, so ivlm's fallback render does the same."""
 
 
 def normalize_mesh(vertices: np.ndarray) -> np.ndarray:
@@ -83,16 +91,22 @@ def interpolate_vertex_attribute(attribute: np.ndarray, frag: Fragments) -> tupl
     return out, mask
 
 
-def _to_uint8(rgb: np.ndarray) -> np.ndarray:
-    return np.round(np.clip(rgb, 0.0, 1.0) * 255.0).astype(np.uint8)
+def to_uint8(rgb: np.ndarray) -> np.ndarray:
+    """Float colours in [0, 1] -> uint8 by truncation of float32 x * 255, exactly like the reference."""
+    return (np.clip(rgb, 0.0, 1.0).astype(np.float32) * np.float32(255.0)).astype(np.uint8)
 
 
-def shade_normals(vertices: np.ndarray, faces: np.ndarray, frag: Fragments) -> np.ndarray:
-    """Human style: (vertex normal + 1) / 2 interpolated per pixel, white background; uint8 (H,W,3)."""
-    colours = (vertex_normals(vertices, faces) + 1.0) / 2.0
-    rgb, mask = interpolate_vertex_attribute(colours, frag)
-    rgb[~mask] = 1.0
-    return _to_uint8(rgb)
+def normal_vertex_colours(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
+    """Human SAM-input colours: (vertex normal + 1) / 2."""
+    return (vertex_normals(vertices, faces) + 1.0) / 2.0
+
+
+def shade_normals(
+    vertices: np.ndarray, faces: np.ndarray, frag: Fragments, view: CameraView, light_location: np.ndarray | None = None
+) -> np.ndarray:
+    """Human style: normal colours under HardPhong point lighting (the view's reference light); uint8 (H,W,3)."""
+    light = human_light_location(view) if light_location is None else light_location
+    return shade_phong(vertices, faces, frag, view, normal_vertex_colours(vertices, faces), light)
 
 
 def xyz_vertex_colours(vertices: np.ndarray) -> np.ndarray:
@@ -103,23 +117,32 @@ def xyz_vertex_colours(vertices: np.ndarray) -> np.ndarray:
     return (verts - lo) / np.where(span > 0, span, 1.0) * 0.8 + 0.1
 
 
-def object_light_location(view: CameraView) -> np.ndarray:
+def camera_side_light(view: CameraView) -> np.ndarray:
     """(0, 0, +-3) on the camera's side of z = 0: the reference's per-view lights for the object views."""
     side = 1.0 if camera_center(view)[2] >= 0 else -1.0
     return np.array([0.0, 0.0, side * LIGHT_DISTANCE])
 
 
-def shade_xyz_phong(
+def human_light_location(view: CameraView) -> np.ndarray:
+    """The reference light of a human view (`HUMAN_LIGHTS`); the camera's side for views it never rendered."""
+    if view.name in HUMAN_LIGHTS:
+        return np.array(HUMAN_LIGHTS[view.name])
+    return camera_side_light(view)
+
+
+def shade_phong(
     vertices: np.ndarray,
     faces: np.ndarray,
     frag: Fragments,
     view: CameraView,
-    light_location: np.ndarray | None = None,
+    vertex_colours: np.ndarray,
+    light_location: np.ndarray,
 ) -> np.ndarray:
-    """Object style: xyz vertex colours under PyTorch3D HardPhong point lighting, white background; uint8."""
+    """PyTorch3D HardPhongShader with one PointLight (ambient 0.5, diffuse 0.3, specular 0.2) and the default
+    material (shininess 64) on per-vertex colours, white background; uint8 (H,W,3)."""
     verts, tris = validate_mesh(vertices, faces)
-    light = object_light_location(view) if light_location is None else np.asarray(light_location, np.float64)
-    texel, mask = interpolate_vertex_attribute(xyz_vertex_colours(verts), frag)
+    light = np.asarray(light_location, np.float64)
+    texel, mask = interpolate_vertex_attribute(np.asarray(vertex_colours, np.float64), frag)
     points, _ = interpolate_vertex_attribute(verts, frag)
     normals, _ = interpolate_vertex_attribute(vertex_normals(verts, tris), frag)
     normals = _unit(normals)
@@ -132,7 +155,20 @@ def shade_xyz_phong(
     specular = SPECULAR * alpha**SHININESS
     rgb = (AMBIENT + diffuse)[..., None] * texel + specular[..., None]
     rgb[~mask] = 1.0
-    return _to_uint8(rgb)
+    return to_uint8(rgb)
+
+
+def shade_xyz_phong(
+    vertices: np.ndarray,
+    faces: np.ndarray,
+    frag: Fragments,
+    view: CameraView,
+    light_location: np.ndarray | None = None,
+) -> np.ndarray:
+    """Object style: xyz vertex colours under HardPhong point lighting, white background; uint8 (H,W,3)."""
+    light = camera_side_light(view) if light_location is None else light_location
+    verts = np.asarray(vertices, dtype=np.float64)
+    return shade_phong(vertices, faces, frag, view, xyz_vertex_colours(verts), light)
 
 
 def render_views(
@@ -147,7 +183,7 @@ def render_views(
         raise InvalidInputError(f"Unknown render style '{style}'; use 'normals' (human) or 'xyz' (object).")
     frags = rasterize_views(vertices, faces, views, image_size)
     if style == "normals":
-        images = [shade_normals(vertices, faces, frag) for frag in frags]
+        images = [shade_normals(vertices, faces, frag, view) for frag, view in zip(frags, views)]
     else:
         images = [shade_xyz_phong(vertices, faces, frag, view) for frag, view in zip(frags, views)]
     return np.stack(images), frags
