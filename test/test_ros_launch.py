@@ -4,7 +4,7 @@ Needs `launch`, `launch_ros` and `launch_testing` (a real ROS 2 install, e.g. `a
 ros-jazzy-launch-testing-ros`) and the package built with colcon so `ivlm_node` is found
 (`colcon build --base-paths <repo> <repo>/msg && source install/setup.bash && colcon test --packages-select
 ivlm_ros`, or `python -m pytest test/test_ros_launch.py` with the install sourced). Skipped where launch_testing is
-not installed (the PyPI wheels have none).
+not installed (the PyPI wheels have none), and skipped with the reason where ivlm_ros is not installed with colcon.
 """
 
 from __future__ import annotations
@@ -23,10 +23,25 @@ import launch_testing.actions
 import launch_testing.asserts
 import launch_testing.markers
 import yaml
+from ament_index_python.packages import PackageNotFoundError, get_package_prefix
 from launch.actions import IncludeLaunchDescription
 from launch.launch_description_sources import PythonLaunchDescriptionSource
 
 from launch import LaunchDescription
+
+try:
+    _IVLM_PREFIX = Path(get_package_prefix("ivlm_ros"))
+except PackageNotFoundError as _err:
+    pytest.skip(
+        f"launch_testing is installed but ivlm_ros is not installed with colcon ({_err}): run `colcon build "
+        "--base-paths <repo> <repo>/msg && source install/setup.bash` first",
+        allow_module_level=True,
+    )
+if not (_IVLM_PREFIX / "lib" / "ivlm_ros" / "ivlm_node").is_file():
+    pytest.skip(
+        f"ivlm_ros is registered in {_IVLM_PREFIX} but lib/ivlm_ros/ivlm_node is missing: rebuild it with colcon",
+        allow_module_level=True,
+    )
 
 REPO = Path(__file__).resolve().parents[1]
 BAG = REPO / "test" / "data" / "ivlm_sample_bag"
