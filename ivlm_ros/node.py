@@ -22,6 +22,7 @@ import sys
 import threading
 import time
 import traceback
+from collections.abc import Callable
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -334,7 +335,7 @@ class IvlmNode(LifecycleNode):
             f"loading InteractVLM from '{settings.checkpoint_dir}' (device {settings.device})"
         )
         try:
-            self._pipeline = load_pipeline(settings)
+            self._pipeline = load_pipeline(settings, self.get_logger().info)
         except Exception as exc:  # any load failure keeps the node up; diagnostics say why
             self._pipeline = None
             self._load_error = f"{type(exc).__name__}: {exc}"
@@ -727,12 +728,21 @@ def decode_image(msg: Image | CompressedImage) -> np.ndarray:
     return image_msg_to_rgb(msg)
 
 
-def load_pipeline(settings: NodeSettings) -> Any:
-    """InteractionPipeline.load (it raises with the fix for a missing checkpoint, body model or CUDA)."""
+LOAD_PROGRESS_LOG_PERIOD_S = 5.0  # a 27 GB load logs its progress at most once per period
+
+
+def load_pipeline(settings: NodeSettings, log: Callable[[str], Any] | None = None) -> Any:
+    """InteractionPipeline.load (it raises with the fix for a missing checkpoint, body model or CUDA).
+
+    `log` receives the weight-loading progress, at most one line every LOAD_PROGRESS_LOG_PERIOD_S.
+    """
     from ivlm_core.pipeline import InteractionPipeline
     from ivlm_core.pipeline_config import PipelineConfig
+    from ivlm_core.progress import ThrottledProgressLog
 
-    return InteractionPipeline.load(PipelineConfig.from_dict(settings.pipeline_config_dict()))
+    progress = None if log is None else ThrottledProgressLog(log, LOAD_PROGRESS_LOG_PERIOD_S)
+    return InteractionPipeline.load(PipelineConfig.from_dict(settings.pipeline_config_dict()), progress=progress,
+                                    progress_bar=False)
 
 
 def release_accelerator_memory() -> None:

@@ -39,6 +39,7 @@ from ivlm_core.model.prompts import (
     PromptTokenizer,
 )
 from ivlm_core.model.sam import RELEASED_SAM_PREFIX, ContactSam, SamSpec
+from ivlm_core.progress import ProgressCallback, ProgressReporter
 
 CONFIG_NAME = "config.json"
 BIN_INDEX = "pytorch_model.bin.index.json"
@@ -212,6 +213,17 @@ def iter_shards(files: WeightFiles) -> Iterator[dict[str, torch.Tensor]]:
         yield _load_shard(shard, files.fmt)
 
 
+def weight_bytes(files: WeightFiles) -> int:
+    """Bytes on disk of all shards: the total that load / convert progress counts towards."""
+    return sum(shard.stat().st_size for shard in files.shards)
+
+
+def shard_progress(files: WeightFiles, task: str, callback: ProgressCallback | None = None,
+                   bar: bool | None = None) -> ProgressReporter:
+    """Bytes-done progress over the shards (tqdm bar on a terminal, `callback` with every update)."""
+    return ProgressReporter(task, weight_bytes(files), unit="B", callback=callback, bar=bar)
+
+
 def tensor_shapes(files: WeightFiles) -> dict[str, tuple[int, ...]]:
     """Name -> shape of every stored tensor, without reading the data (safetensors header / mmap)."""
     shapes: dict[str, tuple[int, ...]] = {}
@@ -227,11 +239,13 @@ def tensor_shapes(files: WeightFiles) -> dict[str, tuple[int, ...]]:
     return shapes
 
 
-def convert_to_safetensors(model_dir: str | Path, out_dir: str | Path | None = None) -> Path:
+def convert_to_safetensors(model_dir: str | Path, out_dir: str | Path | None = None,
+                           progress: ProgressCallback | None = None, progress_bar: bool | None = None) -> Path:
     """One-time conversion of the pickled `.bin` shards to `model-*.safetensors` (+ index).
 
     With `out_dir` None the safetensors files are written next to the `.bin` shards (the loader prefers them);
     otherwise config and tokenizer files are copied too, so `out_dir` is a complete checkpoint folder.
+    Progress (bytes of shards converted) goes to a terminal bar and/or `progress`.
     """
     from safetensors.torch import save_file
 
@@ -244,13 +258,15 @@ def convert_to_safetensors(model_dir: str | Path, out_dir: str | Path | None = N
     weight_map: dict[str, str] = {}
     total = 0
     n = len(files.shards)
-    for k, shard in enumerate(iter_shards(files), start=1):
-        name = f"model-{k:05d}-of-{n:05d}.safetensors"
-        tensors = {key: t.detach().contiguous().clone() for key, t in shard.items()}
-        save_file(tensors, str(out / name), metadata={"format": "pt"})
-        total += sum(t.numel() * t.element_size() for t in tensors.values())
-        weight_map.update({key: name for key in tensors})
-        del tensors, shard
+    with shard_progress(files, "converting checkpoint", progress, progress_bar) as reporter:
+        for k, (path, shard) in enumerate(zip(files.shards, iter_shards(files)), start=1):
+            name = f"model-{k:05d}-of-{n:05d}.safetensors"
+            tensors = {key: t.detach().contiguous().clone() for key, t in shard.items()}
+            save_file(tensors, str(out / name), metadata={"format": "pt"})
+            total += sum(t.numel() * t.element_size() for t in tensors.values())
+            weight_map.update({key: name for key in tensors})
+            del tensors, shard
+            reporter.advance(path.stat().st_size)
     (out / SAFE_INDEX).write_text(
         json.dumps({"metadata": {"total_size": total}, "weight_map": weight_map}, indent=2, sort_keys=True)
     )
@@ -508,9 +524,15 @@ def load_model(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     sam_spec: SamSpec | None = None,
+    progress: ProgressCallback | None = None,
+    progress_bar: bool | None = None,
 ) -> tuple[InteractVLMModel, InteractVLMProcessor, Path]:
     """The weights (`InteractVLMModel`, eval, no grad) and the processor of a released folder, and the CLIP
-    folder used. Most callers want `load_checkpoint`, which wraps both in the task API."""
+    folder used. Most callers want `load_checkpoint`, which wraps both in the task API.
+
+    Weight loading reports bytes done, tensor by tensor, to a tqdm bar on a terminal (`progress_bar` forces
+    it on/off) and to `progress` (e.g. a node's `ThrottledProgressLog`).
+    """
     model_dir = Path(model_dir)
     config = read_config(model_dir)
     device = torch.device(device if device is not None else ("cuda" if torch.cuda.is_available() else "cpu"))
@@ -533,9 +555,12 @@ def load_model(
     params = dict(model.named_parameters())
     params.update(dict(model.named_buffers()))
     tower_sd: dict[str, torch.Tensor] = {}
-    with torch.no_grad():
-        for shard in iter_shards(files):
+    with torch.no_grad(), shard_progress(files, "loading checkpoint", progress, progress_bar) as reporter:
+        for path, shard in zip(files.shards, iter_shards(files)):
+            start, size, copied = reporter.done, path.stat().st_size, 0
             for key, tensor in shard.items():
+                copied += tensor.numel() * tensor.element_size()
+                reporter.set(start + min(copied, size))
                 if _IGNORED_KEY.match(key):
                     continue
                 if key.startswith(_VISION_TOWER_PREFIX):
@@ -543,6 +568,7 @@ def load_model(
                     continue
                 params[mapping[key]].copy_(tensor)
             del shard
+            reporter.set(start + size)
     if tower_sd:
         # Not in the release, but if a checkpoint does carry the tower, its weights win over the folder's.
         missing, unexpected = model.llava.vision_tower.load_state_dict(tower_sd, strict=False)
@@ -563,15 +589,18 @@ def load_checkpoint(
     device: str | torch.device | None = None,
     dtype: torch.dtype | None = None,
     sam_spec: SamSpec | None = None,
+    progress: ProgressCallback | None = None,
+    progress_bar: bool | None = None,
     **predictor_kwargs,
 ) -> InteractVLMPredictor:
     """Load a released InteractVLM folder into an `InteractVLMPredictor` ready for inference.
 
     device defaults to CUDA when available; dtype to bf16 on GPU and fp32 on CPU. `sam_spec` overrides the
-    SAM architecture (ViT-H, or config.json 'sam_config'). Extra keyword arguments go to the predictor
-    (human assets, contact transfer, object render distance...).
+    SAM architecture (ViT-H, or config.json 'sam_config'). Loading progress goes to a terminal bar and/or
+    `progress` (see `load_model`). Extra keyword arguments go to the predictor (human assets, contact
+    transfer, object render distance...).
     """
-    model, processor, clip_path = load_model(model_dir, clip_dir, device, dtype, sam_spec)
+    model, processor, clip_path = load_model(model_dir, clip_dir, device, dtype, sam_spec, progress, progress_bar)
     predictor = InteractVLMPredictor(model, processor, **predictor_kwargs)
     predictor.checkpoint_dir = Path(model_dir)
     predictor.clip_dir = clip_path
