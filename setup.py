@@ -33,7 +33,6 @@ setup(
         "console_scripts": [
             "ivlm_node = ivlm_ros.node:main",
             "ivlm = ivlm_core.cli:main",
-            "ivlm-model = ivlm_core.model.cli:main",
         ]
     },
 )

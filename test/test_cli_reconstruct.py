@@ -13,7 +13,9 @@ import pytest
 import trimesh
 from PIL import Image
 
-from ivlm_core.cli import camera_matrix, main, object_name_from_image
+from ivlm_core.cli import main
+from ivlm_core.cli.arguments import object_name_from_image
+from ivlm_core.cli.reconstruct import camera_matrix
 from ivlm_core.errors import InvalidInputError
 
 REPO = Path(__file__).resolve().parents[1]

@@ -1,12 +1,12 @@
-"""`ivlm`: the whole interaction task on one photo, from the command line (no ROS needed).
+"""`ivlm reconstruct`: the whole interaction task on one photo (no ROS needed).
 
     ivlm reconstruct --image tennis_racket__serve.png --checkpoint CKPT --body-model-dir BODY \\
                      --object-library objects.yaml --box 230,30,390,170 --out out/
 
-(also `python -m ivlm_core.cli ...`). It predicts human and object contacts, places the SMPL-X body in the
-camera frame (keypoint fit, or `--osx-npz` from OSX), fits the object mesh to it by contact and writes, per
-image stem: `_interaction.glb` (human + object in the camera frame, contact-coloured), `_overlay.png` (the
-fitted meshes over the photo), `_contacts.npz` (contacts, object pose, body parameters) and
+It predicts human and object contacts, places the SMPL-X body in the camera frame (keypoint fit, or
+`--osx-npz` from OSX), fits the object mesh to it by contact and writes, per image stem: `_interaction.glb`
+(human + object in the camera frame, contact-coloured; `.ply` too when only one was placed), `_overlay.png`
+(the fitted meshes over the photo), `_contacts.npz` (contacts, object pose, body parameters) and
 `_fit_report.json` (statuses, fit report, timings). What cannot be placed is skipped with the reason in the
 report and on stderr; the contacts are written regardless.
 """
@@ -14,7 +14,6 @@ report and on stderr; the contacts are written regardless.
 from __future__ import annotations
 
 import argparse
-import json
 import math
 import sys
 import time
@@ -23,25 +22,15 @@ from typing import Any
 
 import numpy as np
 
-from ivlm_core.errors import InvalidInputError, IvlmError, MissingAssetError
+from ivlm_core.cli.arguments import object_name_from_image
+from ivlm_core.cli.outputs import FrameOutput, NamedMesh, close_sinks, open_sinks, write_frame
+from ivlm_core.datasets.frames import read_image
+from ivlm_core.errors import InvalidInputError, MissingAssetError
 
 DEFAULT_FOV_DEG = 55.0  # horizontal field of view assumed when the intrinsics are unknown
 
 
 # ------------------------------------------------------------------------------------------------ inputs
-def object_name_from_image(path: str | Path) -> str:
-    """The reference's naming rule: `<object>__<anything>.<ext>` -> '<object>' (lower case, '_' kept)."""
-    name = Path(path).name
-    if "__" not in name:
-        raise InvalidInputError(
-            f"cannot tell the object from the file name '{name}': pass --object NAME or name the photo "
-            "<object>__<anything>.png (e.g. tennis_racket__serve.png)")
-    label = name.split("__")[0].lower()
-    if not label:
-        raise InvalidInputError(f"file name '{name}' starts with '__': pass --object NAME")
-    return label
-
-
 def _numbers(text: str, count: int, what: str) -> list[float]:
     try:
         values = [float(v) for v in text.replace(" ", "").split(",")]
@@ -67,17 +56,6 @@ def camera_matrix(image_hw: tuple[int, int], camera_k: str | None, fov_deg: floa
     return np.array([[focal, 0.0, w / 2], [0.0, focal, h / 2], [0.0, 0.0, 1.0]])
 
 
-def read_image(path: Path) -> np.ndarray:
-    from PIL import Image, UnidentifiedImageError
-
-    if not path.is_file():
-        raise MissingAssetError("input image", path, "Check the --image path.")
-    try:
-        return np.asarray(Image.open(path).convert("RGB"))
-    except (UnidentifiedImageError, OSError) as err:
-        raise InvalidInputError(f"--image '{path}' is not a readable image: {err}") from None
-
-
 def read_mask(path: Path, image_hw: tuple[int, int]) -> np.ndarray:
     """A binary object mask PNG of the photo's size (non-zero / > 127 grey = object)."""
     from PIL import Image
@@ -94,19 +72,6 @@ def read_mask(path: Path, image_hw: tuple[int, int]) -> np.ndarray:
 
 
 # ------------------------------------------------------------------------------------------------ outputs
-def _named_scene(meshes: list[tuple[str, Any]]) -> bytes:
-    """Binary glTF of contact-coloured meshes, each geometry named ('human' / 'object'), vertex order kept."""
-    import trimesh
-
-    scene = trimesh.Scene()
-    for name, mesh in meshes:
-        alpha = np.full((len(mesh.colours), 1), 255, dtype=np.uint8)
-        geometry = trimesh.Trimesh(mesh.vertices, mesh.faces, vertex_colors=np.hstack((mesh.colours, alpha)),
-                                   process=False)
-        scene.add_geometry(geometry, geom_name=name, node_name=name)
-    return scene.export(file_type="glb")
-
-
 def placed_meshes(result: Any) -> list[tuple[str, Any]]:
     """The placed human and object as contact-coloured meshes in the camera frame (only what was placed)."""
     from ivlm_core.fitting.export import HUMAN_RGB, OBJECT_RGB, ColouredMesh, contact_colours
@@ -211,7 +176,7 @@ def fit_report(result: Any, args: argparse.Namespace, camera_k: np.ndarray, k_so
 
 # ------------------------------------------------------------------------------------------------ reconstruct
 def reconstruct(args: argparse.Namespace) -> dict[str, Path]:
-    """Run the interaction task on one photo and write the four outputs; returns {kind: path}."""
+    """Run the interaction task on one photo and hand its products to the sinks; returns {product: path}."""
     from ivlm_core.pipeline import InteractionPipeline, PipelineConfig
 
     image_path = Path(args.image)
@@ -228,9 +193,12 @@ def reconstruct(args: argparse.Namespace) -> dict[str, Path]:
     if args.osx_npz is not None and not Path(args.osx_npz).is_file():
         raise MissingAssetError("OSX body file", args.osx_npz, "Run OSX on the photo and pass its osx_human2.npz.")
 
+    def text(path: Path | str | None) -> str | None:
+        return None if path is None else str(path)
+
     cfg = PipelineConfig(
-        checkpoint_dir=str(args.checkpoint), clip_dir=args.clip_dir, body_model_dir=args.body_model_dir,
-        smpl_to_smplx=args.smpl_to_smplx, reference_data_dir=args.reference_data_dir, device=args.device,
+        checkpoint_dir=str(args.checkpoint), clip_dir=text(args.clip_dir), body_model_dir=text(args.body_model_dir),
+        smpl_to_smplx=args.smpl_to_smplx, reference_data_dir=text(args.reference_data_dir), device=args.device,
         dtype=args.dtype, task="interaction", object_library=args.object_library, fit_human=True,
         fit_object=True, fit_config=args.fit_config, max_new_tokens=args.max_new_tokens)
     t0 = time.perf_counter()
@@ -239,55 +207,43 @@ def reconstruct(args: argparse.Namespace) -> dict[str, Path]:
     result = pipeline.estimate(image, label, camera_k=camera_k, object_mask=mask, object_box=box,
                                external_body=args.osx_npz)
 
-    out_dir = Path(args.out)
-    out_dir.mkdir(parents=True, exist_ok=True)
-    stem = image_path.stem
-    written: dict[str, Path] = {}
     t0 = time.perf_counter()
+    frame = FrameOutput(stem=image_path.stem)
     meshes = placed_meshes(result)
     for placement in (result.body_placement, result.object_placement):
         if placement is not None and not placement.placed:
             print(f"note: {placement.status}", file=sys.stderr)
     if meshes:
-        from ivlm_core.fitting.export import save_overlay_png
+        from ivlm_core.fitting.export import render_overlay
 
-        written["glb"] = out_dir / f"{stem}_interaction.glb"
-        written["glb"].write_bytes(_named_scene(meshes))
-        written["overlay"] = save_overlay_png(out_dir / f"{stem}_overlay.png", image,
-                                              [mesh for _, mesh in meshes], camera_k)
+        frame.meshes["interaction"] = [NamedMesh(name, m.vertices, m.faces, m.colours) for name, m in meshes]
+        frame.images["overlay"] = render_overlay(image, [mesh for _, mesh in meshes], camera_k)
     else:
         print("note: nothing was placed in the camera frame, so no .glb or overlay was written", file=sys.stderr)
-    written["contacts"] = out_dir / f"{stem}_contacts.npz"
-    np.savez_compressed(written["contacts"], **contact_arrays(result, camera_k))
+    frame.arrays["contacts"] = contact_arrays(result, camera_k)
+    sinks = open_sinks(args)
+    written = write_frame(sinks, frame)
     report = fit_report(result, args, camera_k, k_source, load_ms, pipeline)
     report["timings_ms"]["export"] = (time.perf_counter() - t0) * 1000.0
     report["outputs"] = {kind: str(path) for kind, path in written.items()}
-    written["report"] = out_dir / f"{stem}_fit_report.json"
-    report["outputs"]["report"] = str(written["report"])
-    written["report"].write_text(json.dumps(report, indent=2) + "\n")
+    written.update(write_frame(sinks, FrameOutput(stem=image_path.stem, documents={"fit_report": report})))
+    written.update(close_sinks(sinks))
     return written
 
 
-# ------------------------------------------------------------------------------------------------ main
-def build_parser() -> argparse.ArgumentParser:
-    parser = argparse.ArgumentParser(prog="ivlm", description=__doc__.split("\n\n")[0])
-    sub = parser.add_subparsers(dest="command", required=True)
-    rec = sub.add_parser("reconstruct", help="contacts + body + object placement for one photo",
-                         description="Human and object contacts, the SMPL-X body and the object placed together "
-                                     "in the camera frame, for one photo.")
-    rec.add_argument("--image", required=True, help="RGB photo; named <object>__<anything>.png unless --object")
+def run_reconstruct(args: argparse.Namespace) -> int:
+    for kind, path in reconstruct(args).items():
+        print(f"{kind}: {path}")
+    return 0
+
+
+def add_reconstruct_arguments(rec: argparse.ArgumentParser) -> None:
+    rec.add_argument("--image", required=True, type=Path,
+                     help="RGB photo; named <object>__<anything>.png unless --object")
     rec.add_argument("--object", help="object label in the library (default: parsed from the image file name)")
-    rec.add_argument("--checkpoint", required=True, help="unzipped InteractVLM release (e.g. the joint "
-                                                         "interactvlm-3d-hcontact-ocontact model)")
-    rec.add_argument("--clip-dir", help="CLIP ViT-L/14 folder (default: looked up next to the checkpoint)")
-    rec.add_argument("--body-model-dir", help="folder with smplx/SMPLX_NEUTRAL.npz, smplh/SMPLH_NEUTRAL.pkl")
-    rec.add_argument("--smpl-to-smplx", help="SMPL(-H) -> SMPL-X contact transfer (default: in body-model-dir)")
-    rec.add_argument("--reference-data-dir", help="the reference data/ folder (its human renders + maps)")
+    rec.add_argument("--smpl-to-smplx", help="SMPL(-H) -> SMPL-X contact transfer (default: in --body-model-dir)")
     rec.add_argument("--object-library", help="YAML: object label -> mesh file + metric scale")
-    rec.add_argument("--fit-config", help="object fit YAML (default config/fitting.yaml)")
-    rec.add_argument("--device", default="auto", choices=("auto", "cpu", "cuda"))
-    rec.add_argument("--dtype", default="auto", choices=("auto", "float32", "bfloat16", "float16"))
-    rec.add_argument("--max-new-tokens", type=int, default=64)
+    rec.add_argument("--fit-config", help="object fit YAML (default: config/fitting.yaml)")
     camera = rec.add_mutually_exclusive_group()
     camera.add_argument("--camera-k", help="intrinsics fx,fy,cx,cy in pixels")
     camera.add_argument("--fov-deg", type=float,
@@ -296,21 +252,3 @@ def build_parser() -> argparse.ArgumentParser:
     target.add_argument("--mask", help="object mask PNG (photo size, object > 127)")
     target.add_argument("--box", help="object box x0,y0,x1,y1 in pixels; SAM segments the object in it")
     rec.add_argument("--osx-npz", help="body from OSX (osx_human2.npz) instead of the keypoint fit")
-    rec.add_argument("--out", default=".", help="output folder (default: current folder)")
-    return parser
-
-
-def main(argv: list[str] | None = None) -> int:
-    args = build_parser().parse_args(argv)
-    try:
-        written = reconstruct(args)
-    except IvlmError as err:
-        print(f"error: {err}", file=sys.stderr)
-        return 2
-    for kind, path in written.items():
-        print(f"{kind}: {path}")
-    return 0
-
-
-if __name__ == "__main__":
-    sys.exit(main())
