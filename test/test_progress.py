@@ -68,3 +68,16 @@ def test_conversion_reports_shard_by_shard(tiny_checkpoints, tmp_path: Path) -> 
     sizes = [p.stat().st_size for p in files.shards]
     assert [s.done for s in seen] == [sum(sizes[:1]), sum(sizes[:2]), sum(sizes), sum(sizes)]
     assert seen[-1].finished and seen[-1].done == weight_bytes(files)
+
+
+def test_node_logs_loading_progress_throttled(ros_node_params) -> None:
+    pytest.importorskip("rclpy")
+    from ivlm_ros import node
+    from ivlm_ros.parameters import settings_from_dict
+
+    lines: list[str] = []
+    pipeline = node.load_pipeline(settings_from_dict(ros_node_params), lines.append)
+    assert pipeline is not None
+    # a tiny load takes well under LOAD_PROGRESS_LOG_PERIOD_S: the first update and the final line only
+    assert len(lines) == 2 and all(line.startswith("loading checkpoint: ") for line in lines)
+    assert "(100%)" in lines[-1] and lines[-1].endswith("done")
