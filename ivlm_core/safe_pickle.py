@@ -55,3 +55,37 @@ def load_data_pickle(path: str | Path, what: str, how_to_fix: str) -> Any:
         raise
     except Exception as exc:  # unpickling raises many types for a corrupt or hostile file
         raise InvalidInputError(f"Could not read '{path}' as a data pickle ({what}): {exc}") from exc
+
+
+class _AllowListUnpickler(pickle.Unpickler):
+    def find_class(self, module: str, name: str) -> Any:
+        if not _allowed(module, name):
+            raise pickle.UnpicklingError(f"refusing to load '{module}.{name}': data files hold arrays only")
+        return super().find_class(module, name)
+
+
+def load_npy(path: str | Path, what: str, how_to_fix: str) -> Any:
+    """A .npy array; the pickle inside an object array (e.g. one dict per image) goes through the same allow
+    list instead of numpy's unrestricted `allow_pickle=True`."""
+    import numpy as np
+
+    path = Path(path)
+    if not path.is_file():
+        raise MissingAssetError(what, path, how_to_fix)
+    with path.open("rb") as handle:
+        try:
+            version = np.lib.format.read_magic(handle)
+            read_header = (np.lib.format.read_array_header_1_0 if version == (1, 0)
+                           else np.lib.format.read_array_header_2_0)
+            shape, _fortran, dtype = read_header(handle)
+        except ValueError as err:
+            raise InvalidInputError(f"'{path}' is not a .npy file ({what}): {err}") from None
+        if not dtype.hasobject:
+            return np.load(path, allow_pickle=False)
+        try:
+            array = _AllowListUnpickler(handle).load()
+        except Exception as exc:  # unpickling raises many types for a corrupt or hostile file
+            raise InvalidInputError(f"Could not read '{path}' as a data array ({what}): {exc}") from exc
+    if not isinstance(array, np.ndarray) or array.shape != shape:
+        raise InvalidInputError(f"'{path}' does not hold the {shape} array its header announces ({what})")
+    return array

@@ -8,28 +8,25 @@ Each (image, object) pair with at least one contact vertex is one object-wise sa
 (test = 1370 samples). The object is asked with its DAMON name; names containing 'supporting' are asked as
 'support object or ground', as the reference does.
 
-`contact_label_objectwise.npy` is a pickled object array; it is read with an allow-list unpickler that builds
-only numpy arrays, dicts, lists, strings and numbers, so a crafted file cannot run code.
+`contact_label_objectwise.npy` is a pickled object array; it is read with the allow-list unpickler of
+`ivlm_core.safe_pickle` (numpy arrays and built-in containers only), so a crafted file cannot run code.
 """
 
 from __future__ import annotations
 
-import contextlib
-import importlib
-import pickle
 from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
-from ivlm_core.errors import InvalidInputError, MissingAssetError
+from ivlm_core.errors import InvalidInputError
+from ivlm_core.safe_pickle import load_npy
 
 IMAGE_LIST = "imgname.npy"
 OBJECTWISE_LABELS = "contact_label_objectwise.npy"
 IMAGE_FOLDER = "images"
 SUPPORTING_QUERY = "support object or ground"
-_NUMPY_GLOBALS = {"_reconstruct", "scalar", "ndarray", "dtype"}
 
 
 @dataclass(frozen=True)
@@ -41,39 +38,10 @@ class DamonSample:
     contact_ids: np.ndarray  # (K,) int64 vertex ids in contact
 
 
-class _ArrayUnpickler(pickle.Unpickler):
-    """Numpy arrays and plain containers only; anything else is refused by name."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module.startswith("numpy") and (name in _NUMPY_GLOBALS or name.endswith("DType")):
-            for candidate in (module, module.replace("numpy.core", "numpy._core")):
-                with contextlib.suppress(ImportError, AttributeError):
-                    return getattr(importlib.import_module(candidate), name)
-        raise pickle.UnpicklingError(f"refusing to load '{module}.{name}'")
-
-
-def read_npy(path: Path) -> np.ndarray:
-    """A .npy file; object arrays go through the allow-list unpickler instead of numpy's plain pickle."""
-    if not path.is_file():
-        raise MissingAssetError(f"DAMON file {path.name}", path,
-                                "Pass the DAMON split folder (e.g. data/damon/test) with imgname.npy, "
-                                "contact_label_objectwise.npy and images/.")
-    with path.open("rb") as handle:
-        try:
-            version = np.lib.format.read_magic(handle)
-            header = np.lib.format.read_array_header_1_0 if version == (1, 0) else np.lib.format.read_array_header_2_0
-            shape, _fortran, dtype = header(handle)
-        except ValueError as err:
-            raise InvalidInputError(f"'{path}' is not a .npy file: {err}") from None
-        if not dtype.hasobject:
-            return np.load(path, allow_pickle=False)
-        try:
-            array = _ArrayUnpickler(handle).load()
-        except Exception as err:
-            raise InvalidInputError(f"'{path}' holds objects that are not plain data ({err}); refused") from None
-    if not isinstance(array, np.ndarray) or array.shape != shape:
-        raise InvalidInputError(f"'{path}' does not hold the {shape} array its header announces")
-    return array
+def read_npy(path: Path) -> Any:
+    return load_npy(path, f"DAMON file {path.name}",
+                    "Pass the DAMON split folder (e.g. data/damon/test) with imgname.npy, "
+                    "contact_label_objectwise.npy and images/.")
 
 
 def load_damon_split(root: str | Path) -> list[DamonSample]:
