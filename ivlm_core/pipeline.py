@@ -54,6 +54,8 @@ class HumanContactEstimate:
     view_logits: np.ndarray | None  # (V,S,S) float32
     vertex_contact: np.ndarray | None  # (N_body,) float32 in [0,1]
     body_model: str  # "smplx" or "smplh"
+    answer_status: str = "contact"  # "contact", "no_contact" or "truncated" (cut before its mask token)
+    answer_message: str = ""  # e.g. "answer truncated at 512 tokens (max_new_tokens)"
 
 
 @dataclass
@@ -70,6 +72,8 @@ class ObjectContactEstimate:
     generated_text: str
     view_images: np.ndarray | None  # (V,S,S,3) uint8
     view_logits: np.ndarray | None  # (V,S,S) float32
+    answer_status: str = "contact"  # "contact", "no_contact" or "truncated" (cut before its mask token)
+    answer_message: str = ""
 
 
 @dataclass
@@ -79,6 +83,8 @@ class Contact2DEstimate:
     contact_found: bool
     generated_text: str
     logits: np.ndarray | None  # (H,W) float32 at the photo's resolution; probability = sigmoid(logits)
+    answer_status: str = "contact"  # "contact", "no_contact" or "truncated" (cut before its mask token)
+    answer_message: str = ""
 
     def mask(self, threshold: float = 0.5) -> np.ndarray | None:
         """Contact pixels (H,W) bool at a probability threshold (the reference demo uses 0.5)."""
@@ -214,7 +220,14 @@ class InteractionPipeline:
         transfer = cls._load_transfer(cfg)
         assets = cls._human_assets(cfg, model_kwargs.pop("human_view_set", None))
         model = load_checkpoint(cfg.checkpoint_dir, clip_dir=cfg.clip_dir, device=device, dtype=dtype,
-                                human_assets=assets, contact_transfer=transfer, **model_kwargs)
+                                human_assets=assets, contact_transfer=transfer,
+                                object_cam_distance=cfg.object_cam_distance, question_type=cfg.question_template,
+                                **model_kwargs)
+        if not cfg.generate and model.question_type != "simple":
+            raise InvalidInputError(
+                f"generate=false appends the mask token to the prompt, which is only faithful for the 'simple' "
+                f"question type; this checkpoint asks '{model.question_type}' (set question_template: simple or "
+                "generate: true)")
         body_mesh, body_name = cls._display_body(cfg, assets, transfer)
         library = None
         if cfg.object_library is not None:
@@ -257,23 +270,17 @@ class InteractionPipeline:
 
     @staticmethod
     def _human_assets(cfg: PipelineConfig, view_set: str | None) -> Any:
-        """Reference renders + maps when the user has the reference data, else our own Vitruvian renders."""
+        """The shipped reference renders + maps when present (explicit folder, next to smpl_to_smplx.pkl or in
+        the body model folder), else ivlm's own HardPhong render of the Vitruvian body."""
         from ivlm_core.model.checkpoint import read_config
-        from ivlm_core.model.processing import DEFAULT_HUMAN_VIEW_SET, HumanRenderAssets
+        from ivlm_core.model.processing import DEFAULT_HUMAN_VIEW_SET, resolve_human_assets
 
         if cfg.task == "object_contact":
             return None
         view_set = view_set or read_config(cfg.checkpoint_dir).hC_sam_view_type or DEFAULT_HUMAN_VIEW_SET
-        if cfg.reference_data_dir is not None:
-            return HumanRenderAssets.from_reference_folder(cfg.reference_data_dir, view_set)
-        if cfg.body_model_dir is not None:
-            return HumanRenderAssets.render_vitruvian(cfg.body_model_dir, view_set)
-        raise MissingAssetError(
-            "canonical body renders for human contact", "body_model_dir / reference_data_dir (both unset)",
-            "Set body_model_dir to a folder with smplh/SMPLH_NEUTRAL.pkl (https://mano.is.tue.mpg.de) so ivlm "
-            "renders the Vitruvian body, or reference_data_dir to the InteractVLM data/ folder "
-            "(data/hcontact_vitruvian/*).",
-        )
+        assets = resolve_human_assets(view_set, cfg.reference_data_dir, cfg.smpl_to_smplx, cfg.body_model_dir)
+        LOG.info("human renders: %s", assets.source)
+        return assets
 
     @staticmethod
     def _display_body(cfg: PipelineConfig, assets: Any, transfer: Any) -> tuple[Any, str]:
@@ -359,12 +366,11 @@ class InteractionPipeline:
 
     def _human_contact(self, image: np.ndarray, query: str) -> HumanContactEstimate:
         result = self.model.predict_human_contact(
-            image, query, template=self.cfg.question_template, generate=self.cfg.generate,
-            max_new_tokens=self.cfg.max_new_tokens)
+            image, query, generate=self.cfg.generate, max_new_tokens=self.cfg.max_new_tokens)
         renders = self.model.human_assets.renders
         if not result.found:
             return HumanContactEstimate(False, result.language.text, [], renders, None, None,
-                                        self.body_model_name)
+                                        self.body_model_name, result.status, result.message)
         if self.body_model_name == "smplx" and result.contacts_smplx is not None:
             contact = result.contacts_smplx
         else:
@@ -376,7 +382,7 @@ class InteractionPipeline:
     def _contact_2d(self, image: np.ndarray, query: str) -> Contact2DEstimate:
         result = self.model_2d.predict_human_contact_2d(image, query, max_new_tokens=self.cfg.max_new_tokens)
         if not result.found:
-            return Contact2DEstimate(False, result.language.text, None)
+            return Contact2DEstimate(False, result.language.text, None, result.status, result.message)
         return Contact2DEstimate(True, result.language.text, result.logits.astype(np.float32))
 
     def _object_contact(self, image: np.ndarray, query: str) -> ObjectContactEstimate:
@@ -387,7 +393,7 @@ class InteractionPipeline:
             image, query, mesh.vertices, mesh.faces, max_new_tokens=self.cfg.max_new_tokens)
         if not result.found:
             return ObjectContactEstimate(mesh.label, mesh.path, mesh.vertices, mesh.faces, False, None, "",
-                                         result.language.text, None, None)
+                                         result.language.text, None, None, result.status, result.message)
         return ObjectContactEstimate(mesh.label, mesh.path, mesh.vertices, mesh.faces, True,
                                      result.contacts.astype(np.float32), result.language.affordance or "",
                                      result.language.text, result.renders, result.view_logits)

@@ -15,7 +15,9 @@ from ivlm_core.errors import InvalidInputError
 TASKS = ("human_contact", "object_contact", "interaction")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
-HUMAN_TEMPLATES = ("parts", "simple")
+HUMAN_TEMPLATES = ("auto", "parts", "simple")  # auto = the checkpoint's hC_question_type
+MAX_NEW_TOKENS_LIMIT = 2048
+REFERENCE_MAX_NEW_TOKENS = 512  # the reference demo and evaluation generate up to 512 tokens
 
 
 @dataclass
@@ -34,8 +36,9 @@ class PipelineConfig:
     device: str = "auto"
     dtype: str = "auto"
     task: str = "human_contact"
-    question_template: str = "parts"
-    max_new_tokens: int = 64
+    question_template: str = "auto"  # auto: the checkpoint's hC_question_type; parts | simple override it
+    max_new_tokens: int = REFERENCE_MAX_NEW_TOKENS  # decoding stops at the mask token; this only caps it
+    object_cam_distance: float | None = None  # encoder cameras of the object views; None: per checkpoint
     generate: bool = True
     human_threshold: float = 0.5
     object_threshold: float = 0.5
@@ -77,8 +80,17 @@ class PipelineConfig:
                 raise InvalidInputError(f"{name} must be a path string or empty, got {value!r}")
         if isinstance(self.max_new_tokens, bool) or not isinstance(self.max_new_tokens, int):
             raise InvalidInputError(f"max_new_tokens must be an integer, got {self.max_new_tokens!r}")
-        if not 1 <= self.max_new_tokens <= 512:
-            raise InvalidInputError(f"max_new_tokens must be in [1, 512], got {self.max_new_tokens}")
+        if not 1 <= self.max_new_tokens <= MAX_NEW_TOKENS_LIMIT:
+            raise InvalidInputError(
+                f"max_new_tokens must be in [1, {MAX_NEW_TOKENS_LIMIT}], got {self.max_new_tokens} (the reference "
+                f"uses {REFERENCE_MAX_NEW_TOKENS}; an answer cut before its mask token is reported as truncated)")
+        if self.object_cam_distance is not None and (
+            isinstance(self.object_cam_distance, bool) or not isinstance(self.object_cam_distance, int | float)
+            or not math.isfinite(self.object_cam_distance) or self.object_cam_distance <= 0
+        ):
+            raise InvalidInputError(
+                f"object_cam_distance must be a positive number or unset (per checkpoint), got "
+                f"{self.object_cam_distance!r}")
         for name in ("human_threshold", "object_threshold"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
@@ -88,7 +100,7 @@ class PipelineConfig:
         for name in ("generate", "fit_object", "fit_human"):
             if not isinstance(getattr(self, name), bool):
                 raise InvalidInputError(f"{name} must be true or false, got {getattr(self, name)!r}")
-        if not self.generate and self.question_template != "simple":
+        if not self.generate and self.question_template == "parts":
             raise InvalidInputError(
                 "generate=false appends [SEG] to the prompt, which is only faithful for the 'simple' template; "
                 "set question_template: simple or generate: true"

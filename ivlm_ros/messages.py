@@ -71,6 +71,8 @@ def human_contact_msg(
     if human is None:
         return msg
     msg.contact_found = bool(human.contact_found)
+    msg.answer_status = getattr(human, "answer_status", "") or ""
+    msg.answer_message = getattr(human, "answer_message", "") or ""
     msg.body_model = human.body_model or ""
     msg.generated_text = human.generated_text or ""
     msg.body_parts = list(human.body_parts)
@@ -92,6 +94,8 @@ def object_contact_msg(
         f"file://{obj.mesh_path}" if obj.mesh_path and "://" not in obj.mesh_path else obj.mesh_path
     )
     msg.contact_found = bool(obj.contact_found)
+    msg.answer_status = getattr(obj, "answer_status", "") or ""
+    msg.answer_message = getattr(obj, "answer_message", "") or ""
     msg.affordance = obj.affordance or ""
     msg.generated_text = obj.generated_text or ""
     if obj.vertex_contact is not None:

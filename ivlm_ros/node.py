@@ -102,7 +102,20 @@ class Stats:
     mean_latency_ms: float = float("nan")
     last_queue_age_ms: float = float("nan")
     last_error: str = ""
+    answers_truncated: int = 0  # answers cut by max_new_tokens before their mask token (contact unknown)
+    last_answer_status: str = ""  # contact / no_contact / truncated (+ why) of the last processed frame
     timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def record_answers(self, result: Any) -> None:
+        """Count answers cut before their mask token: they are unknowns, not "no contact"."""
+        estimates = [e for e in (result.human, result.object, result.contact_2d) if e is not None]
+        truncated = [e for e in estimates if getattr(e, "answer_status", "") == "truncated"]
+        self.answers_truncated += len(truncated)
+        if estimates:
+            last = truncated[0] if truncated else estimates[0]
+            status = getattr(last, "answer_status", "")
+            message = getattr(last, "answer_message", "")
+            self.last_answer_status = f"{status}: {message}" if message and status == "truncated" else status
 
     def record(self, latency_ms: float, queue_age_ms: float) -> None:
         self.processed += 1
@@ -536,6 +549,7 @@ class IvlmNode(LifecycleNode):
         self.publish_result(frame.image.header, rgb, camera_k, result, settings, pipeline.model_id)
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         self.stats.timings_ms = dict(result.timings_ms)
+        self.stats.record_answers(result)
         self.stats.record(latency_ms, queue_age_ms)
 
     def publish_result(
@@ -670,6 +684,8 @@ class IvlmNode(LifecycleNode):
             level, message = DiagnosticStatus.WARN, f"model loaded, node {self._state}"
         elif stats.last_error and stats.failed and stats.processed == 0:
             level, message = DiagnosticStatus.WARN, f"frames failing: {stats.last_error}"
+        elif stats.last_answer_status.startswith("truncated"):
+            level, message = DiagnosticStatus.WARN, f"last {stats.last_answer_status}; raise max_new_tokens"
         else:
             level, message = DiagnosticStatus.OK, f"active, {stats.processed} frames processed"
         values: dict[str, Any] = {
@@ -700,6 +716,8 @@ class IvlmNode(LifecycleNode):
             "latency_ms_mean": stats.mean_latency_ms,
             "queue_age_ms": stats.last_queue_age_ms,
             "last_error": error or stats.last_error,
+            "answers_truncated": stats.answers_truncated,
+            "last_answer_status": stats.last_answer_status,
         }
         for name, ms in stats.timings_ms.items():
             values[f"timing_ms_{name}"] = float(ms)

@@ -16,7 +16,15 @@ from dataclasses import dataclass
 from typing import Any
 
 from ivlm_core.errors import InvalidInputError
-from ivlm_core.pipeline_config import DEVICES, DTYPES, HUMAN_TEMPLATES, TASKS, PipelineConfig
+from ivlm_core.pipeline_config import (
+    DEVICES,
+    DTYPES,
+    HUMAN_TEMPLATES,
+    MAX_NEW_TOKENS_LIMIT,
+    REFERENCE_MAX_NEW_TOKENS,
+    TASKS,
+    PipelineConfig,
+)
 from ivlm_ros.markers import COLORMAPS
 
 _TOPIC_TOKEN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -159,7 +167,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "reference_data_dir",
         "",
-        "reference data/ folder (renders + lifting maps); '' = computed",
+        "reference data/ folder (renders + lifting maps); '' = searched next to smpl_to_smplx and in "
+        "body_model_dir, else ivlm renders the body",
         _path,
         False,
     ),
@@ -168,12 +177,21 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec("task", "human_contact", "human_contact, object_contact or interaction", _choice(TASKS), True),
     ParamSpec(
         "question_template",
-        "parts",
-        "human prompt template: parts or simple",
+        "auto",
+        "human question type: auto (the checkpoint's hC_question_type), parts or simple",
         _choice(HUMAN_TEMPLATES),
         False,
     ),
-    ParamSpec("max_new_tokens", 64, "generation length limit", _number(1, 512, integer=True), False),
+    ParamSpec(
+        "max_new_tokens", REFERENCE_MAX_NEW_TOKENS,
+        "answer length cap (decoding stops at the mask token; a cut answer is reported as truncated)",
+        _number(1, MAX_NEW_TOKENS_LIMIT, integer=True), False,
+    ),
+    ParamSpec(
+        "object_cam_distance", 0.0,
+        "camera distance the encoder sees for object views (0 = per checkpoint: 2.0 affordance, 1.5 PICO)",
+        _number(0.0, 100.0), False,
+    ),
     ParamSpec(
         "generate", True, "let the LLM generate the answer (false: teacher-forced [SEG])", _boolean, False
     ),
@@ -287,6 +305,7 @@ class NodeSettings:
     task: str
     question_template: str
     max_new_tokens: int
+    object_cam_distance: float
     generate: bool
     human_threshold: float
     object_threshold: float
@@ -336,6 +355,7 @@ class NodeSettings:
             "task": self.task,
             "question_template": self.question_template,
             "max_new_tokens": self.max_new_tokens,
+            "object_cam_distance": self.object_cam_distance or None,
             "generate": self.generate,
             "human_threshold": self.human_threshold,
             "object_threshold": self.object_threshold,

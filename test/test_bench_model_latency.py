@@ -10,5 +10,5 @@ def test_model_latency_tiny_smoke(capsys) -> None:
 
     main(["--tiny", "--answer-tokens", "6", "--repeats", "1", "--naive-repeats", "1"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert "tokens=7" in lines[-3] and "tokens=7" in lines[-2]  # 6 answer tokens incl. [SEG], then EOS
+    assert "tokens=6" in lines[-3] and "tokens=6" in lines[-2]  # 6 answer tokens; decoding stops at [SEG]
     assert re.fullmatch(r"frame_s=[0-9.]+ naive_frame_s=[0-9.]+ speedup=[0-9.]+ peak_gb=nan", lines[-1])

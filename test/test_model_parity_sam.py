@@ -1,4 +1,4 @@
-"""Parity of SAM + vi_v1 camera encoder with the reference outputs in shared/parity/sam_decoder (fp32 CPU)."""
+"""Parity of SAM + vi_v1 camera encoder with the reference outputs in test/data/parity/sam_decoder (fp32 CPU)."""
 
 from __future__ import annotations
 

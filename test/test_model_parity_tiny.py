@@ -67,6 +67,7 @@ def test_natural_generation_exact_and_no_contact(parity, naive: bool) -> None:
         image, meta["object_name"], template="parts", max_new_tokens=meta["max_new_tokens"], naive=naive
     )
     assert isinstance(result, NoContactFound) and not result.found
+    assert result.status == "truncated"  # the reference run hit max_new_tokens without EOS or [SEG]
     assert result.language.generated_ids == meta["natural_generated"]
     assert result.language.prompt_ids + result.language.generated_ids == ref["natural/output_ids"][0].tolist()
     assert result.language.seg_token is None

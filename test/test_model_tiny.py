@@ -22,7 +22,7 @@ from ivlm_core.model.predictor import (
     NoContactFound,
     ObjectContactResult,
 )
-from ivlm_core.model.processing import HumanRenderAssets
+from ivlm_core.model.processing import HumanRenderAssets, object_encoder_cameras
 from ivlm_core.model.prompts import IMAGE_TOKEN_INDEX, human_contact_question
 from ivlm_core.testing.tiny_checkpoint import expected_answer_ids
 
@@ -55,13 +55,19 @@ def test_generation_answer_parsing_and_determinism(tiny_checkpoints, tiny_model_
     result = tiny_model_gen.predict_human_contact(_photo(), "cup", template="parts")
     assert isinstance(result, HumanContactResult) and result.found
     lang = result.language
-    assert lang.generated_ids[:-1] == expected_answer_ids(tiny_checkpoints["Gen"], "Gen")
-    assert lang.generated_ids[-1] == tiny_model_gen.token_ids.eos
+    expected = expected_answer_ids(tiny_checkpoints["Gen"], "Gen")
+    seg = tiny_model_gen.token_ids.seg
+    # decoding stops at the mask token: nothing after it changes the mask
+    assert lang.generated_ids == expected[: expected.index(seg) + 1] and lang.status == "contact"
     assert lang.seg_token == "[SEG]" and lang.body_parts == ("hands",)
     assert "[SEG]" in lang.text
     again = tiny_model_gen.predict_human_contact(_photo(), "cup", template="parts")
     assert again.language.generated_ids == lang.generated_ids
     np.testing.assert_array_equal(again.view_logits, result.view_logits)
+    # the whole answer, as the reference generates it (to EOS), gives the same mask
+    full = tiny_model_gen.predict_human_contact(_photo(), "cup", template="parts", stop_at_mask=False)
+    assert full.language.generated_ids == [*expected, tiny_model_gen.token_ids.eos]
+    np.testing.assert_array_equal(full.view_logits, result.view_logits)
     np.testing.assert_array_equal(again.contacts_smplh, result.contacts_smplh)
 
 
@@ -93,7 +99,7 @@ def test_fast_path_equals_naive_path(tiny_model_gen) -> None:
 def test_seg_state_is_the_state_before_seg(tiny_model_gen) -> None:
     model = tiny_model_gen
     image = _photo(seed=4)
-    lang, out = model.run_language(image, human_contact_question("cup"))
+    lang, out = model.run_language(image, human_contact_question("cup"), stop_at_mask=False)
     seq = lang.prompt_ids + lang.generated_ids
     with torch.inference_mode():
         feats = model.model.llava.image_features(model.processor.preprocess_image(image))
@@ -183,13 +189,15 @@ def test_object_contact(tiny_model_gen) -> None:
     assert result.contacts.shape == (len(vertices),)
     nonzero = result.contacts[result.contacts > 0]
     assert np.all(nonzero >= 0.3 - 1e-6)  # the reference object lifter only lets p > 0.3 vote
-    # the camera encoder distance matters: 1.5 (trained) vs the demo's 2.0 give different masks
+    # the encoder cameras matter: the Gen tiny model is an affordance model (cam_params at 2.0); 1.5 differs
     model = tiny_model_gen
+    assert model.encoder_cameras.name == "cam_params" and model.encoder_cameras.distance == 2.0
+    saved = model.encoder_cameras
     try:
-        model.object_cam_dist = 2.0
+        model.encoder_cameras = object_encoder_cameras(model.config, 1.5)
         other = model.predict_object_contact(_photo(), "chair", vertices, faces, template="afford")
     finally:
-        model.object_cam_dist = 1.5
+        model.encoder_cameras = saved
     assert not np.allclose(other.view_logits, result.view_logits)
     # renders + SAM embeddings of a mesh are reused by the fast path and equal a fresh (naive) computation
     cached = model.predict_object_contact(_photo(), "chair", vertices, faces, template="afford")
@@ -213,7 +221,8 @@ def test_joint_model_routes_hseg_and_oseg(tiny_checkpoints, tiny_model_joint) ->
     assert model.model.splitter is not None
     result = model.predict_human_contact(_photo(), "cup", template="parts")
     assert isinstance(result, HumanContactResult) and result.language.seg_token == "[HSEG]"
-    assert result.language.generated_ids[:-1] == expected_answer_ids(tiny_checkpoints["Gen-Hu-Obj"], "Gen-Hu-Obj")
+    expected = expected_answer_ids(tiny_checkpoints["Gen-Hu-Obj"], "Gen-Hu-Obj")
+    assert result.language.generated_ids == expected[: expected.index(model.token_ids.hseg) + 1]
 
     image = _photo()
     hidden = torch.randn(1, model.model.llava.hidden_size, generator=torch.Generator().manual_seed(1))

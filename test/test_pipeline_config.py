@@ -23,7 +23,7 @@ def test_defaults_are_valid() -> None:
         ({"max_new_tokens": 0}, "max_new_tokens"),
         ({"max_new_tokens": 2.5}, "max_new_tokens must be an integer"),
         ({"generate": "yes"}, "generate must be true or false"),
-        ({"generate": False}, "only faithful for the 'simple' template"),
+        ({"generate": False, "question_template": "parts"}, "only faithful for the 'simple' template"),
         ({"task": "interaction"}, "needs object meshes"),
         ({"clip_dir": 3}, "clip_dir must be a path string"),
     ],

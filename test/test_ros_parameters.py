@@ -45,7 +45,7 @@ def test_shipped_yaml_sets_every_parameter_with_valid_values() -> None:
         ("task", "segment_everything", "human_contact"),
         ("device", "tpu", "cuda"),
         ("dtype", "int8", "bfloat16"),
-        ("max_new_tokens", 0, "[1, 512]"),
+        ("max_new_tokens", 0, "[1, 2048]"),
         ("max_new_tokens", 2.5, "integer"),
         ("queue_size", 1000, "[1, 100]"),
         ("max_rate_hz", -1.0, "[0.0, 1000.0]"),
@@ -99,7 +99,7 @@ def test_cross_parameter_rules_come_from_the_pipeline_config() -> None:
     with pytest.raises(InvalidInputError, match="object_library"):
         settings_from_dict({"task": "interaction"})
     with pytest.raises(InvalidInputError, match="simple"):
-        settings_from_dict({"generate": False})
+        settings_from_dict({"generate": False, "question_template": "parts"})
     ok = settings_from_dict({"generate": False, "question_template": "simple"})
     assert pipeline_config_problem(ok) is None
     assert pipeline_config_problem(ok.replace(task="object_contact")) is not None

@@ -4,8 +4,9 @@
     python -m ivlm_core.bench.model_latency --tiny     # tiny model on CPU, seconds
 
 Random weights cannot answer, so the LM head is wired (as in the test fixtures) to produce an answer of
-`--answer-tokens` tokens ending in [SEG] and EOS: both paths then run everything a real frame runs (CLIP,
-LLM prefill + decode, [SEG] state, camera tokens, SAM decode, post-processing, lifting). The 13B model is
+`--answer-tokens` tokens ending in [SEG] (then EOS; decoding stops at [SEG], as the product does): both paths
+then run everything a real frame runs (CLIP, LLM prefill + decode, [SEG] state, camera tokens, SAM decode,
+post-processing, lifting). The 13B model is
 built on the meta device and materialised directly on the GPU: no 13B host allocation.
 Last line: ``frame_s=<float> naive_frame_s=<float> speedup=<float> peak_gb=<float>``.
 """
@@ -197,7 +198,7 @@ def run_frame(model, image: np.ndarray, naive: bool, device: torch.device) -> tu
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU (seconds), for CI")
-    parser.add_argument("--answer-tokens", type=int, default=30, help="generated tokens incl. [SEG] (+EOS)")
+    parser.add_argument("--answer-tokens", type=int, default=30, help="answer tokens incl. the final [SEG]")
     parser.add_argument("--repeats", type=int, default=5, help="timed fast-path frames")
     parser.add_argument("--naive-repeats", type=int, default=1, help="timed naive-path frames")
     parser.add_argument("--device", default=None, help="default: cpu with --tiny, else cuda")

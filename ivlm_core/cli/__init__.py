@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import sys
 from collections.abc import Callable
+from pathlib import Path
 
 from ivlm_core.cli.arguments import (
     HelpFormatter,
@@ -49,6 +50,14 @@ def build_parser() -> argparse.ArgumentParser:
     add_checkpoint_argument(info)
     info.add_argument("--dtype", choices=DTYPE_CHOICES, default="bfloat16", help="dtype of the memory estimate")
     info.add_argument("--json", action="store_true", help="print JSON instead of text")
+    info.add_argument("--reference-data-dir", type=Path, default=None,
+                      help="the reference data/ folder: the shipped human renders in use when found")
+    info.add_argument("--body-model-dir", type=Path, default=None,
+                      help="SMPL-H/SMPL-X folder: ivlm's own render (compared with the shipped one when both exist)")
+    info.add_argument("--smpl-to-smplx", type=Path, default=None, help="smpl_to_smplx.pkl (its folder is searched)")
+    info.add_argument("--template", default=None, help="override the checkpoint's human question type")
+    info.add_argument("--object-cam-distance", type=float, default=None,
+                      help="override the encoder cameras of the object views")
 
     convert = _subcommand(sub, "convert", "one-time conversion of the .bin shards to safetensors",
                           "Convert the pickled .bin shards to safetensors (faster loading, no pickle), with "

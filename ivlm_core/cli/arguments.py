@@ -43,7 +43,11 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
     parser.add_argument("--device", choices=DEVICES, default="auto", help="'auto' = CUDA when available")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="'auto' = bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
-                        help="longest generated answer")
+                        help="longest generated answer (the reference's 512; decoding stops at the mask token and "
+                             "an answer cut before it is reported as truncated)")
+    parser.add_argument("--object-cam-distance", type=float, default=None,
+                        help="camera distance the encoder sees for the object views (default: per checkpoint, "
+                             "2.0 for the affordance model, 1.5 for PICO-trained contact; see `ivlm info`)")
 
 
 def add_task_arguments(parser: argparse.ArgumentParser) -> None:

@@ -34,11 +34,15 @@ def _group(key: str) -> str:
     return "llm"
 
 
-def checkpoint_info(model_dir: str | Path, clip_dir: str | Path | None = None, dtype: str = "bfloat16") -> dict:
-    """Sizes, dtypes and a memory estimate read from config + weight headers (no model is built)."""
+def checkpoint_info(
+    model_dir: str | Path, clip_dir: str | Path | None = None, dtype: str = "bfloat16", **inputs: object
+) -> dict:
+    """Sizes, dtypes and a memory estimate read from config + weight headers (no model is built), and what
+    the checkpoint will be fed (`ivlm_core.model.processing.describe_inputs`; `inputs` are its arguments)."""
     import torch
 
     from ivlm_core.model.checkpoint import find_weight_files, read_config, resolve_clip_dir, tensor_shapes
+    from ivlm_core.model.processing import describe_inputs
 
     config = read_config(model_dir)
     files = find_weight_files(model_dir)
@@ -86,6 +90,7 @@ def checkpoint_info(model_dir: str | Path, clip_dir: str | Path | None = None, d
         "object_view_set": config.oC_sam_view_type,
         "question_types": {"human": config.hC_question_type, "object": config.oC_question_type},
         "camera_encoder": config.cam_encoder_type,
+        "inputs": describe_inputs(config, **inputs),
         "params": params,
         "total_params": model_params,
         "clip": clip_info,
@@ -124,6 +129,15 @@ def _print_info(info: dict) -> None:
     for group, count in sorted(info["params"].items()):
         print(f"  {group:<24} {count / 1e6:12.2f} M")
     print(f"  {'total (checkpoint)':<24} {info['total_params'] / 1e6:12.2f} M")
+    inputs = info["inputs"]
+    renders = inputs["human_renders"]
+    print(f"human renders  {renders['source']}")
+    for view, diff in renders.get("ivlm_render_mean_abs_diff", {}).items():
+        print(f"  ivlm render vs shipped, {view:<12} mean |diff| {diff:.2f} / 255")
+    questions = inputs["question_types"]
+    print(f"questions      human={questions['human']} object={questions['object']} (from {questions['from']})")
+    cams = inputs["object_encoder_cameras"]
+    print(f"object cams    {cams['set']} at distance {cams['distance']} ({cams['reason']})")
     clip = info["clip"]
     print(
         f"clip tower     {clip.get('path') or 'NOT FOUND: ' + clip.get('error', '')}"
@@ -137,7 +151,11 @@ def _print_info(info: dict) -> None:
 
 
 def run_info(args: argparse.Namespace) -> int:
-    info = checkpoint_info(args.checkpoint, args.clip_dir, args.dtype)
+    info = checkpoint_info(
+        args.checkpoint, args.clip_dir, args.dtype, reference_data_dir=args.reference_data_dir,
+        body_model_dir=args.body_model_dir, smpl_to_smplx=args.smpl_to_smplx, question_type=args.template,
+        object_cam_distance=args.object_cam_distance,
+    )
     if args.json:
         print(json.dumps(info, indent=2))
     else:

@@ -34,7 +34,9 @@ def add_predict_options(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--no-generate", action="store_true",
                         help="append the mask token to the prompt and run a single forward (template 'simple')")
     parser.add_argument("--naive", action="store_true", help="reference-style decoding without the KV cache")
-    parser.add_argument("--object-dist", type=float, default=1.5, help="object render and camera-encoder distance")
+    parser.add_argument("--object-dist", type=float, default=1.5,
+                        help="object render distance (the reference's 1.5; the encoder cameras are chosen per "
+                             "checkpoint, see --object-cam-distance)")
     parser.add_argument("--sam-config", type=Path, default=None,
                         help="JSON SamSpec for checkpoints whose SAM is not ViT-H")
 
@@ -77,7 +79,7 @@ class ContactPredictor:
 
     def __init__(self, args: argparse.Namespace) -> None:
         from ivlm_core.model.checkpoint import load_checkpoint
-        from ivlm_core.model.processing import HumanRenderAssets
+        from ivlm_core.model.processing import resolve_human_assets
         from ivlm_core.model.sam import SamSpec
         from ivlm_core.pipeline import resolve_device, resolve_dtype
 
@@ -104,14 +106,13 @@ class ContactPredictor:
         self.model = load_checkpoint(args.checkpoint, clip_dir=args.clip_dir, device=device,
                                      dtype=resolve_dtype(args.dtype, device), sam_spec=sam_spec,
                                      contact_transfer=transfer, object_render_dist=args.object_dist,
-                                     object_cam_dist=args.object_dist)
+                                     object_cam_distance=args.object_cam_distance,
+                                     question_type=args.template if self.task == "human" else None)
         self.smplx = None
         if self.task == "human":
-            if args.reference_data_dir:
-                assets = HumanRenderAssets.from_reference_folder(args.reference_data_dir, self.model.human_view_set)
-            else:
-                assets = HumanRenderAssets.render_vitruvian(body_dir, self.model.human_view_set)
-            self.model.set_human_assets(assets)
+            # the shipped reference renders when found (what the model was trained on), else ivlm's own render
+            self.model.set_human_assets(resolve_human_assets(self.model.human_view_set, args.reference_data_dir,
+                                                             None, body_dir))
             self.smplx = _smplx_mesh(body_dir) if (body_dir is not None and transfer is not None) else None
         self.mesh = None
         if self.task == "object":
@@ -139,6 +140,7 @@ class ContactPredictor:
         summary: dict[str, Any] = {
             "task": self.task, "object": object_name, "text": lang.text, "seg_token": lang.seg_token,
             "body_parts": list(lang.body_parts), "affordance": lang.affordance, "found": result.found,
+            "answer_status": result.status, "answer_message": lang.message,  # contact | no_contact | truncated
             "contact_vertices": None, "timings": {k: round(v, 4) for k, v in result.timings.items()},
         }
         if isinstance(result, NoContactFound):

@@ -200,7 +200,8 @@ def reconstruct(args: argparse.Namespace) -> dict[str, Path]:
         checkpoint_dir=str(args.checkpoint), clip_dir=text(args.clip_dir), body_model_dir=text(args.body_model_dir),
         smpl_to_smplx=args.smpl_to_smplx, reference_data_dir=text(args.reference_data_dir), device=args.device,
         dtype=args.dtype, task="interaction", object_library=args.object_library, fit_human=True,
-        fit_object=True, fit_config=args.fit_config, max_new_tokens=args.max_new_tokens)
+        fit_object=True, fit_config=args.fit_config, max_new_tokens=args.max_new_tokens,
+        question_template=args.question_type, object_cam_distance=args.object_cam_distance)
     t0 = time.perf_counter()
     pipeline = InteractionPipeline.load(cfg)
     load_ms = (time.perf_counter() - t0) * 1000.0
@@ -244,6 +245,8 @@ def add_reconstruct_arguments(rec: argparse.ArgumentParser) -> None:
     rec.add_argument("--smpl-to-smplx", help="SMPL(-H) -> SMPL-X contact transfer (default: in --body-model-dir)")
     rec.add_argument("--object-library", help="YAML: object label -> mesh file + metric scale")
     rec.add_argument("--fit-config", help="object fit YAML (default: config/fitting.yaml)")
+    rec.add_argument("--question-type", default="auto", choices=("auto", "parts", "simple"),
+                     help="human question type (auto: the checkpoint's hC_question_type)")
     camera = rec.add_mutually_exclusive_group()
     camera.add_argument("--camera-k", help="intrinsics fx,fy,cx,cy in pixels")
     camera.add_argument("--fov-deg", type=float,

@@ -332,7 +332,7 @@ def load_tokenizer(model_dir: str | Path, config: InteractVLMConfig) -> tuple[ob
         bos=config.bos_token_id,
         eos=config.eos_token_id,
     )
-    prompt_tok = PromptTokenizer(tok.sp_model, added, bos_id=ids.bos, eos_id=ids.eos)
+    prompt_tok = PromptTokenizer(tok.sp_model, added, bos_id=ids.bos, eos_id=ids.eos, unk_id=int(tok.sp_model.unk_id()))
     return tok, prompt_tok, ids
 
 

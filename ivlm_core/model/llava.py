@@ -193,10 +193,12 @@ class LlavaModel(nn.Module):
         seg_token_ids: Sequence[int],
         eos_token_id: int,
         max_new_tokens: int,
+        stop_at_seg: bool = False,
     ) -> GenerationOutput:
         """Greedy decoding with a KV cache; the [SEG] state is the state of the step that emitted [SEG].
 
         That state is, by causality, the reference's row `pos([SEG]) - 1` of the full no-cache forward.
+        `stop_at_seg` ends decoding at the first mask token: the mask needs nothing after it.
         """
         import time
 
@@ -217,7 +219,7 @@ class LlavaModel(nn.Module):
             generated.append(token)
             if token in seg_ids and seg_index is None:
                 seg_index, seg_token, seg_hidden = step, token, hidden.clone()
-            if token == eos_token_id or step == max_new_tokens - 1:
+            if token == eos_token_id or step == max_new_tokens - 1 or (stop_at_seg and seg_index is not None):
                 break
             next_embed = table(torch.tensor([[token]], device=self.device))
             hidden = self.final_hidden(next_embed, cache)[:, -1]
@@ -240,6 +242,7 @@ class LlavaModel(nn.Module):
         seg_token_ids: Sequence[int],
         eos_token_id: int,
         max_new_tokens: int,
+        stop_at_seg: bool = False,
     ) -> GenerationOutput:
         """The reference decoder: every step re-runs CLIP and a full forward over the whole sequence.
 
@@ -249,6 +252,7 @@ class LlavaModel(nn.Module):
         import time
 
         t0 = time.perf_counter()
+        seg_set = {int(s) for s in seg_token_ids}
         ids = [int(i) for i in prompt_ids]
         generated: list[int] = []
         last_hidden = None
@@ -260,7 +264,7 @@ class LlavaModel(nn.Module):
             if step == 0:
                 prefill_s = time.perf_counter() - t0
             generated.append(token)
-            if token == eos_token_id:
+            if token == eos_token_id or (stop_at_seg and token in seg_set):
                 break
         assert last_hidden is not None
         seg_index, seg_token, seg_hidden = select_seg_state(last_hidden, ids, generated, seg_token_ids)

@@ -59,17 +59,23 @@ class InteractVLMModel(nn.Module):
         naive: bool = False,
         max_new_tokens: int = 512,
         answer_ids: Sequence[int] | None = None,
+        stop_at_mask: bool = True,
     ) -> GenerationOutput:
-        """The LLM on prompt + image: greedy generation (KV-cached or naive), a given answer (teacher forcing,
-        the reference `forward` mode) or, with `generate=False`, `forced_token` appended to the prompt."""
+        """The LLM on prompt + image: greedy generation (KV-cached or naive; ending at the first mask token when
+        `stop_at_mask`), a given answer (teacher forcing, the reference `forward` mode) or, with
+        `generate=False`, `forced_token` appended to the prompt."""
         seg_ids = self.config.seg_token_ids
         if answer_ids is not None:
             return self.llava.teacher_forced(prompt_ids, pixel_values, answer_ids, seg_ids)
         if not generate:
             return self.llava.forced_seg_state(prompt_ids, pixel_values, forced_token)
         if naive:
-            return self.llava.generate_naive(prompt_ids, pixel_values, seg_ids, eos_token_id, max_new_tokens)
-        return self.llava.generate_cached(prompt_ids, pixel_values, seg_ids, eos_token_id, max_new_tokens)
+            return self.llava.generate_naive(
+                prompt_ids, pixel_values, seg_ids, eos_token_id, max_new_tokens, stop_at_seg=stop_at_mask
+            )
+        return self.llava.generate_cached(
+            prompt_ids, pixel_values, seg_ids, eos_token_id, max_new_tokens, stop_at_seg=stop_at_mask
+        )
 
     # ---------------------------------------------------------------------------------------- SAM side
     @torch.inference_mode()

@@ -20,17 +20,22 @@ import numpy as np
 import torch
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
-from ivlm_core.geometry.lifting import LiftingMaps, lift_human_legacy, lift_human_soft, lift_object_mesh
+from ivlm_core.geometry.lifting import lift_human_legacy, lift_human_soft, lift_object_mesh
 from ivlm_core.geometry.views import OBJECT_MESH_RENDER_DIST, cam_params_tensor, get_view_set
 from ivlm_core.model.llava import GenerationOutput
 from ivlm_core.model.modeling import InteractVLMModel
 from ivlm_core.model.processing import (
     DEFAULT_HUMAN_VIEW_SET,
     DEFAULT_OBJECT_VIEW_SET,
+    EncoderCameras,
     HumanRenderAssets,
     InteractVLMProcessor,
     LanguageResult,
+    ObjectRenderAssets,
     as_rgb,
+    human_question_type,
+    object_encoder_cameras,
+    object_question_type,
     render_object_views,
 )
 from ivlm_core.model.prompts import human_2d_contact_question, human_contact_question, object_contact_question
@@ -43,14 +48,36 @@ HumanLifting = Literal["soft", "legacy"]
 
 # ------------------------------------------------------------------------------------------------ results
 @dataclass
+class MaskInternals:
+    """What the mask decoder was given and gave, for debugging and parity (on request: `return_internals`)."""
+
+    seg_hidden: np.ndarray  # (1, hidden) float32: final-norm LLM state that emitted the mask token
+    seg_embedding: np.ndarray  # (1, C) float32: its `text_hidden_fcs` embedding
+    view_tokens: np.ndarray  # (1, V, C) float32: the SAM prompt (embedding x camera encoding [-> splitter])
+    low_res_masks: np.ndarray  # (V, 1, h, w) float32: SAM decoder output before post-processing
+
+
+@dataclass
 class NoContactFound:
-    """The answer contained no mask token ([SEG]/[HSEG]/[OSEG]), so there is no mask (not an error)."""
+    """The answer held no mask token ([SEG]/[HSEG]/[OSEG]), so there is no mask (not an error).
+
+    `status` tells why: "no_contact" (the model answered without a mask token) or "truncated" (max_new_tokens
+    cut the answer before any mask token: unknown, not "no contact").
+    """
 
     task: str
     object_name: str
     language: LanguageResult
     timings: dict[str, float] = field(default_factory=dict)
     found: bool = False
+
+    @property
+    def status(self) -> str:
+        return self.language.status
+
+    @property
+    def message(self) -> str:
+        return self.language.message
 
 
 @dataclass
@@ -66,6 +93,8 @@ class HumanContactResult:
     contacts_smplx: np.ndarray | None  # (10475,) float32 when a ContactTransfer is set
     timings: dict[str, float] = field(default_factory=dict)
     found: bool = True
+    internals: MaskInternals | None = None
+    status: str = "contact"
 
 
 @dataclass
@@ -81,6 +110,8 @@ class ObjectContactResult:
     contacts: np.ndarray  # (N,) float32: 0 or >= 0.3 (reference object lifter)
     timings: dict[str, float] = field(default_factory=dict)
     found: bool = True
+    internals: MaskInternals | None = None
+    status: str = "contact"
 
 
 @dataclass
@@ -93,6 +124,8 @@ class Contact2DResult:
     iou: float
     timings: dict[str, float] = field(default_factory=dict)
     found: bool = True
+    internals: MaskInternals | None = None
+    status: str = "contact"
 
 
 # ------------------------------------------------------------------------------------------------ predictor
@@ -106,16 +139,20 @@ class InteractVLMPredictor:
         human_assets: HumanRenderAssets | None = None,
         contact_transfer=None,
         object_render_dist: float = OBJECT_MESH_RENDER_DIST,
-        object_cam_dist: float = OBJECT_MESH_RENDER_DIST,
+        object_cam_distance: float | None = None,
         object_render_size: int = 1024,
         human_lifting: HumanLifting = "soft",
+        question_type: str | None = None,
     ) -> None:
+        """`object_cam_distance` overrides the encoder cameras of the object views (default: per checkpoint,
+        `object_encoder_cameras`); `question_type` overrides the checkpoint's human question type."""
         self.model = model
         self.processor = processor
         self.contact_transfer = contact_transfer
         self.object_render_dist = float(object_render_dist)
-        self.object_cam_dist = float(object_cam_dist)
         self.object_render_size = int(object_render_size)
+        self.encoder_cameras: EncoderCameras = object_encoder_cameras(model.config, object_cam_distance)
+        self.question_type = human_question_type(model.config, question_type)
         if human_lifting not in ("soft", "legacy"):
             raise InvalidInputError(f"human_lifting must be 'soft' or 'legacy', got '{human_lifting}'.")
         self.human_lifting = human_lifting
@@ -169,9 +206,13 @@ class InteractVLMPredictor:
         if self._human_assets is not None:
             self.human_image_embeddings()
         cam_encoder = self.model.cam_encoder
-        for views in (get_view_set(self.human_view_set), get_view_set(self.object_view_set, dist=self.object_cam_dist)):
-            if cam_encoder is not None and cam_encoder.num_views == len(views):
-                self.camera_encodings(cam_params_tensor(views))
+        for params in (cam_params_tensor(get_view_set(self.human_view_set)), self.object_camera_params()):
+            if cam_encoder is not None and cam_encoder.num_views == len(params):
+                self.camera_encodings(params)
+
+    def object_camera_params(self) -> np.ndarray:
+        """(V, 5) normalised cameras the encoder sees for the object views (`encoder_cameras`)."""
+        return self.encoder_cameras.params(self.object_view_set)
 
     # ---------------------------------------------------------------------------------------- language
     @torch.inference_mode()
@@ -185,10 +226,12 @@ class InteractVLMPredictor:
         forced_token: int | None = None,
         pixel_values: torch.Tensor | None = None,
         answer_ids: Sequence[int] | None = None,
+        stop_at_mask: bool = True,
     ) -> tuple[LanguageResult, GenerationOutput]:
         """Ask `question` about the photo; returns the parsed answer and the [SEG]-state generation output.
 
         `answer_ids` replaces generation by a given answer (teacher forcing, the reference `forward` mode).
+        Generation ends at the first mask token unless `stop_at_mask` is False (then at EOS, as the reference).
         """
         prompt = self.processor.build_prompt(question)
         ids = self.processor.prompt_tokenizer.encode_with_image(prompt)
@@ -203,8 +246,10 @@ class InteractVLMPredictor:
             naive=naive,
             max_new_tokens=max_new_tokens,
             answer_ids=answer_ids,
+            stop_at_mask=stop_at_mask,
         )
-        return self.processor.decode_answer(prompt, out), out
+        generated = generate and answer_ids is None
+        return self.processor.decode_answer(prompt, out, max_new_tokens if generated else None), out
 
     # ---------------------------------------------------------------------------------------- SAM side
     @torch.inference_mode()
@@ -258,8 +303,9 @@ class InteractVLMPredictor:
         max_new_tokens: int,
         answer_ids: Sequence[int] | None,
         t0: float,
+        stop_at_mask: bool = True,
     ) -> tuple[LanguageResult, GenerationOutput, dict[str, float]] | NoContactFound:
-        """Ask one task's question; a typed NoContactFound when the answer holds no mask token."""
+        """Ask one task's question; a typed NoContactFound (no_contact or truncated) without a mask token."""
         lang, out = self.run_language(
             image,
             question,
@@ -268,6 +314,7 @@ class InteractVLMPredictor:
             max_new_tokens=max_new_tokens,
             forced_token=self.processor.mask_token_for(human=human),
             answer_ids=answer_ids,
+            stop_at_mask=stop_at_mask,
         )
         timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
         if out.seg_hidden is None:
@@ -277,11 +324,19 @@ class InteractVLMPredictor:
 
     def _decode(
         self, out: GenerationOutput, embeddings: torch.Tensor, sizes: Sequence, enc: torch.Tensor | None,
-        num_tokens: int, original_size: tuple[int, int],
-    ) -> tuple[torch.Tensor, torch.Tensor]:
+        num_tokens: int, original_size: tuple[int, int], internals: bool = False,
+    ) -> tuple[torch.Tensor, torch.Tensor, MaskInternals | None]:
         tokens = self.model.view_tokens(out.seg_hidden, out.seg_token_id, enc, num_tokens=num_tokens)
-        logits, iou, _ = self.model.decode_masks(embeddings, tokens, sizes, original_size)
-        return logits, iou
+        logits, iou, low = self.model.decode_masks(embeddings, tokens, sizes, original_size)
+        kept = None
+        if internals:
+            kept = MaskInternals(
+                seg_hidden=out.seg_hidden.float().cpu().numpy(),
+                seg_embedding=self.model.llava.seg_embedding(out.seg_hidden).float().cpu().numpy(),
+                view_tokens=tokens.float().cpu().numpy(),
+                low_res_masks=low.float().cpu().numpy(),
+            )
+        return logits, iou, kept
 
     @torch.inference_mode()
     def predict_human_contact(
@@ -293,16 +348,18 @@ class InteractVLMPredictor:
         naive: bool = False,
         max_new_tokens: int = 512,
         answer_ids: Sequence[int] | None = None,
+        stop_at_mask: bool = True,
+        return_internals: bool = False,
     ) -> HumanContactResult | NoContactFound:
         """3D human contact with `object_name` ('scene' = ground) in the photo.
 
-        template 'parts' (default for released hcontact models) or 'simple'; `generate=False` appends the mask
-        token to the prompt and runs one forward (only meaningful for 'simple').
+        template 'parts' or 'simple' (default: the predictor's `question_type`, i.e. the checkpoint's
+        `hC_question_type` unless overridden); `generate=False` appends the mask token to the prompt and runs one
+        forward (only meaningful for 'simple'). `return_internals` keeps the mask-token state, its embedding,
+        the SAM prompt and the low-resolution masks on the result.
         """
         t0 = time.perf_counter()
-        template = template or (
-            self.config.hC_question_type if self.config.hC_question_type in ("parts", "simple") else "parts"
-        )
+        template = human_question_type(self.config, template) if template else self.question_type
         if not generate and template != "simple":
             raise InvalidInputError(
                 "generate=False appends the mask token right after the question, which "
@@ -320,6 +377,7 @@ class InteractVLMPredictor:
             max_new_tokens,
             answer_ids,
             t0,
+            stop_at_mask,
         )
         if isinstance(asked, NoContactFound):
             return asked
@@ -328,7 +386,9 @@ class InteractVLMPredictor:
         views = get_view_set(self.human_view_set)
         embeddings, sizes = self.human_image_embeddings(cache=not naive)
         enc = self.camera_encodings(cam_params_tensor(views), cache=not naive)
-        logits, iou = self._decode(out, embeddings, sizes, enc, len(views), assets.maps.resolution)
+        logits, iou, internals = self._decode(
+            out, embeddings, sizes, enc, len(views), assets.maps.resolution, return_internals
+        )
         t2 = time.perf_counter()
         lift = lift_human_soft if self.human_lifting == "soft" else lift_human_legacy
         contacts = lift(logits[None].float(), assets.maps)[0]  # maps cache their valid pixels per device
@@ -347,19 +407,20 @@ class InteractVLMPredictor:
             smplh,
             smplx,
             timings,
+            internals=internals,
         )
 
     def render_object(
         self, vertices: np.ndarray, faces: np.ndarray, image_size: int | None = None
-    ) -> tuple[tuple[str, ...], np.ndarray, LiftingMaps]:
+    ) -> ObjectRenderAssets:
         """Normalise the mesh and render it xyz-coloured in the 4 object views at `object_render_dist`."""
         return render_object_views(
             vertices, faces, self.object_view_set, self.object_render_dist, image_size or self.object_render_size
         )
 
     def _object_inputs(self, vertices: np.ndarray, faces: np.ndarray, render_size: int | None, naive: bool):
-        """Renders, lifting maps and SAM embeddings of a mesh; the fast path keeps the last few meshes
-        (a robot sees the same objects frame after frame), the naive path recomputes them."""
+        """Renders + maps and SAM embeddings of a mesh; the fast path keeps the last few meshes (a robot sees
+        the same objects frame after frame), the naive path recomputes them."""
         size = int(render_size or self.object_render_size)
         verts = np.ascontiguousarray(vertices, dtype=np.float64)
         tris = np.ascontiguousarray(faces, dtype=np.int64)
@@ -374,9 +435,9 @@ class InteractVLMPredictor:
         if not naive and key in self._object_cache:
             self._object_cache.move_to_end(key)
             return self._object_cache[key]
-        names, renders, maps = self.render_object(verts, tris, size)
-        embeddings, sizes = self.encode_sam_images(renders)
-        entry = (names, renders, maps, embeddings, sizes)
+        assets = self.render_object(verts, tris, size)
+        embeddings, sizes = self.encode_sam_images(assets.renders)
+        entry = (assets, embeddings, sizes)
         if not naive:
             self._object_cache[key] = entry
             while len(self._object_cache) > OBJECT_CACHE_SIZE:
@@ -388,28 +449,38 @@ class InteractVLMPredictor:
         self,
         image: np.ndarray,
         object_name: str,
-        vertices: np.ndarray,
-        faces: np.ndarray,
+        vertices: np.ndarray | None = None,
+        faces: np.ndarray | None = None,
         template: str | None = None,
         generate: bool = True,
         naive: bool = False,
         max_new_tokens: int = 512,
         render_size: int | None = None,
         answer_ids: Sequence[int] | None = None,
+        object_assets: ObjectRenderAssets | None = None,
+        stop_at_mask: bool = True,
+        return_internals: bool = False,
     ) -> ObjectContactResult | NoContactFound:
-        """Object contact/affordance on the mesh (vertices (N,3), faces (F,3)) for the photo.
+        """Object contact/affordance for the photo, on a mesh (vertices (N,3), faces (F,3)) that ivlm renders,
+        or on ready-made renders + maps as the reference demo consumes them (`object_assets`, e.g.
+        `ObjectRenderAssets.from_reference_folder(<sample>/sam_inp_objs)` with its lift2d_dict.pkl).
 
-        template 'afford' (affordance models) or 'contact' (PICO-style; default for the joint model).
-        Renders at `object_render_dist` and conditions the camera encoder at `object_cam_dist` (both 1.5 by
-        default: what the joint model was trained with; the reference demo's 2.0 encoder distance is a bug).
+        template 'afford' (affordance model) or 'contact' (PICO-trained; default for the joint model); default
+        from the checkpoint. Renders at `object_render_dist` (1.5, as the reference); the camera encoder sees
+        `encoder_cameras` (per checkpoint: 2.0 for the affordance model, 1.5 for PICO-trained contact).
         """
         t0 = time.perf_counter()
-        if template is None:
-            template = (
-                "contact"
-                if (self.config.token_type == "Gen-Hu-Obj" or self.config.oC_question_type != "afford")
-                else "afford"
+        if (object_assets is None) == (vertices is None or faces is None):
+            raise InvalidInputError(
+                "predict_object_contact needs either the mesh (vertices and faces) or ready-made object_assets "
+                "(renders + lifting maps), not both and not neither."
             )
+        if object_assets is not None and len(object_assets.view_names) != len(get_view_set(self.object_view_set)):
+            raise InvalidInputError(
+                f"{len(object_assets.view_names)} object renders given; the view set {self.object_view_set} has "
+                f"{len(get_view_set(self.object_view_set))} views."
+            )
+        template = object_question_type(self.config, template)
         if not generate and template != "contact":
             raise InvalidInputError("generate=False is only meaningful for the 'contact' object template.")
         asked = self._ask(
@@ -423,18 +494,24 @@ class InteractVLMPredictor:
             max_new_tokens,
             answer_ids,
             t0,
+            stop_at_mask,
         )
         if isinstance(asked, NoContactFound):
             return asked
         lang, out, timings = asked
         t1 = time.perf_counter()
-        names, renders, maps, embeddings, sizes = self._object_inputs(vertices, faces, render_size, naive)
+        if object_assets is None:
+            assets, embeddings, sizes = self._object_inputs(vertices, faces, render_size, naive)
+        else:
+            assets = object_assets
+            embeddings, sizes = self.encode_sam_images(assets.renders)
         t2 = time.perf_counter()
-        cams = cam_params_tensor(get_view_set(self.object_view_set, dist=self.object_cam_dist))
-        enc = self.camera_encodings(cams, cache=not naive)
-        logits, iou = self._decode(out, embeddings, sizes, enc, len(names), maps.resolution)
+        enc = self.camera_encodings(self.object_camera_params(), cache=not naive)
+        logits, iou, internals = self._decode(
+            out, embeddings, sizes, enc, len(assets.view_names), assets.maps.resolution, return_internals
+        )
         t3 = time.perf_counter()
-        contacts = lift_object_mesh(logits[None].float(), maps.to(logits.device))[0]
+        contacts = lift_object_mesh(logits[None].float(), assets.maps.to(logits.device))[0]
         timings.update(
             {
                 "render_s": t2 - t1,
@@ -446,12 +523,13 @@ class InteractVLMPredictor:
         return ObjectContactResult(
             object_name,
             lang,
-            names,
-            renders,
+            assets.view_names,
+            assets.renders,
             logits.cpu().numpy(),
             iou[:, 0].cpu().numpy(),
             contacts.cpu().numpy().astype(np.float32),
             timings,
+            internals=internals,
         )
 
     @torch.inference_mode()
@@ -463,6 +541,8 @@ class InteractVLMPredictor:
         naive: bool = False,
         max_new_tokens: int = 512,
         answer_ids: Sequence[int] | None = None,
+        stop_at_mask: bool = True,
+        return_internals: bool = False,
     ) -> Contact2DResult | NoContactFound:
         """2D contact mask on the photo (SAM sees the photo; camera params are zeros as in training)."""
         t0 = time.perf_counter()
@@ -478,6 +558,7 @@ class InteractVLMPredictor:
             max_new_tokens,
             answer_ids,
             t0,
+            stop_at_mask,
         )
         if isinstance(asked, NoContactFound):
             return asked
@@ -486,15 +567,20 @@ class InteractVLMPredictor:
         embeddings, sizes = self.encode_sam_images(photo[None])
         num_tokens = max(1, self.config.multiview_channels)
         enc = self.camera_encodings(np.zeros((num_tokens, 5), np.float32))
-        logits, iou = self._decode(out, embeddings, sizes, enc, num_tokens, tuple(photo.shape[:2]))
+        logits, iou, internals = self._decode(
+            out, embeddings, sizes, enc, num_tokens, tuple(photo.shape[:2]), return_internals
+        )
         timings.update({"sam_s": time.perf_counter() - t1, "total_s": time.perf_counter() - t0})
-        return Contact2DResult(object_name, lang, logits[0].cpu().numpy(), float(iou[0, 0]), timings)
+        return Contact2DResult(
+            object_name, lang, logits[0].cpu().numpy(), float(iou[0, 0]), timings, internals=internals
+        )
 
 
 __all__ = [
     "Contact2DResult",
     "HumanContactResult",
     "InteractVLMPredictor",
+    "MaskInternals",
     "NoContactFound",
     "ObjectContactResult",
 ]

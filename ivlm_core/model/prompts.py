@@ -160,18 +160,25 @@ class _SentencePiece(Protocol):
 class PromptTokenizer:
     """transformers-4.31 slow-LLaMA tokenisation over a SentencePiece model plus the added-token table.
 
-    `added_tokens` maps the added (non-SentencePiece) tokens, e.g. [SEG], <im_start>, to their ids.
+    `added_tokens` maps the added (non-SentencePiece) tokens, e.g. [SEG], <im_start>, to their ids. A literal
+    "<s>", "</s>" or "<unk>" in the text (say, inside an object name) becomes the bos / eos / unk id, as in 4.31,
+    where the special tokens are never split; unlike added tokens they keep the whitespace around them (LLaMA
+    saves them as AddedToken(lstrip=False, rstrip=False)).
     """
 
     sp_model: _SentencePiece
     added_tokens: Mapping[str, int]
     bos_id: int = 1
     eos_id: int = 2
+    unk_id: int = 0
+
+    @property
+    def special_tokens(self) -> dict[str, int]:
+        return {"<s>": self.bos_id, "</s>": self.eos_id, "<unk>": self.unk_id}
 
     def _split_added(self, text: str) -> list[str]:
-        if not self.added_tokens:
-            return [text]
-        alternatives = "|".join(re.escape(t) for t in sorted(self.added_tokens, key=len, reverse=True))
+        whole = {**self.special_tokens, **self.added_tokens}
+        alternatives = "|".join(re.escape(t) for t in sorted(whole, key=len, reverse=True))
         parts = re.split(f"({alternatives})", text)
         for i, part in enumerate(parts):
             if part in self.added_tokens:
@@ -184,9 +191,12 @@ class PromptTokenizer:
 
     def encode(self, text: str, add_bos: bool = True) -> list[int]:
         ids = [self.bos_id] if add_bos else []
+        special = self.special_tokens
         for part in self._split_added(text):
             if part in self.added_tokens:
                 ids.append(self.added_tokens[part])
+            elif part in special:
+                ids.append(special[part])
             else:
                 ids.extend(int(i) for i in self.sp_model.encode(part))
         return ids
@@ -244,6 +254,8 @@ def _template_regex(template: str, field: str) -> re.Pattern[str]:
     escaped = re.escape(template)
     escaped = escaped.replace(re.escape("{" + field + "}"), f"(?P<{field}>.+?)")
     escaped = escaped.replace(re.escape("{TOKEN}"), r"\s*(?:\[SEG\]|\[HSEG\]|\[OSEG\])\s*")
+    if escaped.endswith(r"\."):  # decoding may stop at the mask token, before the final full stop
+        escaped = escaped[:-2] + r"\.?"
     return re.compile(escaped.replace(r"\ ", r"\s+"), re.IGNORECASE | re.DOTALL)
 
 
