@@ -267,13 +267,14 @@ def reference_data_candidates(
     reference_data_dir: str | Path | None, smpl_to_smplx: str | Path | None, body_model_dir: str | Path | None
 ) -> list[Path]:
     """Where the reference `data/` may be: the explicit folder, the folder of smpl_to_smplx.pkl (users unzip
-    data.zip for it anyway), the body model folder."""
+    data.zip for it anyway), the body model folder and its parent (`~/ivlm_data/{body_models,data}`); each
+    also with a `data/` subfolder (`reference_render_folder`)."""
     found = [Path(reference_data_dir)] if reference_data_dir else []
     if smpl_to_smplx:
         transfer = Path(smpl_to_smplx)
         found.append(transfer.parent if transfer.suffix else transfer)
     if body_model_dir:
-        found.append(Path(body_model_dir))
+        found += [Path(body_model_dir), Path(body_model_dir).parent]
     return found
 
 
