@@ -92,6 +92,7 @@ def test_info_convert_predict(tmp_path: Path, tiny_checkpoints, tiny_body_assets
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["object"] == "cup" and summary["found"] and summary["body_parts"] == ["hands"]
+    assert summary["answer_status"] == "contact"
     with np.load(tmp_path / "out" / "cup__frame_hcontact_vertices.npz") as npz:
         assert npz["pred_contact_3d_smplh"].ndim == 2 and npz["pred_contact_3d_smplx"].ndim == 1
         assert npz["view_logits"].shape[0] == 4
