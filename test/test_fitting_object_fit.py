@@ -71,10 +71,15 @@ def test_fit_recovers_a_perturbed_pose(scene):
 def test_fit_without_a_start_pose_uses_the_mask_and_contacts(scene):
     torch.set_num_threads(1)
     s = scene
-    res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K,
-                     FitConfig(iterations=120, start_candidates_without_pose=4))
-    assert res.report["start_candidates"] == 48  # 24 axis rotations, each also refined by ICP
+    cfg = FitConfig(iterations=120, start_candidates_without_pose=12, warmup_iterations=20)
+    res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K, cfg)
+    # 8 contact-normal + 8 principal-axis + 24 cube rotations, each also refined by ICP
+    assert res.report["start_candidates"] == 80 and res.report["hypotheses"] == 12
+    assert res.report["iterations"] == 20 + 120
     assert _centre_error_cm(s, res) < 3.0
+    assert res.report["loss_gap"] >= 0 and res.report["runner_up_rotation_deg"] > cfg.distinct_rotation_deg - 1e-6 or (
+        res.report["runner_up_translation_m"] > cfg.distinct_translation_m)
+    assert res.status.startswith("ok") and ("ambiguous" in res.status) == bool(res.report["ambiguous"])
 
 
 def test_result_converts_to_pose_and_placement(scene):

@@ -78,7 +78,7 @@ class FitConfig:
     contact_keep_fraction: float = 0.7
     contact_density_radius: float = 0.15
     contact_tolerance_m: float = 0.01
-    mask_boundary_band_px: int = 4
+    mask_boundary_band_px: int = 3
     object_contact_threshold: float = 0.3
     human_contact_threshold: float = 0.5
     human_contact_mask_margin: float = 0.5
@@ -608,6 +608,8 @@ def _mask_target(grid: SilhouetteGrid, mask: np.ndarray, cfg: FitConfig) -> torc
 def _mask_weight(grid: SilhouetteGrid, mask: np.ndarray, band_px: int) -> torch.Tensor:
     """Per-cell weight of the mask term: the fraction of the cell outside the band of ``band_px`` pixels on
     either side of the mask outline (a predicted mask's outline is off by a few pixels either way)."""
+    # never more than a third of the mask's half-width: a thin object's mask is mostly outline
+    band_px = min(band_px, int(ndimage.distance_transform_edt(mask).max() / 3))
     if band_px <= 0:
         return torch.ones((grid.height, grid.width))
     disk = np.hypot(*np.mgrid[-band_px : band_px + 1, -band_px : band_px + 1]) <= band_px
