@@ -118,9 +118,9 @@ def test_robust_contact_term_ignores_an_outlier_blob(box_scene):
     """A blob of false human contacts (the other hand) 25 cm away must not pull the object's best position."""
     s = box_scene
     touching = s["body_v"][s["p_hum"] > 0.5].mean(0)
-    spot = s["body_v"][np.argmin(np.linalg.norm(s["body_v"] - (touching + [-0.15, 0.2, 0.0]), axis=1))]
+    spot = s["body_v"][np.argmin(np.linalg.norm(s["body_v"] - (touching + np.array([-0.15, 0.2, 0.0])), axis=1))]
     blob = np.linalg.norm(s["body_v"] - spot, axis=1) < 0.02
-    assert 3 <= blob.sum() and blob.sum() < 0.4 * (s["p_hum"] > 0.5).sum()
+    assert blob.sum() >= 3 and blob.sum() < 0.4 * (s["p_hum"] > 0.5).sum()
     noisy = np.where(blob, 1.0, s["p_hum"])
     towards = spot - touching
     towards[2] = 0.0

@@ -64,7 +64,7 @@ def test_library_symmetry_given_measured_or_rejected(tmp_path):
     assert np.allclose(can.centre, 0.0, atol=1e-6)  # the surface centroid, in metres
     assert library.get("box").symmetry.kind == "planar" and library.get("box").symmetry.source == "measured"
     assert library.get("plain").symmetry.kind == "none"
-    with pytest.raises(InvalidInputError, match="'can'.*symmetry must be one of"):
+    with pytest.raises(InvalidInputError, match=r"'can'.*symmetry must be one of"):
         ObjectLibrary.from_dict({"can": {"mesh": "can.ply", "symmetry": "round"}}, base_dir=tmp_path)
     with pytest.raises(InvalidInputError, match="planes"):
         ObjectLibrary.from_dict({"can": {"mesh": "can.ply", "symmetry": {"kind": "planar"}}}, base_dir=tmp_path)

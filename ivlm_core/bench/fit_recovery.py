@@ -1,7 +1,8 @@
 """Object placement recovery on synthetic human-object scenes: how close does the fit get to a known pose?
 
-Each scene: the synthetic SMPL-X body (ivlm_core.testing.synthetic_body, posed, in a 640x480 camera with fx=fy=600), one object (box, mug,
-spray bottle, handle capsule, racket; 8 scenes each by default) at a random pose touching a hand or the torso,
+Each scene: the synthetic SMPL-X body (ivlm_core.testing.synthetic_body, posed, in a 640x480 camera with
+fx=fy=600), one object (box, mug, spray bottle, handle capsule, racket; 8 scenes each by default) at a random
+pose touching a hand or the torso,
 the object's VISIBLE mask (z-buffered with the body, which covers up to 40 % of it) and contact probabilities
 from the true surface distances. Each scene is fitted twice:
 
