@@ -4,45 +4,18 @@ import numpy as np
 import pytest
 import torch
 import trimesh
-from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from ivlm_core.fitting import object_fit as of
 from ivlm_core.fitting.hypotheses import start_rotations
 from ivlm_core.fitting.silhouette import SilhouetteGrid, soft_silhouette
 from ivlm_core.fitting.symmetry import Symmetry
-from ivlm_core.fitting.zbuffer import render_depth
-
-K = np.array([[600.0, 0.0, 320.0], [0.0, 600.0, 240.0], [0.0, 0.0, 1.0]])
-
-
-def _ramp(d):
-    return np.clip((0.03 - d) / 0.02, 0.0, 1.0)
+from ivlm_core.testing.held_object import CAMERA_K as K
+from ivlm_core.testing.held_object import held_object_scene
 
 
 def _make(obj, rot, occluder=None):
-    """A box 'torso' 1.6 m away and the object held against its front; optionally a slab hiding part of it."""
-    torso = trimesh.creation.box((0.4, 0.6, 0.25))
-    body_v, body_f = trimesh.remesh.subdivide_to_size(torso.vertices, torso.faces, 0.03)
-    body_v = body_v + np.array([0.0, 0.05, 1.6])
-    obj_v, obj_f = trimesh.remesh.subdivide_to_size(obj.vertices, obj.faces, 0.012)
-    normal = np.array([0.0, 0.0, -1.0])
-    heights = (obj_v @ rot.T) @ normal
-    trans = np.array([0.05, 0.0, 1.6 - 0.125]) - rot @ obj_v[np.argmin(heights)] - 0.002 * normal
-    posed = obj_v @ rot.T + trans
-    body_pts, _ = trimesh.sample.sample_surface(trimesh.Trimesh(body_v, body_f), 20000, seed=0)
-    obj_pts, _ = trimesh.sample.sample_surface(trimesh.Trimesh(posed, obj_f), 5000, seed=0)
-    p_obj = _ramp(cKDTree(body_pts).query(posed)[0])
-    p_hum = _ramp(cKDTree(obj_pts).query(body_v)[0])
-    if occluder is not None:  # the occluder is part of the "body" mesh (it hides the object, the fit knows it)
-        offset = len(body_v)
-        body_v = np.concatenate((body_v, occluder.vertices))
-        body_f = np.concatenate((body_f, occluder.faces + offset))
-        p_hum = np.concatenate((p_hum, np.zeros(len(occluder.vertices))))
-    render = render_depth([(body_v, body_f), (posed, obj_f)], K, (480, 640))
-    return dict(obj_v=obj_v, obj_f=obj_f, p_obj=p_obj, body_v=body_v, body_f=body_f, p_hum=p_hum,
-                mask=render.mesh_index == 1, full=render_depth([(posed, obj_f)], K, (480, 640)).mask,
-                rot=rot, trans=trans)
+    return held_object_scene(obj, rot, occluder)
 
 
 @pytest.fixture(scope="module")
