@@ -75,10 +75,10 @@ class FitConfig:
     weight_centroid: float = 1e-4
     weight_contact: float = 10.0
     weight_penetration: float = 100.0
-    contact_keep_fraction: float = 0.7
+    contact_keep_fraction: float = 1.0
     contact_density_radius: float = 0.15
-    contact_tolerance_m: float = 0.01
-    mask_boundary_band_px: int = 3
+    contact_tolerance_m: float = 0.0
+    mask_boundary_band_px: int = 0
     object_contact_threshold: float = 0.3
     human_contact_threshold: float = 0.5
     human_contact_mask_margin: float = 0.5
