@@ -471,7 +471,7 @@ class InteractionPipeline:
                       obj: ObjectContactEstimate | None, body: BodyPlacement | None, k: np.ndarray | None,
                       object_mask: np.ndarray | None,
                       object_box: tuple[float, float, float, float] | None) -> ObjectPlacement:
-        from ivlm_core.fitting.object_fit import fit_object_to_body
+        from ivlm_core.fitting.object_fit import ObjectFitFailure, fit_object_to_body
 
         reasons = []
         if body is None or not body.placed:
@@ -493,8 +493,12 @@ class InteractionPipeline:
         if not np.asarray(mask).any():
             source = "the given object mask" if object_mask is not None else f"SAM's mask for box {object_box}"
             return ObjectPlacement(False, f"object not placed: {source} is empty; check the box or mask")
-        fit = fit_object_to_body(
-            object_vertices=obj.vertices, object_faces=obj.faces, object_contact=obj.vertex_contact,
-            body_vertices=body.vertices, body_faces=body.faces, body_contact=human.vertex_contact,
-            object_mask=mask, camera_k=k, config=self.fit_config)
+        try:
+            fit = fit_object_to_body(
+                object_vertices=obj.vertices, object_faces=obj.faces, object_contact=obj.vertex_contact,
+                body_vertices=body.vertices, body_faces=body.faces, body_contact=human.vertex_contact,
+                object_mask=mask, camera_k=k, config=self.fit_config,
+                symmetry=self.object_library.get(obj.label).symmetry)
+        except ObjectFitFailure as exc:  # e.g. mask too small, no contacts above threshold
+            return ObjectPlacement(False, f"object not placed: {exc}")
         return ObjectPlacement(**fit.placement_kwargs())

@@ -154,6 +154,8 @@ def fit_report_msg(placement: Any | None) -> FitReport:
     msg.message = placement.status or ""
     report: Mapping[str, float] = placement.report or {}
     msg.iterations = int(report.get("iterations", 0))
+    msg.hypotheses = int(report.get("hypotheses", 0))
+    msg.ambiguous = bool(report.get("ambiguous", 0.0))
     for name in (
         "fit_time_s",
         "loss_total",
@@ -163,6 +165,9 @@ def fit_report_msg(placement: Any | None) -> FitReport:
         "loss_penetration",
         "contact_distance_m",
         "penetration_depth_m",
+        "loss_gap",
+        "runner_up_rotation_deg",
+        "runner_up_translation_m",
     ):
         if name in report:
             setattr(msg, name, float(report[name]))

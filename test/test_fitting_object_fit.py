@@ -5,42 +5,21 @@ import pytest
 import torch
 import trimesh
 import yaml
-from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.fitting.object_fit import DEFAULT_CONFIG_PATH, FitConfig, fit_object, fit_object_to_body
 from ivlm_core.fitting.rotation import rotation_angle_deg
-from ivlm_core.fitting.zbuffer import render_depth
 from ivlm_core.pipeline import ObjectPlacement
-
-K = np.array([[600.0, 0.0, 320.0], [0.0, 600.0, 240.0], [0.0, 0.0, 1.0]])
-
-
-def _ramp(d):
-    return np.clip((0.03 - d) / 0.02, 0.0, 1.0)
+from ivlm_core.testing.held_object import CAMERA_K as K
+from ivlm_core.testing.held_object import held_object_scene
 
 
 @pytest.fixture(scope="module")
 def scene():
     """A box 'torso' 1.6 m away and a small box held against its front, tilted, partly in front of it."""
-    torso = trimesh.creation.box((0.4, 0.6, 0.25))
-    body_v, body_f = trimesh.remesh.subdivide_to_size(torso.vertices, torso.faces, 0.03)
-    body_v = body_v + np.array([0.0, 0.05, 1.6])
-    obj = trimesh.creation.box((0.14, 0.08, 0.05))
-    obj_v, obj_f = trimesh.remesh.subdivide_to_size(obj.vertices, obj.faces, 0.012)
     rot = Rotation.from_euler("xyz", [20, -30, 15], degrees=True).as_matrix()
-    normal = np.array([0.0, 0.0, -1.0])  # the torso's front face looks at the camera
-    heights = (obj_v @ rot.T) @ normal
-    trans = np.array([0.05, 0.0, 1.6 - 0.125]) - rot @ obj_v[np.argmin(heights)] - 0.002 * normal
-    posed = obj_v @ rot.T + trans
-    body_pts, _ = trimesh.sample.sample_surface(trimesh.Trimesh(body_v, body_f), 20000, seed=0)
-    obj_pts, _ = trimesh.sample.sample_surface(trimesh.Trimesh(posed, obj_f), 5000, seed=0)
-    p_obj = _ramp(cKDTree(body_pts).query(posed)[0])
-    p_hum = _ramp(cKDTree(obj_pts).query(body_v)[0])
-    render = render_depth([(body_v, body_f), (posed, obj_f)], K, (480, 640))
-    return dict(obj_v=obj_v, obj_f=obj_f, p_obj=p_obj, body_v=body_v, body_f=body_f, p_hum=p_hum,
-                mask=render.mesh_index == 1, rot=rot, trans=trans)
+    return held_object_scene(trimesh.creation.box((0.14, 0.08, 0.05)), rot)
 
 
 def _centre_error_cm(s, res):
@@ -71,10 +50,16 @@ def test_fit_recovers_a_perturbed_pose(scene):
 def test_fit_without_a_start_pose_uses_the_mask_and_contacts(scene):
     torch.set_num_threads(1)
     s = scene
-    res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K,
-                     FitConfig(iterations=120, start_candidates_without_pose=4))
-    assert res.report["start_candidates"] == 48  # 24 axis rotations, each also refined by ICP
+    cfg = FitConfig(iterations=120, start_candidates_without_pose=12, warmup_iterations=20)
+    res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K, cfg)
+    # 8 contact-normal + 8 principal-axis + 24 cube rotations, each also refined by ICP
+    assert res.report["start_candidates"] == 80 and res.report["hypotheses"] == 12
+    assert res.report["iterations"] == 20 + 120
     assert _centre_error_cm(s, res) < 3.0
+    rep = res.report
+    assert rep["loss_gap"] >= 0 and (rep["runner_up_rotation_deg"] > cfg.distinct_rotation_deg
+                                     or rep["runner_up_translation_m"] > cfg.distinct_translation_m)
+    assert res.status.startswith("ok") and ("ambiguous" in res.status) == bool(res.report["ambiguous"])
 
 
 def test_result_converts_to_pose_and_placement(scene):
@@ -100,7 +85,7 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
     assert dataclasses.asdict(from_yaml) == dataclasses.asdict(FitConfig())
     assert FitConfig.load_default() == from_yaml
     assert (from_yaml.weight_mask, from_yaml.weight_centroid, from_yaml.weight_contact) == (5.0, 1e-4, 10.0)
-    assert (from_yaml.lr_rotation, from_yaml.lr_translation, from_yaml.iterations) == (0.05, 0.01, 250)
+    assert (from_yaml.lr_rotation, from_yaml.lr_translation, from_yaml.iterations) == (0.05, 0.01, 150)
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     data["weights"]["mask_typo"] = 1.0
     bad = tmp_path / "bad.yaml"

@@ -63,7 +63,7 @@ def test_fit_config_file_reaches_the_object_fit(tmp_path) -> None:
     path.write_text("iterations: 17\nweights: {mask: 2.0}\n")
     cfg = PipelineConfig(checkpoint_dir="/x", fit_config=str(path))
     assert ObjectFitConfig.load(cfg.fit_config).iterations == 17
-    assert ObjectFitConfig.load_default().iterations == 250
+    assert ObjectFitConfig.load_default().iterations == ObjectFitConfig().iterations != 17
     with pytest.raises(MissingAssetError, match="fitting config"):
         ObjectFitConfig.load(str(tmp_path / "missing.yaml"))
 

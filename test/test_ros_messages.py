@@ -221,3 +221,20 @@ def test_debug_image_has_the_photo_and_one_view_strip_per_estimate() -> None:
     assert strip[:, :5, 0].mean() > strip[:, :5, 2].mean()
     no_k = compose_debug_image(photo, result, None, 0.5, 0.5)
     assert np.all(no_k[:60] == 30)
+
+
+def test_fit_report_carries_the_hypotheses_confidence_and_ambiguity() -> None:
+    from ivlm_core.pipeline import ObjectPlacement
+    from ivlm_ros.messages import fit_report_msg
+
+    status = "ok; ambiguous: a pose 180 deg / 0.4 cm away fits almost as well (loss gap 0.010 < 0.05)"
+    report = {"loss_total": 0.2, "iterations": 190, "hypotheses": 24, "loss_gap": 0.01, "ambiguous": 1.0,
+              "runner_up_rotation_deg": 180.0, "runner_up_translation_m": 0.004}
+    msg = fit_report_msg(ObjectPlacement(True, status, report=report))
+    assert msg.success and msg.message == status and msg.ambiguous
+    assert msg.hypotheses == 24 and msg.iterations == 190
+    assert msg.loss_gap == pytest.approx(0.01) and msg.runner_up_rotation_deg == pytest.approx(180.0)
+    assert msg.runner_up_translation_m == pytest.approx(0.004)
+    confident = fit_report_msg(ObjectPlacement(True, "ok", report={**report, "ambiguous": 0.0, "loss_gap": 0.4}))
+    assert not confident.ambiguous and confident.loss_gap == pytest.approx(0.4)
+    assert not fit_report_msg(None).ambiguous and fit_report_msg(None).hypotheses == 0

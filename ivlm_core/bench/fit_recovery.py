@@ -1,16 +1,27 @@
 """Object placement recovery on synthetic human-object scenes: how close does the fit get to a known pose?
 
-Each scene: the synthetic SMPL-X body (ivlm_core.testing.synthetic_body, posed, in a 640x480 camera with fx=fy=600),
-one object (box, mug, spray bottle, handle capsule, racket) at a random pose touching the hand or the torso,
-the object's VISIBLE mask (z-buffered with the body) and contact probabilities derived from the true
-surface distances. The object pose is perturbed (10-20 degrees about a random axis, 5-10 cm along a random
-direction) and handed to ``fit_object`` as its start pose. Errors: rotation geodesic angle (for the
-axis-symmetric handle, the angle between the symmetry axes, since a roll about it is unobservable), and the
-distance between the fitted and true object centres.
+Each scene: the synthetic SMPL-X body (ivlm_core.testing.synthetic_body, posed, in a 640x480 camera with
+fx=fy=600), one object (box, mug, spray bottle, handle capsule, racket; 8 scenes each by default) at a random
+pose touching a hand or the torso,
+the object's VISIBLE mask (z-buffered with the body, which covers up to 40 % of it) and contact probabilities
+from the true surface distances. Each scene is fitted twice:
 
-    python -m ivlm_core.bench.fit_recovery [--scenes 20] [--seed 0] [--threads 1] [--start contact] [--out DIR]
+* clean: those contacts and that mask;
+* noisy (``--noise``, default 1 = the ranges below, 0 = clean only): 10-20 % of the contact labels flipped on
+  each mesh (that many contacts missed and as many false contacts at random vertices), a false-positive blob
+  on the other hand, and the mask eroded or dilated by 3-8 px.
 
-Last line: ``rot_err_deg=<median> trans_err_cm=<median> fit_s=<median>``.
+The fit starts from no pose (``--start none``, the product's path: multi-hypothesis start) or from the true
+pose perturbed by 10-20 degrees / 5-10 cm (``--start perturbed``). Errors are taken modulo the object's
+symmetry, measured from its mesh as the object library does: rotation = the smallest angle to a pose that looks
+the same, translation = distance between the fitted and true symmetry centres. Success: <= 5 deg and <= 2 cm.
+
+    python -m ivlm_core.bench.fit_recovery [--scenes 40] [--noise 1] [--start none|perturbed] [--seed 0]
+                                           [--threads 1] [--config fit.yaml] [--out DIR]
+
+Prints one line per fit, mean / p90 / worst per condition, and last:
+``success=<clean> success_noisy=<noisy> rot_err_deg=<median clean> trans_err_cm=<median clean>
+worst_rot_deg=<clean> fit_s=<median over all fits>``.
 """
 
 from __future__ import annotations
@@ -24,13 +35,14 @@ from pathlib import Path
 import numpy as np
 import torch
 import trimesh
+from scipy import ndimage
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from ivlm_core.body.models import load_body_model, posed_mesh
 from ivlm_core.fitting.export import export_glb, save_overlay_png, scene_meshes
-from ivlm_core.fitting.object_fit import FitConfig, fit_object
-from ivlm_core.fitting.rotation import rotation_angle_deg
+from ivlm_core.fitting.object_fit import FitConfig, ObjectFitFailure, fit_object
+from ivlm_core.fitting.symmetry import Symmetry, measure_symmetry
 from ivlm_core.fitting.zbuffer import render_depth
 from ivlm_core.testing.synthetic_body import surface_nets, write_synthetic_smplx
 
@@ -40,11 +52,14 @@ CONTACT_FULL_M = 0.01  # surface distance with contact probability 1 ...
 CONTACT_ZERO_M = 0.03  # ... falling linearly to 0 here
 
 
+MAX_OCCLUDED = 0.4  # the body may cover up to this fraction of the object's image
+
+
 @dataclass
 class SyntheticObject:
     name: str
     mesh: trimesh.Trimesh  # metres, own frame
-    symmetry_axis: np.ndarray | None  # continuous rotational symmetry (object frame), if any
+    symmetry: Symmetry  # measured from the mesh, as the object library does
 
 
 def _sdf_box(p: np.ndarray, half: tuple[float, float, float]) -> np.ndarray:
@@ -84,7 +99,8 @@ def _mesh_sdf(sdf, lo: tuple[float, float, float], hi: tuple[float, float, float
 
 def make_objects() -> list[SyntheticObject]:
     """Box, mug (cylinder + ring handle), spray bottle (body, neck, side nozzle), handle (capsule), racket
-    (flat ellipsoid head on a shaft). Only the handle has a continuous symmetry."""
+    (flat ellipsoid head on a shaft), each with its symmetry measured from the mesh (box: three mirror
+    planes, mug and racket: two, handle: axial with flip, spray bottle: none)."""
     box = _mesh_sdf(lambda p: _sdf_box(p, (0.08, 0.05, 0.03)), (-0.08, -0.05, -0.03), (0.08, 0.05, 0.03))
     mug = _mesh_sdf(
         lambda p: np.minimum(_sdf_cylinder_z(p, 0.04, 0.05), _sdf_torus_xz(p, 0.03, 0.008, 0.05)),
@@ -105,13 +121,8 @@ def make_objects() -> list[SyntheticObject]:
         ),
         (-0.12, -0.37, -0.015), (0.12, 0.10, 0.015),
     )
-    return [
-        SyntheticObject("box", box, None),
-        SyntheticObject("mug", mug, None),
-        SyntheticObject("spray_bottle", bottle, None),
-        SyntheticObject("handle", handle, np.array([0.0, 0.0, 1.0])),
-        SyntheticObject("racket", racket, None),
-    ]
+    meshes = {"box": box, "mug": mug, "spray_bottle": bottle, "handle": handle, "racket": racket}
+    return [SyntheticObject(name, mesh, measure_symmetry(mesh.vertices, mesh.faces)) for name, mesh in meshes.items()]
 
 
 class BodyPoser:
@@ -127,6 +138,7 @@ class BodyPoser:
             np.linalg.norm(rest - joints[20], axis=1), np.linalg.norm(rest - joints[21], axis=1)
         )
         self.hand_ids = np.nonzero((near_hands < 0.12) & (np.abs(rest[:, 0]) > joints[20, 0] - 0.01))[0]
+        self.hand_side = np.sign(rest[:, 0])  # which hand a hand vertex belongs to
         self.torso_ids = np.nonzero((np.abs(rest[:, 0]) < 0.12) & (rest[:, 1] > -0.15) & (rest[:, 1] < 0.2)
                                     & (rest[:, 2] > 0.03))[0]
 
@@ -157,6 +169,8 @@ class Scene:
     object_contact: np.ndarray
     human_contact: np.ndarray
     mask: np.ndarray
+    occluded: float  # fraction of the object's image the body covers
+    anchor: int  # the body vertex it touches
 
 
 def make_scene(obj: SyntheticObject, poser: BodyPoser, rng: np.random.Generator, at_hand: bool) -> Scene:
@@ -195,15 +209,53 @@ def make_scene(obj: SyntheticObject, poser: BodyPoser, rng: np.random.Generator,
         render = render_depth([(body, poser.faces), (vertices, obj.mesh.faces)], CAMERA_K, IMAGE_HW)
         mask = render.mesh_index == 1
         full = render_depth([(vertices, obj.mesh.faces)], CAMERA_K, IMAGE_HW).mask
-        if mask.sum() < 150 or mask.sum() < 0.5 * full.sum():
+        if mask.sum() < 150 or mask.sum() < (1.0 - MAX_OCCLUDED) * full.sum():
             continue
         rows, cols = np.nonzero(full)
         if rows.min() < 2 or cols.min() < 2 or rows.max() > IMAGE_HW[0] - 3 or cols.max() > IMAGE_HW[1] - 3:
             continue
         noise = rng.uniform(-0.05, 0.05, size=object_contact.shape)
         object_contact = np.clip(object_contact + noise * (object_contact > 0), 0, 1)
-        return Scene(obj, body, poser.faces, rotation, translation, object_contact, human_contact, mask)
+        occluded = 1.0 - mask.sum() / full.sum()
+        return Scene(obj, body, poser.faces, rotation, translation, object_contact, human_contact, mask,
+                     float(occluded), anchor)
     raise RuntimeError(f"could not place {obj.name} in contact after 200 tries")
+
+
+def add_noise(scene: Scene, poser: BodyPoser, rng: np.random.Generator, level: float = 1.0) -> Scene:
+    """The scene with a real model's kind of errors (``level`` scales the ranges; 1 = the issue's):
+    10-20 % of the contact labels flipped on each mesh, a false-positive blob on the other hand, and the mask
+    eroded or dilated by 3-8 px."""
+    object_contact = _flip_labels(scene.object_contact, 0.3, rng, level)
+    human_contact = _flip_labels(scene.human_contact, 0.5, rng, level)
+    side = poser.hand_side[scene.anchor]
+    other = poser.hand_ids[poser.hand_side[poser.hand_ids] != side] if scene.anchor in poser.hand_ids else (
+        poser.hand_ids)
+    centre = scene.body_vertices[int(rng.choice(other))]
+    blob = np.linalg.norm(scene.body_vertices - centre, axis=1) < 0.04 * max(level, 0.25)
+    human_contact = np.where(blob, np.maximum(human_contact, rng.uniform(0.7, 1.0, len(human_contact))),
+                             human_contact)
+    radius = round(rng.uniform(3, 8) * level)
+    disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
+    mask = scene.mask
+    if radius > 0:
+        eroded = ndimage.binary_erosion(mask, disk)
+        mask = eroded if rng.random() < 0.5 and eroded.sum() >= 0.3 * mask.sum() else ndimage.binary_dilation(
+            mask, disk)
+    return Scene(scene.obj, scene.body_vertices, scene.body_faces, scene.rotation, scene.translation,
+                 object_contact, human_contact, mask, scene.occluded, scene.anchor)
+
+
+def _flip_labels(p: np.ndarray, threshold: float, rng: np.random.Generator, level: float) -> np.ndarray:
+    """Flip a fraction 10-20 % (times level) of the contact labels: that many contacts become misses and as
+    many non-contact vertices become (confident) false contacts."""
+    positive = np.nonzero(p > threshold)[0]
+    negative = np.nonzero(p <= threshold)[0]
+    count = min(round(rng.uniform(0.1, 0.2) * level * len(positive)), len(negative))
+    out = p.copy()
+    out[rng.choice(positive, count, replace=False)] = rng.uniform(0.0, 0.1, count)
+    out[rng.choice(negative, count, replace=False)] = rng.uniform(threshold + 0.1, 1.0, count)
+    return out
 
 
 def perturb(rotation: np.ndarray, translation: np.ndarray, centre: np.ndarray, rng: np.random.Generator):
@@ -218,11 +270,39 @@ def perturb(rotation: np.ndarray, translation: np.ndarray, centre: np.ndarray, r
     return new_rot, centre_cam - new_rot @ centre
 
 
-def rotation_error(obj: SyntheticObject, r_true: np.ndarray, r_fit: np.ndarray) -> float:
-    if obj.symmetry_axis is None:
-        return rotation_angle_deg(r_true, r_fit)
-    a, b = r_true @ obj.symmetry_axis, r_fit @ obj.symmetry_axis  # the capsule is also end-to-end symmetric
-    return float(np.degrees(np.arccos(np.clip(abs(a @ b), 0.0, 1.0))))
+@dataclass
+class FitOutcome:
+    rot_err_deg: float
+    trans_err_cm: float
+    fit_s: float
+    failure: str = ""
+
+    @property
+    def success(self) -> bool:
+        return not self.failure and self.rot_err_deg <= 5.0 and self.trans_err_cm <= 2.0
+
+
+def fit_scene(scene: Scene, cfg: FitConfig, start: str, rng: np.random.Generator) -> tuple[FitOutcome, object]:
+    """Fit one scene; errors modulo the object's symmetry. A fit that refuses (ObjectFitFailure) counts as a
+    miss with infinite error."""
+    obj, sym = scene.obj, scene.obj.symmetry
+    init_rot = init_trans = None
+    if start == "perturbed":
+        init_rot, init_trans = perturb(scene.rotation, scene.translation, np.asarray(sym.centre), rng)
+    tic = time.perf_counter()
+    try:
+        result = fit_object(
+            np.asarray(obj.mesh.vertices), np.asarray(obj.mesh.faces), scene.object_contact,
+            scene.body_vertices, scene.body_faces, scene.human_contact, scene.mask, CAMERA_K, cfg,
+            init_rotation=init_rot, init_translation=init_trans, symmetry=sym,
+        )
+    except ObjectFitFailure as exc:
+        return FitOutcome(float("inf"), float("inf"), time.perf_counter() - tic, str(exc)), None
+    seconds = time.perf_counter() - tic
+    rot_err = sym.rotation_error_deg(scene.rotation, result.rotation)
+    true_centre = sym.centre_in_camera(scene.rotation, scene.translation)
+    trans_err = 100 * float(np.linalg.norm(sym.centre_in_camera(result.rotation, result.translation) - true_centre))
+    return FitOutcome(rot_err, trans_err, seconds), result
 
 
 def _write_outputs(stem: Path, scene: Scene, fitted_vertices: np.ndarray) -> None:
@@ -236,67 +316,80 @@ def _write_outputs(stem: Path, scene: Scene, fitted_vertices: np.ndarray) -> Non
     export_glb(stem.with_suffix(".glb"), meshes)
 
 
+def _summary(name: str, outcomes: list[FitOutcome]) -> str:
+    rot = np.array([o.rot_err_deg for o in outcomes])
+    trans = np.array([o.trans_err_cm for o in outcomes])
+    secs = np.array([o.fit_s for o in outcomes])
+
+    def stats(x: np.ndarray) -> str:
+        return f"mean {np.mean(x):.2f} median {np.median(x):.2f} p90 {np.percentile(x, 90):.2f} worst {np.max(x):.2f}"
+
+    failed = sum(bool(o.failure) for o in outcomes)
+    return (f"{name}: {len(outcomes)} fits, success {np.mean([o.success for o in outcomes]):.0%}"
+            f"{f' ({failed} refused)' if failed else ''}\n  rot_deg   {stats(rot)}\n  trans_cm  {stats(trans)}"
+            f"\n  fit_s     {stats(secs)}")
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
-    parser.add_argument("--scenes", type=int, default=20)
+    parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
     parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
     parser.add_argument("--config", default=None, help="fitting YAML (default config/fitting.yaml)")
-    parser.add_argument("--start", choices=("perturbed", "contact"), default="perturbed",
-                        help="perturbed: start from the perturbed true pose; contact: no start pose at all "
-                        "(mask centre at the contact depth, 24 axis rotations, ICP)")
-    parser.add_argument("--out", default=None, help="folder for a PNG overlay and a .glb per scene")
+    parser.add_argument("--start", choices=("none", "perturbed"), default="none",
+                        help="none: no start pose (the product's path); perturbed: the true pose turned 10-20 deg "
+                        "and moved 5-10 cm")
+    parser.add_argument("--noise", type=float, default=1.0,
+                        help="noise level of the noisy condition (1 = flip 10-20%% of contact labels + a blob on "
+                        "the other hand, mask eroded/dilated 3-8 px; 0 = clean scenes only)")
+    parser.add_argument("--out", default=None, help="folder for a PNG overlay and a .glb per fit")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
     cfg = FitConfig.load(args.config)
     rng = np.random.default_rng(args.seed)
+    noise_rng = np.random.default_rng(args.seed + 1)
     objects = make_objects()
     with tempfile.TemporaryDirectory() as tmp:
         poser = BodyPoser(tmp)
     print(f"body: synthetic SMPL-X, {len(poser.faces)} faces; camera 640x480 fx=fy=600; torch threads "
-          f"{args.threads}; {cfg.iterations} iterations")
-    rot_errs, trans_errs, times, cpu_times, init_rot, init_trans = [], [], [], [], [], []
+          f"{args.threads}; start: {args.start}; {cfg.start_candidates_without_pose} hypotheses x "
+          f"{cfg.warmup_iterations} steps, {cfg.finalists} finalists x {cfg.iterations} steps")
+    print("symmetries (measured): " + "; ".join(f"{o.name} {o.symmetry.describe()}" for o in objects))
+    conditions = {"clean": [], "noisy": []} if args.noise > 0 else {"clean": []}
     for i in range(args.scenes):
         obj = objects[i % len(objects)]
-        scene = make_scene(obj, poser, rng, at_hand=(i % 4 != 3))
-        centre = np.asarray(obj.mesh.vertices).mean(0)
-        r0, t0 = perturb(scene.rotation, scene.translation, centre, rng)
-        true_centre = scene.rotation @ centre + scene.translation
-        init_rot.append(rotation_error(obj, scene.rotation, r0))
-        init_trans.append(100 * np.linalg.norm(r0 @ centre + t0 - true_centre))
-        start, cpu_start = time.perf_counter(), time.process_time()
-        given = args.start == "perturbed"
-        result = fit_object(
-            np.asarray(obj.mesh.vertices), np.asarray(obj.mesh.faces), scene.object_contact,
-            scene.body_vertices, scene.body_faces, scene.human_contact, scene.mask, CAMERA_K, cfg,
-            init_rotation=r0 if given else None, init_translation=t0 if given else None,
-        )
-        times.append(time.perf_counter() - start)
-        cpu_times.append(time.process_time() - cpu_start)
-        rot_errs.append(rotation_error(obj, scene.rotation, result.rotation))
-        trans_errs.append(100 * np.linalg.norm(result.rotation @ centre + result.translation - true_centre))
-        rep = result.report
-        if args.out:
-            _write_outputs(Path(args.out) / f"scene_{i:02d}_{obj.name}", scene, result.vertices)
-        print(
-            f"scene {i:02d} {obj.name:12s} {'hand ' if i % 4 != 3 else 'torso'} mask_px={int(scene.mask.sum()):5d} "
-            f"init rot={init_rot[-1]:5.1f}deg trans={init_trans[-1]:5.1f}cm -> rot={rot_errs[-1]:5.2f}deg "
-            f"trans={trans_errs[-1]:5.2f}cm  iou={rep['mask_iou_soft']:.3f} "
-            f"contact_d={100 * rep['contact_distance_m']:.2f}cm "
-            f"pen={100 * rep['penetration_depth_m']:.2f}cm icp_chosen={int(rep['init_choice_icp'])} "
-            f"t={times[-1]:.2f}s",
-            flush=True,
-        )
+        at_hand = i % 4 != 3
+        clean = make_scene(obj, poser, rng, at_hand=at_hand)
+        scenes = {"clean": clean}
+        if args.noise > 0:
+            scenes["noisy"] = add_noise(clean, poser, noise_rng, args.noise)
+        for name, scene in scenes.items():
+            outcome, result = fit_scene(scene, cfg, args.start, rng)
+            conditions[name].append(outcome)
+            line = (f"scene {i:02d} {name} {obj.name:12s} {'hand ' if at_hand else 'torso'} "
+                    f"mask_px={int(scene.mask.sum()):5d} occluded={scene.occluded:.0%} -> ")
+            if result is None:
+                line += f"REFUSED: {outcome.failure}"
+            else:
+                rep = result.report
+                line += (f"rot={outcome.rot_err_deg:6.2f}deg trans={outcome.trans_err_cm:5.2f}cm "
+                         f"iou={rep['mask_iou_soft']:.3f} contact_d={100 * rep['contact_distance_m']:.2f}cm "
+                         f"pen={100 * rep['penetration_depth_m']:.2f}cm gap={rep['loss_gap']:.3f}"
+                         f"{' AMBIGUOUS' if rep['ambiguous'] else ''} t={outcome.fit_s:.2f}s")
+                if args.out:
+                    _write_outputs(Path(args.out) / f"scene_{i:02d}_{name}_{obj.name}", scene, result.vertices)
+            print(line, flush=True)
+    for name, outcomes in conditions.items():
+        print(_summary(name, outcomes))
+    clean_out = conditions["clean"]
+    noisy = conditions.get("noisy", [])
+    every = [o.fit_s for outcomes in conditions.values() for o in outcomes]
     print(
-        f"init medians: rot={np.median(init_rot):.1f}deg trans={np.median(init_trans):.1f}cm; "
-        f"fit means: rot={np.mean(rot_errs):.2f}deg trans={np.mean(trans_errs):.2f}cm; "
-        f"worst: rot={np.max(rot_errs):.2f}deg trans={np.max(trans_errs):.2f}cm; "
-        f"within 5deg/2cm: {np.mean((np.array(rot_errs) <= 5) & (np.array(trans_errs) <= 2)):.0%}; "
-        f"median CPU time per fit {np.median(cpu_times):.2f}s (wall time depends on the shared cores)"
-    )
-    print(
-        f"rot_err_deg={np.median(rot_errs):.2f} trans_err_cm={np.median(trans_errs):.2f} "
-        f"fit_s={np.median(times):.2f}"
+        f"success={np.mean([o.success for o in clean_out]):.3f} "
+        f"success_noisy={np.mean([o.success for o in noisy]) if noisy else float('nan'):.3f} "
+        f"rot_err_deg={np.median([o.rot_err_deg for o in clean_out]):.2f} "
+        f"trans_err_cm={np.median([o.trans_err_cm for o in clean_out]):.2f} "
+        f"worst_rot_deg={np.max([o.rot_err_deg for o in clean_out]):.2f} fit_s={np.median(every):.2f}"
     )
 
 

@@ -77,12 +77,16 @@ def contact_icp(
     normal_weight: float = 0.05,
     max_normal_angle_deg: float = 60.0,
     tolerance: float = 1e-5,
+    robust_scale_m: float = 0.0,
 ) -> IcpResult:
     """Rigid ICP of the object contact points onto the human contact points.
 
     Matching is a kNN on [xyz, normal_weight * normal] (6-D), with the human normals negated so that touching
     surfaces (whose outward normals oppose) match; normal_weight (metres per unit normal) trades position
     against orientation. Pairs whose normals are more than ``max_normal_angle_deg`` from opposing are dropped.
+    robust_scale_m > 0 reweights every pair by the Geman-McClure weight of its current distance
+    (iteratively reweighted least squares), so that false contacts far from the true region (the other hand,
+    stray object vertices) barely pull.
     """
     if len(object_points) < 3 or len(human_points) < 3:
         raise InvalidInputError(
@@ -104,7 +108,10 @@ def contact_icp(
         if agree.sum() < 3:  # nothing faces the body: fall back to every pair rather than stopping blind
             agree = np.ones(len(idx), dtype=bool)
         weights = w_obj[agree] * w_hum[idx[agree]]
-        if weights.sum() <= 0:
+        if robust_scale_m > 0:
+            gap2 = ((moved[agree] - human_points[idx[agree]]) ** 2).sum(axis=1)
+            weights = weights * (robust_scale_m**2 / (robust_scale_m**2 + gap2)) ** 2
+        if weights.sum() <= 1e-12:
             weights = np.ones(int(agree.sum()))
         rot, trans = umeyama_rigid(object_points[agree], human_points[idx[agree]], weights)
         residual = object_points[agree] @ rot.T + trans - human_points[idx[agree]]

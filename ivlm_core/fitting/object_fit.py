@@ -2,13 +2,24 @@
 
 Port of the reference ``optim/`` fit (spec 5) with its bugs fixed (spec 8.2): Adam over the object's 6D
 rotation, translation (and optionally scale) minimising
-  w_mask * (1 - IoU(soft silhouette, mask))  with a TRUE union (the reference divides by sum(S + M)),
+  w_mask * (1 - IoU(soft silhouette, mask)) on the part of the image the body does not hide (z-buffer), with a
+  TRUE union (the reference divides by sum(S + M)),
   w_centroid * |silhouette centroid - mask centre|^2 (pixels),
-  w_contact * sum_ij p_o,i p_h,j |o_i - h_j| / sum_ij p_o,i p_h,j  (object p zeroed below 0.3),
+  w_contact * a robust two-sided contact distance (ivlm; the reference's all-pairs mean distance pulls the
+  object towards the middle of every contact, the other hand included): each object contact to its nearest
+  human contact and each human contact to its nearest object contact, through the bounded kernel
+  c * (1 - exp(-d / c)), which is the distance itself near contact and flat for outliers,
 plus an ivlm term the reference lacks, w_penetration * mean depth of object surface samples inside the body
 (signed distance along the nearest body vertex's normal), which stops the contact term from pulling the object
-into the hand. The start pose comes from the mask centre at the contact depth (or a given pose), refined by
-contact ICP; the better of the two by the full loss is kept.
+into the hand.
+
+Without a start pose (the product's path) the fit is multi-hypothesis (``ivlm_core.fitting.hypotheses``):
+rotations about the contact normals, along the object's and the mask's principal axes, and the 24 rotations
+of the cube, each at the mask centre and contact depth and each also refined by contact ICP, are scored by the
+full loss; the best distinct ones get a short fit together in one batch (Adam is per element, so a batch
+gives exactly what one fit per hypothesis would), the best few are continued, and the best is kept. The
+runner-up that is a different pose modulo the object's symmetry gives the confidence (its loss gap); a
+near-tie is reported as an ambiguity.
 """
 
 from __future__ import annotations
@@ -26,6 +37,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
+from ivlm_core.fitting.hypotheses import start_rotations
 from ivlm_core.fitting.icp import (
     contact_icp,
     contact_region_depth,
@@ -38,19 +50,23 @@ from ivlm_core.fitting.silhouette import (
     SilhouetteGrid,
     decimate_by_clustering,
     encloses_volume,
-    silhouette_centroid,
     soft_silhouette,
 )
+from ivlm_core.fitting.symmetry import NO_SYMMETRY, Symmetry
 from ivlm_core.fitting.zbuffer import render_depth
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "fitting.yaml"
+
+
+class ObjectFitFailure(InvalidInputError):
+    """The object cannot be placed from these inputs; the message says why (mask too small, no contacts...)."""
 
 
 @dataclass
 class FitConfig:
     """Weights, learning rates and budgets; ``config/fitting.yaml`` holds the same defaults, documented."""
 
-    iterations: int = 250
+    iterations: int = 150
     lr_rotation: float = 5e-2
     lr_translation: float = 1e-2
     lr_scale: float = 1e-2
@@ -59,24 +75,35 @@ class FitConfig:
     weight_centroid: float = 1e-4
     weight_contact: float = 10.0
     weight_penetration: float = 100.0
+    contact_keep_fraction: float = 1.0
+    contact_density_radius: float = 0.15
+    contact_tolerance_m: float = 0.0
+    mask_boundary_band_px: int = 0
     object_contact_threshold: float = 0.3
     human_contact_threshold: float = 0.5
+    human_contact_mask_margin: float = 0.5
+    min_mask_pixels: int = 30
     centroid_target: str = "mask_centroid"
     icp_iterations: int = 10
     icp_normal_weight: float = 0.05
     icp_max_normal_angle_deg: float = 60.0
+    icp_robust_scale_m: float = 0.03
     silhouette_resolution: int = 48
     silhouette_margin: float = 0.5
     silhouette_sigma: float = 0.5
     silhouette_sigma_start: float = 0.5
     mask_target: str = "area"
     start_candidates: int = 2
-    start_candidates_without_pose: int = 8
-    warmup_iterations: int = 30
+    start_candidates_without_pose: int = 24
+    warmup_iterations: int = 40
+    finalists: int = 3
+    distinct_rotation_deg: float = 10.0
+    distinct_translation_m: float = 0.02
+    ambiguity_loss_gap: float = 0.05
     max_silhouette_faces: int = 4000
-    max_object_contact_points: int = 256
-    max_human_contact_points: int = 512
-    penetration_samples: int = 512
+    max_object_contact_points: int = 128
+    max_human_contact_points: int = 256
+    penetration_samples: int = 256
     occlusion_update_every: int = 10
     occlusion_margin_m: float = 0.015
     early_stop_patience: int = 0
@@ -99,6 +126,8 @@ class FitConfig:
             raise InvalidInputError(f"centroid_target: mask_centroid|bbox_center, not {cfg.centroid_target}")
         if cfg.iterations < 0 or cfg.silhouette_resolution < 4 or cfg.silhouette_sigma <= 0:
             raise InvalidInputError("fitting config: iterations >= 0, silhouette_resolution >= 4, sigma > 0")
+        if min(cfg.start_candidates, cfg.start_candidates_without_pose, cfg.finalists) < 1:
+            raise InvalidInputError("fitting config: start_candidates, start_candidates_without_pose, finalists >= 1")
         return cfg
 
     @classmethod
@@ -123,6 +152,7 @@ class ObjectFitResult:
     scale: float
     vertices: np.ndarray  # (M,3) float32 posed mesh, camera frame, original vertex order
     report: dict[str, float] = field(default_factory=dict)
+    status: str = "ok"  # "ok", or "ok; ambiguous: ..." when a different pose fits almost as well
 
     @property
     def quaternion_xyzw(self) -> np.ndarray:
@@ -141,7 +171,7 @@ class ObjectFitResult:
         """Keyword arguments of the pipeline's ObjectPlacement dataclass."""
         return {
             "placed": True,
-            "status": "ok",
+            "status": self.status,
             "rotation": self.rotation.astype(np.float64),
             "translation": self.translation.astype(np.float64),
             "scale": float(self.scale),
@@ -161,18 +191,37 @@ class _Scene:
     cull: bool
     grid: SilhouetteGrid
     mask: torch.Tensor  # (h,w) block-averaged object mask
+    mask_weight: torch.Tensor  # (h,w) 0 in the don't-care band along the mask outline, else 1 (averaged)
     centroid_target: torch.Tensor  # (2,) image (u, v)
     camera_k: torch.Tensor
     obj_contact_local: torch.Tensor  # (Co,3)
     obj_contact_p: torch.Tensor  # (Co,)
     human_contact: torch.Tensor  # (Ch,3)
     human_contact_p: torch.Tensor  # (Ch,)
+    human_tree: cKDTree  # over human_contact
+    obj_contact_tree: cKDTree  # over obj_contact_local
     samples_local: torch.Tensor  # (S,3) object surface samples
     body_tree: cKDTree
     body_vertices: torch.Tensor
     body_normals: torch.Tensor
     human_depth: torch.Tensor | None  # (h,w) on the grid, inf where no body
     occlusion_margin: float
+
+
+@dataclass
+class _Batch:
+    """Poses of several hypotheses (centred object frame): x_cam = scale * R (x - centre) + translation."""
+
+    rotation: torch.Tensor  # (B,3,3)
+    translation: torch.Tensor  # (B,3)
+    scale: torch.Tensor  # (B,)
+    loss: torch.Tensor  # (B,) full loss at these poses
+    labels: list[str]
+
+    def take(self, index: list[int] | np.ndarray) -> _Batch:
+        idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
+        return _Batch(self.rotation[idx], self.translation[idx], self.scale[idx], self.loss[idx],
+                      [self.labels[i] for i in np.asarray(index, dtype=np.int64)])
 
 
 def fit_object(
@@ -188,17 +237,22 @@ def fit_object(
     init_rotation: np.ndarray | None = None,
     init_translation: np.ndarray | None = None,
     use_occlusion: bool = True,
+    symmetry: Symmetry | None = None,
 ) -> ObjectFitResult:
     """Fit the object pose (mesh frame -> camera frame) against a fixed, camera-frame human mesh.
 
     object_contact / human_contact: per-vertex probabilities in the meshes' vertex order. object_mask: (H,W)
     bool in the image of intrinsics camera_k. init_rotation/init_translation: an optional starting pose of the
     mesh frame; without a translation the object starts at the mask centre at the human contact depth, and
-    without a rotation the 24 axis-aligned rotations are tried (each also refined by contact ICP).
-    report["iterations"] counts the Adam steps of all warmed-up start candidates.
+    without a rotation the multi-hypothesis start is used. symmetry: the object's (library) symmetry, used to
+    tell a rival pose from a twin; None = no symmetry.
+    Raises ObjectFitFailure saying why when the inputs cannot place the object (mask too small, no contacts
+    above threshold, no human contact near the object in the image).
+    report["iterations"] counts the batched Adam steps (short fit of all hypotheses + the finalists' fit).
     """
     start_time = time.perf_counter()
     cfg = config or FitConfig()
+    symmetry = symmetry or NO_SYMMETRY
     obj_v, obj_f, p_obj = _check_mesh("object", object_vertices, object_faces, object_contact)
     hum_v, hum_f, p_hum = _check_mesh("human", human_vertices, human_faces, human_contact)
     mask = np.asarray(object_mask).astype(bool)
@@ -207,117 +261,198 @@ def fit_object(
         raise InvalidInputError(f"camera_k must be 3x3 and object_mask 2-D, got {k.shape} and {mask.shape}")
     if not mask.any():
         raise InvalidInputError("object mask is empty: cannot fit the object pose")
+    p_hum = _usable_contacts(cfg, obj_v, p_obj, hum_v, p_hum, mask, k)
 
     centre = obj_v.mean(axis=0)
     scene = _prepare(cfg, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion)
-
-    obj_sel = p_obj > cfg.object_contact_threshold
     candidates, icp_report = _start_poses(
         cfg, obj_v, obj_f, centre, p_obj, hum_v, hum_f, p_hum, mask, k, init_rotation, init_translation
     )
-    # Rank start poses by the image and penetration terms only (ICP minimises the contact term by
-    # construction, so that term would always favour it), warm each of the best few up with a short Adam run
-    # on the full loss, and continue the winner: ICP can slide an object off its mask or flip it.
-    with torch.no_grad():
-        ranking = []
-        for rot, trans, _ in candidates:
-            r = torch.as_tensor(rot, dtype=torch.float32)
-            t = torch.as_tensor(trans, dtype=torch.float32)
-            losses = _losses(scene, cfg, r, t, torch.tensor(1.0), _visibility(scene, r, t, torch.tensor(1.0)))
-            ranking.append(float(losses["total"] - cfg.weight_contact * losses["contact"]))
+    sym_centre = np.asarray(symmetry.centre) - centre  # the point every twin turn keeps in place
+
+    def distinct(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+        rot_deg, trans_m = _pose_distance(symmetry, sym_centre, a, b)
+        return rot_deg > cfg.distinct_rotation_deg or trans_m > cfg.distinct_translation_m
+
+    # score every start pose by the full loss; the best distinct ones are refined together
+    scored = _score(scene, cfg, candidates)
     keep = cfg.start_candidates if init_rotation is not None else cfg.start_candidates_without_pose
-    order = np.argsort(ranking, kind="stable")[: max(1, keep)]
-    runs = [_AdamRun(scene, cfg, candidates[i][0], candidates[i][1]) for i in order]
-    if len(runs) > 1:
-        for run in runs:
-            run.step(min(cfg.warmup_iterations, cfg.iterations))
-    winner = int(np.argmin([run.last_loss for run in runs]))
-    run = runs[winner]
-    run.step(cfg.iterations - run.iterations)
+    chosen = _best_distinct(scored, keep, distinct, fill=True)
+    short = _refine(scene, cfg, scored.take(chosen), min(cfg.warmup_iterations, cfg.iterations))
+    finalists = _best_distinct(short, cfg.finalists, distinct, fill=True)
+    final = _refine(scene, cfg, short.take(finalists), cfg.iterations)
+    order = np.argsort(final.loss.numpy(), kind="stable")
+    best = int(order[0])
+    rot_t, trans_t, scale_t = final.rotation[best], final.translation[best], final.scale[best]
+    best_pose = (rot_t.double().numpy(), trans_t.double().numpy())
+    # the runner-up: the best DIFFERENT pose (modulo symmetry) among the finalists, else among the short fits
+    rival = next(((final, int(i)) for i in order[1:] if distinct(best_pose, _pose(final, int(i)))), None)
+    if rival is None:
+        rival = next(((short, int(i)) for i in np.argsort(short.loss.numpy(), kind="stable")
+                      if distinct(best_pose, _pose(short, int(i)))), None)
 
     with torch.no_grad():
-        rot_t, trans_t, scale_t = rotation_6d_to_matrix(run.best[0]), run.best[1], run.best[2]
-        final = _losses(scene, cfg, rot_t, trans_t, scale_t, _visibility(scene, rot_t, trans_t, scale_t))
-    chosen_label = candidates[order[winner]][2]
+        vis = _visibility(scene, rot_t[None], trans_t[None], scale_t[None])
+        losses = _losses(scene, cfg, rot_t[None], trans_t[None], scale_t[None], vis)
     rotation = rot_t.double().numpy()
     s = float(scale_t)
     translation = trans_t.double().numpy() - s * rotation @ centre
     vertices = (s * obj_v @ rotation.T + translation).astype(np.float32)
-    report = {f"loss_{name}": float(value) for name, value in final.items()}
-    report.update(
-        _geometry_report(scene, vertices, obj_sel, p_obj, hum_v, p_hum, cfg, rot_t, trans_t, scale_t)
-    )
+    report = {f"loss_{name}": float(value[0]) for name, value in losses.items()}
+    report.update(_geometry_report(scene, vertices, p_obj, hum_v, p_hum, cfg, rot_t, trans_t, scale_t))
     report.update(icp_report)
+    status = "ok"
+    gap = rot_gap = trans_gap = float("nan")
+    if rival is not None:
+        gap = float(rival[0].loss[rival[1]] - final.loss[best])
+        rot_gap, trans_gap = _pose_distance(symmetry, sym_centre, best_pose, _pose(*rival))
+        if gap < cfg.ambiguity_loss_gap:
+            status = (f"ok; ambiguous: a pose {rot_gap:.0f} deg / {100 * trans_gap:.1f} cm away (modulo the "
+                      f"object's symmetry: {symmetry.describe()}) fits almost as well (loss gap {gap:.3f} < "
+                      f"{cfg.ambiguity_loss_gap})")
     report.update(
         {
-            "init_choice_icp": float(chosen_label == "icp"),
+            "loss_gap": gap,
+            "ambiguous": float(status != "ok"),
+            "runner_up_rotation_deg": rot_gap,
+            "runner_up_translation_m": trans_gap,
+            "hypotheses": float(len(chosen)),
+            "init_choice_icp": float(final.labels[best].endswith("+icp")),
             "start_candidates": float(len(candidates)),
-            "iterations": float(sum(r.iterations for r in runs)),
+            "iterations": float(min(cfg.warmup_iterations, cfg.iterations) + cfg.iterations),
             "fit_time_s": time.perf_counter() - start_time,
         }
     )
-    return ObjectFitResult(rotation, translation, s, vertices, report)
+    return ObjectFitResult(rotation, translation, s, vertices, report, status)
 
 
-class _AdamRun:
-    """One Adam optimisation from a start pose; keeps the best pose seen (the loss is not monotone)."""
+def _usable_contacts(
+    cfg: FitConfig, obj_v: np.ndarray, p_obj: np.ndarray, hum_v: np.ndarray, p_hum: np.ndarray,
+    mask: np.ndarray, k: np.ndarray,
+) -> np.ndarray:
+    """The human contact probabilities that can touch this object, or ObjectFitFailure saying why none can.
 
-    def __init__(self, scene: _Scene, cfg: FitConfig, rotation: np.ndarray, translation: np.ndarray) -> None:
-        self.scene, self.cfg = scene, cfg
-        self.rot6d = matrix_to_rotation_6d(torch.as_tensor(rotation, dtype=torch.float32)).clone().requires_grad_()
-        self.trans = torch.as_tensor(translation, dtype=torch.float32).clone().requires_grad_()
-        self.scale = torch.tensor(1.0, requires_grad=cfg.optimise_scale)
-        groups = [{"params": [self.rot6d], "lr": cfg.lr_rotation}, {"params": [self.trans], "lr": cfg.lr_translation}]
+    A human contact whose image projection is far from the object mask cannot touch the object (a false
+    positive on the other hand, say): contacts outside the mask's box grown by ``human_contact_mask_margin``
+    times its size, plus the object's own size at that depth, are set to 0.
+    """
+    pixels = int(mask.sum())
+    if pixels < cfg.min_mask_pixels:
+        raise ObjectFitFailure(
+            f"mask too small: {pixels} pixels (< min_mask_pixels {cfg.min_mask_pixels}); the object is too far, "
+            "too hidden, or the box/mask prompt missed it"
+        )
+    thr_o, thr_h = cfg.object_contact_threshold, cfg.human_contact_threshold
+    if int((p_obj > thr_o).sum()) < 3:
+        raise ObjectFitFailure(
+            f"no object contacts above threshold: {int((p_obj > thr_o).sum())} object vertices have p > {thr_o} "
+            f"(highest {p_obj.max():.2f}); at least 3 are needed to know where the object is touched"
+        )
+    above = p_hum > thr_h
+    if not above.any():
+        raise ObjectFitFailure(
+            f"no human contacts above threshold: no body vertex has p > {thr_h} (highest {p_hum.max():.2f})"
+        )
+    rows, cols = np.nonzero(mask)
+    z = np.maximum(hum_v[:, 2], 1e-3)
+    u = k[0, 0] * hum_v[:, 0] / z + k[0, 2]
+    v = k[1, 1] * hum_v[:, 1] / z + k[1, 2]
+    size = float(np.linalg.norm(np.ptp(obj_v, axis=0))) * k[0, 0] / z  # the object's size in pixels there
+    grow_u = cfg.human_contact_mask_margin * (np.ptp(cols) + 1) + size
+    grow_v = cfg.human_contact_mask_margin * (np.ptp(rows) + 1) + size
+    near = (u > cols.min() - grow_u) & (u < cols.max() + grow_u) & (v > rows.min() - grow_v) & (v < rows.max() + grow_v)
+    if not (above & near).any():
+        raise ObjectFitFailure(
+            f"no human contacts near the object: the {int(above.sum())} body vertices with p > {thr_h} all "
+            "project far from the object mask"
+        )
+    return np.where(near, p_hum, 0.0)
+
+
+def _pose(batch: _Batch, i: int) -> tuple[np.ndarray, np.ndarray]:
+    return batch.rotation[i].double().numpy(), batch.translation[i].double().numpy()
+
+
+def _pose_distance(
+    symmetry: Symmetry, sym_centre: np.ndarray, a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]
+) -> tuple[float, float]:
+    """(rotation degrees, centre metres) between two centred-frame poses, modulo the symmetry."""
+    rot = symmetry.rotation_error_deg(a[0], b[0])
+    trans = float(np.linalg.norm(a[0] @ sym_centre + a[1] - b[0] @ sym_centre - b[1]))
+    return rot, trans
+
+
+def _best_distinct(batch: _Batch, count: int, distinct, fill: bool) -> list[int]:
+    """Indices of up to ``count`` lowest-loss poses, skipping twins of already chosen ones (modulo symmetry),
+    so the second pick is the best rival of the first. fill: top up with the best twins when too few distinct
+    poses exist."""
+    order = [int(i) for i in np.argsort(batch.loss.numpy(), kind="stable")]
+    chosen: list[int] = []
+    for i in order:
+        if len(chosen) >= count:
+            break
+        pose = _pose(batch, i)
+        if all(distinct(_pose(batch, j), pose) for j in chosen):
+            chosen.append(i)
+    if fill:
+        chosen += [i for i in order if i not in chosen][: max(0, count - len(chosen))]
+    return chosen
+
+
+def _score(scene: _Scene, cfg: FitConfig, candidates: list[tuple[np.ndarray, np.ndarray, str]]) -> _Batch:
+    rot = torch.as_tensor(np.stack([c[0] for c in candidates]), dtype=torch.float32)
+    trans = torch.as_tensor(np.stack([c[1] for c in candidates]), dtype=torch.float32)
+    scale = torch.ones(len(candidates))
+    with torch.no_grad():
+        loss = _losses(scene, cfg, rot, trans, scale, _visibility(scene, rot, trans, scale))["total"]
+    return _Batch(rot, trans, scale, loss, [c[2] for c in candidates])
+
+
+def _refine(scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int) -> _Batch:
+    """Adam on every pose of the batch at once; returns each one's best pose seen (the loss is not monotone).
+
+    The batch loss is the SUM of the per-pose losses, so each pose gets exactly its own gradient, and Adam's
+    moments are per element: the result equals refining each pose alone."""
+    rot6d = matrix_to_rotation_6d(start.rotation).clone().requires_grad_()
+    trans = start.translation.clone().requires_grad_()
+    scale = start.scale.clone().requires_grad_(cfg.optimise_scale)
+    groups = [{"params": [rot6d], "lr": cfg.lr_rotation}, {"params": [trans], "lr": cfg.lr_translation}]
+    if cfg.optimise_scale:
+        groups.append({"params": [scale], "lr": cfg.lr_scale})
+    optimiser = torch.optim.Adam(groups)
+    best = _Batch(start.rotation.clone(), start.translation.clone(), start.scale.clone(),
+                  torch.full((len(start.labels),), float("inf")), list(start.labels))
+    since = torch.zeros(len(start.labels), dtype=torch.int64)
+    visibility = None
+    half = max(1, iterations // 2)
+    for step in range(iterations + 1):  # the last pass only scores the pose the last step reached
+        rot = rotation_6d_to_matrix(rot6d)
+        if step % max(1, cfg.occlusion_update_every) == 0:
+            visibility = _visibility(scene, rot.detach(), trans.detach(), scale.detach())
+        # blur annealed from silhouette_sigma_start to silhouette_sigma over the first half: a wider basin
+        frac = min(1.0, step / half)
+        sigma = float(cfg.silhouette_sigma_start ** (1 - frac) * cfg.silhouette_sigma**frac)
+        losses = _losses(scene, cfg, rot, trans, scale, visibility, sigma)
+        total = losses["total"].detach()
+        if sigma <= cfg.silhouette_sigma * 1.0001:  # only losses at the final blur are comparable
+            better = total < best.loss
+            improved = total < best.loss - cfg.early_stop_tolerance
+            best.rotation[better] = rot.detach()[better]
+            best.translation[better] = trans.detach()[better]
+            best.scale[better] = scale.detach()[better]
+            best.loss = torch.where(better, total, best.loss)
+            since = torch.where(improved, 0, since + 1)
+            if cfg.early_stop_patience > 0 and bool((since > cfg.early_stop_patience).all()):
+                break
+        if step == iterations:
+            break
+        optimiser.zero_grad(set_to_none=True)
+        losses["total"].sum().backward()
+        optimiser.step()
         if cfg.optimise_scale:
-            groups.append({"params": [self.scale], "lr": cfg.lr_scale})
-        self.optimiser = torch.optim.Adam(groups)
-        self.best_loss = float("inf")
-        self.last_loss = float("inf")
-        self.since_improvement = 0
-        self.stopped = False
-        self.best = (self.rot6d.detach().clone(), self.trans.detach().clone(), self.scale.detach().clone())
-        self.iterations = 0
-        self.visibility: torch.Tensor | None = None
-
-    def _sigma(self) -> float:
-        """Blur annealed from silhouette_sigma_start to silhouette_sigma over the first half: a wider basin."""
-        cfg = self.cfg
-        half = max(1, cfg.iterations // 2)
-        frac = min(1.0, self.iterations / half)
-        return float(cfg.silhouette_sigma_start ** (1 - frac) * cfg.silhouette_sigma**frac)
-
-    def step(self, count: int) -> None:
-        cfg = self.cfg
-        for _ in range(max(0, count)):
-            if self.stopped:
-                return
-            if self.iterations % max(1, cfg.occlusion_update_every) == 0:
-                self.visibility = _visibility(
-                    self.scene, rotation_6d_to_matrix(self.rot6d.detach()), self.trans.detach(), self.scale.detach()
-                )
-            self.optimiser.zero_grad(set_to_none=True)
-            sigma = self._sigma()
-            losses = _losses(
-                self.scene, cfg, rotation_6d_to_matrix(self.rot6d), self.trans, self.scale, self.visibility, sigma
-            )
-            self.last_loss = float(losses["total"].detach())
-            # only poses scored at the final blur compete for "best" (a blurrier loss is not comparable)
-            final_blur = sigma <= cfg.silhouette_sigma * 1.0001
-            if not final_blur or self.last_loss < self.best_loss:
-                if self.last_loss < self.best_loss - cfg.early_stop_tolerance:
-                    self.since_improvement = 0
-                self.best_loss = self.last_loss if final_blur else float("inf")
-                self.best = (self.rot6d.detach().clone(), self.trans.detach().clone(), self.scale.detach().clone())
-            self.since_improvement += 1
-            if cfg.early_stop_patience > 0 and final_blur and self.since_improvement > cfg.early_stop_patience:
-                self.stopped = True
-                return
-            losses["total"].backward()
-            self.optimiser.step()
-            self.iterations += 1
-            if cfg.optimise_scale:
-                with torch.no_grad():
-                    self.scale.clamp_(0.2, 5.0)
+            with torch.no_grad():
+                scale.clamp_(0.2, 5.0)
+    return best
 
 
 def _start_poses(
@@ -325,49 +460,42 @@ def _start_poses(
     hum_v: np.ndarray, hum_f: np.ndarray, p_hum: np.ndarray, mask: np.ndarray, k: np.ndarray,
     init_rotation: np.ndarray | None, init_translation: np.ndarray | None,
 ) -> tuple[list[tuple[np.ndarray, np.ndarray, str]], dict[str, float]]:
-    """(rotation, centre translation, label) start poses: the given/mask-centre pose and its ICP refinement.
+    """(rotation, centre translation, label) start poses, each also refined by contact ICP ("<label>+icp").
 
-    Without a rotation, the 24 axis-aligned rotations are tried (the reference starts from R = I only).
+    With a given rotation: that pose only. Without: the multi-hypothesis rotations
+    (:func:`ivlm_core.fitting.hypotheses.start_rotations`) at the mask centre and the contact depth.
     """
-    rotations = [np.asarray(init_rotation, dtype=np.float64)] if init_rotation is not None else _axis_rotations()
-    poses: list[tuple[np.ndarray, np.ndarray, str]] = []
-    for rot in rotations:
-        if init_translation is None:
-            depth = contact_region_depth(hum_v, p_hum, cfg.human_contact_threshold)
-            poses.append((rot, mask_centre_translation(mask, k, depth), "mask"))
-        else:
-            poses.append((rot, rot @ centre + np.asarray(init_translation, dtype=np.float64), "given"))
-    report = {"icp_iterations": 0.0, "icp_rmse_m": float("nan")}
     obj_sel = p_obj > cfg.object_contact_threshold
-    if cfg.icp_iterations <= 0 or obj_sel.sum() < 3:
-        return poses, report
+    obj_normals = _vertex_normals(obj_v, obj_f)
     hum_points, hum_normals, hum_p = sample_contact_surface(
         hum_v, hum_f, p_hum, cfg.human_contact_threshold, seed=cfg.seed
     )
-    if len(hum_points) < 3:
+    if init_rotation is not None:
+        rotations = [(np.asarray(init_rotation, dtype=np.float64), "given")]
+    else:
+        rotations = start_rotations(
+            obj_v - centre, obj_normals, p_obj, cfg.object_contact_threshold, hum_normals, hum_p, mask
+        )
+    poses: list[tuple[np.ndarray, np.ndarray, str]] = []
+    depth = contact_region_depth(hum_v, p_hum, cfg.human_contact_threshold)
+    for rot, label in rotations:
+        if init_translation is None:
+            poses.append((rot, mask_centre_translation(mask, k, depth), label))
+        else:
+            poses.append((rot, rot @ centre + np.asarray(init_translation, dtype=np.float64), label))
+    report = {"icp_iterations": 0.0, "icp_rmse_m": float("nan")}
+    if cfg.icp_iterations <= 0 or obj_sel.sum() < 3 or len(hum_points) < 3:
         return poses, report
-    obj_normals = _vertex_normals(obj_v, obj_f)
     refined = []
-    for rot, trans, _ in poses:
+    for rot, trans, label in poses:
         icp = contact_icp(
             (obj_v - centre)[obj_sel], obj_normals[obj_sel], hum_points, hum_normals, rot, trans,
             p_obj[obj_sel], hum_p, cfg.icp_iterations, cfg.icp_normal_weight, cfg.icp_max_normal_angle_deg,
+            robust_scale_m=cfg.icp_robust_scale_m,
         )
-        refined.append((icp.rotation, icp.translation, "icp"))
+        refined.append((icp.rotation, icp.translation, label + "+icp"))
         report = {"icp_iterations": float(icp.iterations), "icp_rmse_m": icp.rmse}
     return poses + refined, report
-
-
-def _axis_rotations() -> list[np.ndarray]:
-    """The 24 rotations of the cube (signed permutation matrices with det +1)."""
-    out = []
-    for perm in ((0, 1, 2), (0, 2, 1), (1, 0, 2), (1, 2, 0), (2, 0, 1), (2, 1, 0)):
-        for signs in np.array(np.meshgrid([1, -1], [1, -1], [1, -1])).T.reshape(-1, 3):
-            mat = np.zeros((3, 3))
-            mat[np.arange(3), perm] = signs
-            if np.linalg.det(mat) > 0:
-                out.append(mat)
-    return out
 
 
 ObjectFitConfig = FitConfig  # the name the pipeline uses
@@ -378,14 +506,13 @@ def fit_object_to_body(
     body_vertices: np.ndarray, body_faces: np.ndarray, body_contact: np.ndarray,
     object_mask: np.ndarray, camera_k: np.ndarray, config: FitConfig | None = None,
     init_rotation: np.ndarray | None = None, init_translation: np.ndarray | None = None,
+    symmetry: Symmetry | None = None,
 ) -> ObjectFitResult:
     """:func:`fit_object` with the pipeline's argument names (the human is the placed SMPL-X body)."""
     return fit_object(
         object_vertices, object_faces, object_contact, body_vertices, body_faces, body_contact, object_mask,
-        camera_k, config, init_rotation=init_rotation, init_translation=init_translation,
+        camera_k, config, init_rotation=init_rotation, init_translation=init_translation, symmetry=symmetry,
     )
-
-
 def _check_mesh(
     name: str, vertices: np.ndarray, faces: np.ndarray, contact: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
@@ -430,8 +557,10 @@ def _prepare(
     obj_idx = np.nonzero(p_obj > cfg.object_contact_threshold)[0]
     if len(obj_idx) > cfg.max_object_contact_points:
         obj_idx = np.sort(rng.choice(obj_idx, cfg.max_object_contact_points, replace=False))
-    order = np.argsort(-p_hum, kind="stable")[: cfg.max_human_contact_points]
-    hum_idx = order[p_hum[order] > 1e-3]
+    # the body's contact surface, sampled (a coarse body has vertices centimetres apart)
+    hum_points, _, hum_p = sample_contact_surface(
+        hum_v, hum_f, p_hum, cfg.human_contact_threshold, cfg.max_human_contact_points, seed=cfg.seed
+    )
 
     samples, _ = trimesh.sample.sample_surface(mesh, cfg.penetration_samples, seed=cfg.seed)
     body_normals = _vertex_normals(hum_v, hum_f)
@@ -440,24 +569,54 @@ def _prepare(
         depth = render_depth([(hum_v, hum_f)], k, mask.shape).depth
         human_depth = grid.downsample_depth(depth)
 
+    radius = cfg.contact_density_radius * float(np.linalg.norm(np.ptp(local, axis=0)))
+    obj_w = p_obj[obj_idx] * _density(local[obj_idx], radius)
+    hum_w = hum_p * _density(hum_points, radius)
+
     def t32(x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.array(x), dtype=torch.float32)
 
     return _Scene(
         local=t32(local), sil_vertices=t32(sil_v), sil_faces=torch.as_tensor(sil_f, dtype=torch.int64),
         sil_edges=EdgeTable.from_faces(sil_f), cull=cull, grid=grid,
-        mask=_mask_target(grid, mask, cfg), centroid_target=t32(target), camera_k=t32(k),
-        obj_contact_local=t32(local[obj_idx]), obj_contact_p=t32(p_obj[obj_idx]),
-        human_contact=t32(hum_v[hum_idx]), human_contact_p=t32(p_hum[hum_idx]),
+        mask=_mask_target(grid, mask, cfg), mask_weight=_mask_weight(grid, mask, cfg.mask_boundary_band_px),
+        centroid_target=t32(target), camera_k=t32(k),
+        obj_contact_local=t32(local[obj_idx]), obj_contact_p=t32(obj_w),
+        human_contact=t32(hum_points), human_contact_p=t32(hum_w),
+        human_tree=cKDTree(np.asarray(hum_points, np.float32).astype(np.float64)),
+        obj_contact_tree=cKDTree(np.asarray(local[obj_idx], np.float32).astype(np.float64)),
         samples_local=t32(samples), body_tree=cKDTree(hum_v), body_vertices=t32(hum_v),
         body_normals=t32(body_normals), human_depth=human_depth, occlusion_margin=cfg.occlusion_margin_m,
     )
+
+
+def _density(points: np.ndarray, radius: float) -> np.ndarray:
+    """Fraction of the points within ``radius`` of each point, relative to the densest: a contact region
+    is a compact patch, a model's stray false contacts are isolated and get little weight."""
+    if len(points) == 0:
+        return np.zeros(0)
+    counts = np.array([len(n) for n in cKDTree(points).query_ball_point(points, radius)], dtype=np.float64)
+    return counts / counts.max()
 
 
 def _mask_target(grid: SilhouetteGrid, mask: np.ndarray, cfg: FitConfig) -> torch.Tensor:
     if cfg.mask_target == "blurred":
         return grid.blurred_mask(mask, cfg.silhouette_sigma)
     return grid.downsample_mask(mask)
+
+
+def _mask_weight(grid: SilhouetteGrid, mask: np.ndarray, band_px: int) -> torch.Tensor:
+    """Per-cell weight of the mask term: the fraction of the cell outside the band of ``band_px`` pixels on
+    either side of the mask outline (a predicted mask's outline is off by a few pixels either way)."""
+    # never more than a third of the mask's half-width: a thin object's mask is mostly outline
+    band_px = min(band_px, int(ndimage.distance_transform_edt(mask).max() / 3))
+    if band_px <= 0:
+        return torch.ones((grid.height, grid.width))
+    disk = np.hypot(*np.mgrid[-band_px : band_px + 1, -band_px : band_px + 1]) <= band_px
+    band = ndimage.binary_dilation(mask, disk) & ~ndimage.binary_erosion(mask, disk)
+    if band.all() or not (mask & ~band).any():  # a mask thinner than the band: keep its outline
+        return torch.ones((grid.height, grid.width))
+    return 1.0 - grid.downsample_mask(band)
 
 
 def _grid_camera(scene: _Scene) -> np.ndarray:
@@ -475,53 +634,79 @@ def _grid_camera(scene: _Scene) -> np.ndarray:
 def _visibility(
     scene: _Scene, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor
 ) -> torch.Tensor | None:
-    """Cells where the body is in front of the object at this pose are hidden (0); no gradient."""
+    """(B,h,w): cells where the body is in front of the object at each pose are hidden (0); no gradient."""
     if scene.human_depth is None or not torch.isfinite(scene.human_depth).any():
         return None
-    verts = (scale * scene.sil_vertices @ rot.T + trans).detach().double().numpy()
     g = scene.grid
-    obj_depth = render_depth([(verts, scene.sil_faces.numpy())], _grid_camera(scene), (g.height, g.width))
-    obj_depth = obj_depth.depth
-    covered = np.isfinite(obj_depth)
-    if not covered.any():
-        return None
-    if not covered.all():  # cells beside the object take the depth of the nearest covered cell
-        _, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
-        obj_depth = obj_depth[ri, ci]
-    # a margin keeps the body surface the object rests on from "occluding" the object's own rim
-    visible = scene.human_depth.numpy() >= obj_depth - scene.occlusion_margin
-    return torch.from_numpy(visible.astype(np.float32))
+    camera = _grid_camera(scene)
+    human_depth = scene.human_depth.numpy()
+    out = np.ones((len(rot), g.height, g.width), dtype=np.float32)
+    posed = (scale[:, None, None] * scene.sil_vertices @ rot.transpose(1, 2) + trans[:, None]).detach().double()
+    for b, verts in enumerate(posed.numpy()):
+        obj_depth = render_depth([(verts, scene.sil_faces.numpy())], camera, (g.height, g.width)).depth
+        covered = np.isfinite(obj_depth)
+        if not covered.any():
+            continue
+        if not covered.all():  # cells beside the object take the depth of the nearest covered cell
+            _, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
+            obj_depth = obj_depth[ri, ci]
+        # a margin keeps the body surface the object rests on from "occluding" the object's own rim
+        out[b] = human_depth >= obj_depth - scene.occlusion_margin
+    return torch.from_numpy(out)
 
 
 def _losses(
     scene: _Scene, cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor,
     visibility: torch.Tensor | None, sigma: float | None = None,
 ) -> dict[str, torch.Tensor]:
-    sil_verts = scale * scene.sil_vertices @ rot.T + trans
+    """Each term as a (B,) tensor for the B poses rot (B,3,3), trans (B,3), scale (B,)."""
+    scale3 = scale[:, None, None]
+    rot_t = rot.transpose(1, 2)
+    sil_verts = scale3 * scene.sil_vertices @ rot_t + trans[:, None]
     sil = soft_silhouette(
         sil_verts, scene.sil_faces, scene.camera_k, scene.grid, sigma or cfg.silhouette_sigma, scene.sil_edges,
         scene.cull, visibility,
     )
-    target = scene.mask
-    inter = (sil * target).sum()
-    union = (sil + target - sil * target).sum().clamp(min=1e-6)
+    # only the visible part counts: where the body hides the object, neither silhouette nor mask is compared;
+    # nor in the band along the mask's outline, where a predicted mask is too wide or too narrow
+    weight = scene.mask_weight[None] if visibility is None else scene.mask_weight[None] * visibility
+    target = scene.mask[None]
+    inter = (weight * sil * target).sum((1, 2))
+    union = (weight * (sil + target - sil * target)).sum((1, 2)).clamp(min=1e-6)
     losses = {"mask": 1.0 - inter / union}
-    losses["centroid"] = ((silhouette_centroid(sil, scene.grid) - scene.centroid_target) ** 2).sum()
+    centres = scene.grid.cell_centres().to(sil.dtype)
+    weights = sil.reshape(len(sil), -1)
+    centroid = weights @ centres / weights.sum(1, keepdim=True).clamp(min=1e-6)
+    losses["centroid"] = ((centroid - scene.centroid_target) ** 2).sum(-1)
 
     if len(scene.obj_contact_local) and len(scene.human_contact):
-        obj_c = scale * scene.obj_contact_local @ rot.T + trans
-        diff = obj_c[:, None, :] - scene.human_contact[None, :, :]
-        dist = (diff.pow(2).sum(-1) + 1e-12).sqrt()
-        weights = scene.obj_contact_p[:, None] * scene.human_contact_p[None, :]
-        losses["contact"] = (dist * weights).sum() / weights.sum().clamp(min=1e-12)
+        obj_c = scale3 * scene.obj_contact_local @ rot_t + trans[:, None]  # (B,Co,3)
+        hum = scene.human_contact
+        # nearest partners found without gradient (a k-d tree each way), distances differentiated per pair
+        with torch.no_grad():
+            flat = obj_c.detach().reshape(-1, 3).double().numpy()
+            to_hum = torch.as_tensor(scene.human_tree.query(flat)[1], dtype=torch.int64).reshape(obj_c.shape[:2])
+            # human contacts taken into each pose's object frame, matched against the object contacts there
+            hum_local = ((hum[None] - trans[:, None].detach()) @ rot.detach()) / scale3.detach()
+            to_obj = scene.obj_contact_tree.query(hum_local.reshape(-1, 3).double().numpy())[1]
+            to_obj = torch.as_tensor(to_obj, dtype=torch.int64).reshape(hum_local.shape[:2])
+        batch = torch.arange(len(obj_c))[:, None]
+        # contacts closer than the tolerance count as touching: a contact label means "within about a
+        # centimetre", and pulling every labelled point onto the other surface would tilt the object into it
+        tol = cfg.contact_tolerance_m
+        obj_dist = torch.relu(((obj_c - hum[to_hum]).pow(2).sum(-1) + 1e-12).sqrt() - tol)
+        hum_dist = torch.relu(((obj_c[batch, to_obj] - hum[None]).pow(2).sum(-1) + 1e-12).sqrt() - tol)
+        obj_side = _trimmed_mean(obj_dist, scene.obj_contact_p, cfg.contact_keep_fraction)
+        hum_side = _trimmed_mean(hum_dist, scene.human_contact_p, cfg.contact_keep_fraction)
+        losses["contact"] = 0.5 * (obj_side + hum_side)
     else:
-        losses["contact"] = trans.sum() * 0.0
+        losses["contact"] = trans.sum(1) * 0.0
 
-    samples = scale * scene.samples_local @ rot.T + trans
-    _, nearest = scene.body_tree.query(samples.detach().double().numpy())
-    nearest = torch.as_tensor(nearest, dtype=torch.int64)
+    samples = scale3 * scene.samples_local @ rot_t + trans[:, None]  # (B,S,3)
+    _, nearest = scene.body_tree.query(samples.detach().reshape(-1, 3).double().numpy())
+    nearest = torch.as_tensor(nearest, dtype=torch.int64).reshape(samples.shape[:2])
     signed = ((samples - scene.body_vertices[nearest]) * scene.body_normals[nearest]).sum(-1)
-    losses["penetration"] = torch.relu(-signed).mean()
+    losses["penetration"] = torch.relu(-signed).mean(1)
 
     losses["total"] = (
         cfg.weight_mask * losses["mask"]
@@ -532,12 +717,24 @@ def _losses(
     return losses
 
 
+def _trimmed_mean(distance: torch.Tensor, weight: torch.Tensor, keep: float) -> torch.Tensor:
+    """(B,) p-weighted mean of the closest ``keep`` fraction of each row of (B,N) distances: false contacts
+    (up to 1 - keep of them) are ignored, yet the term still grows without bound when the object leaves
+    the true contacts, unlike a bounded robust kernel."""
+    count = max(1, int(np.ceil(keep * distance.shape[1])))
+    kept, index = torch.topk(distance, count, dim=1, largest=False)
+    w = weight[index]
+    return (kept * w).sum(1) / w.sum(1).clamp(min=1e-12)
+
+
 def _geometry_report(
-    scene: _Scene, vertices: np.ndarray, obj_sel: np.ndarray, p_obj: np.ndarray, hum_v: np.ndarray,
-    p_hum: np.ndarray, cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor,
+    scene: _Scene, vertices: np.ndarray, p_obj: np.ndarray, hum_v: np.ndarray, p_hum: np.ndarray,
+    cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor,
 ) -> dict[str, float]:
-    """Contact distance (object contacts to the nearest human contact, p-weighted) and penetration depth."""
+    """Contact distance (object contacts to the nearest human contact, p-weighted), penetration depth and the
+    soft IoU on the visible part."""
     report = {"contact_distance_m": float("nan")}
+    obj_sel = p_obj > cfg.object_contact_threshold
     hum_sel = p_hum > cfg.human_contact_threshold
     if obj_sel.any() and hum_sel.any():
         dist, _ = cKDTree(hum_v[hum_sel]).query(vertices[obj_sel].astype(np.float64))
@@ -547,7 +744,7 @@ def _geometry_report(
         _, nearest = scene.body_tree.query(samples.double().numpy())
         nearest = torch.as_tensor(nearest, dtype=torch.int64)
         signed = ((samples - scene.body_vertices[nearest]) * scene.body_normals[nearest]).sum(-1)
-        vis = _visibility(scene, rot, trans, scale)
-        report["mask_iou_soft"] = float(1.0 - _losses(scene, cfg, rot, trans, scale, vis)["mask"])
+        vis = _visibility(scene, rot[None], trans[None], scale[None])
+        report["mask_iou_soft"] = float(1.0 - _losses(scene, cfg, rot[None], trans[None], scale[None], vis)["mask"][0])
     report["penetration_depth_m"] = float(torch.relu(-signed).max())
     return report

@@ -9,6 +9,13 @@ reorders vertices and so mis-assigns contacts, spec 8.2). The file format is::
         mesh: meshes/bottle.obj   # relative to the YAML file's folder, or absolute
         scale: 0.001              # mesh units -> metres (here millimetres); default 1.0
         aliases: [water bottle]   # optional extra labels
+        symmetry: measure         # none | axial | planar | measure (the default), see below
+
+``symmetry`` makes pose errors and the fit's ambiguity report ignore poses that look the same. ``measure``
+(or no key) finds it from the mesh (:func:`ivlm_core.fitting.symmetry.measure_symmetry`); a given one is a
+kind name or a map ``{kind: axial, axis: [0, 0, 1], flip: true}`` / ``{kind: planar, planes: [[1, 0, 0]]}``
+with directions in the mesh file's frame and an optional ``centre`` in file units (default: the surface
+centroid).
 """
 
 from __future__ import annotations
@@ -21,6 +28,7 @@ import trimesh
 import yaml
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
+from ivlm_core.fitting.symmetry import NO_SYMMETRY, Symmetry, measure_symmetry
 
 
 @dataclass(frozen=True)
@@ -33,6 +41,7 @@ class ObjectMesh:
     faces: np.ndarray  # (K,3) int64
     scale: float
     watertight: bool = False
+    symmetry: Symmetry = NO_SYMMETRY  # poses that look the same (object frame, metres)
 
     @property
     def vertex_normals(self) -> np.ndarray:
@@ -41,8 +50,12 @@ class ObjectMesh:
         return np.asarray(mesh.vertex_normals, dtype=np.float32)
 
 
-def load_object_mesh(path: str | Path, scale: float = 1.0, label: str = "") -> ObjectMesh:
-    """Load a triangle mesh with its stored vertex order and check it is usable for fitting."""
+def load_object_mesh(
+    path: str | Path, scale: float = 1.0, label: str = "", symmetry: object = "measure"
+) -> ObjectMesh:
+    """Load a triangle mesh with its stored vertex order and check it is usable for fitting.
+
+    symmetry: "measure" (find it from the mesh), or a kind / map as in the library YAML (file units)."""
     path = Path(path)
     if not path.is_file():
         raise MissingAssetError(
@@ -66,14 +79,32 @@ def load_object_mesh(path: str | Path, scale: float = 1.0, label: str = "") -> O
         raise InvalidInputError(f"object mesh '{path}' contains NaN/inf vertex coordinates; repair the file.")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise InvalidInputError(f"object mesh '{path}' has face indices outside [0, {len(vertices)}).")
+    metric = (vertices * float(scale)).astype(np.float32)
     return ObjectMesh(
         label=label or path.stem,
         path=str(path),
-        vertices=(vertices * float(scale)).astype(np.float32),
+        vertices=metric,
         faces=faces,
         scale=float(scale),
         watertight=bool(mesh.is_watertight),
+        symmetry=_symmetry(symmetry, metric, faces, float(scale), label or path.stem),
     )
+
+
+def _symmetry(spec: object, vertices: np.ndarray, faces: np.ndarray, scale: float, label: str) -> Symmetry:
+    """The entry's symmetry in metres: measured, or given (a given one without a centre gets the surface
+    centroid, which lies on every symmetry element of a symmetric mesh)."""
+    if spec is None or spec == "measure":
+        return measure_symmetry(vertices, faces)
+    try:
+        given = Symmetry.from_dict(spec, source="given")
+    except InvalidInputError as exc:
+        raise InvalidInputError(f"object '{label}': {exc}") from exc
+    if isinstance(spec, dict) and "centre" in spec:
+        return given.scaled(scale)
+    mesh = trimesh.Trimesh(vertices, faces, process=False, validate=False)
+    centre = tuple(float(c) for c in (mesh.triangles_center * mesh.area_faces[:, None]).sum(0) / mesh.area)
+    return Symmetry(given.kind, given.axis, given.flip, given.planes, centre, "given")
 
 
 @dataclass
@@ -82,6 +113,7 @@ class ObjectLibrary:
 
     entries: dict[str, tuple[str, Path, float]]
     source: str = ""
+    symmetries: dict[str, object] = field(default_factory=dict)  # canonical label -> YAML spec ("measure")
     _cache: dict[str, ObjectMesh] = field(default_factory=dict, repr=False)
 
     @classmethod
@@ -106,6 +138,7 @@ class ObjectLibrary:
         if not isinstance(data, dict) or not data:
             raise InvalidInputError(f"object library {source}: expected a non-empty map label -> mesh/scale.")
         entries: dict[str, tuple[str, Path, float]] = {}
+        symmetries: dict[str, object] = {}
         for label, spec in data.items():
             if isinstance(spec, str):
                 spec = {"mesh": spec}
@@ -121,9 +154,16 @@ class ObjectLibrary:
                 raise InvalidInputError(msg) from exc
             if not np.isfinite(scale) or scale <= 0:
                 raise InvalidInputError(f"object library {source}: '{label}' scale must be > 0, got {scale}.")
+            symmetry = spec.get("symmetry", "measure")
+            if symmetry != "measure":
+                try:
+                    Symmetry.from_dict(symmetry)  # fail at load time, not at the first query
+                except InvalidInputError as exc:
+                    raise InvalidInputError(f"object library {source}: '{label}': {exc}") from exc
+            symmetries[_normalise(str(label))] = symmetry
             for name in [label, *spec.get("aliases", [])]:
                 entries[_normalise(str(name))] = (_normalise(str(label)), mesh_path, scale)
-        return cls(entries=entries, source=source)
+        return cls(entries=entries, source=source, symmetries=symmetries)
 
     @property
     def labels(self) -> list[str]:
@@ -142,7 +182,8 @@ class ObjectLibrary:
             )
         label, mesh_path, scale = self.entries[key]
         if label not in self._cache:
-            self._cache[label] = load_object_mesh(mesh_path, scale, label=label)
+            symmetry = self.symmetries.get(label, "measure")
+            self._cache[label] = load_object_mesh(mesh_path, scale, label=label, symmetry=symmetry)
         return self._cache[label]
 
 

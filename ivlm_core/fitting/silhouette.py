@@ -120,10 +120,10 @@ class SilhouetteGrid:
 def project_points(
     vertices_cam: torch.Tensor, camera_k: torch.Tensor, min_depth: float = 1e-3
 ) -> torch.Tensor:
-    """(N,3) camera-frame points -> (N,2) pixel coordinates (u, v); depth is clamped to stay in front."""
-    z = vertices_cam[:, 2].clamp(min=min_depth)
-    u = camera_k[0, 0] * vertices_cam[:, 0] / z + camera_k[0, 2]
-    v = camera_k[1, 1] * vertices_cam[:, 1] / z + camera_k[1, 2]
+    """(..., N,3) camera-frame points -> (..., N,2) pixel coordinates (u, v); depth is clamped to stay in front."""
+    z = vertices_cam[..., 2].clamp(min=min_depth)
+    u = camera_k[0, 0] * vertices_cam[..., 0] / z + camera_k[0, 2]
+    v = camera_k[1, 1] * vertices_cam[..., 1] / z + camera_k[1, 2]
     return torch.stack((u, v), dim=-1)
 
 
@@ -159,64 +159,81 @@ def soft_silhouette(
     cull_backfaces: bool = True,
     visibility: torch.Tensor | None = None,
 ) -> torch.Tensor:
-    """(height, width) soft silhouette in [0, 1] on ``grid``.
+    """(height, width) soft silhouette in [0, 1] on ``grid``; (B, height, width) for (B, N, 3) vertices.
 
-    sigma: Gaussian blur in grid cells. cull_backfaces: for closed meshes (set False for open ones).
-    visibility: optional (height, width) 0/1 factor (pixels where a fixed occluder hides the object).
+    A batch holds several poses of one mesh (fit hypotheses): they are drawn together in one pass, with the
+    same result as one at a time. sigma: Gaussian blur in grid cells. cull_backfaces: for closed meshes (set
+    False for open ones). visibility: optional ([B,] height, width) 0/1 factor (where a fixed occluder hides
+    the object).
     """
+    single = vertices_cam.dim() == 2
+    verts = vertices_cam[None] if single else vertices_cam
     if edge_table is None:
         edge_table = EdgeTable.from_faces(faces)
-    pixels = project_points(vertices_cam, camera_k)
+    pixels = project_points(verts, camera_k)
     cell = (pixels - pixels.new_tensor([grid.x0 - 0.5, grid.y0 - 0.5])) / grid.step - 0.5  # grid units
     with torch.no_grad():
-        tri = cell[faces]
-        area2 = (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) - (
-            tri[:, 1, 1] - tri[:, 0, 1]
-        ) * (tri[:, 2, 0] - tri[:, 0, 0])
+        tri = cell[:, faces]  # (B,F,3,2)
+        area2 = (tri[..., 1, 0] - tri[..., 0, 0]) * (tri[..., 2, 1] - tri[..., 0, 1]) - (
+            tri[..., 1, 1] - tri[..., 0, 1]
+        ) * (tri[..., 2, 0] - tri[..., 0, 0])
     # image y points down: a face wound counter-clockwise seen from outside (normal towards the camera, i.e.
     # along -z) has NEGATIVE signed area in (u, v). The face sign turns every kept face to positive area.
     sil = _layer_coverage(cell, edge_table, -(area2 < 0).to(cell.dtype), grid, sigma)
     if not cull_backfaces:  # the back layer too: an open mesh may show only its back somewhere
         sil = torch.maximum(sil, _layer_coverage(cell, edge_table, (area2 > 0).to(cell.dtype), grid, sigma))
-    sil = sil + vertices_cam.sum() * 0.0  # keep the graph connected when nothing is in view
+    sil = sil + verts.sum() * 0.0  # keep the graph connected when nothing is in view
     if visibility is not None:
         sil = sil * visibility
-    return sil
+    return sil[0] if single else sil
 
 
 def _layer_coverage(
     cell: torch.Tensor, edge_table: EdgeTable, face_sign: torch.Tensor, grid: SilhouetteGrid, sigma: float
 ) -> torch.Tensor:
-    """Blurred coverage of the faces with non-zero sign, clamped to [0, 1], by the contour integral."""
+    """(B,H,W) blurred coverage of the faces with non-zero sign, clamped to [0, 1], by the contour integral.
+
+    cell: (B,N,2) projected vertices in grid units; face_sign: (B,F). The contour edges of all poses are
+    integrated as one flat list of quadrature points, then contracted per pose with one batched matmul.
+    """
+    batch = cell.shape[0]
     with torch.no_grad():
-        weight = torch.zeros(len(edge_table.edges), dtype=cell.dtype)
-        signed_dirs = (edge_table.face_edge_dirs * face_sign[:, None]).reshape(-1)
-        weight.index_add_(0, edge_table.face_edges.reshape(-1), signed_dirs)
-        active = torch.nonzero(weight.abs() > 0.5).squeeze(1)
-    if active.numel() == 0:
-        return cell.new_zeros((grid.height, grid.width))
-    start = cell[edge_table.edges[active, 0]]
-    end = cell[edge_table.edges[active, 1]]
+        weight = torch.zeros((batch, len(edge_table.edges)), dtype=cell.dtype)
+        signed_dirs = (edge_table.face_edge_dirs[None] * face_sign[:, :, None]).reshape(batch, -1)
+        weight.index_add_(1, edge_table.face_edges.reshape(-1), signed_dirs)
+        pose_idx, edge_idx = torch.nonzero(weight.abs() > 0.5, as_tuple=True)  # sorted by pose
+    if edge_idx.numel() == 0:
+        return cell.new_zeros((batch, grid.height, grid.width))
+    start = cell[pose_idx, edge_table.edges[edge_idx, 0]]
+    end = cell[pose_idx, edge_table.edges[edge_idx, 1]]
     with torch.no_grad():
         pieces = torch.ceil((end - start).norm(dim=-1) / sigma).clamp(min=1).long()
-        edge_of_piece = torch.repeat_interleave(torch.arange(len(active)), pieces)
+        edge_of_piece = torch.repeat_interleave(torch.arange(len(edge_idx)), pieces)
         first = torch.cumsum(pieces, 0) - pieces
         piece_idx = (torch.arange(int(pieces.sum())) - first[edge_of_piece]).to(cell.dtype)
         n = pieces[edge_of_piece].to(cell.dtype)
         gl = 0.5 / math.sqrt(3.0)
-        t = torch.cat(((piece_idx + 0.5 - gl) / n, (piece_idx + 0.5 + gl) / n))  # 2-point Gauss-Legendre
-        edge_of_point = torch.cat((edge_of_piece, edge_of_piece))
-        step_len = torch.cat((0.5 / n, 0.5 / n))
+        # 2-point Gauss-Legendre, the two points of a piece side by side (keeps the points sorted by pose)
+        t = torch.stack(((piece_idx + 0.5 - gl) / n, (piece_idx + 0.5 + gl) / n), dim=1).reshape(-1)
+        edge_of_point = torch.repeat_interleave(edge_of_piece, 2)
+        step_len = torch.repeat_interleave(0.5 / n, 2)
+        pose_of_point = pose_idx[edge_of_point]
+        counts = torch.bincount(pose_of_point, minlength=batch)
+        slot = torch.arange(len(t)) - (torch.cumsum(counts, 0) - counts)[pose_of_point]
+        width = int(counts.max())
     a, b = start[edge_of_point], end[edge_of_point]
     points = a + t[:, None] * (b - a)
-    dy = (b[:, 1] - a[:, 1]) * step_len * weight[active][edge_of_point]
+    dy = (b[:, 1] - a[:, 1]) * step_len * weight[pose_idx, edge_idx][edge_of_point]
     cols = torch.arange(grid.width, dtype=cell.dtype)
     rows = torch.arange(grid.height, dtype=cell.dtype)
     # separable evaluation: Phi over columns and the Gaussian over rows, contracted over the quadrature points
-    phi_x = torch.special.ndtr((points[None, :, 0] - cols[:, None]) / sigma)  # (W, Q)
-    gauss_y = torch.exp(-0.5 * ((points[None, :, 1] - rows[:, None]) / sigma) ** 2)
-    gauss_y = gauss_y / (sigma * math.sqrt(2 * math.pi))
-    coverage = (gauss_y * dy[None, :]) @ phi_x.T  # (H, W)
+    phi_x = torch.special.ndtr((points[:, None, 0] - cols[None, :]) / sigma)  # (Q, W)
+    gauss_y = torch.exp(-0.5 * ((points[:, None, 1] - rows[None, :]) / sigma) ** 2)
+    gauss_y = gauss_y * (dy[:, None] / (sigma * math.sqrt(2 * math.pi)))  # (Q, H)
+    index = (pose_of_point, slot)
+    padded_y = cell.new_zeros((batch, width, grid.height)).index_put(index, gauss_y)
+    padded_x = cell.new_zeros((batch, width, grid.width)).index_put(index, phi_x)
+    coverage = padded_y.transpose(1, 2) @ padded_x  # (B, H, W)
     return coverage.clamp(0.0, 1.0)
 
 
@@ -246,8 +263,8 @@ def encloses_volume(vertices: np.ndarray, faces: np.ndarray, views: int = 4, see
         area2 = (tri[:, 1, 0] - tri[:, 0, 0]) * (tri[:, 2, 1] - tri[:, 0, 1]) - (
             tri[:, 1, 1] - tri[:, 0, 1]
         ) * (tri[:, 2, 0] - tri[:, 0, 0])
-        front = _layer_coverage(pixels, table, -(area2 < 0).float(), grid, 0.7)
-        back = _layer_coverage(pixels, table, (area2 > 0).float(), grid, 0.7)
+        front = _layer_coverage(pixels[None], table, -(area2 < 0).float()[None], grid, 0.7)
+        back = _layer_coverage(pixels[None], table, (area2 > 0).float()[None], grid, 0.7)
         if float((front - back).abs().max()) > 0.05:
             return False
     return True

@@ -1,0 +1,181 @@
+"""The batched multi-hypothesis fit: batch == one at a time, robust terms, failure reasons, ambiguity."""
+
+import numpy as np
+import pytest
+import torch
+import trimesh
+from scipy.spatial.transform import Rotation
+
+from ivlm_core.fitting import object_fit as of
+from ivlm_core.fitting.hypotheses import start_rotations
+from ivlm_core.fitting.silhouette import SilhouetteGrid, soft_silhouette
+from ivlm_core.fitting.symmetry import Symmetry
+from ivlm_core.testing.held_object import CAMERA_K as K
+from ivlm_core.testing.held_object import held_object_scene
+
+
+def _make(obj, rot, occluder=None):
+    return held_object_scene(obj, rot, occluder)
+
+
+@pytest.fixture(scope="module")
+def box_scene():
+    rot = Rotation.from_euler("xyz", [20, -30, 15], degrees=True).as_matrix()
+    return _make(trimesh.creation.box((0.14, 0.08, 0.05)), rot)
+
+
+def _prepared(s, cfg, use_occlusion=True, p_hum=None):
+    centre = s["obj_v"].mean(0)
+    p_hum = s["p_hum"] if p_hum is None else p_hum
+    scene = of._prepare(cfg, s["obj_v"] - centre, s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], p_hum,
+                        s["mask"], K, use_occlusion)
+    true = (torch.tensor(s["rot"], dtype=torch.float32)[None],
+            torch.tensor(s["rot"] @ centre + s["trans"], dtype=torch.float32)[None], torch.ones(1))
+    return scene, true
+
+
+def test_batched_silhouettes_equal_one_at_a_time(box_scene):
+    s = box_scene
+    grid = SilhouetteGrid.around_box((250, 150, 400, 330), (480, 640), 40)
+    faces = torch.as_tensor(s["obj_f"])
+    poses = [Rotation.random(random_state=i).as_matrix() for i in range(5)]
+    verts = torch.tensor(np.stack([s["obj_v"] @ r.T + [0.05, 0.0, 1.4] for r in poses]), dtype=torch.float32)
+    batch = soft_silhouette(verts, faces, torch.tensor(K, dtype=torch.float32), grid, 0.5)
+    for b in range(len(poses)):
+        one = soft_silhouette(verts[b], faces, torch.tensor(K, dtype=torch.float32), grid, 0.5)
+        assert float(one.sum()) > 10
+        torch.testing.assert_close(batch[b], one, atol=1e-5, rtol=0)
+
+
+def test_batched_hypotheses_refine_exactly_as_one_at_a_time(box_scene):
+    torch.set_num_threads(1)
+    s = box_scene
+    cfg = of.FitConfig(occlusion_update_every=4)
+    scene, (rot, trans, _) = _prepared(s, cfg)
+    rng = np.random.default_rng(0)
+    rots = torch.stack([torch.tensor(Rotation.from_rotvec(rng.normal(size=3) * 0.3).as_matrix(),
+                                     dtype=torch.float32) @ rot[0] for _ in range(4)])
+    transl = trans + torch.tensor(rng.normal(scale=0.03, size=(4, 3)), dtype=torch.float32)
+    start = of._Batch(rots, transl, torch.ones(4), torch.zeros(4), ["a", "b", "c", "d"])
+    together = of._refine(scene, cfg, start, 12)
+    for b in range(4):
+        alone = of._refine(scene, cfg, start.take([b]), 12)
+        # equal up to float rounding (summation order differs; Adam's normalised steps carry it a little)
+        torch.testing.assert_close(together.rotation[b], alone.rotation[0], atol=5e-4, rtol=0)
+        torch.testing.assert_close(together.translation[b], alone.translation[0], atol=2e-4, rtol=0)
+        torch.testing.assert_close(together.loss[b], alone.loss[0], atol=1e-3, rtol=1e-3)
+        other = (b + 1) % 4  # ... while the hypotheses themselves stay far apart (no cross-talk)
+        assert float((together.rotation[b] - together.rotation[other]).abs().max()) > 0.05
+
+
+def test_start_rotations_cover_contact_axes_and_cube(box_scene):
+    s = box_scene
+    local = s["obj_v"] - s["obj_v"].mean(0)
+    normals = np.asarray(trimesh.Trimesh(s["obj_v"], s["obj_f"], process=False).vertex_normals)
+    body_normals = np.tile([0.0, 0.0, -1.0], (50, 1))
+    rotations = start_rotations(local, normals, s["p_obj"], 0.3, body_normals, np.ones(50), s["mask"])
+    families = [label for _, label in rotations]
+    assert families.count("contact") == 8 and families.count("axes") == 8 and families.count("grid") == 24
+    for rot, _ in rotations:
+        assert np.allclose(rot @ rot.T, np.eye(3), atol=1e-9) and np.linalg.det(rot) == pytest.approx(1.0)
+    # a contact-family rotation turns the object's contact patch to face the body (its normal along +z)
+    patch = s["p_obj"] > 0.3
+    patch_normal = normals[patch].mean(0)
+    for rot, label in rotations:
+        if label == "contact":
+            turned = rot @ patch_normal / np.linalg.norm(patch_normal)
+            assert turned[2] > 0.9
+
+
+def test_robust_contact_term_ignores_an_outlier_blob(box_scene):
+    """A blob of false human contacts (the other hand) 25 cm away must not pull the object's best position."""
+    s = box_scene
+    touching = s["body_v"][s["p_hum"] > 0.5].mean(0)
+    spot = s["body_v"][np.argmin(np.linalg.norm(s["body_v"] - (touching + np.array([-0.15, 0.2, 0.0])), axis=1))]
+    blob = np.linalg.norm(s["body_v"] - spot, axis=1) < 0.02
+    assert blob.sum() >= 3 and blob.sum() < 0.4 * (s["p_hum"] > 0.5).sum()
+    noisy = np.where(blob, 1.0, s["p_hum"])
+    towards = spot - touching
+    towards[2] = 0.0
+    towards /= np.linalg.norm(towards)
+    shifts = np.arange(0, 0.081, 0.01)[:, None] * towards
+    for keep in (of.FitConfig().contact_keep_fraction, 0.7):
+        cfg = of.FitConfig(contact_keep_fraction=keep)
+        scene, (rot, trans, scale) = _prepared(s, cfg, p_hum=noisy)
+        n = len(shifts)
+        with torch.no_grad():
+            moved = trans + torch.tensor(shifts, dtype=torch.float32)
+            contact = of._losses(scene, cfg, rot.expand(n, 3, 3), moved, scale.expand(n), None)["contact"]
+        assert int(torch.argmin(contact)) == 0, (keep, contact)
+    # the reference's all-pairs mean distance IS pulled towards the blob
+    obj = s["obj_v"] @ s["rot"].T + s["trans"]
+    sel = s["p_obj"] > 0.3
+    hum = noisy > 1e-3
+
+    def all_pairs(shift):
+        dist = np.linalg.norm(obj[sel][:, None] + shift - s["body_v"][hum][None], axis=-1)
+        weights = s["p_obj"][sel][:, None] * noisy[hum][None]
+        return (dist * weights).sum() / weights.sum()
+
+    assert int(np.argmin([all_pairs(shift) for shift in shifts])) > 0
+
+
+def test_mask_term_compares_only_what_the_body_leaves_visible():
+    rot = Rotation.from_euler("xyz", [10, 20, 5], degrees=True).as_matrix()
+    slab = trimesh.creation.box((0.08, 0.3, 0.01))
+    slab.apply_translation((0.02, 0.0, 1.3))  # a forearm between camera and object, hiding part of it
+    s = _make(trimesh.creation.box((0.14, 0.08, 0.05)), rot, occluder=slab)
+    hidden = 1.0 - s["mask"].sum() / s["full"].sum()
+    assert 0.15 < hidden < 0.6
+    cfg = of.FitConfig()
+    visible_aware, true = _prepared(s, cfg, use_occlusion=True)
+    naive, _ = _prepared(s, cfg, use_occlusion=False)
+    with torch.no_grad():
+        vis = of._visibility(visible_aware, *true)
+        assert vis is not None and float(vis.mean()) < 0.95
+        aware = float(of._losses(visible_aware, cfg, *true, vis)["mask"][0])
+        plain = float(of._losses(naive, cfg, *true, None)["mask"][0])
+    assert aware < 0.15 and plain > aware + 0.1
+
+
+def _fit_args(s, **changes):
+    args = dict(object_vertices=s["obj_v"], object_faces=s["obj_f"], object_contact=s["p_obj"],
+                human_vertices=s["body_v"], human_faces=s["body_f"], human_contact=s["p_hum"],
+                object_mask=s["mask"], camera_k=K)
+    args.update(changes)
+    return args
+
+
+def test_failures_say_why(box_scene):
+    s = box_scene
+    tiny = np.zeros_like(s["mask"])
+    tiny[200:204, 300:304] = True
+    with pytest.raises(of.ObjectFitFailure, match="mask too small: 16 pixels"):
+        of.fit_object(**_fit_args(s, object_mask=tiny))
+    with pytest.raises(of.ObjectFitFailure, match="no object contacts above threshold"):
+        of.fit_object(**_fit_args(s, object_contact=np.full(len(s["obj_v"]), 0.2)))
+    with pytest.raises(of.ObjectFitFailure, match="no human contacts above threshold"):
+        of.fit_object(**_fit_args(s, human_contact=np.minimum(s["p_hum"], 0.4)))
+    far = np.zeros(len(s["body_v"]))
+    far[np.argmax(s["body_v"][:, 1])] = 1.0  # only the bottom of the torso, far below the object in the image
+    with pytest.raises(of.ObjectFitFailure, match="no human contacts near the object"):
+        of.fit_object(**_fit_args(s, human_contact=far))
+    assert issubclass(of.ObjectFitFailure, of.InvalidInputError)  # the pipeline's and node's error handling
+
+
+def test_near_tie_on_a_symmetric_object_is_reported_as_ambiguous_unless_declared():
+    """A cylinder looks the same rolled about its axis: without its symmetry every roll is a rival that ties
+    (ambiguous); with it, rolls are twins and the rival must differ by a tilt."""
+    torch.set_num_threads(1)
+    rot = Rotation.from_euler("xyz", [80, 10, 0], degrees=True).as_matrix()
+    s = _make(trimesh.creation.cylinder(radius=0.03, height=0.16, sections=24), rot)
+    cfg = of.FitConfig(iterations=30, warmup_iterations=10, start_candidates_without_pose=8, finalists=2)
+    plain = of.fit_object(**_fit_args(s), config=cfg)
+    assert plain.report["ambiguous"] == 1.0 and "ambiguous" in plain.status
+    assert plain.report["loss_gap"] < cfg.ambiguity_loss_gap
+    axial = Symmetry("axial", (0.0, 0.0, 1.0), flip=True)
+    declared = of.fit_object(**_fit_args(s), config=cfg, symmetry=axial)
+    rival_deg = declared.report["runner_up_rotation_deg"]
+    assert np.isnan(rival_deg) or rival_deg > cfg.distinct_rotation_deg or (
+        declared.report["runner_up_translation_m"] > cfg.distinct_translation_m)
+    assert axial.rotation_error_deg(declared.rotation, rot) < 15.0
