@@ -67,6 +67,7 @@ from ivlm_ros.parameters import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
     NodeSettings,
+    coerce_number,
     parse_box,
     pipeline_config_problem,
     settings_from_dict,
@@ -145,8 +146,7 @@ class IvlmNode(LifecycleNode):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description))
+        self._declare_parameters()
         self._state = "unconfigured"
         self._settings_error = ""
         try:
@@ -205,6 +205,30 @@ class IvlmNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._io_group)
 
     # ------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> None:
+        """Declare every parameter; numeric ones accept an int for a float and an integral float for an int.
+
+        Numbers are declared with ``dynamic_typing`` (a static double would refuse ``max_rate_hz: 2`` from YAML
+        or ``-p`` at start-up with InvalidParameterTypeException) and stored converted to their own type; a
+        value that is really wrong (a string, 2.5 for an int) is refused by our validation with the reason.
+        """
+        for spec in PARAMETERS:
+            descriptor = ParameterDescriptor(description=spec.description, dynamic_typing=spec.numeric)
+            value = self.declare_parameter(spec.name, spec.default, descriptor).value
+            coerced = coerce_number(spec, value)
+            if type(coerced) is not type(value):
+                self.set_parameters([Parameter(spec.name, value=coerced)])
+        self.add_pre_set_parameters_callback(self._coerce_numbers)
+
+    def _coerce_numbers(self, params: list[Parameter]) -> list[Parameter]:
+        """``ros2 param set /ivlm max_rate_hz 2`` stores 2.0 (see :meth:`_declare_parameters`)."""
+        out = []
+        for param in params:
+            spec = PARAMETERS_BY_NAME.get(param.name)
+            value = coerce_number(spec, param.value) if spec is not None else param.value
+            out.append(param if value is param.value else Parameter(param.name, value=value))
+        return out
+
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         changes: dict[str, Any] = {}
         for param in params:

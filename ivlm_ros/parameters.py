@@ -125,6 +125,15 @@ class ParamSpec:
     check: Check
     live: bool  # may change while the node is configured/active
 
+    @property
+    def kind(self) -> type:
+        """The parameter's value type (bool, int, float or str), from its default."""
+        return type(self.default)
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in (int, float)
+
 
 PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
@@ -355,10 +364,17 @@ def validate_parameter(name: str, value: Any) -> str | None:
     return None if reason is None else f"parameter '{name}' {reason}"
 
 
-def _coerce(spec: ParamSpec, value: Any) -> Any:
-    if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
+def coerce_number(spec: ParamSpec, value: Any) -> Any:
+    """A whole number given for a float parameter becomes a float, an integral float for an int one an int.
+
+    YAML and ``-p`` type ``2`` as an integer and ``5.0`` as a double; ROS would refuse either for a parameter
+    declared with the other type. Anything else is returned unchanged for :func:`validate_parameter` to judge.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if spec.kind is float and isinstance(value, int):
         return float(value)
-    if isinstance(spec.default, int) and not isinstance(spec.default, bool) and isinstance(value, float):
+    if spec.kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
@@ -372,7 +388,7 @@ def settings_from_dict(values: Mapping[str, Any]) -> NodeSettings:
         reason = validate_parameter(spec.name, value)
         if reason:
             problems.append(reason)
-        merged[spec.name] = _coerce(spec, value)
+        merged[spec.name] = coerce_number(spec, value)
     if problems:
         raise InvalidInputError("invalid ivlm node parameters: " + "; ".join(problems))
     settings = NodeSettings(**merged)
