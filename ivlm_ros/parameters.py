@@ -17,6 +17,7 @@ from typing import Any
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.pipeline_config import DEVICES, DTYPES, HUMAN_TEMPLATES, TASKS, PipelineConfig
+from ivlm_core.user_text import query_problem
 from ivlm_ros.markers import COLORMAPS
 
 _TOPIC_TOKEN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -107,11 +108,7 @@ def _box(value: Any) -> str | None:
 
 
 def _query(value: Any) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return "must be a non-empty object name, e.g. 'bottle' (or 'scene' for ground contact)"
-    if len(value) > 100 or "\n" in value:
-        return "must be a short single-line object name (at most 100 characters)"
-    return None
+    return query_problem(value)  # the one validator of the topic, this parameter, the service and the CLI
 
 
 _PROBABILITY = _number(0.0, 1.0, lo_open=True, hi_open=True)
@@ -254,6 +251,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         False,
     ),
     ParamSpec("queue_size", 5, "subscription queue depth", _number(1, 100, integer=True), False),
+    ParamSpec(
+        "max_image_pixels",
+        16_000_000,
+        "images with more pixels (width x height, read from the message or the PNG/JPEG header) are dropped "
+        "before decoding, with the reason",
+        _number(1, 1_000_000_000, integer=True),
+        True,
+    ),
     ParamSpec("publish_markers", True, "publish ~/markers (MarkerArray)", _boolean, True),
     ParamSpec("publish_debug_image", True, "publish ~/debug_image", _boolean, True),
     ParamSpec("marker_colormap", "viridis", "colour map of contact probabilities", _choice(COLORMAPS), True),
@@ -316,6 +321,7 @@ class NodeSettings:
     max_rate_hz: float
     input_reliability: str
     queue_size: int
+    max_image_pixels: int
     publish_markers: bool
     publish_debug_image: bool
     marker_colormap: str
