@@ -477,10 +477,10 @@ class IvlmNode(LifecycleNode):
             release_accelerator_memory()
 
     # ------------------------------------------------------------------ input
-    def _on_image(self, msg: Image | CompressedImage, info: Any = None) -> None:
+    def _on_image(self, msg: Image | CompressedImage, info: dict[str, Any]) -> None:
+        """Two required arguments: rclpy then passes the MessageInfo (publication sequence number)."""
         self.stats.received += 1
-        if isinstance(info, dict):
-            self._image_gaps.observe(info.get("publication_sequence_number"))
+        self._image_gaps.observe(info.get("publication_sequence_number"))
         if self._state != "active" or self._pairer is None:
             self.stats.ignored_inactive += 1
             return

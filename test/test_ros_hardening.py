@@ -8,6 +8,7 @@ from __future__ import annotations
 from collections.abc import Iterator
 from pathlib import Path
 
+import numpy as np
 import pytest
 from ros_helpers import FRAME_ID, IMAGE_TOPIC, NodeProcess, Probe, make_image, sample_rgb
 
@@ -194,7 +195,7 @@ def test_a_flood_is_fully_accounted_for(probe: Probe) -> None:
         before = probe.fresh_status()
         received = int(before["frames_received"])
         lost = int(before["frames_lost_before_callback"])
-        frame = make_image(sample_rgb(128), 1000)
+        frame = make_image(np.tile(sample_rgb(160), (3, 4, 1)), 1000)  # 640x480: big enough to lose some
         publisher.publish(frame)  # anchors the sequence numbers of this publisher
         _wait_count(probe, "frames_received", received + 1, "the first frame")
         flood = 90
