@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -28,8 +29,8 @@ Check = Callable[[Any], "str | None"]
 def _path(value: Any) -> str | None:
     if not isinstance(value, str):
         return f"must be a string path, got {type(value).__name__}"
-    if "\x00" in value or "\n" in value:
-        return "must be a single-line path"
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        return f"must be a single-line path without control characters, got {value!r}"
     return None
 
 

@@ -62,6 +62,8 @@ def test_shipped_yaml_sets_every_parameter_with_valid_values() -> None:
         ("input_reliability", "sometimes", "reliable"),
         ("use_compressed", "yes", "true or false"),
         ("checkpoint_dir", 3, "string path"),
+        ("checkpoint_dir", "/data/\x1b[31mckpt", "control characters"),
+        ("body_model_dir", "/data\rforged", "control characters"),
         ("no_such_parameter", 1, "unknown parameter"),
     ],
 )
