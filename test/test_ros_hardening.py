@@ -10,7 +10,8 @@ from pathlib import Path
 
 import numpy as np
 import pytest
-from ros_helpers import FRAME_ID, IMAGE_TOPIC, NodeProcess, Probe, make_image, sample_rgb
+
+from ivlm_ros.testing.node_harness import FRAME_ID, IMAGE_TOPIC, NodeProcess, Probe, make_image, sample_rgb
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 

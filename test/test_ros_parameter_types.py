@@ -10,9 +10,9 @@ from pathlib import Path
 
 import pytest
 import yaml
-from ros_helpers import NodeProcess, Probe
 
 from ivlm_ros.parameters import PARAMETERS
+from ivlm_ros.testing.node_harness import NodeProcess, Probe
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
