@@ -36,7 +36,8 @@ SENDABLE = {name: value for name, value in OTHER_TYPE.items() if value is not No
 def test_every_numeric_parameter_is_covered() -> None:
     assert {"max_rate_hz", "queue_size", "max_new_tokens", "diagnostics_period_s"} <= set(SENDABLE)
     assert set(OTHER_TYPE) - set(SENDABLE) == {"human_threshold", "object_threshold"}
-    assert all(isinstance(v, int) for n, v in SENDABLE.items() if n not in ("queue_size", "max_new_tokens"))
+    kinds = {spec.name: spec.kind for spec in NUMERIC}
+    assert all(type(value) is (float if kinds[name] is int else int) for name, value in SENDABLE.items())
 
 
 def _start(tmp_path: Path, name: str, via: str) -> NodeProcess:
