@@ -5,9 +5,6 @@ One node process for the module; the tests run in file order (the first one need
 
 from __future__ import annotations
 
-from collections.abc import Iterator
-from pathlib import Path
-
 import numpy as np
 import pytest
 
@@ -20,22 +17,13 @@ RESULT_S = 60.0
 
 
 @pytest.fixture(scope="module")
-def node(ros_context, ros_node_params, tmp_path_factory) -> Iterator[NodeProcess]:
-    log = Path(tmp_path_factory.mktemp("ivlm_hardening")) / "node.log"
-    proc = NodeProcess(dict(ros_node_params), log)
-    yield proc
-    code = proc.stop()
-    assert code == 0, f"node exited with {code}:\n{proc.log()[-3000:]}"
+def node(ros_tiny_node: NodeProcess) -> NodeProcess:
+    return ros_tiny_node
 
 
 @pytest.fixture(scope="module")
-def probe(node: NodeProcess) -> Iterator[Probe]:
-    p = Probe()
-    p.wait_active(node)
-    p.wait_matched(p.image_pub)
-    p.wait_matched(p.info_pub)
-    yield p
-    p.destroy()
+def probe(ros_tiny_probe: Probe) -> Probe:
+    return ros_tiny_probe
 
 
 def _info(width: int, height: int, sec: int, k: list[float] | None = None):
