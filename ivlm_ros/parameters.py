@@ -75,11 +75,11 @@ def _topic(value: Any) -> str | None:
     elif name.startswith("/"):
         name = name[1:]
     if not name:
-        return f"'{value}' has no name after the prefix"
+        return f"{value!r} has no name after the prefix"
     bad = [token for token in name.split("/") if not _TOPIC_TOKEN_RE.match(token)]
     if bad:
         return (
-            f"'{value}' is not a valid topic name: each part must start with a letter or '_' and hold only "
+            f"{value!r} is not a valid topic name: each part must start with a letter or '_' and hold only "
             f"letters, digits and '_' (bad part: {bad[0]!r})"
         )
     return None
