@@ -215,12 +215,6 @@ class InteractionPipeline:
                 "Set checkpoint_dir to an unzipped release, e.g. trained_models/interactvlm-3d-hcontact-damon "
                 "(download: https://download.is.tue.mpg.de, domain 'interactvlm', registration required).",
             )
-        library = None
-        if cfg.object_library is not None:
-            from ivlm_core.fitting.object_library import ObjectLibrary
-
-            library = ObjectLibrary.load(cfg.object_library)
-            library.load_all()  # every mesh checked now: a bad file fails the load, naming the file
         device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.dtype, device)
         transfer = cls._load_transfer(cfg)
@@ -228,6 +222,12 @@ class InteractionPipeline:
         model = load_checkpoint(cfg.checkpoint_dir, clip_dir=cfg.clip_dir, device=device, dtype=dtype,
                                 human_assets=assets, contact_transfer=transfer, **model_kwargs)
         body_mesh, body_name = cls._display_body(cfg, assets, transfer)
+        library = None
+        if cfg.object_library is not None:
+            from ivlm_core.fitting.object_library import ObjectLibrary
+
+            library = ObjectLibrary.load(cfg.object_library)
+            library.load_all()  # every mesh checked now: a bad file fails the load, naming the file
         placer = None
         if cfg.fit_human:
             from ivlm_core.fitting.body_fit import CameraBodyPlacer

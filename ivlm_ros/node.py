@@ -417,6 +417,7 @@ class IvlmNode(LifecycleNode):
             qos.reliability = QoSReliabilityPolicy.RELIABLE
         self._pairer = StampPairer(settings.sync_slop_s, settings.camera_info_timeout_s)
         self._image_gaps = SequenceGapCounter()
+        self._outcomes = RecentOutcomes()  # health is judged on this configuration's frames
         image_type, topic = Image, settings.image_topic
         if settings.use_compressed:
             image_type, topic = CompressedImage, settings.image_topic.rstrip("/") + "/compressed"

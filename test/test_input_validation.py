@@ -139,7 +139,7 @@ def test_wrong_betas_or_expression_lengths_are_refused_with_the_expected_size() 
         parse_smplx_params({**base, "betas": np.zeros(10)}, num_betas=16)
 
 
-def test_a_bad_library_mesh_fails_the_load_naming_the_file(tmp_path: Path) -> None:
+def test_a_bad_library_mesh_fails_the_load_naming_the_file(tmp_path: Path, tiny_checkpoints, tiny_body_assets) -> None:
     import trimesh
 
     trimesh.creation.box().export(tmp_path / "box.obj")
@@ -147,10 +147,10 @@ def test_a_bad_library_mesh_fails_the_load_naming_the_file(tmp_path: Path) -> No
     (tmp_path / "objects.yaml").write_text(
         "objects:\n  box: {mesh: box.obj}\n  cup: {mesh: empty.obj, scale: 0.001}\n"
     )
-    cfg = PipelineConfig(checkpoint_dir=str(tmp_path / "no_checkpoint"), object_library=str(tmp_path / "objects.yaml"),
-                         task="object_contact")
+    cfg = PipelineConfig(checkpoint_dir=str(tiny_checkpoints["Gen"]), body_model_dir=str(tiny_body_assets[2]),
+                         object_library=str(tmp_path / "objects.yaml"), task="object_contact")
     with pytest.raises(InvalidInputError, match=r"empty\.obj"):
-        InteractionPipeline.load(cfg)  # before the 27 GB checkpoint: the library is checked first
+        InteractionPipeline.load(cfg)  # at load (configure), not on the first query for 'cup'
     (tmp_path / "objects.yaml").write_text("objects:\n  box: {mesh: box.obj}\n  cup: {mesh: missing.obj}\n")
     with pytest.raises(IvlmError, match=r"missing\.obj"):
         InteractionPipeline.load(cfg)
