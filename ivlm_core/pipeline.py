@@ -20,7 +20,9 @@ import numpy as np
 import torch
 
 from ivlm_core.errors import InvalidInputError, IvlmError, MissingAssetError
+from ivlm_core.geometry.intrinsics import camera_k_problem, usable_camera_k
 from ivlm_core.pipeline_config import PipelineConfig
+from ivlm_core.user_text import validate_query
 
 LOG = logging.getLogger(__name__)
 
@@ -131,6 +133,9 @@ class InteractionResult:
 
 
 # ------------------------------------------------------------------------------------------------ helpers
+_NO_K = "no camera intrinsics (CameraInfo) for this frame"
+
+
 def resolve_device(device: str) -> torch.device:
     """'auto' picks CUDA when present; asking for CUDA without it is an error with the fix."""
     if device == "auto":
@@ -160,12 +165,13 @@ def check_image(image_rgb: np.ndarray) -> np.ndarray:
 
 
 def check_camera_k(camera_k: np.ndarray | None) -> np.ndarray | None:
+    """K or None; InvalidInputError when it cannot be used (see ivlm_core.geometry.intrinsics)."""
     if camera_k is None:
         return None
-    k = np.asarray(camera_k, dtype=np.float64)
-    if k.shape != (3, 3) or not np.isfinite(k).all() or k[0, 0] <= 0 or k[1, 1] <= 0:
-        raise InvalidInputError(f"camera intrinsics must be a finite 3x3 K with fx, fy > 0, got {k.tolist()}")
-    return k
+    problem = camera_k_problem(camera_k)
+    if problem:
+        raise InvalidInputError(f"camera intrinsics must be a finite 3x3 K with fx, fy > 0: {problem}")
+    return np.asarray(camera_k, dtype=np.float64)
 
 
 def contact_vertex_ids(contact: np.ndarray | None, threshold: float) -> np.ndarray:
@@ -234,6 +240,7 @@ class InteractionPipeline:
             from ivlm_core.fitting.object_library import ObjectLibrary
 
             library = ObjectLibrary.load(cfg.object_library)
+            library.load_all()  # every mesh checked now: a bad file fails the load, naming the file
         placer = None
         if cfg.fit_human:
             from ivlm_core.fitting.body_fit import CameraBodyPlacer
@@ -324,20 +331,18 @@ class InteractionPipeline:
         if self.model is None:
             raise IvlmError("the pipeline was released; load it again")
         image = check_image(image_rgb)
-        k = check_camera_k(camera_k)
+        k, k_problem = usable_camera_k(camera_k)  # a bad K: contacts without placement, not a failed frame
         task = task or self.cfg.task
         if task not in ("human_contact", "object_contact", "interaction"):
             raise InvalidInputError(f"unknown task '{task}'")
-        query = (object_query or "").strip()
-        if not query:
-            raise InvalidInputError("object query is empty: say which object to reason about ('scene' = ground)")
+        query = validate_query(object_query)  # length cap, no control characters or special tokens
         timings: dict[str, float] = {}
         human = obj = None
         body_placement = object_placement = None
         t_all = time.perf_counter()
         if external_body is not None:
             t0 = time.perf_counter()
-            body_placement = self.external_body_placement(external_body, k)
+            body_placement = self.external_body_placement(external_body, k, k_problem)
             timings["body_external"] = _ms(t0)
         if task in ("human_contact", "interaction"):
             t0 = time.perf_counter()
@@ -354,11 +359,12 @@ class InteractionPipeline:
             timings["contact_2d"] = _ms(t0)
         if body_placement is None and self.body_placer is not None and task in ("human_contact", "interaction"):
             t0 = time.perf_counter()
-            body_placement = self._place_body(image, k)
+            body_placement = self._place_body(image, k, k_problem)
             timings["body_fit"] = _ms(t0)
         if self.fit_config is not None and task == "interaction":
             t0 = time.perf_counter()
-            object_placement = self._place_object(image, human, obj, body_placement, k, object_mask, object_box)
+            object_placement = self._place_object(image, human, obj, body_placement, k, object_mask, object_box,
+                                                  k_problem)
             timings["object_fit"] = _ms(t0)
         timings["total"] = _ms(t_all)
         return InteractionResult(query, task, human, obj, self.body_mesh, body_placement, object_placement,
@@ -398,9 +404,9 @@ class InteractionPipeline:
                                      result.contacts.astype(np.float32), result.language.affordance or "",
                                      result.language.text, result.renders, result.view_logits)
 
-    def _place_body(self, image: np.ndarray, k: np.ndarray | None) -> BodyPlacement:
+    def _place_body(self, image: np.ndarray, k: np.ndarray | None, k_problem: str = "") -> BodyPlacement:
         if k is None:
-            return BodyPlacement(False, "body not placed: no camera intrinsics (CameraInfo) for this frame")
+            return BodyPlacement(False, f"body not placed: {k_problem or _NO_K}")
         fit = self.body_placer.place(image, k)
         return BodyPlacement(**fit.placement_kwargs())
 
@@ -414,7 +420,7 @@ class InteractionPipeline:
             return int(transfer.num_target)
         return None
 
-    def external_body_placement(self, body: ExternalBody, k: np.ndarray | None) -> BodyPlacement:
+    def external_body_placement(self, body: ExternalBody, k: np.ndarray | None, k_problem: str = "") -> BodyPlacement:
         """An OSX result or SMPL-X parameters as this frame's BodyPlacement; the status names the source.
 
         OSX meshes carry their own vertices, so with contacts on SMPL-X their count must match the contact
@@ -422,21 +428,22 @@ class InteractionPipeline:
         K they cannot be placed. Parameters are posed with the user's SMPL-X model (a stated reason without it).
         """
         if isinstance(body, (str, Path)) or (isinstance(body, Mapping) and OSX_KEYS & set(body)):
-            return self._osx_placement(body, k)
+            return self._osx_placement(body, k, k_problem)
         if isinstance(body, (Mapping, np.ndarray)):
             return self._params_placement(body, k)
         raise InvalidInputError(
             f"external body must be an OSX .npz path, OSX arrays (smpl_vertices, smpl_faces, bbox_2) or SMPL-X "
             f"parameters (a mapping of SmplxParams fields or the flat 182-vector), got {type(body).__name__}")
 
-    def _osx_placement(self, body: str | Path | Mapping[str, Any], k: np.ndarray | None) -> BodyPlacement:
+    def _osx_placement(self, body: str | Path | Mapping[str, Any], k: np.ndarray | None,
+                       k_problem: str = "") -> BodyPlacement:
         from ivlm_core.fitting.external_body import load_osx_npz, place_osx_body
 
         expected = self.contact_vertex_count if self.body_model_name == "smplx" else None
         osx = load_osx_npz(body, expected_vertices=expected)
         if k is None:
-            return BodyPlacement(False, "external OSX body not placed: no camera intrinsics (CameraInfo) to move "
-                                        "it from OSX's virtual crop camera into this camera")
+            return BodyPlacement(False, f"external OSX body not placed: {k_problem or _NO_K}; K is needed to "
+                                        "move it from OSX's virtual crop camera into this camera")
         return BodyPlacement(**place_osx_body(osx, k).placement_kwargs())
 
     def _params_placement(self, params: Mapping[str, Any] | np.ndarray, k: np.ndarray | None) -> BodyPlacement:
@@ -470,7 +477,7 @@ class InteractionPipeline:
     def _place_object(self, image: np.ndarray, human: HumanContactEstimate | None,
                       obj: ObjectContactEstimate | None, body: BodyPlacement | None, k: np.ndarray | None,
                       object_mask: np.ndarray | None,
-                      object_box: tuple[float, float, float, float] | None) -> ObjectPlacement:
+                      object_box: tuple[float, float, float, float] | None, k_problem: str = "") -> ObjectPlacement:
         from ivlm_core.fitting.object_fit import ObjectFitFailure, fit_object_to_body
 
         reasons = []
@@ -481,7 +488,7 @@ class InteractionPipeline:
         if obj is None or obj.vertex_contact is None:
             reasons.append("no object contact")
         if k is None:
-            reasons.append("no camera intrinsics")
+            reasons.append(k_problem or "no camera intrinsics")
         if object_mask is None and object_box is None:
             reasons.append("no object mask or box (set one on the object_mask / object_box inputs)")
         if object_mask is not None and np.asarray(object_mask).shape != image.shape[:2]:

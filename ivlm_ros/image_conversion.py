@@ -2,6 +2,10 @@
 
 cv_bridge is not on PyPI and drags OpenCV in; the few encodings a colour camera publishes are simple enough to
 decode with numpy (raw) and PIL (compressed). Every rejection says which encoding/size was wrong and why.
+
+Size is checked before any decoding: a 164 kB PNG can declare 13000x13000 pixels (0.5 GB of RGB), so the
+width x height in the message fields (raw) or in the PNG/JPEG header (compressed; PIL's ``open`` reads only
+the header) is compared with ``max_pixels`` first and the frame is refused with :class:`ImageTooLargeError`.
 """
 
 from __future__ import annotations
@@ -35,17 +39,39 @@ _REJECTED_REASONS: dict[str, str] = {
     "8UC1": "8UC1 has no colour meaning (often a mask or label image); publish mono8 if it really is grey",
 }
 SUPPORTED_ENCODINGS: tuple[str, ...] = tuple(_RAW_ENCODINGS)
+DEFAULT_MAX_PIXELS = 16_000_000
+
+
+class ImageTooLargeError(InvalidInputError):
+    """The image declares more pixels than allowed; nothing was decoded."""
+
+
+def check_pixel_count(width: int, height: int, max_pixels: int | None, what: str = "image") -> None:
+    """Refuse ``width x height`` above ``max_pixels`` (None = no limit) before anything is decoded."""
+    if max_pixels is not None and int(width) * int(height) > max_pixels:
+        raise ImageTooLargeError(
+            f"{what} is {width}x{height} = {int(width) * int(height) / 1e6:.1f} MP, above max_image_pixels "
+            f"({max_pixels / 1e6:.1f} MP); dropped without decoding (raise max_image_pixels if this is intended)"
+        )
 SUPPORTED_COMPRESSED_FORMATS: tuple[str, ...] = ("jpeg", "jpg", "png")
 
 
 def raw_image_to_rgb(
-    encoding: str, height: int, width: int, step: int, is_bigendian: int | bool, data: bytes | Any
+    encoding: str,
+    height: int,
+    width: int,
+    step: int,
+    is_bigendian: int | bool,
+    data: bytes | Any,
+    max_pixels: int | None = None,
 ) -> np.ndarray:
     """Decode the fields of a sensor_msgs/Image into a C-contiguous (H, W, 3) uint8 RGB array (a copy).
 
     ``step`` may be larger than ``width * pixel_size`` (row padding); the padding is skipped. ``is_bigendian``
-    sets the byte order of 16-bit channels (kept to their high 8 bits); 8-bit data ignores it.
+    sets the byte order of 16-bit channels (kept to their high 8 bits); 8-bit data ignores it. Images above
+    ``max_pixels`` are refused (ImageTooLargeError) before any conversion.
     """
+    check_pixel_count(width, height, max_pixels)
     if encoding in _REJECTED_REASONS:
         raise InvalidInputError(f"unsupported image encoding '{encoding}': {_REJECTED_REASONS[encoding]}")
     if encoding not in _RAW_ENCODINGS:
@@ -88,13 +114,16 @@ def raw_image_to_rgb(
     return np.ascontiguousarray(rgb)
 
 
-def image_msg_to_rgb(msg: Any) -> np.ndarray:
+def image_msg_to_rgb(msg: Any, max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/Image -> (H, W, 3) uint8 RGB."""
-    return raw_image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data)
+    return raw_image_to_rgb(msg.encoding, msg.height, msg.width, msg.step, msg.is_bigendian, msg.data, max_pixels)
 
 
-def compressed_to_rgb(format_field: str, data: bytes | Any) -> np.ndarray:
-    """Decode a sensor_msgs/CompressedImage payload (jpeg/png, as image_transport writes it) to RGB."""
+def compressed_to_rgb(format_field: str, data: bytes | Any, max_pixels: int | None = None) -> np.ndarray:
+    """Decode a sensor_msgs/CompressedImage payload (jpeg/png, as image_transport writes it) to RGB.
+
+    The size in the PNG/JPEG header is checked against ``max_pixels`` before the pixels are decoded.
+    """
     fmt = format_field.lower()
     # image_transport writes e.g. "rgb8; jpeg compressed bgr8" or just "jpeg": the codec name matters.
     if not any(name in fmt for name in SUPPORTED_COMPRESSED_FORMATS):
@@ -110,7 +139,8 @@ def compressed_to_rgb(format_field: str, data: bytes | Any) -> np.ndarray:
     if not payload:
         raise InvalidInputError("CompressedImage has no data")
     try:
-        with PILImage.open(io.BytesIO(payload)) as img:
+        with PILImage.open(io.BytesIO(payload)) as img:  # reads the header only
+            check_pixel_count(img.width, img.height, max_pixels, f"compressed {img.format} image")
             img.load()
             if img.mode in ("I;16", "I;16B", "I", "F"):
                 raise InvalidInputError(
@@ -119,13 +149,15 @@ def compressed_to_rgb(format_field: str, data: bytes | Any) -> np.ndarray:
             return np.asarray(img.convert("RGB"), dtype=np.uint8).copy()
     except InvalidInputError:
         raise
+    except PILImage.DecompressionBombError as exc:  # PIL's own header check (> 179 MP) came first
+        raise ImageTooLargeError(f"compressed image refused without decoding: {exc}") from exc
     except Exception as exc:  # PIL raises several types for corrupt data
         raise InvalidInputError(f"cannot decode CompressedImage ({format_field}): {exc}") from exc
 
 
-def compressed_msg_to_rgb(msg: Any) -> np.ndarray:
+def compressed_msg_to_rgb(msg: Any, max_pixels: int | None = None) -> np.ndarray:
     """sensor_msgs/CompressedImage -> (H, W, 3) uint8 RGB."""
-    return compressed_to_rgb(msg.format, msg.data)
+    return compressed_to_rgb(msg.format, msg.data, max_pixels)
 
 
 def mask_msg_to_bool(msg: Any) -> np.ndarray:

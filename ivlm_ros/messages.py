@@ -22,6 +22,7 @@ from scipy.spatial.transform import Rotation
 from shape_msgs.msg import Mesh
 from std_msgs.msg import Header
 
+from ivlm_core.user_text import escape_inline
 from ivlm_ros.marker_cdr import CdrWriter
 
 
@@ -227,9 +228,16 @@ def interaction_estimate_msg(
 def diagnostics_msg(
     stamp: Time, node_name: str, level: bytes, message: str, values: Mapping[str, Any], hardware_id: str
 ) -> DiagnosticArray:
-    """One DiagnosticStatus named '<node>: model' (aggregator friendly) with the given key/values."""
+    """One DiagnosticStatus named '<node>: model' (aggregator friendly) with the given key/values.
+
+    The message and every string value are escaped (``repr``-style): queries, frame ids and error texts come
+    from users, and an ANSI escape or ``\\r`` must not reach a terminal or a log viewer raw.
+    """
     status = DiagnosticStatus(
-        level=level, name=f"{node_name}: model", message=message, hardware_id=hardware_id or "unknown"
+        level=level,
+        name=f"{node_name}: model",
+        message=escape_inline(message, 1000),
+        hardware_id=escape_inline(hardware_id or "unknown"),
     )
     status.values = [KeyValue(key=str(k), value=_format_value(v)) for k, v in values.items()]
     return DiagnosticArray(header=Header(stamp=stamp), status=[status])
@@ -240,4 +248,4 @@ def _format_value(value: Any) -> str:
         return f"{value:.3f}"
     if isinstance(value, bool):
         return "true" if value else "false"
-    return str(value)
+    return escape_inline(value, 1000)

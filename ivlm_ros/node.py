@@ -8,10 +8,13 @@ model or CUDA) leaves the node up in the unconfigured state with an ERROR in /di
 says how to fix it; ``ros2 lifecycle set /ivlm configure`` retries after the fix.
 
 Threads: callbacks only convert stamps and store the newest frame (:class:`LatestSlot`); one worker thread
-runs the model on the newest frame; the one-shot service runs in its own callback group under the same
-model lock. External SMPL-X bodies (``~/body_params``) are validated on arrival and kept in a
-:class:`StampedBuffer`; the worker uses the newest one within ``body_params_slop_s`` of the frame's stamp and
-in the frame's ``frame_id`` instead of the keypoint body fit.
+(not an executor thread) runs the model on the newest frame. The image and CameraInfo subscriptions have
+callback groups of their own on a MultiThreadedExecutor, so neither timers nor waiting service calls delay
+them. The one-shot service runs in a reentrant group: up to :data:`SERVICE_QUEUE_DEPTH` requests wait (each
+in an executor thread) for the model lock; one more is answered at once with ``success=false, "busy: N
+requests queued"``, so no request goes unanswered. External SMPL-X bodies (``~/body_params``) are validated
+on arrival and kept in a :class:`StampedBuffer`; the worker uses the newest one within ``body_params_slop_s``
+of the frame's stamp and in the frame's ``frame_id`` instead of the keypoint body fit.
 """
 
 from __future__ import annotations
@@ -23,7 +26,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass, field
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -34,7 +37,8 @@ from geometry_msgs.msg import PoseStamped
 from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact, SmplxParams
 from ivlm_msgs.srv import EstimateInteraction
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
-from rclpy.callback_groups import MutuallyExclusiveCallbackGroup
+from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
+from rclpy.event_handler import SubscriptionEventCallbacks
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -44,8 +48,12 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from ivlm_core.errors import InvalidInputError, IvlmError
+from ivlm_core.geometry.intrinsics import usable_camera_k
+from ivlm_core.user_text import escape_for_log, escape_inline, validate_query
 from ivlm_ros.debug_image import compose_debug_image
+from ivlm_ros.diagnostics import RecentOutcomes, SequenceGapCounter, Stats, frame_health
 from ivlm_ros.image_conversion import (
+    ImageTooLargeError,
     compressed_msg_to_rgb,
     image_msg_to_rgb,
     mask_msg_to_bool,
@@ -67,6 +75,7 @@ from ivlm_ros.parameters import (
     PARAMETERS,
     PARAMETERS_BY_NAME,
     NodeSettings,
+    coerce_number,
     parse_box,
     pipeline_config_problem,
     settings_from_dict,
@@ -76,6 +85,13 @@ from ivlm_ros.stamp_sync import StampedBuffer, StampPairer
 
 NODE_NAME = "ivlm"
 _EXPIRY_PERIOD_S = 0.05
+# One-shot service: requests waiting for the model (each holds an executor thread); one more gets "busy".
+SERVICE_QUEUE_DEPTH = 4
+# DDS history of the service's request reader: a burst of calls waits there until the executor takes each one
+# (and answers it or queues it), instead of the default depth 10 overwriting the rest unanswered.
+SERVICE_QOS_DEPTH = 100
+# Executor threads: the waiting service calls + one to answer "busy" + images, CameraInfo, timers/topics.
+EXECUTOR_THREADS = SERVICE_QUEUE_DEPTH + 4
 
 
 @dataclass
@@ -87,58 +103,22 @@ class Frame:
     received_s: float  # time.monotonic() at arrival
 
 
-@dataclass
-class Stats:
-    """Counters reported in /diagnostics (written by callbacks and the worker; ints/floats are atomic)."""
-
-    received: int = 0
-    processed: int = 0
-    failed: int = 0
-    ignored_inactive: int = 0
-    body_params_received: int = 0
-    body_params_used: int = 0  # frames whose body came from ~/body_params
-    body_params_rejected: int = 0  # malformed, or stamp-matched but in another frame_id
-    last_latency_ms: float = float("nan")
-    mean_latency_ms: float = float("nan")
-    last_queue_age_ms: float = float("nan")
-    last_error: str = ""
-    answers_truncated: int = 0  # answers cut by max_new_tokens before their mask token (contact unknown)
-    last_answer_status: str = ""  # contact / no_contact / truncated (+ why) of the last processed frame
-    timings_ms: dict[str, float] = field(default_factory=dict)
-
-    def record_answers(self, result: Any) -> None:
-        """Count answers cut before their mask token: they are unknowns, not "no contact"."""
-        estimates = [e for e in (result.human, result.object, result.contact_2d) if e is not None]
-        truncated = [e for e in estimates if getattr(e, "answer_status", "") == "truncated"]
-        self.answers_truncated += len(truncated)
-        if estimates:
-            last = truncated[0] if truncated else estimates[0]
-            status = getattr(last, "answer_status", "")
-            message = getattr(last, "answer_message", "")
-            self.last_answer_status = f"{status}: {message}" if message and status == "truncated" else status
-
-    def record(self, latency_ms: float, queue_age_ms: float) -> None:
-        self.processed += 1
-        self.last_latency_ms = latency_ms
-        self.last_queue_age_ms = queue_age_ms
-        if np.isnan(self.mean_latency_ms):
-            self.mean_latency_ms = latency_ms
-        else:
-            self.mean_latency_ms = 0.9 * self.mean_latency_ms + 0.1 * latency_ms
-
-
 def _stamp_seconds(stamp: Time) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
 
 
-def camera_matrix(info: CameraInfo | None) -> np.ndarray | None:
-    """K (3, 3) from a CameraInfo, or None when absent/uncalibrated (all-zero K)."""
+def raw_camera_k(info: CameraInfo | None) -> np.ndarray | None:
+    """K (3, 3) as sent, or None when absent or uncalibrated (all-zero K, the ROS convention)."""
     if info is None:
         return None
     k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-    if k[0, 0] <= 0.0 or k[1, 1] <= 0.0:
-        return None
-    return k
+    return k if np.any(k) else None
+
+
+def camera_matrix(info: CameraInfo | None) -> tuple[np.ndarray | None, str]:
+    """(K, '') when usable; (None, '') when absent/uncalibrated; (None, 'invalid camera_info: <why>') when K is
+    present but unusable (NaN/inf, fx <= 0, K[2][2] != 1, ...): contacts are then published unplaced."""
+    return usable_camera_k(raw_camera_k(info))
 
 
 def fix_hint(exc: BaseException) -> str:
@@ -158,8 +138,7 @@ class IvlmNode(LifecycleNode):
 
     def __init__(self, node_name: str = NODE_NAME, **kwargs: Any) -> None:
         super().__init__(node_name, **kwargs)
-        for spec in PARAMETERS:
-            self.declare_parameter(spec.name, spec.default, ParameterDescriptor(description=spec.description))
+        self._declare_parameters()
         self._state = "unconfigured"
         self._settings_error = ""
         try:
@@ -176,6 +155,12 @@ class IvlmNode(LifecycleNode):
         self.add_on_set_parameters_callback(self._on_set_parameters)
 
         self.stats = Stats()
+        self._outcomes = RecentOutcomes()
+        self._image_gaps = SequenceGapCounter()
+        self._dds_lost_events = 0  # QoS "message lost" events on the image subscription (where the RMW has them)
+        self._warned_empty_frame_id = False
+        self._service_lock = threading.Lock()
+        self._service_waiting = 0
         self._pipeline: Any = None
         self._load_error = ""
         self._model_lock = threading.Lock()
@@ -184,8 +169,10 @@ class IvlmNode(LifecycleNode):
         self._pairer: StampPairer[Image | CompressedImage, CameraInfo] | None = None
         self._sync_lock = threading.Lock()
         self._body_params_arrived = threading.Condition(self._sync_lock)
-        self._io_group = MutuallyExclusiveCallbackGroup()
-        self._service_group = MutuallyExclusiveCallbackGroup()
+        self._io_group = MutuallyExclusiveCallbackGroup()  # timers, query, box, mask, body params
+        self._image_group = MutuallyExclusiveCallbackGroup()
+        self._info_group = MutuallyExclusiveCallbackGroup()
+        self._service_group = ReentrantCallbackGroup()  # waiting calls must not block the "busy" answer
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
         self._expiry_timer: Any = None
@@ -211,6 +198,7 @@ class IvlmNode(LifecycleNode):
             EstimateInteraction,
             "~/estimate_interaction",
             self._on_estimate_request,
+            qos_profile=QoSProfile(depth=SERVICE_QOS_DEPTH, reliability=QoSReliabilityPolicy.RELIABLE),
             callback_group=self._service_group,
         )
         if self.settings.autostart and not self._settings_error:
@@ -218,6 +206,30 @@ class IvlmNode(LifecycleNode):
             self._autostart_timer = self.create_timer(0.0, self._autostart, callback_group=self._io_group)
 
     # ------------------------------------------------------------------ parameters
+    def _declare_parameters(self) -> None:
+        """Declare every parameter; numeric ones accept an int for a float and an integral float for an int.
+
+        Numbers are declared with ``dynamic_typing`` (a static double would refuse ``max_rate_hz: 2`` from YAML
+        or ``-p`` at start-up with InvalidParameterTypeException) and stored converted to their own type; a
+        value that is really wrong (a string, 2.5 for an int) is refused by our validation with the reason.
+        """
+        for spec in PARAMETERS:
+            descriptor = ParameterDescriptor(description=spec.description, dynamic_typing=spec.numeric)
+            value = self.declare_parameter(spec.name, spec.default, descriptor).value
+            coerced = coerce_number(spec, value)
+            if type(coerced) is not type(value):
+                self.set_parameters([Parameter(spec.name, value=coerced)])
+        self.add_pre_set_parameters_callback(self._coerce_numbers)
+
+    def _coerce_numbers(self, params: list[Parameter]) -> list[Parameter]:
+        """``ros2 param set /ivlm max_rate_hz 2`` stores 2.0 (see :meth:`_declare_parameters`)."""
+        out = []
+        for param in params:
+            spec = PARAMETERS_BY_NAME.get(param.name)
+            value = coerce_number(spec, param.value) if spec is not None else param.value
+            out.append(param if value is param.value else Parameter(param.name, value=value))
+        return out
+
     def _on_set_parameters(self, params: list[Parameter]) -> SetParametersResult:
         changes: dict[str, Any] = {}
         for param in params:
@@ -257,9 +269,11 @@ class IvlmNode(LifecycleNode):
         query = msg.data.strip()
         result = self.set_parameters([Parameter("object_query", value=query)])[0]
         if result.successful:
-            self.get_logger().info(f"object query set to '{query}'")
+            self.get_logger().info(f"object query set to {escape_for_log(query)}")
         else:
-            self.get_logger().warning(f"ignored object query {msg.data!r}: {result.reason}")
+            self.get_logger().warning(
+                f"ignored object query {escape_for_log(msg.data)}: {escape_inline(result.reason, 400)}"
+            )
 
     def _on_object_box(self, msg: RegionOfInterest) -> None:
         if msg.width == 0 or msg.height == 0:
@@ -275,7 +289,7 @@ class IvlmNode(LifecycleNode):
         try:
             self._object_mask = mask_msg_to_bool(msg)
         except InvalidInputError as exc:
-            self.get_logger().warning(f"ignored object mask: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"ignored object mask: {escape_inline(exc)}", throttle_duration_sec=5.0)
 
     def _on_body_params(self, msg: SmplxParams) -> None:
         """Validate on arrival, so a malformed body is reported once here and never fails a frame later."""
@@ -287,11 +301,11 @@ class IvlmNode(LifecycleNode):
             parse_smplx_params(params)
         except InvalidInputError as exc:
             self.stats.body_params_rejected += 1
-            self.get_logger().warning(f"ignored ~/body_params: {exc}", throttle_duration_sec=5.0)
+            self.get_logger().warning(f"ignored ~/body_params: {escape_inline(exc)}", throttle_duration_sec=5.0)
             return
         if msg.gender.strip().lower() not in ("", "neutral"):
             self.get_logger().warning(
-                f"~/body_params gender '{msg.gender}': posed with the loaded neutral SMPL-X model",
+                f"~/body_params gender {escape_for_log(msg.gender)}: posed with the loaded neutral SMPL-X model",
                 throttle_duration_sec=30.0,
             )
         now = time.monotonic()
@@ -324,8 +338,9 @@ class IvlmNode(LifecycleNode):
             self.stats.body_params_rejected += 1
             frames = sorted({msg.header.frame_id for _, (msg, _) in matches})
             self.get_logger().warning(
-                f"ignored ~/body_params in frame {frames} for an image in '{image_header.frame_id}': the "
-                "body must be expressed in the camera frame of the image",
+                f"ignored ~/body_params in frame {escape_inline(frames)} for an image in "
+                f"{escape_for_log(image_header.frame_id)}: the body must be expressed in the camera frame of "
+                "the image",
                 throttle_duration_sec=5.0,
             )
             return None
@@ -401,26 +416,28 @@ class IvlmNode(LifecycleNode):
         if settings.input_reliability == "reliable":
             qos.reliability = QoSReliabilityPolicy.RELIABLE
         self._pairer = StampPairer(settings.sync_slop_s, settings.camera_info_timeout_s)
+        self._image_gaps = SequenceGapCounter()
+        self._outcomes = RecentOutcomes()  # health is judged on this configuration's frames
+        image_type, topic = Image, settings.image_topic
         if settings.use_compressed:
-            topic = settings.image_topic.rstrip("/") + "/compressed"
-            self._subs.append(
-                self.create_subscription(
-                    CompressedImage, topic, self._on_image, qos, callback_group=self._io_group
-                )
+            image_type, topic = CompressedImage, settings.image_topic.rstrip("/") + "/compressed"
+        self._subs.append(
+            self.create_subscription(
+                image_type,
+                topic,
+                self._on_image,
+                qos,
+                callback_group=self._image_group,
+                event_callbacks=SubscriptionEventCallbacks(message_lost=self._on_images_lost),
             )
-        else:
-            self._subs.append(
-                self.create_subscription(
-                    Image, settings.image_topic, self._on_image, qos, callback_group=self._io_group
-                )
-            )
+        )
         self._subs.append(
             self.create_subscription(
                 CameraInfo,
                 settings.camera_info_topic,
                 self._on_camera_info,
                 qos,
-                callback_group=self._io_group,
+                callback_group=self._info_group,
             )
         )
         self._pubs = {
@@ -461,8 +478,10 @@ class IvlmNode(LifecycleNode):
             release_accelerator_memory()
 
     # ------------------------------------------------------------------ input
-    def _on_image(self, msg: Image | CompressedImage) -> None:
+    def _on_image(self, msg: Image | CompressedImage, info: dict[str, Any]) -> None:
+        """Two required arguments: rclpy then passes the MessageInfo (publication sequence number)."""
         self.stats.received += 1
+        self._image_gaps.observe(info.get("publication_sequence_number"))
         if self._state != "active" or self._pairer is None:
             self.stats.ignored_inactive += 1
             return
@@ -470,6 +489,11 @@ class IvlmNode(LifecycleNode):
         with self._sync_lock:
             pairs = self._pairer.add_image(_stamp_seconds(msg.header.stamp), msg, now)
         self._enqueue(pairs, now)
+
+    def _on_images_lost(self, info: Any) -> None:
+        """QoS event: the DDS reader reports samples lost in transport (not history overwrites; see
+        SequenceGapCounter for those)."""
+        self._dds_lost_events = int(info.total_count)
 
     def _on_camera_info(self, msg: CameraInfo) -> None:
         if self._pairer is None:
@@ -507,21 +531,31 @@ class IvlmNode(LifecycleNode):
             try:
                 self.process_frame(frame)
             except Exception as exc:  # a bad frame must never stop the worker
-                self.stats.failed += 1
-                self.stats.last_error = f"{type(exc).__name__}: {exc}"
-                stamp = frame.image.header.stamp
-                self.get_logger().warning(
-                    f"frame {stamp.sec}.{stamp.nanosec:09d} failed: {exc}",
-                    throttle_duration_sec=5.0,
-                )
+                self._record_failure(frame, exc)
+            else:
+                self._outcomes.record(True)
+
+    def _record_failure(self, frame: Frame, exc: Exception) -> None:
+        """Count a failed frame with its (escaped) reason for /diagnostics and a throttled log line."""
+        reason = escape_inline(f"{type(exc).__name__}: {exc}", 400)
+        self.stats.failed += 1
+        if isinstance(exc, ImageTooLargeError):
+            self.stats.too_large += 1
+        self.stats.last_error = reason
+        self._outcomes.record(False, reason)
+        stamp = frame.image.header.stamp
+        self.get_logger().warning(
+            f"frame {stamp.sec}.{stamp.nanosec:09d} dropped: {reason}", throttle_duration_sec=5.0
+        )
 
     def process_frame(self, frame: Frame) -> None:
         """Decode, estimate, publish; every output carries the source image's stamp and frame_id."""
         start = time.monotonic()
         queue_age_ms = (start - frame.received_s) * 1e3
         settings = self.settings
-        rgb = decode_image(frame.image)
-        camera_k = camera_matrix(frame.info)
+        rgb = decode_image(frame.image, settings.max_image_pixels)
+        camera_k = self._frame_camera_k(frame.info, rgb.shape[:2])
+        self._check_frame_id(frame.image.header.frame_id)
         mask = self._object_mask
         if mask is not None and mask.shape != rgb.shape[:2]:
             self.get_logger().warning(
@@ -539,7 +573,7 @@ class IvlmNode(LifecycleNode):
                 rgb,
                 settings.object_query,
                 task=settings.task,
-                camera_k=camera_k,
+                camera_k=raw_camera_k(frame.info),  # the placement status names an invalid K
                 object_mask=mask,
                 object_box=self._object_box or parse_box(settings.object_box),
                 external_body=external_body,
@@ -551,6 +585,34 @@ class IvlmNode(LifecycleNode):
         self.stats.timings_ms = dict(result.timings_ms)
         self.stats.record_answers(result)
         self.stats.record(latency_ms, queue_age_ms)
+
+    def _frame_camera_k(self, info: CameraInfo | None, image_hw: tuple[int, int]) -> np.ndarray | None:
+        """The frame's usable K, or None; an unusable K is counted and warned about, never a failed frame."""
+        camera_k, problem = camera_matrix(info)
+        if problem:
+            self.stats.camera_info_invalid += 1
+            self.stats.last_camera_info_problem = problem
+            self.get_logger().warning(
+                f"{problem}; contacts are published without placement", throttle_duration_sec=5.0
+            )
+        if info is not None and (info.width, info.height) != (0, 0):
+            height, width = image_hw
+            if (info.width, info.height) != (width, height):
+                self.stats.camera_info_size_mismatch += 1
+                self.get_logger().warning(
+                    f"CameraInfo is {info.width}x{info.height} but the image is {width}x{height}: its K belongs "
+                    "to another resolution, so placement will be off; publish the CameraInfo of this stream",
+                    throttle_duration_sec=5.0,
+                )
+        return camera_k
+
+    def _check_frame_id(self, frame_id: str) -> None:
+        if not frame_id and not self._warned_empty_frame_id:
+            self._warned_empty_frame_id = True
+            self.get_logger().warning(
+                "images arrive with an empty header.frame_id: every output carries '' and cannot be placed in "
+                "TF; set the camera driver's optical frame id (warned once)"
+            )
 
     def publish_result(
         self,
@@ -613,14 +675,39 @@ class IvlmNode(LifecycleNode):
     def _on_estimate_request(
         self, request: EstimateInteraction.Request, response: EstimateInteraction.Response
     ) -> EstimateInteraction.Response:
+        """Admit the request into the bounded queue (or answer "busy" at once), then serve it."""
+        self.stats.service_requests += 1
+        with self._service_lock:
+            waiting = self._service_waiting
+            admitted = waiting < SERVICE_QUEUE_DEPTH
+            if admitted:
+                self._service_waiting += 1
+        if not admitted:
+            self.stats.service_busy += 1
+            response.success = False
+            response.message = (
+                f"busy: {waiting} requests queued (at most {SERVICE_QUEUE_DEPTH}); try again later"
+            )
+            return response
+        try:
+            return self._serve_estimate(request, response)
+        finally:
+            with self._service_lock:
+                self._service_waiting -= 1
+
+    def _serve_estimate(
+        self, request: EstimateInteraction.Request, response: EstimateInteraction.Response
+    ) -> EstimateInteraction.Response:
         settings = self.settings
         query = request.object_query.strip() or settings.object_query
         task = request.task or settings.task
         try:
+            query = validate_query(query)  # the same validator as the topic and the parameter
             if validate_parameter("task", task):
                 raise InvalidInputError(validate_parameter("task", task) or "")
-            rgb = image_msg_to_rgb(request.image)
-            camera_k = camera_matrix(request.camera_info if request.camera_info.width > 0 else None)
+            rgb = image_msg_to_rgb(request.image, settings.max_image_pixels)
+            # The pipeline validates K: an unusable one gives contacts without placement ("invalid camera_info").
+            camera_k = raw_camera_k(request.camera_info if request.camera_info.width > 0 else None)
             roi = request.object_box
             box = None
             if roi.width > 0 and roi.height > 0:
@@ -665,10 +752,10 @@ class IvlmNode(LifecycleNode):
                 header, result, pipeline.model_id, settings.human_threshold, settings.object_threshold
             )
             response.success = True
-            response.message = f"{task} for '{query}' in {result.timings_ms['total']:.0f} ms"
+            response.message = f"{task} for {escape_for_log(query)} in {result.timings_ms['total']:.0f} ms"
         except Exception as exc:  # the service answers every request; failures are reported, not raised
             response.success = False
-            response.message = f"{type(exc).__name__}: {exc}"
+            response.message = escape_inline(f"{type(exc).__name__}: {exc}", 1000)
         return response
 
     # ------------------------------------------------------------------ diagnostics
@@ -676,18 +763,20 @@ class IvlmNode(LifecycleNode):
         stats = self.stats
         pipeline = self._pipeline
         error = self._load_error or self._settings_error
+        failing = frame_health(self._outcomes)
         if error:
             level, message = DiagnosticStatus.ERROR, f"model not loaded: {error}"
         elif pipeline is None:
             level, message = DiagnosticStatus.WARN, f"node {self._state}: model not loaded"
         elif self._state != "active":
             level, message = DiagnosticStatus.WARN, f"model loaded, node {self._state}"
-        elif stats.last_error and stats.failed and stats.processed == 0:
-            level, message = DiagnosticStatus.WARN, f"frames failing: {stats.last_error}"
+        elif failing is not None:
+            level, message = failing
         elif stats.last_answer_status.startswith("truncated"):
             level, message = DiagnosticStatus.WARN, f"last {stats.last_answer_status}; raise max_new_tokens"
         else:
             level, message = DiagnosticStatus.OK, f"active, {stats.processed} frames processed"
+        recent, recent_failed = self._outcomes.counts()
         values: dict[str, Any] = {
             "lifecycle_state": self._state,
             "model_loaded": pipeline is not None,
@@ -704,14 +793,25 @@ class IvlmNode(LifecycleNode):
             if self.settings.object_box.strip()
             else "none",
             "frames_received": stats.received,
+            "frames_lost_before_callback": self._image_gaps.lost,
+            "frames_lost_dds_event": self._dds_lost_events,
             "frames_processed": stats.processed,
             "frames_dropped": self._slot.dropped + (self._pairer.superseded_dropped if self._pairer else 0),
             "frames_unpaired_dropped": self._pairer.unpaired_dropped if self._pairer else 0,
             "frames_failed": stats.failed,
+            "frames_too_large": stats.too_large,
             "frames_ignored_inactive": stats.ignored_inactive,
+            "recent_frames": recent,
+            "recent_frames_failed": recent_failed,
+            "camera_info_invalid": stats.camera_info_invalid,
+            "camera_info_size_mismatch": stats.camera_info_size_mismatch,
+            "last_camera_info_problem": stats.last_camera_info_problem,
             "body_params_received": stats.body_params_received,
             "body_params_used": stats.body_params_used,
             "body_params_rejected": stats.body_params_rejected,
+            "service_requests": stats.service_requests,
+            "service_busy": stats.service_busy,
+            "service_queued": self._service_waiting,
             "latency_ms_last": stats.last_latency_ms,
             "latency_ms_mean": stats.mean_latency_ms,
             "queue_age_ms": stats.last_queue_age_ms,
@@ -740,10 +840,11 @@ def settings_from_dict_partial(current: NodeSettings, changes: dict[str, Any]) -
     return settings_from_dict(values)
 
 
-def decode_image(msg: Image | CompressedImage) -> np.ndarray:
+def decode_image(msg: Image | CompressedImage, max_pixels: int | None = None) -> np.ndarray:
+    """RGB of a raw or compressed image; sizes above ``max_pixels`` are refused before decoding."""
     if isinstance(msg, CompressedImage):
-        return compressed_msg_to_rgb(msg)
-    return image_msg_to_rgb(msg)
+        return compressed_msg_to_rgb(msg, max_pixels)
+    return image_msg_to_rgb(msg, max_pixels)
 
 
 LOAD_PROGRESS_LOG_PERIOD_S = 5.0  # a 27 GB load logs its progress at most once per period
@@ -777,7 +878,7 @@ def release_accelerator_memory() -> None:
 def main(args: list[str] | None = None) -> int:
     rclpy.init(args=args if args is not None else sys.argv)
     node = IvlmNode()
-    executor = MultiThreadedExecutor(num_threads=3)
+    executor = MultiThreadedExecutor(num_threads=EXECUTOR_THREADS)
     executor.add_node(node)
 
     def stop(signum: int, _frame: Any) -> None:

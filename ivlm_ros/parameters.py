@@ -11,6 +11,7 @@ from __future__ import annotations
 import dataclasses
 import math
 import re
+import unicodedata
 from collections.abc import Callable, Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -25,6 +26,7 @@ from ivlm_core.pipeline_config import (
     TASKS,
     PipelineConfig,
 )
+from ivlm_core.user_text import query_problem
 from ivlm_ros.markers import COLORMAPS
 
 _TOPIC_TOKEN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -35,8 +37,8 @@ Check = Callable[[Any], "str | None"]
 def _path(value: Any) -> str | None:
     if not isinstance(value, str):
         return f"must be a string path, got {type(value).__name__}"
-    if "\x00" in value or "\n" in value:
-        return "must be a single-line path"
+    if any(unicodedata.category(char) == "Cc" for char in value):
+        return f"must be a single-line path without control characters, got {value!r}"
     return None
 
 
@@ -81,11 +83,11 @@ def _topic(value: Any) -> str | None:
     elif name.startswith("/"):
         name = name[1:]
     if not name:
-        return f"'{value}' has no name after the prefix"
+        return f"{value!r} has no name after the prefix"
     bad = [token for token in name.split("/") if not _TOPIC_TOKEN_RE.match(token)]
     if bad:
         return (
-            f"'{value}' is not a valid topic name: each part must start with a letter or '_' and hold only "
+            f"{value!r} is not a valid topic name: each part must start with a letter or '_' and hold only "
             f"letters, digits and '_' (bad part: {bad[0]!r})"
         )
     return None
@@ -115,11 +117,7 @@ def _box(value: Any) -> str | None:
 
 
 def _query(value: Any) -> str | None:
-    if not isinstance(value, str) or not value.strip():
-        return "must be a non-empty object name, e.g. 'bottle' (or 'scene' for ground contact)"
-    if len(value) > 100 or "\n" in value:
-        return "must be a short single-line object name (at most 100 characters)"
-    return None
+    return query_problem(value)  # the one validator of the topic, this parameter, the service and the CLI
 
 
 _PROBABILITY = _number(0.0, 1.0, lo_open=True, hi_open=True)
@@ -132,6 +130,15 @@ class ParamSpec:
     description: str
     check: Check
     live: bool  # may change while the node is configured/active
+
+    @property
+    def kind(self) -> type:
+        """The parameter's value type (bool, int, float or str), from its default."""
+        return type(self.default)
+
+    @property
+    def numeric(self) -> bool:
+        return self.kind in (int, float)
 
 
 PARAMETERS: tuple[ParamSpec, ...] = (
@@ -263,6 +270,14 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         False,
     ),
     ParamSpec("queue_size", 5, "subscription queue depth", _number(1, 100, integer=True), False),
+    ParamSpec(
+        "max_image_pixels",
+        16_000_000,
+        "images with more pixels (width x height, read from the message or the PNG/JPEG header) are dropped "
+        "before decoding, with the reason",
+        _number(1, 1_000_000_000, integer=True),
+        True,
+    ),
     ParamSpec("publish_markers", True, "publish ~/markers (MarkerArray)", _boolean, True),
     ParamSpec("publish_debug_image", True, "publish ~/debug_image", _boolean, True),
     ParamSpec("marker_colormap", "viridis", "colour map of contact probabilities", _choice(COLORMAPS), True),
@@ -326,6 +341,7 @@ class NodeSettings:
     max_rate_hz: float
     input_reliability: str
     queue_size: int
+    max_image_pixels: int
     publish_markers: bool
     publish_debug_image: bool
     marker_colormap: str
@@ -375,10 +391,17 @@ def validate_parameter(name: str, value: Any) -> str | None:
     return None if reason is None else f"parameter '{name}' {reason}"
 
 
-def _coerce(spec: ParamSpec, value: Any) -> Any:
-    if isinstance(spec.default, float) and isinstance(value, int) and not isinstance(value, bool):
+def coerce_number(spec: ParamSpec, value: Any) -> Any:
+    """A whole number given for a float parameter becomes a float, an integral float for an int one an int.
+
+    YAML and ``-p`` type ``2`` as an integer and ``5.0`` as a double; ROS would refuse either for a parameter
+    declared with the other type. Anything else is returned unchanged for :func:`validate_parameter` to judge.
+    """
+    if isinstance(value, bool) or not isinstance(value, int | float):
+        return value
+    if spec.kind is float and isinstance(value, int):
         return float(value)
-    if isinstance(spec.default, int) and not isinstance(spec.default, bool) and isinstance(value, float):
+    if spec.kind is int and isinstance(value, float) and value.is_integer():
         return int(value)
     return value
 
@@ -392,7 +415,7 @@ def settings_from_dict(values: Mapping[str, Any]) -> NodeSettings:
         reason = validate_parameter(spec.name, value)
         if reason:
             problems.append(reason)
-        merged[spec.name] = _coerce(spec, value)
+        merged[spec.name] = coerce_number(spec, value)
     if problems:
         raise InvalidInputError("invalid ivlm node parameters: " + "; ".join(problems))
     settings = NodeSettings(**merged)

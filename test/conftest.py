@@ -54,4 +54,10 @@ def tiny_model_joint(tiny_checkpoints, tiny_body_assets):
 # ==================================================================================================
 # ROS node (engineer D): rclpy session + tiny-model node parameters, defined in test/ros_fixtures.py
 # ==================================================================================================
-from ros_fixtures import ros_context, ros_node_params, ros_object_library  # noqa: E402, F401
+from ros_fixtures import (  # noqa: E402, F401
+    ros_context,
+    ros_node_params,
+    ros_object_library,
+    ros_tiny_node,
+    ros_tiny_probe,
+)

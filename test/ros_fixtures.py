@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from ivlm_ros.testing.node_harness import ensure_ros_test_env
+from ivlm_ros.testing.node_harness import NodeProcess, Probe, ensure_ros_test_env
 
 
 @pytest.fixture(scope="session")
@@ -52,3 +52,24 @@ def ros_node_params(
         "input_reliability": "reliable",
         "diagnostics_period_s": 0.25,
     }
+
+
+@pytest.fixture(scope="module")
+def ros_tiny_node(ros_context, ros_node_params, tmp_path_factory) -> Iterator[NodeProcess]:
+    """One real node process per test module with the tiny model; it must exit cleanly (rc 0)."""
+    log = tmp_path_factory.mktemp("ivlm_node") / "node.log"
+    proc = NodeProcess(dict(ros_node_params), log)
+    yield proc
+    code = proc.stop()
+    assert code == 0, f"node exited with {code}:\n{proc.log()[-3000:]}"
+
+
+@pytest.fixture(scope="module")
+def ros_tiny_probe(ros_tiny_node: NodeProcess) -> Iterator[Probe]:
+    """A probe node matched to the active ``ros_tiny_node``'s camera inputs."""
+    probe = Probe()
+    probe.wait_active(ros_tiny_node)
+    probe.wait_matched(probe.image_pub)
+    probe.wait_matched(probe.info_pub)
+    yield probe
+    probe.destroy()

@@ -58,8 +58,11 @@ def test_human_contact_lands_on_the_smplx_display_body(tiny_checkpoints, tiny_bo
     assert result.object is None and result.body_placement is None and "total" in result.timings_ms
     again = pipe.estimate(photo, "tennis_racket")
     np.testing.assert_array_equal(again.human.vertex_contact, human.vertex_contact)
-    with pytest.raises(InvalidInputError, match="object query is empty"):
+    with pytest.raises(InvalidInputError, match="object query must be a non-empty"):
         pipe.estimate(photo, "  ")
+    for bad, reason in (("<image>", "special tokens"), ("mug\x1b[31m", "control"), ("x" * 101, "at most 100")):
+        with pytest.raises(InvalidInputError, match=reason):  # the shared validator guards the CLI path too
+            pipe.estimate(photo, bad)
     with pytest.raises(InvalidInputError, match="RGB uint8"):
         pipe.estimate(photo.astype(np.float32), "tennis_racket")
 

@@ -6,7 +6,6 @@ frames through real rclpy/DDS on loopback and asserts on what comes back.
 
 from __future__ import annotations
 
-from collections.abc import Iterator
 from pathlib import Path
 
 import numpy as np
@@ -22,22 +21,13 @@ RESULT_S = 30.0
 
 
 @pytest.fixture(scope="module")
-def node(ros_context, ros_node_params, tmp_path_factory) -> Iterator[NodeProcess]:
-    log = Path(tmp_path_factory.mktemp("ivlm_node")) / "node.log"
-    proc = NodeProcess(dict(ros_node_params), log)
-    yield proc
-    code = proc.stop()
-    assert code == 0, f"node exited with {code}:\n{proc.log()[-3000:]}"
+def node(ros_tiny_node: NodeProcess) -> NodeProcess:
+    return ros_tiny_node
 
 
 @pytest.fixture(scope="module")
-def probe(node: NodeProcess) -> Iterator[Probe]:
-    p = Probe()
-    p.wait_active(node, STARTUP_S)
-    p.wait_matched(p.image_pub)
-    p.wait_matched(p.info_pub)
-    yield p
-    p.destroy()
+def probe(ros_tiny_probe: Probe) -> Probe:
+    return ros_tiny_probe
 
 
 def _synthetic_smplx_size(ros_node_params: dict) -> tuple[int, int]:

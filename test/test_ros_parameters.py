@@ -55,6 +55,7 @@ def test_shipped_yaml_sets_every_parameter_with_valid_values() -> None:
         ("body_params_wait_s", 6.0, "[0.0, 5.0]"),
         ("image_topic", "/camera/1color", "bad part"),
         ("image_topic", "", "non-empty"),
+        ("image_topic", "/cam\x1b[2J", "'/cam\\x1b[2J' is not a valid topic name"),  # shown escaped
         ("query_topic", "~/", "no name"),
         ("object_query", "   ", "non-empty object name"),
         ("object_query", "x" * 101, "at most 100"),
@@ -62,6 +63,8 @@ def test_shipped_yaml_sets_every_parameter_with_valid_values() -> None:
         ("input_reliability", "sometimes", "reliable"),
         ("use_compressed", "yes", "true or false"),
         ("checkpoint_dir", 3, "string path"),
+        ("checkpoint_dir", "/data/\x1b[31mckpt", "control characters"),
+        ("body_model_dir", "/data\rforged", "control characters"),
         ("no_such_parameter", 1, "unknown parameter"),
     ],
 )

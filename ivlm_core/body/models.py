@@ -23,12 +23,11 @@ same once and writes a .npz that loads faster.
 from __future__ import annotations
 
 import contextlib
-import importlib
 import io
 import logging
-import pickle
 import tempfile
 import textwrap
+import zipfile
 from collections.abc import Iterator, Mapping
 from dataclasses import dataclass
 from pathlib import Path
@@ -43,6 +42,7 @@ from smplx.vertex_ids import vertex_ids as OFFICIAL_KEYPOINT_VERTEX_IDS
 from smplx.vertex_joint_selector import VertexJointSelector
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
+from ivlm_core.safe_pickle import ChumpyStandIn, load_pickle
 
 LOG = logging.getLogger(__name__)
 
@@ -54,6 +54,12 @@ BODY_MODEL_SOURCES = {
 _PREFIX = {"smplx": "SMPLX", "smplh": "SMPLH"}
 _EXTENSIONS = {"smplx": ("npz", "pkl"), "smplh": ("pkl", "npz")}  # first = preferred
 GENDERS = ("neutral", "male", "female")
+# Entries smplx reads from a model file; a pickled (object) entry among these is refused, others are skipped.
+_NEEDED_KEYS = frozenset({
+    "v_template", "f", "shapedirs", "posedirs", "J_regressor", "weights", "kintree_table", "hands_componentsl",
+    "hands_componentsr", "hands_meanl", "hands_meanr", "lmk_faces_idx", "lmk_bary_coords",
+    "dynamic_lmk_faces_idx", "dynamic_lmk_bary_coords",
+})
 # Vitruvian pose of the canonical renders: hips spread +-30 deg about z (body_pose index 0 = left hip).
 VITRUVIAN_HIP_ANGLE_DEG = 30.0
 
@@ -87,49 +93,8 @@ def find_body_model_file(model_dir: str | Path, kind: str, gender: str = "neutra
         f"Expected layout:\n{BODY_MODEL_LAYOUT}")
 
 
-class _ChumpyStandIn:
-    """Receives the pickled state of a chumpy object; only plain `Ch` values (state key 'x') are usable."""
-
-    def __init__(self, *args: Any, **kwargs: Any) -> None:
-        self.state: dict = {}
-        self.chumpy_class = type(self).__name__
-
-    def __setstate__(self, state: Any) -> None:
-        self.state = state if isinstance(state, dict) else {"x": state}
-
-
-def _chumpy_class(name: str) -> type:
-    return type(name, (_ChumpyStandIn,), {"chumpy_class": name})
-
-
-_SAFE_GLOBALS = {
-    ("copy_reg", "_reconstructor"), ("copyreg", "_reconstructor"), ("__builtin__", "object"),
-    ("builtins", "object"), ("__builtin__", "set"), ("builtins", "set"), ("_codecs", "encode"),
-    ("numpy", "ndarray"), ("numpy", "dtype"),
-}
-_NUMPY_RECONSTRUCTORS = {"_reconstruct", "scalar", "ndarray", "dtype", "_frombuffer"}
-_SPARSE_CLASSES = {"csc_matrix", "csr_matrix", "coo_matrix", "csc_array", "csr_array", "coo_array"}
-
-
-class _BodyModelUnpickler(pickle.Unpickler):
-    """Allow-list unpickler: numpy arrays, scipy sparse matrices, chumpy arrays (as stand-ins), containers."""
-
-    def find_class(self, module: str, name: str) -> Any:
-        if module == "chumpy" or module.startswith("chumpy."):
-            return _chumpy_class(name)
-        if module.startswith("scipy.sparse") and name in _SPARSE_CLASSES:
-            return getattr(sp, name)
-        if module.startswith("numpy") and name in _NUMPY_RECONSTRUCTORS:
-            for candidate in (module, module.replace("numpy.core", "numpy._core")):
-                with contextlib.suppress(ImportError, AttributeError):
-                    return getattr(importlib.import_module(candidate), name)
-        if (module, name) in _SAFE_GLOBALS or (module.startswith("numpy") and name.endswith("DType")):
-            return super().find_class(module, name)
-        raise pickle.UnpicklingError(f"refusing to load '{module}.{name}' from a body model file")
-
-
 def _to_array(value: Any, key: str) -> Any:
-    if isinstance(value, _ChumpyStandIn):
+    if isinstance(value, ChumpyStandIn):
         if "x" not in value.state:
             raise InvalidInputError(
                 f"body model entry '{key}' is a derived chumpy expression ({value.chumpy_class}), not a "
@@ -143,17 +108,36 @@ def _to_array(value: Any, key: str) -> Any:
     return value
 
 
+def _npz_arrays(path: Path) -> dict[str, np.ndarray]:
+    """The numeric entries of a body model .npz, read with ``allow_pickle=False``.
+
+    Pickled (object) entries are never unpickled: the ones smplx does not use (e.g. ``joint2num`` in some
+    releases) are skipped; a needed one is refused, naming the file and the entry.
+    """
+    arrays: dict[str, np.ndarray] = {}
+    try:
+        with np.load(path, allow_pickle=False) as data:
+            for key in data.files:
+                try:
+                    arrays[key] = data[key]
+                except ValueError as err:  # "Object arrays cannot be loaded when allow_pickle=False"
+                    if key in _NEEDED_KEYS:
+                        raise InvalidInputError(
+                            f"body model {path}: entry '{key}' is a pickled Python object, not a numeric array; "
+                            "refusing to unpickle it (it could run code). Use the official release file."
+                        ) from err
+                    LOG.debug("skipping the pickled entry '%s' of %s", key, path)
+    except (OSError, ValueError, zipfile.BadZipFile) as err:
+        raise InvalidInputError(f"cannot read body model {path}: {err}") from err
+    return arrays
+
+
 def load_model_arrays(path: str | Path) -> dict[str, Any]:
-    """All entries of a body model file as numpy arrays (pkl via the chumpy-free loader, or npz)."""
+    """All entries of a body model file as numpy arrays (pkl via the allow-listed unpickler, npz without pickle)."""
     path = Path(path)
     if path.suffix == ".npz":
-        with np.load(path, allow_pickle=True) as data:
-            return {key: data[key] for key in data.files}
-    try:
-        with path.open("rb") as handle:
-            raw = _BodyModelUnpickler(handle, encoding="latin1").load()
-    except (pickle.UnpicklingError, EOFError, ValueError) as err:
-        raise InvalidInputError(f"cannot read body model pickle {path}: {err}") from err
+        return _npz_arrays(path)
+    raw = load_pickle(path, "body model pickle")
     if not isinstance(raw, dict):
         raise InvalidInputError(f"body model pickle {path} holds a {type(raw).__name__}, expected a dict")
     return {str(key): _to_array(value, str(key)) for key, value in raw.items()}
@@ -168,14 +152,9 @@ def convert_body_model_to_npz(src: str | Path, dst: str | Path) -> Path:
     return dst
 
 
-def _keypoint_vertex_ids(path: Path, kind: str, arrays: Mapping[str, Any] | None,
-                         override: Mapping[str, int] | None) -> dict[str, int]:
+def _keypoint_vertex_ids(kind: str, arrays: Mapping[str, Any], override: Mapping[str, int] | None) -> dict[str, int]:
     if override is not None:
         return dict(override)
-    if arrays is None:  # npz: read just the two optional keys
-        with np.load(path, allow_pickle=False) as data:
-            arrays = {k: data[k] for k in ("ivlm_keypoint_vertex_names", "ivlm_keypoint_vertex_ids")
-                      if k in data.files}
     if "ivlm_keypoint_vertex_ids" in arrays:
         names = [str(n) for n in np.asarray(arrays["ivlm_keypoint_vertex_names"]).tolist()]
         return dict(zip(names, np.asarray(arrays["ivlm_keypoint_vertex_ids"]).tolist()))
@@ -232,23 +211,21 @@ def load_body_model(model_dir: str | Path, kind: str, gender: str = "neutral", n
     path = find_body_model_file(model_dir, kind, gender)
     common = dict(gender=gender, num_betas=num_betas, use_pca=use_pca, num_pca_comps=num_pca_comps,
                   flat_hand_mean=flat_hand_mean, batch_size=batch_size, dtype=dtype, **smplx_kwargs)
-    arrays = load_model_arrays(path) if path.suffix == ".pkl" else None
+    arrays = load_model_arrays(path)  # allow-listed pkl / allow_pickle=False npz: nothing in the file runs
     with _quiet_stdout():
         if kind == "smplh":
-            data = arrays if arrays is not None else load_model_arrays(path)
-            data = _with_hand_basis(data, path, use_pca=use_pca, flat_hand_mean=flat_hand_mean)
+            data = _with_hand_basis(arrays, path, use_pca=use_pca, flat_hand_mean=flat_hand_mean)
             model = smplx.SMPLH(str(path), data_struct=Struct(**data), **common)
-        elif arrays is None:
-            model = smplx.SMPLX(str(path), ext="npz", num_expression_coeffs=num_expression_coeffs, **common)
-        else:  # smplx.SMPLX only reads files, and its pickle path needs chumpy: go through a temporary npz
-            LOG.info("loading %s through a temporary .npz; convert_body_model_to_npz() once makes loads faster",
-                     path)
+        else:  # smplx.SMPLX only reads files: hand it the checked numeric arrays in a temporary npz
             with tempfile.TemporaryDirectory(prefix="ivlm_smplx_") as tmp:
                 npz = Path(tmp) / f"{path.stem}.npz"
-                np.savez(npz, **{key: np.asarray(value) for key, value in arrays.items()})
+                numeric = {key: np.asarray(value) for key, value in arrays.items()}
+                if any(value.dtype.hasobject for value in numeric.values()):  # never true after the loaders
+                    raise InvalidInputError(f"body model {path} holds Python objects; refusing it")
+                np.savez(npz, **numeric)
                 model = smplx.SMPLX(str(npz), ext="npz", num_expression_coeffs=num_expression_coeffs,
                                     **common)
-    keypoints = _keypoint_vertex_ids(path, kind, arrays, keypoint_vertex_ids)
+    keypoints = _keypoint_vertex_ids(kind, arrays, keypoint_vertex_ids)
     num_vertices = model.get_num_verts()
     if max(keypoints.values()) >= num_vertices:
         raise InvalidInputError(

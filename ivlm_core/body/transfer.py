@@ -5,25 +5,25 @@ SMPL-X (10475). InteractVLM maps per-vertex contact with `M @ contacts` (`utils/
 The matrix is mostly zeros, so it is held as a scipy CSR matrix (a torch sparse copy per device for tensors)
 instead of the 10475 x 6890 dense array (~580 MB in float64).
 
-File formats accepted: the original joblib pickle `{'matrix': dense ndarray or scipy sparse}`, a scipy
-`save_npz` file, or an `.npz` with a dense `matrix` entry. `convert_transfer_to_npz` writes the sparse npz
-once so later loads skip unpickling the dense array.
+File formats accepted: the original joblib pickle `{'matrix': dense ndarray or scipy sparse}` (read with the
+allow-listed unpickler of `ivlm_core.safe_pickle`, never `joblib.load`), a scipy `save_npz` file, or an `.npz`
+with a dense `matrix` entry (both without pickle). `convert_transfer_to_npz` writes the sparse npz once so
+later loads skip the 580 MB dense array.
 """
 
 from __future__ import annotations
 
-import pickle
 import warnings
 import zipfile
 from pathlib import Path
 from typing import Any
 
-import joblib
 import numpy as np
 import scipy.sparse as sp
 import torch
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
+from ivlm_core.safe_pickle import load_pickle
 
 SMPL_NUM_VERTICES = 6890
 SMPLX_NUM_VERTICES = 10475
@@ -54,10 +54,7 @@ def _read_matrix(path: Path) -> Any:
             if "matrix" not in data.files:
                 raise InvalidInputError(f"{path} has no 'matrix' entry (found {data.files})")
             return data["matrix"]
-    try:
-        content = joblib.load(path)
-    except (pickle.UnpicklingError, EOFError, ValueError, KeyError) as err:
-        raise InvalidInputError(f"cannot read the transfer matrix pickle {path}: {err}") from err
+    content = load_pickle(path, "transfer matrix pickle")  # allow-listed: a crafted file cannot run code
     if isinstance(content, dict):
         if "matrix" not in content:
             raise InvalidInputError(f"{path} holds a dict without a 'matrix' key (keys: {sorted(content)})")

@@ -127,6 +127,12 @@ def parse_smplx_params(
             if array.size == 0 and name in {**_OPTIONAL_EMPTY, "betas": 0, "expression": 0}:
                 continue  # empty = default (flat hand, mean shape, neutral face), filled in below
             expected = _FIXED_SIZES.get(name) or _OPTIONAL_EMPTY.get(name)
+            if name in ("betas", "expression"):  # never cut or padded: a wrong size means a different model
+                expected = num_betas if name == "betas" else num_expression
+                if array.size != expected:
+                    raise InvalidInputError(
+                        f"SMPL-X {name} must have {expected} values (the loaded body model's size) or be empty "
+                        f"(= zeros), got {array.size}")
             if expected is not None and array.size != expected:
                 raise InvalidInputError(f"SMPL-X {name} must have {expected} values, got {array.size}")
             params[name] = array

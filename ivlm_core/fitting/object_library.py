@@ -187,5 +187,11 @@ class ObjectLibrary:
         return self._cache[label]
 
 
+    def load_all(self) -> list[ObjectMesh]:
+        """Load and check every mesh now (at configure), so a bad file is an error naming it at start-up
+        instead of a failure on the first query for that object."""
+        return [self.get(label) for label in sorted({label for label, _, _ in self.entries.values()})]
+
+
 def _normalise(label: str) -> str:
     return " ".join(label.strip().lower().replace("_", " ").split())

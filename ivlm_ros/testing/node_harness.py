@@ -38,8 +38,12 @@ def ensure_ros_test_env() -> None:
 class NodeProcess:
     """``python -m ivlm_ros.node`` with parameters, in its own process group, logging to a file."""
 
-    def __init__(self, params: dict[str, Any], log_path: Path, name: str = "ivlm") -> None:
+    def __init__(
+        self, params: dict[str, Any], log_path: Path, name: str = "ivlm", params_file: Path | None = None
+    ) -> None:
         args = [sys.executable, "-m", "ivlm_ros.node", "--ros-args", "-r", f"__node:={name}"]
+        if params_file is not None:
+            args += ["--params-file", str(params_file)]
         for key, value in params.items():
             text = str(value).lower() if isinstance(value, bool) else str(value)
             args += ["-p", f"{key}:={text}"]
@@ -205,6 +209,14 @@ class Probe:
 
         request = SetParameters.Request(parameters=[Parameter(name, value=value).to_parameter_msg()])
         return self.call(SetParameters, f"{node_name}/set_parameters", request).results[0]
+
+    def get_parameters(self, node_name: str, names: list[str]) -> dict[str, Any]:
+        """name -> value as the node stores it (its Python type shows the stored ROS parameter type)."""
+        from rcl_interfaces.srv import GetParameters
+        from rclpy.parameter import parameter_value_to_python
+
+        response = self.call(GetParameters, f"{node_name}/get_parameters", GetParameters.Request(names=names))
+        return {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
 
     def change_state(self, node_name: str, label: str) -> bool:
         from lifecycle_msgs.msg import Transition

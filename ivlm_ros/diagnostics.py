@@ -1,0 +1,124 @@
+"""What the node reports on /diagnostics: its counters, the health level, and frames lost before the callback.
+
+Kept apart from the node so the level rules and the key names are in one place (an aggregator analyzer
+config or a renamed status entry touches only this module and ``messages.diagnostics_msg``).
+
+Level rules (the ``ivlm: model`` status):
+- ERROR: the model is not loaded because of an error, or every one of the recent frames failed (>= 3 frames);
+- WARN: not loaded / not active, or more than :data:`FAILURE_WARN_RATIO` of the last :data:`RECENT_FRAMES`
+  frames failed;
+- OK otherwise. The message of a WARN/ERROR from failures carries the last failure reason.
+"""
+
+from __future__ import annotations
+
+import threading
+from collections import deque
+from dataclasses import dataclass, field
+
+import numpy as np
+from diagnostic_msgs.msg import DiagnosticStatus
+
+RECENT_FRAMES = 20
+FAILURE_WARN_RATIO = 0.2
+MIN_FRAMES_FOR_ERROR = 3
+
+
+@dataclass
+class Stats:
+    """Counters reported in /diagnostics (written by callbacks and the worker; ints/floats are atomic)."""
+
+    received: int = 0
+    processed: int = 0
+    failed: int = 0
+    too_large: int = 0  # refused by max_image_pixels before decoding (also counted in failed)
+    ignored_inactive: int = 0
+    camera_info_invalid: int = 0  # frames whose K could not be used: contacts without placement
+    camera_info_size_mismatch: int = 0
+    body_params_received: int = 0
+    body_params_used: int = 0  # frames whose body came from ~/body_params
+    body_params_rejected: int = 0  # malformed, or stamp-matched but in another frame_id
+    service_requests: int = 0
+    service_busy: int = 0  # answered at once with success=false, "busy: ..."
+    last_latency_ms: float = float("nan")
+    mean_latency_ms: float = float("nan")
+    last_queue_age_ms: float = float("nan")
+    last_error: str = ""
+    last_camera_info_problem: str = ""
+    answers_truncated: int = 0  # answers cut by max_new_tokens before their mask token (contact unknown)
+    last_answer_status: str = ""  # contact / no_contact / truncated (+ why) of the last processed frame
+    timings_ms: dict[str, float] = field(default_factory=dict)
+
+    def record_answers(self, result: object) -> None:
+        """Count answers cut before their mask token: they are unknowns, not "no contact"."""
+        estimates = [e for e in (result.human, result.object, result.contact_2d) if e is not None]
+        truncated = [e for e in estimates if getattr(e, "answer_status", "") == "truncated"]
+        self.answers_truncated += len(truncated)
+        if estimates:
+            last = truncated[0] if truncated else estimates[0]
+            status = getattr(last, "answer_status", "")
+            message = getattr(last, "answer_message", "")
+            self.last_answer_status = f"{status}: {message}" if message and status == "truncated" else status
+
+    def record(self, latency_ms: float, queue_age_ms: float) -> None:
+        self.processed += 1
+        self.last_latency_ms = latency_ms
+        self.last_queue_age_ms = queue_age_ms
+        if np.isnan(self.mean_latency_ms):
+            self.mean_latency_ms = latency_ms
+        else:
+            self.mean_latency_ms = 0.9 * self.mean_latency_ms + 0.1 * latency_ms
+
+
+class RecentOutcomes:
+    """Success/failure of the last ``size`` frames the worker took, for the health level."""
+
+    def __init__(self, size: int = RECENT_FRAMES) -> None:
+        self._outcomes: deque[bool] = deque(maxlen=size)
+        self._lock = threading.Lock()
+        self.last_failure = ""
+
+    def record(self, ok: bool, reason: str = "") -> None:
+        with self._lock:
+            self._outcomes.append(ok)
+            if not ok:
+                self.last_failure = reason
+
+    def counts(self) -> tuple[int, int]:
+        """(frames, failures) in the window."""
+        with self._lock:
+            return len(self._outcomes), sum(1 for ok in self._outcomes if not ok)
+
+
+def frame_health(outcomes: RecentOutcomes) -> tuple[bytes, str] | None:
+    """(level, message) when recent frames fail, None when they are healthy."""
+    frames, failures = outcomes.counts()
+    if not failures:
+        return None
+    summary = f"{failures} of the last {frames} frames failed; last: {outcomes.last_failure}"
+    if failures == frames and frames >= MIN_FRAMES_FOR_ERROR:
+        return DiagnosticStatus.ERROR, f"every frame fails: {summary}"
+    if failures / frames > FAILURE_WARN_RATIO or failures == frames:
+        return DiagnosticStatus.WARN, f"frames failing: {summary}"
+    return None
+
+
+class SequenceGapCounter:
+    """Messages the publisher sent that never reached our callback, from the DDS publication sequence number.
+
+    A KEEP_LAST reader history overwrites samples the executor did not take in time, silently (DDS reports no
+    "message lost" event for that). Each sample carries its writer's sequence number, so a jump from n to
+    n + k means k - 1 samples were lost between the publisher and the callback. Assumes one publisher per
+    topic (rclpy does not expose the writer id); a backwards jump (a restarted publisher) starts over.
+    """
+
+    def __init__(self) -> None:
+        self.lost = 0
+        self._last: int | None = None
+
+    def observe(self, sequence_number: int | None) -> None:
+        if not sequence_number:  # 0/None: the RMW does not report sequence numbers
+            return
+        if self._last is not None and sequence_number > self._last:
+            self.lost += sequence_number - self._last - 1
+        self._last = sequence_number
