@@ -101,6 +101,7 @@ class Frame:
     image: Image | CompressedImage
     info: CameraInfo | None
     received_s: float  # time.monotonic() at arrival
+    settings: NodeSettings  # the settings (object query, task, ...) in force when the frame was released
 
 
 def _stamp_seconds(stamp: Time) -> float:
@@ -511,7 +512,7 @@ class IvlmNode(LifecycleNode):
 
     def _enqueue(self, pairs: list[tuple[Image | CompressedImage, CameraInfo | None]], now: float) -> None:
         for image, info in pairs:
-            self._slot.put(Frame(image=image, info=info, received_s=now))
+            self._slot.put(Frame(image=image, info=info, received_s=now, settings=self.settings))
 
     # ------------------------------------------------------------------ worker
     def _work(self) -> None:
@@ -552,7 +553,7 @@ class IvlmNode(LifecycleNode):
         """Decode, estimate, publish; every output carries the source image's stamp and frame_id."""
         start = time.monotonic()
         queue_age_ms = (start - frame.received_s) * 1e3
-        settings = self.settings
+        settings = frame.settings
         rgb = decode_image(frame.image, settings.max_image_pixels)
         camera_k = self._frame_camera_k(frame.info, rgb.shape[:2])
         self._check_frame_id(frame.image.header.frame_id)
