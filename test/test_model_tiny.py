@@ -55,8 +55,9 @@ def test_generation_answer_parsing_and_determinism(tiny_checkpoints, tiny_model_
     result = tiny_model_gen.predict_human_contact(_photo(), "cup", template="parts")
     assert isinstance(result, HumanContactResult) and result.found
     lang = result.language
-    assert lang.generated_ids[:-1] == expected_answer_ids(tiny_checkpoints["Gen"], "Gen")
-    assert lang.generated_ids[-1] == tiny_model_gen.token_ids.eos
+    expected = expected_answer_ids(tiny_checkpoints["Gen"], "Gen")
+    seg = tiny_model_gen.token_ids.seg
+    assert lang.generated_ids == expected[: expected.index(seg) + 1]  # the fast path stops at the mask token
     assert lang.seg_token == "[SEG]" and lang.body_parts == ("hands",)
     assert "[SEG]" in lang.text
     again = tiny_model_gen.predict_human_contact(_photo(), "cup", template="parts")
@@ -84,8 +85,9 @@ def test_fast_path_equals_naive_path(tiny_model_gen) -> None:
     assert tiny_model_gen._human_embeddings is not None and len(tiny_model_gen._cam_cache) >= 2
     fast = tiny_model_gen.predict_human_contact(_photo(seed=3), "bottle", template="parts")
     naive = tiny_model_gen.predict_human_contact(_photo(seed=3), "bottle", template="parts", naive=True)
-    assert fast.language.generated_ids == naive.language.generated_ids
-    assert fast.language.seg_index == naive.language.seg_index
+    seg_index = fast.language.seg_index
+    assert fast.language.generated_ids == naive.language.generated_ids[: seg_index + 1]  # stopped at [SEG]
+    assert seg_index == naive.language.seg_index
     np.testing.assert_allclose(fast.view_logits, naive.view_logits, atol=1e-5)
     np.testing.assert_allclose(fast.contacts_smplh, naive.contacts_smplh, atol=1e-6)
 
@@ -97,7 +99,7 @@ def test_seg_state_is_the_state_before_seg(tiny_model_gen) -> None:
     seq = lang.prompt_ids + lang.generated_ids
     with torch.inference_mode():
         feats = model.model.llava.image_features(model.processor.preprocess_image(image))
-        hidden = model.model.llava.final_hidden(model.model.llava.embed(seq[:-1], feats))
+        hidden = model.model.llava.final_hidden(model.model.llava.embed(seq, feats))
     img_extra = feats.shape[1] - 1
     seg_pos = len(lang.prompt_ids) + out.seg_index  # in token coordinates
     expected = hidden[:, seg_pos + img_extra - 1]
@@ -213,7 +215,8 @@ def test_joint_model_routes_hseg_and_oseg(tiny_checkpoints, tiny_model_joint) ->
     assert model.model.splitter is not None
     result = model.predict_human_contact(_photo(), "cup", template="parts")
     assert isinstance(result, HumanContactResult) and result.language.seg_token == "[HSEG]"
-    assert result.language.generated_ids[:-1] == expected_answer_ids(tiny_checkpoints["Gen-Hu-Obj"], "Gen-Hu-Obj")
+    expected = expected_answer_ids(tiny_checkpoints["Gen-Hu-Obj"], "Gen-Hu-Obj")
+    assert result.language.generated_ids == expected[: expected.index(model.token_ids.hseg) + 1]
 
     image = _photo()
     hidden = torch.randn(1, model.model.llava.hidden_size, generator=torch.Generator().manual_seed(1))
