@@ -16,6 +16,7 @@ TASKS = ("human_contact", "object_contact", "interaction")
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
 HUMAN_TEMPLATES = ("parts", "simple")
+QUANTIZATIONS = ("none", "int8", "int4")  # == ivlm_core.model.quantization.QUANTIZATIONS (torch-free here)
 
 
 @dataclass
@@ -33,6 +34,7 @@ class PipelineConfig:
     reference_data_dir: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    quantization: str = "none"  # weight-only int8/int4 for the LLM's decoder layers (torchao); bf16 default
     task: str = "human_contact"
     question_template: str = "parts"
     max_new_tokens: int = 64
@@ -66,6 +68,7 @@ class PipelineConfig:
         _choice("task", self.task, TASKS)
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)
+        _choice("quantization", self.quantization, QUANTIZATIONS)
         _choice("question_template", self.question_template, HUMAN_TEMPLATES)
         if not isinstance(self.checkpoint_dir, str):
             raise InvalidInputError(f"checkpoint_dir must be a path string, got {self.checkpoint_dir!r}")

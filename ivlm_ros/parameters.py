@@ -16,7 +16,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from ivlm_core.errors import InvalidInputError
-from ivlm_core.pipeline_config import DEVICES, DTYPES, HUMAN_TEMPLATES, TASKS, PipelineConfig
+from ivlm_core.pipeline_config import DEVICES, DTYPES, HUMAN_TEMPLATES, QUANTIZATIONS, TASKS, PipelineConfig
 from ivlm_ros.markers import COLORMAPS
 
 _TOPIC_TOKEN_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_]*$")
@@ -165,6 +165,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("device", "auto", "torch device: auto, cpu or cuda", _choice(DEVICES), False),
     ParamSpec("dtype", "auto", "model dtype: auto, float32, bfloat16, float16", _choice(DTYPES), False),
+    ParamSpec(
+        "quantization", "none", "LLM weights: none (bf16/fp32), int8 or int4 (torchao, int4 CUDA only)",
+        _choice(QUANTIZATIONS), False,
+    ),
     ParamSpec("task", "human_contact", "human_contact, object_contact or interaction", _choice(TASKS), True),
     ParamSpec(
         "question_template",
@@ -284,6 +288,7 @@ class NodeSettings:
     reference_data_dir: str
     device: str
     dtype: str
+    quantization: str
     task: str
     question_template: str
     max_new_tokens: int
@@ -333,6 +338,7 @@ class NodeSettings:
             "reference_data_dir": opt(self.reference_data_dir),
             "device": self.device,
             "dtype": self.dtype,
+            "quantization": self.quantization,
             "task": self.task,
             "question_template": self.question_template,
             "max_new_tokens": self.max_new_tokens,

@@ -105,6 +105,10 @@ class ContactPredictor:
                                      dtype=resolve_dtype(args.dtype, device), sam_spec=sam_spec,
                                      contact_transfer=transfer, object_render_dist=args.object_dist,
                                      object_cam_dist=args.object_dist)
+        if args.quantization != "none":
+            from ivlm_core.model.quantization import quantize_llm
+
+            quantize_llm(self.model.model.llava.llm, args.quantization)
         self.smplx = None
         if self.task == "human":
             if args.reference_data_dir:
