@@ -48,7 +48,7 @@ done
 
 # module -> pip package (pinned from requirements*.txt); torch/transformers/triton are the machine's own.
 MODULES="numpy:numpy scipy:scipy sentencepiece:sentencepiece safetensors:safetensors PIL:pillow numba:numba \
-llvmlite:llvmlite trimesh:trimesh yaml:pyyaml smplx:smplx pytest:pytest tokenizers:tokenizers"
+llvmlite:llvmlite trimesh:trimesh yaml:pyyaml smplx:smplx pytest:pytest tokenizers:tokenizers torchao:torchao"
 
 pin_of() {  # pinned requirement line of a package, or the bare name
   local line
@@ -191,9 +191,11 @@ if [ -n "$miss" ] && [ -n "$WHEELS" ]; then
   VENV="${TMPDIR:-/tmp}/ivlm_gpu_check_venv"
   echo "installing the missing packages offline from $WHEELS into $VENV (system torch stays visible)"
   "$PY" -m venv --system-site-packages "$VENV" && PY="$VENV/bin/python"
-  pkgs=()
-  for pair in $miss; do pkgs+=("$(pin_of "${pair#*:}")"); done
-  "$PY" -m pip install -q --no-index --no-deps --find-links "$WHEELS" "${pkgs[@]}" || echo "offline install incomplete"
+  for pair in $miss; do  # one by one: a package without a wheel in DIR must not stop the others
+    pin="$(pin_of "${pair#*:}")"
+    "$PY" -m pip install -q --no-index --no-deps --find-links "$WHEELS" "$pin" >/dev/null 2>&1 \
+      && echo "  installed $pin" || echo "  no wheel for $pin in $WHEELS"
+  done
   miss="$(missing_modules | tr '\n' ' ')"
 fi
 
