@@ -245,7 +245,7 @@ for s in "${STEPS[@]}"; do
   case "$s" in
     probe) KEY[$s]="$(grep -E '^(gpu|torch)=|torch import failed' "$LOG_DIR/$s.log" | tr '\n' ' ')" ;;
     cuda_tests) KEY[$s]="$(grep -E '(passed|failed|skipped|error)' "$LOG_DIR/$s.log" | tail -n1)" ;;
-    bench_*) KEY[$s]="$(grep -E '^frame_s=' "$LOG_DIR/$s.log" | tail -n1) $(grep -E 'agreement, not accuracy' "$LOG_DIR/$s.log" | tail -n1)" ;;
+    bench_*) KEY[$s]="$(grep -E '^frame_s=' "$LOG_DIR/$s.log" | tail -n1) | $(grep -E '^decode weights=' "$LOG_DIR/$s.log" | tail -n1) | $(grep -E '^static == eager' "$LOG_DIR/$s.log" | tail -n1) $(grep -E 'agreement, not accuracy' "$LOG_DIR/$s.log" | tail -n1)" ;;
     pipeline) KEY[$s]="$(grep -E '^samples=' "$LOG_DIR/$s.log" | tail -n1)" ;;
   esac
   [ "${STATUS[$s]}" = OK ] || KEY[$s]="${KEY[$s]} | last: $(grep -v '^\s*$' "$LOG_DIR/$s.log" | tail -n1 | cut -c1-200)"
