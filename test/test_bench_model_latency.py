@@ -33,5 +33,6 @@ def test_model_latency_tiny_int8_reports_agreement(capsys) -> None:
 
     main(["--tiny", "--answer-tokens", "4", "--repeats", "1", "--naive-repeats", "1", "--quant", "int8"])
     out = capsys.readouterr().out
-    assert re.search(r"int8 vs float32 on random weights \(agreement, not accuracy\): mask_iou=[0-9.]+", out)
+    assert re.search(r"int8 vs float32 on random weights \(agreement, not accuracy\): mask_state_cos=[0-9.]+ .*"
+                     r"prompt_state_rel_err=[0-9.e+-]+ mask_iou=[0-9.]+", out)
     assert re.fullmatch(LAST_LINE, out.strip().splitlines()[-1])

@@ -292,14 +292,38 @@ def check_static_equals_eager(model, image: np.ndarray, static, device: torch.de
     return f"static == eager decoder: ok (same ids; bf16 max mask-logit difference {diff:.3g})"
 
 
-def agreement(reference, result) -> str:
-    """How close a quantised run's outputs are to the bf16 run's (random weights: not accuracy)."""
+def mask_state(model, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask-token state (1, H) and the prompt's final states (L-1, H) of the bench question, fp32 on CPU.
+
+    The wired answer's states are dominated by the long wired embeddings, so they agree almost trivially;
+    the prompt positions (image + question, nothing wired but the last token) show the quantisation error.
+    """
+    question = HCONTACT_PARTS_QUESTIONS[0].format(class_name="tennis_racket")
+    _, out = model.run_language(image, question)
+    if out.seg_hidden is None:
+        raise RuntimeError("the wired answer did not produce [SEG]; the benchmark is invalid")
+    llava = model.model.llava
+    with torch.inference_mode():
+        pixels = model.processor.preprocess_image(image)
+        prompt = llava.final_hidden(llava.embed(out.prompt_ids, llava.image_features(pixels)))[0, :-1]
+    return out.seg_hidden.float().cpu(), prompt.float().cpu()
+
+
+def agreement(reference, result, ref_states, states) -> str:
+    """How close a quantised run's outputs are to the unquantised run's (random weights: not accuracy)."""
+    cos = float(torch.nn.functional.cosine_similarity(ref_states[0], states[0]).item())
+    prompt_cos = torch.nn.functional.cosine_similarity(ref_states[1], states[1], dim=-1)
+    rel = float((states[1] - ref_states[1]).norm() / ref_states[1].norm())
     ref_mask, mask = reference.view_logits > 0, result.view_logits > 0
     union = np.logical_or(ref_mask, mask).sum()
     iou = float(np.logical_and(ref_mask, mask).sum() / union) if union else 1.0
     ref_c, c = reference.contacts_smplh > 0.5, result.contacts_smplh > 0.5
     same_ids = reference.language.generated_ids == result.language.generated_ids
-    return f"mask_iou={iou:.4f} contact_agree={float((ref_c == c).mean()):.4f} same_answer={same_ids}"
+    return (
+        f"mask_state_cos={cos:.6f} prompt_state_cos_mean={float(prompt_cos.mean()):.5f} "
+        f"prompt_state_cos_min={float(prompt_cos.min()):.5f} prompt_state_rel_err={rel:.3e} mask_iou={iou:.4f} "
+        f"contact_agree={float((ref_c == c).mean()):.4f} same_answer={same_ids}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -328,12 +352,13 @@ def main(argv: list[str] | None = None) -> None:
     wire_answer(model, args.answer_tokens, embed_norm=30.0 if args.tiny else 1e5, strength=40.0 if args.tiny else 4.0)
     image = (np.random.default_rng(1).random((480, 640, 3)) * 255).astype(np.uint8)
     mesh = synthetic_object(model, resolution)
-    reference = None
+    reference = ref_state = None
     if args.quant != "none":
         from ivlm_core.model.quantization import quantize_llm
 
         model.prepare(warm_up=False)
         _, reference = run_frame(model, image, naive=False, device=device)  # unquantised, for the agreement
+        ref_state = mask_state(model, image)
         model.model.llava.decoder = None
         quantize_llm(model.model.llava.llm, args.quant)
     build_s = time.perf_counter() - t0
@@ -358,7 +383,8 @@ def main(argv: list[str] | None = None) -> None:
     print(check_static_equals_eager(model, image, fast[0][1], device))
     if reference is not None:
         base = str(dtype).replace("torch.", "")
-        print(f"{args.quant} vs {base} on random weights (agreement, not accuracy): {agreement(reference, fast[0][1])}")
+        agree = agreement(reference, fast[0][1], ref_state, mask_state(model, image))
+        print(f"{args.quant} vs {base} on random weights (agreement, not accuracy): {agree}")
 
     def stats(values: list[float]) -> str:
         return f"mean={statistics.fmean(values):.4f} worst={max(values):.4f}"
