@@ -141,7 +141,7 @@ class StaticDecoder:
         max_len: int,
         max_new_tokens: int,
         max_batch: int = 2,
-        read_every: int = 8,
+        read_every: int = 4,
     ) -> None:
         cfg = llm.config
         self.llm = llm
