@@ -4,14 +4,14 @@
 #   bash scripts/gpu_check.sh                 # run everything (needs a CUDA GPU)
 #   bash scripts/gpu_check.sh --dry-run       # list the steps and check the tree has what they need (any machine)
 #   bash scripts/gpu_check.sh --wheels DIR    # first install missing Python packages offline from DIR (see below)
-#   bash scripts/gpu_check.sh --fetch-wheels DIR --python-version 3.10 numba trimesh ...
+#   bash scripts/gpu_check.sh --fetch-wheels DIR --python-version 3.10,3.11,3.12 pytest pluggy iniconfig ...
 #                                             # on a machine WITH PyPI: download those packages' pinned wheels
 #
 # It uses the machine's own torch/transformers (nothing is installed from the network; the GPU machine may have
 # none). Python: $IVLM_PYTHON, else ./.venv/bin/python when it imports torch, else python3. When a module the
 # steps need is missing it says which, with the pinned version from requirements*.txt; give `--wheels DIR` (a
-# folder of wheels made with --fetch-wheels for that machine's Python) to install them into a throw-away venv
-# that still sees the system torch (--system-site-packages). ROS is not needed and not touched.
+# folder of wheels made with --fetch-wheels for that machine's Python) to install them (pip --target, offline)
+# into a folder put on PYTHONPATH, so the system torch stays the one imported. ROS is not needed and not touched.
 #
 # Steps (each under its own timeout; a global budget keeps the whole run under 8 minutes):
 #   probe       python, torch/CUDA/GPU, transformers, torchao, missing modules
@@ -48,7 +48,8 @@ done
 
 # module -> pip package (pinned from requirements*.txt); torch/transformers/triton are the machine's own.
 MODULES="numpy:numpy scipy:scipy sentencepiece:sentencepiece safetensors:safetensors PIL:pillow numba:numba \
-llvmlite:llvmlite trimesh:trimesh yaml:pyyaml smplx:smplx pytest:pytest tokenizers:tokenizers torchao:torchao"
+llvmlite:llvmlite trimesh:trimesh yaml:pyyaml smplx:smplx pytest:pytest pluggy:pluggy iniconfig:iniconfig \
+tokenizers:tokenizers torchao:torchao"
 
 pin_of() {  # pinned requirement line of a package, or the bare name
   local line
@@ -62,12 +63,17 @@ if [ -n "$FETCH" ]; then
   mkdir -p "$FETCH"
   pins=()
   for p in "${FETCH_PKGS[@]}"; do pins+=("$(pin_of "$p")"); done
-  echo "downloading ${pins[*]} for Python $PYVER (manylinux x86_64) into $FETCH"
-  python3 -m pip download --no-deps --only-binary=:all: --python-version "$PYVER" --implementation cp \
-    --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
-    --platform any -d "$FETCH" "${pins[@]}"
+  status=0
+  for ver in ${PYVER//,/ }; do  # one or more Python versions, comma-separated
+    echo "downloading ${pins[*]} for Python $ver (manylinux x86_64) into $FETCH"
+    for pin in "${pins[@]}"; do
+      python3 -m pip download -q --no-deps --only-binary=:all: --python-version "$ver" --implementation cp \
+        --platform manylinux_2_28_x86_64 --platform manylinux_2_17_x86_64 --platform manylinux2014_x86_64 \
+        --platform any -d "$FETCH" "$pin" 2>/dev/null || { echo "  no wheel of $pin for Python $ver"; status=1; }
+    done
+  done
   du -sh "$FETCH"
-  exit $?
+  exit $status
 fi
 
 # ---------------------------------------------------------------------------------------------- interpreter
@@ -188,14 +194,15 @@ fi
 # ---------------------------------------------------------------------------------------------- offline install
 miss="$(missing_modules | tr '\n' ' ')"
 if [ -n "$miss" ] && [ -n "$WHEELS" ]; then
-  VENV="${TMPDIR:-/tmp}/ivlm_gpu_check_venv"
-  echo "installing the missing packages offline from $WHEELS into $VENV (system torch stays visible)"
-  "$PY" -m venv --system-site-packages "$VENV" && PY="$VENV/bin/python"
+  SITE="${TMPDIR:-/tmp}/ivlm_gpu_check_site"  # a --target folder on PYTHONPATH: no venv/ensurepip needed,
+  mkdir -p "$SITE"                          # the system torch stays the one imported
+  echo "installing the missing packages offline from $WHEELS into $SITE"
   for pair in $miss; do  # one by one: a package without a wheel in DIR must not stop the others
     pin="$(pin_of "${pair#*:}")"
-    "$PY" -m pip install -q --no-index --no-deps --find-links "$WHEELS" "$pin" >/dev/null 2>&1 \
-      && echo "  installed $pin" || echo "  no wheel for $pin in $WHEELS"
+    "$PY" -m pip install -q --no-index --no-deps --target "$SITE" --find-links "$WHEELS" "$pin" >/dev/null 2>&1 \
+      && echo "  installed $pin" || echo "  no wheel for $pin in $WHEELS (or no pip for $PY)"
   done
+  export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   miss="$(missing_modules | tr '\n' ' ')"
 fi
 
