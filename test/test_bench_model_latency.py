@@ -7,6 +7,10 @@ import re
 
 import pytest
 
+TORCHAO_SKIP = (
+    "torchao is optional and not installed: installed, transformers imports it in every process (about 1 "
+    "s, 20 s on a loaded CPU); pip install torchao==0.18.0 to run this test"
+)
 LAST_LINE = (
     r"frame_s=[0-9.]+ interaction_frame_s=[0-9.]+ prefill_ms=[0-9.]+ decode_ms_per_token=[0-9.]+ "
     r"floor_ms_per_token=(nan|[0-9.]+) peak_gb=nan naive_frame_s=[0-9.]+"
@@ -28,7 +32,7 @@ def test_model_latency_tiny_int8_reports_agreement(capsys) -> None:
     from ivlm_core.model.quantization import torchao_available
 
     if not torchao_available():
-        pytest.skip("torchao is not installed (pip install torchao==0.18.0, see requirements-dev.txt)")
+        pytest.skip(TORCHAO_SKIP)
     from ivlm_core.bench.model_latency import main
 
     main(["--tiny", "--answer-tokens", "4", "--repeats", "1", "--naive-repeats", "1", "--quant", "int8"])

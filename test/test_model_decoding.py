@@ -12,6 +12,11 @@ import torch
 from ivlm_core.model.predictor import HumanContactResult, ObjectContactResult
 from ivlm_core.model.prompts import human_contact_question, object_contact_question
 
+TORCHAO_SKIP = (
+    "torchao is optional and not installed: installed, transformers imports it in every process (about 1 "
+    "s, 20 s on a loaded CPU); pip install torchao==0.18.0 to run this test"
+)
+
 
 def _photo(seed: int = 0) -> np.ndarray:
     return (np.random.default_rng(seed).random((40, 52, 3)) * 255).astype(np.uint8)
@@ -183,7 +188,7 @@ def test_int8_weights_agree_with_fp32_on_the_tiny_model(tiny_checkpoints, tiny_b
     from ivlm_core.model.quantization import quantize_llm, torchao_available, weight_bytes
 
     if not torchao_available():
-        pytest.skip("torchao is not installed (pip install torchao==0.18.0, see requirements-dev.txt)")
+        pytest.skip(TORCHAO_SKIP)
     from ivlm_core.model.checkpoint import load_checkpoint
 
     assets, _, _ = tiny_body_assets

@@ -6,7 +6,8 @@ quantisation keeps activations in bf16 and stores the 40 decoder layers' Linear 
 `text_hidden_fcs`, the embeddings and the LM head stay in bf16: they are small, and the LM head's
 32003 rows do not fit the int4 kernel's tiling.
 
-torchao is optional (`pip install torchao==0.18.0`, pinned in requirements-dev.txt); bitsandbytes is not
+torchao is optional and not in the requirements (`pip install torchao==0.18.0`): once installed, transformers
+imports it in every process that loads a model (about 1 s, far more on a loaded CPU); bitsandbytes is not
 used because its 4-bit kernels are slow for single-token decoding. Quantised weights change the
 answer only through rounding: `bench.model_latency --quant` reports their agreement with bf16 on
 random weights, which is not a measure of accuracy.
