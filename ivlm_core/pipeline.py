@@ -223,6 +223,10 @@ class InteractionPipeline:
             )
         device = resolve_device(cfg.device)
         dtype = resolve_dtype(cfg.dtype, device)
+        if cfg.quantization != "none":
+            from ivlm_core.model.quantization import check_quantization
+
+            check_quantization(cfg.quantization, device)  # before minutes of loading
         transfer = cls._load_transfer(cfg)
         assets = cls._human_assets(cfg, model_kwargs.pop("human_view_set", None))
         model = load_checkpoint(cfg.checkpoint_dir, clip_dir=cfg.clip_dir, device=device, dtype=dtype,
@@ -234,6 +238,11 @@ class InteractionPipeline:
                 f"generate=false appends the mask token to the prompt, which is only faithful for the 'simple' "
                 f"question type; this checkpoint asks '{model.question_type}' (set question_template: simple or "
                 "generate: true)")
+        if cfg.quantization != "none":
+            from ivlm_core.model.quantization import quantize_llm
+
+            quantize_llm(model.model.llava.llm, cfg.quantization)
+        model.prepare()  # SAM embeddings, camera encodings, static decoder + CUDA graphs: off the first frame
         body_mesh, body_name = cls._display_body(cfg, assets, transfer)
         library = None
         if cfg.object_library is not None:
@@ -241,6 +250,12 @@ class InteractionPipeline:
 
             library = ObjectLibrary.load(cfg.object_library)
             library.load_all()  # every mesh checked now: a bad file fails the load, naming the file
+            if cfg.task in ("object_contact", "interaction"):
+                from ivlm_core.model.predictor import OBJECT_CACHE_SIZE
+
+                for label in library.labels[:OBJECT_CACHE_SIZE]:  # renders + SAM embeddings off the first frame
+                    mesh = library.get(label)
+                    model.prepare_object(mesh.vertices, mesh.faces)
         placer = None
         if cfg.fit_human:
             from ivlm_core.fitting.body_fit import CameraBodyPlacer
@@ -257,6 +272,9 @@ class InteractionPipeline:
         if cfg.contact_2d_checkpoint_dir is not None:
             model_2d = load_checkpoint(cfg.contact_2d_checkpoint_dir, clip_dir=cfg.clip_dir, device=device,
                                        dtype=dtype)
+            if cfg.quantization != "none":
+                quantize_llm(model_2d.model.llava.llm, cfg.quantization)
+            model_2d.prepare()
         return cls(cfg, model, body_mesh, body_name, library, placer, fit_config, model_2d)
 
     @staticmethod
@@ -344,11 +362,15 @@ class InteractionPipeline:
             t0 = time.perf_counter()
             body_placement = self.external_body_placement(external_body, k, k_problem)
             timings["body_external"] = _ms(t0)
-        if task in ("human_contact", "interaction"):
+        if task == "interaction" and self.cfg.generate:
+            t0 = time.perf_counter()
+            human, obj = self._interaction(image, query)  # one LLM pass for both questions
+            timings["human_contact"] = timings["object_contact"] = _ms(t0)
+        if task in ("human_contact", "interaction") and human is None:
             t0 = time.perf_counter()
             human = self._human_contact(image, query)
             timings["human_contact"] = _ms(t0)
-        if task in ("object_contact", "interaction"):
+        if task in ("object_contact", "interaction") and obj is None:
             t0 = time.perf_counter()
             obj = self._object_contact(image, query)
             timings["object_contact"] = _ms(t0)
@@ -370,9 +392,18 @@ class InteractionPipeline:
         return InteractionResult(query, task, human, obj, self.body_mesh, body_placement, object_placement,
                                  timings, contact_2d)
 
+    def _interaction(self, image: np.ndarray, query: str) -> tuple[HumanContactEstimate, ObjectContactEstimate]:
+        mesh = self._library_mesh(query)
+        human, obj = self.model.predict_interaction(
+            image, query, mesh.vertices, mesh.faces, max_new_tokens=self.cfg.max_new_tokens)
+        return self._human_estimate(human), self._object_estimate(mesh, obj)
+
     def _human_contact(self, image: np.ndarray, query: str) -> HumanContactEstimate:
         result = self.model.predict_human_contact(
             image, query, generate=self.cfg.generate, max_new_tokens=self.cfg.max_new_tokens)
+        return self._human_estimate(result)
+
+    def _human_estimate(self, result: Any) -> HumanContactEstimate:
         renders = self.model.human_assets.renders
         if not result.found:
             return HumanContactEstimate(False, result.language.text, [], renders, None, None,
@@ -391,12 +422,18 @@ class InteractionPipeline:
             return Contact2DEstimate(False, result.language.text, None, result.status, result.message)
         return Contact2DEstimate(True, result.language.text, result.logits.astype(np.float32))
 
-    def _object_contact(self, image: np.ndarray, query: str) -> ObjectContactEstimate:
+    def _library_mesh(self, query: str) -> Any:
         if self.object_library is None:
             raise InvalidInputError("object contact needs object_library (label -> mesh YAML)")
-        mesh = self.object_library.get(query)
+        return self.object_library.get(query)
+
+    def _object_contact(self, image: np.ndarray, query: str) -> ObjectContactEstimate:
+        mesh = self._library_mesh(query)
         result = self.model.predict_object_contact(
             image, query, mesh.vertices, mesh.faces, max_new_tokens=self.cfg.max_new_tokens)
+        return self._object_estimate(mesh, result)
+
+    def _object_estimate(self, mesh: Any, result: Any) -> ObjectContactEstimate:
         if not result.found:
             return ObjectContactEstimate(mesh.label, mesh.path, mesh.vertices, mesh.faces, False, None, "",
                                          result.language.text, None, None, result.status, result.message)

@@ -18,6 +18,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 HUMAN_TEMPLATES = ("auto", "parts", "simple")  # auto = the checkpoint's hC_question_type
 MAX_NEW_TOKENS_LIMIT = 2048
 REFERENCE_MAX_NEW_TOKENS = 512  # the reference demo and evaluation generate up to 512 tokens
+QUANTIZATIONS = ("none", "int8", "int4")  # == ivlm_core.model.quantization.QUANTIZATIONS (torch-free here)
 
 
 @dataclass
@@ -35,6 +36,7 @@ class PipelineConfig:
     reference_data_dir: str | None = None
     device: str = "auto"
     dtype: str = "auto"
+    quantization: str = "none"  # weight-only int8/int4 for the LLM's decoder layers (torchao); bf16 default
     task: str = "human_contact"
     question_template: str = "auto"  # auto: the checkpoint's hC_question_type; parts | simple override it
     max_new_tokens: int = REFERENCE_MAX_NEW_TOKENS  # decoding stops at the mask token; this only caps it
@@ -69,6 +71,7 @@ class PipelineConfig:
         _choice("task", self.task, TASKS)
         _choice("device", self.device, DEVICES)
         _choice("dtype", self.dtype, DTYPES)
+        _choice("quantization", self.quantization, QUANTIZATIONS)
         _choice("question_template", self.question_template, HUMAN_TEMPLATES)
         if not isinstance(self.checkpoint_dir, str):
             raise InvalidInputError(f"checkpoint_dir must be a path string, got {self.checkpoint_dir!r}")

@@ -22,6 +22,7 @@ from ivlm_core.pipeline_config import (
     DTYPES,
     HUMAN_TEMPLATES,
     MAX_NEW_TOKENS_LIMIT,
+    QUANTIZATIONS,
     REFERENCE_MAX_NEW_TOKENS,
     TASKS,
     PipelineConfig,
@@ -181,6 +182,10 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("device", "auto", "torch device: auto, cpu or cuda", _choice(DEVICES), False),
     ParamSpec("dtype", "auto", "model dtype: auto, float32, bfloat16, float16", _choice(DTYPES), False),
+    ParamSpec(
+        "quantization", "none", "LLM weights: none (bf16/fp32), int8 or int4 (torchao, int4 CUDA only)",
+        _choice(QUANTIZATIONS), False,
+    ),
     ParamSpec("task", "human_contact", "human_contact, object_contact or interaction", _choice(TASKS), True),
     ParamSpec(
         "question_template",
@@ -317,6 +322,7 @@ class NodeSettings:
     reference_data_dir: str
     device: str
     dtype: str
+    quantization: str
     task: str
     question_template: str
     max_new_tokens: int
@@ -368,6 +374,7 @@ class NodeSettings:
             "reference_data_dir": opt(self.reference_data_dir),
             "device": self.device,
             "dtype": self.dtype,
+            "quantization": self.quantization,
             "task": self.task,
             "question_template": self.question_template,
             "max_new_tokens": self.max_new_tokens,

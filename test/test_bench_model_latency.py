@@ -1,14 +1,44 @@
-"""The latency benchmark runs end to end on the tiny CPU model and prints its contract line (no timing asserts)."""
+"""The latency benchmark runs end to end on the tiny CPU model and prints its contract line (no timing asserts);
+the run itself asserts that the static-cache decoder agrees with the eager one."""
 
 from __future__ import annotations
 
 import re
 
+import pytest
+
+TORCHAO_SKIP = (
+    "torchao is optional and not installed: installed, transformers imports it in every process (about 1 "
+    "s, 20 s on a loaded CPU); pip install torchao==0.18.0 to run this test"
+)
+LAST_LINE = (
+    r"frame_s=[0-9.]+ interaction_frame_s=[0-9.]+ prefill_ms=[0-9.]+ decode_ms_per_token=[0-9.]+ "
+    r"floor_ms_per_token=(nan|[0-9.]+) peak_gb=nan naive_frame_s=[0-9.]+"
+)
+
 
 def test_model_latency_tiny_smoke(capsys) -> None:
     from ivlm_core.bench.model_latency import main
 
-    main(["--tiny", "--answer-tokens", "6", "--repeats", "1", "--naive-repeats", "1"])
+    main(["--tiny", "--answer-tokens", "6", "--repeats", "1", "--naive-repeats", "1", "--bandwidth-gbs", "50"])
     lines = capsys.readouterr().out.strip().splitlines()
-    assert "tokens=6" in lines[-3] and "tokens=6" in lines[-2]  # 6 answer tokens; decoding stops at [SEG]
-    assert re.fullmatch(r"frame_s=[0-9.]+ naive_frame_s=[0-9.]+ speedup=[0-9.]+ peak_gb=nan", lines[-1])
+    assert "static == eager decoder: ok" in lines
+    # 6 answer tokens on both paths: the static and the naive decoder stop at [SEG]
+    assert "tokens=6 " in lines[-3]
+    assert lines[-3].rstrip().endswith("tokens=6")
+    assert re.fullmatch(LAST_LINE, lines[-1]), lines[-1]
+    assert "floor_ms_per_token=nan" not in lines[-1]  # --bandwidth-gbs gives a floor on CPU too
+
+
+def test_model_latency_tiny_int8_reports_agreement(capsys) -> None:
+    from ivlm_core.model.quantization import torchao_available
+
+    if not torchao_available():
+        pytest.skip(TORCHAO_SKIP)
+    from ivlm_core.bench.model_latency import main
+
+    main(["--tiny", "--answer-tokens", "4", "--repeats", "1", "--naive-repeats", "1", "--quant", "int8"])
+    out = capsys.readouterr().out
+    assert re.search(r"int8 vs float32 on random weights \(agreement, not accuracy\): mask_state_cos=[0-9.]+ .*"
+                     r"prompt_state_rel_err=[0-9.e+-]+ mask_iou=[0-9.]+", out)
+    assert re.fullmatch(LAST_LINE, out.strip().splitlines()[-1])

@@ -1,14 +1,23 @@
-"""Latency of the human-contact task: KV-cached fast path vs the reference-style naive path, one run.
+"""Per-frame latency of InteractVLM against the weight-bandwidth floor of decoding, one run.
 
-    python -m ivlm_core.bench.model_latency            # real 13B-size architecture, random bf16, on a GPU
-    python -m ivlm_core.bench.model_latency --tiny     # tiny model on CPU, seconds
+    python -m ivlm_core.bench.model_latency                  # 13B-size architecture, random bf16, on a GPU
+    python -m ivlm_core.bench.model_latency --quant int4     # same with int4 LLM weights (torchao)
+    python -m ivlm_core.bench.model_latency --tiny           # tiny model on CPU, seconds
 
 Random weights cannot answer, so the LM head is wired (as in the test fixtures) to produce an answer of
-`--answer-tokens` tokens ending in [SEG] (then EOS; decoding stops at [SEG], as the product does): both paths
-then run everything a real frame runs (CLIP, LLM prefill + decode, [SEG] state, camera tokens, SAM decode,
-post-processing, lifting). The 13B model is
-built on the meta device and materialised directly on the GPU: no 13B host allocation.
-Last line: ``frame_s=<float> naive_frame_s=<float> speedup=<float> peak_gb=<float>``.
+`--answer-tokens` tokens ending in [SEG] (then EOS; decoding stops at [SEG], as the product does): every
+path then runs everything a real frame runs (CLIP, LLM prefill + decode, mask-token state, camera tokens,
+SAM decode, post-processing, lifting). The 13B model is built on the meta device and its random weights are
+drawn directly on the GPU: no 13B host allocation.
+
+Figures: `frame_s` one human-contact frame (static decoder, CUDA graphs on a GPU), `interaction_frame_s`
+human + object contact in one pass (batch of 2), `prefill_ms` CLIP + prompt forward, `decode_ms_per_token`
+decode time / answer tokens, `floor_ms_per_token` = bytes of the weights one decode step reads / the
+GPU's memory bandwidth (table below or `--bandwidth-gbs`), `peak_gb` peak allocated memory while serving
+frames (after load; `build_peak_gb` on the detail line includes loading), `naive_frame_s` the reference's
+no-cache decoder. The run asserts that the static decoder agrees with the eager DynamicCache decoder.
+Last line: ``frame_s=<f> interaction_frame_s=<f> prefill_ms=<f> decode_ms_per_token=<f> floor_ms_per_token=<f>
+peak_gb=<f> naive_frame_s=<f>``.
 """
 
 from __future__ import annotations
@@ -163,21 +172,77 @@ def wire_answer(model, num_tokens: int, embed_norm: float, strength: float) -> l
     return answer
 
 
-def synthetic_human_assets(resolution: int):
-    """Renders + lifting maps of an icosphere in the 4 human views (stand-in for the Vitruvian body)."""
-    import trimesh
-
+def synthetic_lifting(views: int, resolution: int, num_vertices: int, seed: int, coverage: float = 0.35):
+    """Random renders and pixel->vertex maps of the real sizes (SAM and lifting cost what they cost on real
+    renders; no rasterizer, so no numba/trimesh needed on a bare GPU machine)."""
     from ivlm_core.geometry.lifting import LiftingMaps
-    from ivlm_core.geometry.shading import render_views
-    from ivlm_core.geometry.views import get_view_set
-    from ivlm_core.model.processing import HumanRenderAssets
 
-    mesh = trimesh.creation.icosphere(subdivisions=4, radius=0.6)
-    views = get_view_set("4MV-Z_Vitru")
-    images, frags = render_views(np.asarray(mesh.vertices), np.asarray(mesh.faces), views, resolution, "normals")
-    return HumanRenderAssets(
-        tuple(v.name for v in views), images, LiftingMaps.from_fragments(frags, len(mesh.vertices))
-    )
+    rng = np.random.default_rng(seed)
+    renders = rng.integers(0, 256, (views, resolution, resolution, 3), dtype=np.uint8)
+    ids = rng.integers(0, num_vertices, (views, resolution, resolution, 3))
+    ids[rng.random((views, resolution, resolution)) > coverage] = -1
+    bary = rng.random((views, resolution, resolution, 3), dtype=np.float32)
+    bary /= bary.sum(axis=-1, keepdims=True)
+    return renders, LiftingMaps.from_arrays(list(ids), list(bary), num_vertices)
+
+
+def synthetic_human_assets(resolution: int):
+    """4 human views on an SMPL-H-sized (6890 vertices) body."""
+    from ivlm_core.geometry.views import get_view_set
+    from ivlm_core.model.processing import SMPLH_NUM_VERTICES, HumanRenderAssets
+
+    renders, maps = synthetic_lifting(4, resolution, SMPLH_NUM_VERTICES, seed=2)
+    return HumanRenderAssets(tuple(v.name for v in get_view_set("4MV-Z_Vitru")), renders, maps)
+
+
+def synthetic_object(model, resolution: int, num_vertices: int = 2000) -> tuple[np.ndarray, np.ndarray]:
+    """A random mesh whose object-view renders and maps are given to the model (no rendering)."""
+    rng = np.random.default_rng(3)
+    vertices = rng.normal(size=(num_vertices, 3))
+    faces = rng.integers(0, num_vertices, (2 * num_vertices, 3))
+    renders, maps = synthetic_lifting(4, resolution, num_vertices, seed=4)
+    model.set_object_renders(vertices, faces, renders, maps)
+    return vertices, faces
+
+
+MEMORY_BANDWIDTH_GBS = (
+    ("H200", 4800.0),
+    ("H100 NVL", 3900.0),
+    ("H100 PCIe", 2000.0),
+    ("H100", 3350.0),  # SXM (HBM3)
+    ("GH200", 4000.0),
+    ("A100-SXM4-80GB", 2039.0),
+    ("A100 80GB PCIe", 1935.0),
+    ("A100", 1555.0),  # 40 GB parts
+    ("L40S", 864.0),
+    ("L40", 864.0),
+    ("A10G", 600.0),
+    ("A10", 600.0),
+    ("L4", 300.0),
+    ("RTX 4090", 1008.0),
+    ("RTX 3090", 936.0),
+    ("V100", 900.0),
+    ("T4", 320.0),
+)
+"""Peak memory bandwidth (GB/s) by device-name substring, most specific first (vendor data sheets)."""
+
+
+def memory_bandwidth_gbs(device: torch.device, override: float | None) -> float:
+    """`override`, else the table entry for this GPU's name; NaN when unknown (CPU, unlisted GPU)."""
+    if override is not None:
+        return float(override)
+    if device.type != "cuda":
+        return float("nan")
+    name = torch.cuda.get_device_name(device)
+    return next((bw for key, bw in MEMORY_BANDWIDTH_GBS if key in name), float("nan"))
+
+
+def decode_weight_bytes(model) -> int:
+    """Bytes one decode step reads: every LLM weight except the embedding table (one row of it is read)."""
+    from ivlm_core.model.quantization import weight_bytes
+
+    llm = model.model.llava.llm
+    return weight_bytes(llm) - weight_bytes(llm.model.embed_tokens)
 
 
 def _sync(device: torch.device) -> None:
@@ -185,14 +250,81 @@ def _sync(device: torch.device) -> None:
         torch.cuda.synchronize(device)
 
 
-def run_frame(model, image: np.ndarray, naive: bool, device: torch.device) -> tuple[float, dict]:
+def run_frame(model, image: np.ndarray, naive: bool, device: torch.device) -> tuple[float, object]:
     _sync(device)
     t0 = time.perf_counter()
     result = model.predict_human_contact(image, "tennis_racket", template="parts", naive=naive)
     _sync(device)
     if not result.found:
         raise RuntimeError("the wired answer did not produce [SEG]; the benchmark is invalid")
-    return time.perf_counter() - t0, result.timings | {"tokens": len(result.language.generated_ids)}
+    return time.perf_counter() - t0, result
+
+
+def run_interaction(model, image: np.ndarray, mesh, device: torch.device) -> float:
+    _sync(device)
+    t0 = time.perf_counter()
+    human, obj = model.predict_interaction(image, "tennis_racket", *mesh, human_template="parts")
+    _sync(device)
+    if not (human.found and obj.found):
+        raise RuntimeError("the wired answer did not produce [SEG] in both rows; the benchmark is invalid")
+    return time.perf_counter() - t0
+
+
+def check_static_equals_eager(model, image: np.ndarray, static, device: torch.device) -> str:
+    """The run's own equivalence check: the eager DynamicCache decoder gives the same answer (up to the
+    mask token) and, in fp32, the same masks. Raises in fp32; in bf16 (GPU) a near-tie may flip a token,
+    so it reports instead of losing the run's figures."""
+    model.decoding = "eager"
+    try:
+        _, eager = run_frame(model, image, naive=False, device=device)
+    finally:
+        model.decoding = "static"
+    n = len(static.language.generated_ids)
+    same = static.language.generated_ids == eager.language.generated_ids[:n]
+    if model.dtype == torch.float32:
+        if not same:
+            raise AssertionError("static and eager decoders disagree on the answer ids")
+        np.testing.assert_allclose(static.view_logits, eager.view_logits, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(static.contacts_smplh, eager.contacts_smplh, atol=1e-5)
+        return "static == eager decoder: ok"
+    if not same:
+        return "static == eager decoder: MISMATCH in the answer ids (bf16)"
+    diff = float(np.abs(static.view_logits - eager.view_logits).max())
+    return f"static == eager decoder: ok (same ids; bf16 max mask-logit difference {diff:.3g})"
+
+
+def mask_state(model, image: np.ndarray) -> tuple[torch.Tensor, torch.Tensor]:
+    """The mask-token state (1, H) and the prompt's final states (L-1, H) of the bench question, fp32 on CPU.
+
+    The wired answer's states are dominated by the long wired embeddings, so they agree almost trivially;
+    the prompt positions (image + question, nothing wired but the last token) show the quantisation error.
+    """
+    question = HCONTACT_PARTS_QUESTIONS[0].format(class_name="tennis_racket")
+    _, out = model.run_language(image, question)
+    if out.seg_hidden is None:
+        raise RuntimeError("the wired answer did not produce [SEG]; the benchmark is invalid")
+    llava = model.model.llava
+    with torch.inference_mode():
+        pixels = model.processor.preprocess_image(image)
+        prompt = llava.final_hidden(llava.embed(out.prompt_ids, llava.image_features(pixels)))[0, :-1]
+    return out.seg_hidden.float().cpu(), prompt.float().cpu()
+
+
+def agreement(reference, result, ref_states, states) -> str:
+    """How close a quantised run's outputs are to the unquantised run's (random weights: not accuracy)."""
+    cos = float(torch.nn.functional.cosine_similarity(ref_states[0], states[0]).item())
+    prompt_cos = torch.nn.functional.cosine_similarity(ref_states[1], states[1], dim=-1)
+    rel = float((states[1] - ref_states[1]).norm() / ref_states[1].norm())
+    ref_mask, mask = reference.view_logits > 0, result.view_logits > 0
+    union = np.logical_or(ref_mask, mask).sum()
+    iou = float(np.logical_and(ref_mask, mask).sum() / union) if union else 1.0
+    ref_c, c = reference.contacts_smplh > 0.5, result.contacts_smplh > 0.5
+    same_ids = reference.language.generated_ids == result.language.generated_ids
+    return (
+        f"mask_state_cos={cos:.6f} prompt_state_cos_mean={float(prompt_cos.mean()):.5f} "
+        f"prompt_state_cos_min={float(prompt_cos.min()):.5f} prompt_state_rel_err={rel:.3e} mask_iou={iou:.4f} "
+        f"contact_agree={float((ref_c == c).mean()):.4f} same_answer={same_ids}"
+    )
 
 
 def main(argv: list[str] | None = None) -> None:
@@ -200,9 +332,13 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU (seconds), for CI")
     parser.add_argument("--answer-tokens", type=int, default=30, help="answer tokens incl. the final [SEG]")
     parser.add_argument("--repeats", type=int, default=5, help="timed fast-path frames")
-    parser.add_argument("--naive-repeats", type=int, default=1, help="timed naive-path frames")
+    parser.add_argument("--naive-repeats", type=int, default=1, help="timed naive-path frames (0: skip, nan)")
     parser.add_argument("--device", default=None, help="default: cpu with --tiny, else cuda")
+    parser.add_argument("--quant", choices=("none", "int8", "int4"), default="none", help="LLM weights (torchao)")
+    parser.add_argument("--bandwidth-gbs", type=float, default=None, help="memory bandwidth for the floor")
     args = parser.parse_args(argv)
+    if args.repeats < 1:
+        raise SystemExit("--repeats must be >= 1")
 
     device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -212,35 +348,74 @@ def main(argv: list[str] | None = None) -> None:
     t0 = time.perf_counter()
     model = build_random_model(args.tiny, device, dtype)
     resolution = 64 if args.tiny else 1024
+    model.object_render_size = resolution
     model.set_human_assets(synthetic_human_assets(resolution))
     wire_answer(model, args.answer_tokens, embed_norm=30.0 if args.tiny else 1e5, strength=40.0 if args.tiny else 4.0)
-    print(
-        f"device={device} dtype={dtype} tiny={args.tiny} build_s={time.perf_counter() - t0:.1f} "
-        f"params={sum(p.numel() for p in model.model.parameters()) / 1e9:.3f}B"
-    )
     image = (np.random.default_rng(1).random((480, 640, 3)) * 255).astype(np.uint8)
+    mesh = synthetic_object(model, resolution)
+    reference = ref_state = None
+    if args.quant != "none":
+        from ivlm_core.model.quantization import quantize_llm
 
-    run_frame(model, image, naive=False, device=device)  # warm-up (kernels, SAM embedding cache)
+        model.prepare(warm_up=False)
+        _, reference = run_frame(model, image, naive=False, device=device)  # unquantised, for the agreement
+        ref_state = mask_state(model, image)
+        model.model.llava.decoder = None
+        quantize_llm(model.model.llava.llm, args.quant)
+    build_s = time.perf_counter() - t0
+    model.prepare()  # what the pipeline does at load: SAM/camera constants, decoder + CUDA graphs
+    prepare_s = time.perf_counter() - t0 - build_s
+    print(
+        f"device={device} name={torch.cuda.get_device_name(device) if device.type == 'cuda' else 'cpu'} "
+        f"dtype={dtype} quant={args.quant} tiny={args.tiny} build_s={build_s:.1f} prepare_s={prepare_s:.1f} "
+        f"params={sum(p.numel() for p in model.model.parameters()) / 1e9:.3f}B "
+        f"graphs={model.model.llava.decoder.captured_batches} torch={torch.__version__}"
+    )
+
+    run_frame(model, image, naive=False, device=device)  # first frame (nothing left to warm, but be fair)
+    run_interaction(model, image, mesh, device)
+    build_peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
     if device.type == "cuda":
         torch.cuda.reset_peak_memory_stats(device)
     fast = [run_frame(model, image, naive=False, device=device) for _ in range(args.repeats)]
+    inter = [run_interaction(model, image, mesh, device) for _ in range(args.repeats)]
     naive = [run_frame(model, image, naive=True, device=device) for _ in range(args.naive_repeats)]
     peak_gb = torch.cuda.max_memory_allocated(device) / 1e9 if device.type == "cuda" else float("nan")
+    print(check_static_equals_eager(model, image, fast[0][1], device))
+    if reference is not None:
+        base = str(dtype).replace("torch.", "")
+        agree = agreement(reference, fast[0][1], ref_state, mask_state(model, image))
+        print(f"{args.quant} vs {base} on random weights (agreement, not accuracy): {agree}")
 
-    def report(label: str, runs: list[tuple[float, dict]]) -> float:
-        frame = statistics.median(r[0] for r in runs)
-        timing = runs[len(runs) // 2][1]
-        tokens = int(timing["tokens"])
-        per_token = timing["decode_s"] / max(tokens - 1, 1)
-        print(
-            f"{label}: tokens={tokens} ttft_s={timing['prefill_s']:.4f} decode_per_token_s={per_token:.4f} "
-            f"sam_s={timing['sam_s']:.4f} lift_s={timing['lift_s']:.4f} frame_s={frame:.4f}"
-        )
-        return frame
+    def stats(values: list[float]) -> str:
+        return f"mean={statistics.fmean(values):.4f} worst={max(values):.4f}"
 
-    frame_s = report("fast (kv cache)", fast)
-    naive_s = report("naive (no cache)", naive)
-    print(f"frame_s={frame_s:.4f} naive_frame_s={naive_s:.4f} speedup={naive_s / frame_s:.2f} peak_gb={peak_gb:.2f}")
+    timing = fast[len(fast) // 2][1].timings
+    tokens = len(fast[0][1].language.generated_ids)
+    decode_ms = 1e3 * statistics.median(r[1].timings["decode_s"] for r in fast) / tokens
+    prefill_ms = 1e3 * statistics.median(r[1].timings["prefill_s"] for r in fast)
+    weights = decode_weight_bytes(model)
+    bandwidth = memory_bandwidth_gbs(device, args.bandwidth_gbs)
+    floor_ms = 1e3 * weights / (bandwidth * 1e9) if bandwidth == bandwidth else float("nan")
+    frame_s = statistics.median(r[0] for r in fast)
+    inter_s = statistics.median(inter)
+    naive_s = statistics.median(r[0] for r in naive) if naive else float("nan")
+    naive_note = "skipped"
+    if naive:
+        naive_note = f"{stats([r[0] for r in naive])} tokens={len(naive[0][1].language.generated_ids)}"
+    print(
+        f"fast frame: {stats([r[0] for r in fast])} tokens={tokens} sam_s={timing['sam_s']:.4f} "
+        f"lift_s={timing['lift_s']:.4f}; interaction: {stats(inter)}; naive: {naive_note}"
+    )
+    print(
+        f"decode weights={weights / 1e9:.2f}GB bandwidth_gbs={bandwidth:.0f} "
+        f"decode/floor={decode_ms / floor_ms:.2f} build_peak_gb={build_peak_gb:.2f}"
+    )
+    print(
+        f"frame_s={frame_s:.4f} interaction_frame_s={inter_s:.4f} prefill_ms={prefill_ms:.2f} "
+        f"decode_ms_per_token={decode_ms:.3f} floor_ms_per_token={floor_ms:.3f} peak_gb={peak_gb:.2f} "
+        f"naive_frame_s={naive_s:.4f}"
+    )
 
 
 if __name__ == "__main__":

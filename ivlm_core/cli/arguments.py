@@ -42,6 +42,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
                              "it the body is rendered from --body-model-dir")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="'auto' = CUDA when available")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="'auto' = bfloat16 on CUDA, float32 on CPU")
+    parser.add_argument("--quantization", choices=("none", "int8", "int4"), default="none",
+                        help="weight-only int8/int4 LLM weights through torchao (int4 needs CUDA)")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                         help="longest generated answer (the reference's 512; decoding stops at the mask token and "
                              "an answer cut before it is reported as truncated)")

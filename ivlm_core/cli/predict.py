@@ -108,6 +108,10 @@ class ContactPredictor:
                                      contact_transfer=transfer, object_render_dist=args.object_dist,
                                      object_cam_distance=args.object_cam_distance,
                                      question_type=args.template if self.task == "human" else None)
+        if args.quantization != "none":
+            from ivlm_core.model.quantization import quantize_llm
+
+            quantize_llm(self.model.model.llava.llm, args.quantization)
         self.smplx = None
         if self.task == "human":
             # the shipped reference renders when found (what the model was trained on), else ivlm's own render

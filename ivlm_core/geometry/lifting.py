@@ -20,13 +20,16 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import numpy as np
 import torch
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
-from ivlm_core.geometry.raster import Fragments
 from ivlm_core.geometry.views import get_view_set
+
+if TYPE_CHECKING:  # the rasterizer needs numba; lifting precomputed maps does not
+    from ivlm_core.geometry.raster import Fragments
 
 LOGIT_CLAMP = 20.0
 SMPLH_NUM_VERTICES = 6890

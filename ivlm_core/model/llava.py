@@ -2,7 +2,8 @@
 
 Written on `transformers`' own LlamaForCausalLM and CLIPVisionModel, whose parameter names already equal the
 released checkpoint's (`model.layers.*`, `lm_head.*`), so only the projector and the fcs need their own
-modules. Two greedy decoders live here: the fast KV-cached one, and a naive one that re-runs CLIP and the
+modules. Three greedy decoders live here: the static-cache one (`decoding.StaticDecoder`, CUDA-graph steps
+on a GPU, the default), the eager `DynamicCache` one, and a naive one that re-runs CLIP and the
 whole sequence at every step exactly like the reference `generate(use_cache=False)`; the naive one exists to
 prove the fast one equivalent and to benchmark against.
 """
@@ -17,7 +18,13 @@ from torch import nn
 from transformers import CLIPVisionModel, DynamicCache, LlamaConfig, LlamaForCausalLM
 
 from ivlm_core.errors import InvalidInputError
+from ivlm_core.model.decoding import StaticDecoder
 from ivlm_core.model.prompts import IMAGE_TOKEN_INDEX
+
+DECODER_TEXT_TOKENS = 192
+"""Text tokens (system prompt + question + object name) the static cache leaves room for next to the image."""
+DECODER_MAX_NEW_TOKENS = 512
+"""Answer tokens the static cache leaves room for (the reference's and the pipeline's upper limit)."""
 
 
 def llama_config_from_checkpoint(cfg: dict) -> LlamaConfig:
@@ -73,6 +80,7 @@ class GenerationOutput:
     seg_hidden: torch.Tensor | None
     prefill_s: float = 0.0
     decode_s: float = 0.0
+    stop_reason: str = ""  # "mask" | "eos" | "length" (static decoder); "" where not tracked
 
 
 def select_seg_state(
@@ -123,6 +131,7 @@ class LlavaModel(nn.Module):
         self.select_feature = select_feature
         for p in self.vision_tower.parameters():
             p.requires_grad_(False)
+        self.decoder: StaticDecoder | None = None
 
     @property
     def hidden_size(self) -> int:
@@ -233,6 +242,75 @@ class LlavaModel(nn.Module):
             prefill_s=prefill_s,
             decode_s=total - prefill_s,
         )
+
+    def ensure_decoder(
+        self, seg_token_ids: Sequence[int], eos_token_id: int, prompt_len: int, max_new_tokens: int
+    ) -> StaticDecoder:
+        """The static-cache decoder, (re)built when the prompt or answer does not fit the cache it has.
+
+        Sized for the image tokens + `DECODER_TEXT_TOKENS` + `DECODER_MAX_NEW_TOKENS` by default, so a
+        rebuild (and, on CUDA, a re-capture) only happens for an unusually long object name.
+        """
+        dec = self.decoder
+        seg = tuple(sorted({int(t) for t in seg_token_ids}))
+        if (
+            dec is not None
+            and dec.max_prompt_len >= prompt_len
+            and dec.max_new_tokens >= max_new_tokens
+            and dec.seg_token_ids == seg
+            and dec.eos_token_id == int(eos_token_id)
+        ):
+            return dec
+        captured = dec.captured_batches if dec is not None else ()
+        self.decoder = None  # free the old cache first
+        patches = self.vision_tower.config.image_size // self.vision_tower.config.patch_size
+        room = max(int(prompt_len), patches * patches + DECODER_TEXT_TOKENS)
+        room = -(-room // 64) * 64
+        new = max(int(max_new_tokens), DECODER_MAX_NEW_TOKENS)
+        self.decoder = StaticDecoder(self.llm, seg, int(eos_token_id), room + new, new)
+        if captured:
+            import logging
+
+            logging.getLogger(__name__).warning(
+                "static KV cache grown to %d prompt tokens; re-capturing the CUDA graphs on this frame", room
+            )
+            self.decoder.capture(captured)
+        return self.decoder
+
+    @torch.inference_mode()
+    def generate_static(
+        self,
+        prompts: Sequence[Sequence[int]],
+        pixel_values: torch.Tensor,
+        seg_token_ids: Sequence[int],
+        eos_token_id: int,
+        max_new_tokens: int,
+        stop_at_mask: bool = True,
+    ) -> list[GenerationOutput]:
+        """Greedy answers to 1 or 2 questions about ONE image (CLIP runs once), decoded as one batch with
+        the static cache (CUDA-graph steps when captured). Stops each row at its first mask token when
+        `stop_at_mask` (its state is all the mask decoder needs), else at EOS or `max_new_tokens`."""
+        import time
+
+        t0 = time.perf_counter()
+        feats = self.image_features(pixel_values)
+        embeds = [self.embed(ids, feats)[0] for ids in prompts]
+        decoder = self.ensure_decoder(seg_token_ids, eos_token_id, max(e.shape[0] for e in embeds), max_new_tokens)
+        clip_s = time.perf_counter() - t0
+        res = decoder.generate(embeds, max_new_tokens, stop_at_mask=stop_at_mask)
+        return [
+            GenerationOutput(
+                [int(i) for i in ids],
+                res.generated[b],
+                res.seg_index[b],
+                res.seg_token[b],
+                res.seg_hidden[b],
+                prefill_s=clip_s + res.prefill_s,
+                decode_s=res.decode_s,
+                stop_reason=res.stop_reason[b],
+            )
+            for b, ids in enumerate(prompts)
+        ]
 
     @torch.inference_mode()
     def generate_naive(

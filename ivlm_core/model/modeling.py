@@ -59,10 +59,11 @@ class InteractVLMModel(nn.Module):
         naive: bool = False,
         max_new_tokens: int = 512,
         answer_ids: Sequence[int] | None = None,
+        decoding: str = "static",
         stop_at_mask: bool = True,
     ) -> GenerationOutput:
-        """The LLM on prompt + image: greedy generation (KV-cached or naive; ending at the first mask token when
-        `stop_at_mask`), a given answer (teacher forcing, the reference `forward` mode) or, with
+        """The LLM on prompt + image: greedy generation (static-cache, eager KV-cached or naive; ending at the first
+        mask token when `stop_at_mask`), a given answer (teacher forcing, the reference `forward` mode) or, with
         `generate=False`, `forced_token` appended to the prompt."""
         seg_ids = self.config.seg_token_ids
         if answer_ids is not None:
@@ -73,8 +74,24 @@ class InteractVLMModel(nn.Module):
             return self.llava.generate_naive(
                 prompt_ids, pixel_values, seg_ids, eos_token_id, max_new_tokens, stop_at_seg=stop_at_mask
             )
-        return self.llava.generate_cached(
-            prompt_ids, pixel_values, seg_ids, eos_token_id, max_new_tokens, stop_at_seg=stop_at_mask
+        if decoding == "eager":
+            return self.llava.generate_cached(
+                prompt_ids, pixel_values, seg_ids, eos_token_id, max_new_tokens, stop_at_seg=stop_at_mask
+            )
+        return self.language_batch([prompt_ids], pixel_values, eos_token_id, max_new_tokens, stop_at_mask)[0]
+
+    @torch.inference_mode()
+    def language_batch(
+        self,
+        prompts: Sequence[Sequence[int]],
+        pixel_values: torch.Tensor,
+        eos_token_id: int,
+        max_new_tokens: int = 512,
+        stop_at_mask: bool = True,
+    ) -> list[GenerationOutput]:
+        """1-2 prompts about one image in one static-cache pass: CLIP once, right-padded rows, per-row stops."""
+        return self.llava.generate_static(
+            prompts, pixel_values, self.config.seg_token_ids, eos_token_id, max_new_tokens, stop_at_mask
         )
 
     # ---------------------------------------------------------------------------------------- SAM side

@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
-from ivlm_core.geometry.lifting import lift_human_legacy, lift_human_soft, lift_object_mesh
+from ivlm_core.geometry.lifting import LiftingMaps, lift_human_legacy, lift_human_soft, lift_object_mesh
 from ivlm_core.geometry.views import OBJECT_MESH_RENDER_DIST, cam_params_tensor, get_view_set
 from ivlm_core.model.llava import GenerationOutput
 from ivlm_core.model.modeling import InteractVLMModel
@@ -40,7 +40,7 @@ from ivlm_core.model.processing import (
 )
 from ivlm_core.model.prompts import human_2d_contact_question, human_contact_question, object_contact_question
 
-OBJECT_CACHE_SIZE = 4
+OBJECT_CACHE_SIZE = 8
 """Meshes whose renders and SAM embeddings the fast path keeps."""
 
 HumanLifting = Literal["soft", "legacy"]
@@ -163,6 +163,8 @@ class InteractVLMPredictor:
         self._human_sizes: list[tuple[int, int]] = []
         self._cam_cache: dict[tuple, torch.Tensor] = {}
         self._object_cache: OrderedDict[tuple, tuple] = OrderedDict()
+        self.decoding: Literal["static", "eager"] = "static"
+        """Fast-path decoder: the static-cache one (CUDA graphs once `warm_up` ran) or the eager DynamicCache."""
         if human_assets is not None:
             self.set_human_assets(human_assets)
 
@@ -200,19 +202,48 @@ class InteractVLMPredictor:
         self._human_assets = assets
         self._human_embeddings = None
 
-    def prepare(self) -> None:
-        """Precompute what the fast path reuses (call once at start-up to keep it off the first frame):
-        the SAM embeddings of the human renders and the camera encodings of the human and object views."""
+    def prepare(self, warm_up: bool = True) -> None:
+        """Precompute what the fast path reuses (the pipeline calls this at load, so none of it lands on the
+        first frame): the SAM embeddings of the human renders and their valid lifting pixels on the device,
+        the camera encodings of the human and object views, and (`warm_up`) the static decoder with its
+        CUDA graphs captured for 1 and 2 rows."""
         if self._human_assets is not None:
             self.human_image_embeddings()
+            self._human_assets.maps.valid_pixels(self.device)
         cam_encoder = self.model.cam_encoder
         for params in (cam_params_tensor(get_view_set(self.human_view_set)), self.object_camera_params()):
             if cam_encoder is not None and cam_encoder.num_views == len(params):
                 self.camera_encodings(params)
+        if warm_up:
+            self.warm_up()
 
     def object_camera_params(self) -> np.ndarray:
         """(V, 5) normalised cameras the encoder sees for the object views (`encoder_cameras`)."""
         return self.encoder_cameras.params(self.object_view_set)
+
+    @torch.inference_mode()
+    def warm_up(self) -> None:
+        """Build the static decoder for the longest task prompt, capture its CUDA graphs (batch 1 and 2) and
+        run one 2-row answer through it so every kernel and workspace exists before the first frame."""
+        if self.decoding != "static":
+            return
+        llava = self.model.llava
+        name = "x" * 64  # a long object name: the cache then fits any usual one without a rebuild
+        questions = [human_contact_question(name, "parts"), object_contact_question(name, "afford")]
+        prompt_len = max(len(self.processor.prompt_ids(q)) for q in questions)
+        patches = llava.vision_tower.config.image_size // llava.vision_tower.config.patch_size
+        decoder = llava.ensure_decoder(self.config.seg_token_ids, self.token_ids.eos, prompt_len + patches**2, 512)
+        decoder.capture((1, 2))
+        size = int(llava.vision_tower.config.image_size)
+        photo = np.zeros((size, size, 3), np.uint8)
+        self.run_language_batch(photo, questions[:1], max_new_tokens=2)
+        self.run_language_batch(photo, questions, max_new_tokens=2)
+
+    @torch.inference_mode()
+    def prepare_object(self, vertices: np.ndarray, faces: np.ndarray, render_size: int | None = None) -> None:
+        """Render a library mesh and cache its SAM embeddings and on-device lifting pixels now, not on the
+        first frame that asks about it (meshes not prepared are cached the first time they are seen)."""
+        self._object_inputs(vertices, faces, render_size, naive=False)
 
     # ---------------------------------------------------------------------------------------- language
     @torch.inference_mode()
@@ -246,10 +277,23 @@ class InteractVLMPredictor:
             naive=naive,
             max_new_tokens=max_new_tokens,
             answer_ids=answer_ids,
+            decoding=self.decoding,
             stop_at_mask=stop_at_mask,
         )
         generated = generate and answer_ids is None
         return self.processor.decode_answer(prompt, out, max_new_tokens if generated else None), out
+
+    @torch.inference_mode()
+    def run_language_batch(
+        self, image: np.ndarray, questions: Sequence[str], max_new_tokens: int = 512, stop_at_mask: bool = True
+    ) -> list[tuple[LanguageResult, GenerationOutput]]:
+        """1-2 questions about one photo in one pass: CLIP once, the prompts decoded as one static-cache
+        batch (right-padded, per-row stops, mask-token states and answer statuses)."""
+        pixel_values = self.processor.preprocess_image(image)
+        prompts = [self.processor.build_prompt(q) for q in questions]
+        ids = [self.processor.prompt_tokenizer.encode_with_image(p) for p in prompts]
+        outs = self.model.language_batch(ids, pixel_values, self.token_ids.eos, max_new_tokens, stop_at_mask)
+        return [(self.processor.decode_answer(p, o, max_new_tokens), o) for p, o in zip(prompts, outs)]
 
     # ---------------------------------------------------------------------------------------- SAM side
     @torch.inference_mode()
@@ -290,6 +334,14 @@ class InteractVLMPredictor:
                 "HumanRenderAssets.render_vitruvian(<SMPL-H model dir>) and call set_human_assets().",
             )
         return self._human_assets
+
+    def _human_template(self, template: str | None) -> str:
+        """'parts' or 'simple'; default the predictor's `question_type` (the checkpoint's unless overridden)."""
+        return human_question_type(self.config, template) if template else self.question_type
+
+    def _object_template(self, template: str | None) -> str:
+        """'afford' (affordance model) or 'contact' (PICO-trained; joint model); default from the checkpoint."""
+        return object_question_type(self.config, template)
 
     def _ask(
         self,
@@ -359,13 +411,13 @@ class InteractVLMPredictor:
         the SAM prompt and the low-resolution masks on the result.
         """
         t0 = time.perf_counter()
-        template = human_question_type(self.config, template) if template else self.question_type
+        template = self._human_template(template)
         if not generate and template != "simple":
             raise InvalidInputError(
                 "generate=False appends the mask token right after the question, which "
                 "matches training only for the 'simple' template."
             )
-        assets = self._require_human_assets()
+        self._require_human_assets()  # fail before the LLM runs
         asked = self._ask(
             image,
             human_contact_question(object_name, template),
@@ -382,6 +434,20 @@ class InteractVLMPredictor:
         if isinstance(asked, NoContactFound):
             return asked
         lang, out, timings = asked
+        return self._human_masks(object_name, lang, out, timings, t0, naive, return_internals)
+
+    def _human_masks(
+        self,
+        object_name: str,
+        lang: LanguageResult,
+        out: GenerationOutput,
+        timings: dict[str, float],
+        t0: float,
+        naive: bool,
+        return_internals: bool = False,
+    ) -> HumanContactResult:
+        """SAM on the body renders with the answer's mask-token state, lifted to the body's vertices."""
+        assets = self._require_human_assets()
         t1 = time.perf_counter()
         views = get_view_set(self.human_view_set)
         embeddings, sizes = self.human_image_embeddings(cache=not naive)
@@ -418,31 +484,61 @@ class InteractVLMPredictor:
             vertices, faces, self.object_view_set, self.object_render_dist, image_size or self.object_render_size
         )
 
-    def _object_inputs(self, vertices: np.ndarray, faces: np.ndarray, render_size: int | None, naive: bool):
-        """Renders + maps and SAM embeddings of a mesh; the fast path keeps the last few meshes (a robot sees
-        the same objects frame after frame), the naive path recomputes them."""
-        size = int(render_size or self.object_render_size)
+    def _object_key(self, vertices: np.ndarray, faces: np.ndarray, render_size: int | None) -> tuple:
         verts = np.ascontiguousarray(vertices, dtype=np.float64)
         tris = np.ascontiguousarray(faces, dtype=np.int64)
-        key = (
+        return (
             hashlib.sha1(verts.tobytes() + tris.tobytes()).hexdigest(),
             verts.shape,
             tris.shape,
-            size,
+            int(render_size or self.object_render_size),
             self.object_render_dist,
             self.object_view_set,
         )
+
+    def _cache_object(self, key: tuple, entry: tuple) -> None:
+        entry[0].maps.valid_pixels(self.device)  # filled once per mesh, on the device the logits will be on
+        self._object_cache[key] = entry
+        while len(self._object_cache) > OBJECT_CACHE_SIZE:
+            self._object_cache.popitem(last=False)
+
+    def _object_inputs(self, vertices: np.ndarray, faces: np.ndarray, render_size: int | None, naive: bool):
+        """Renders, lifting maps and SAM embeddings of a mesh; the fast path keeps the last few meshes
+        (a robot sees the same objects frame after frame), the naive path recomputes them."""
+        key = self._object_key(vertices, faces, render_size)
         if not naive and key in self._object_cache:
             self._object_cache.move_to_end(key)
             return self._object_cache[key]
-        assets = self.render_object(verts, tris, size)
+        assets = self.render_object(vertices, faces, key[3])
         embeddings, sizes = self.encode_sam_images(assets.renders)
         entry = (assets, embeddings, sizes)
         if not naive:
-            self._object_cache[key] = entry
-            while len(self._object_cache) > OBJECT_CACHE_SIZE:
-                self._object_cache.popitem(last=False)
+            self._cache_object(key, entry)
         return entry
+
+    @torch.inference_mode()
+    def set_object_renders(
+        self,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        renders: np.ndarray,
+        maps: LiftingMaps,
+        render_size: int | None = None,
+    ) -> None:
+        """Use given renders (V,H,W,3) uint8 in the object views and their lifting maps for this mesh instead
+        of rendering it (pre-rendered object data, or a machine without the rasterizer's numba)."""
+        names = tuple(v.name for v in get_view_set(self.object_view_set, dist=self.object_render_dist))
+        renders = np.asarray(renders)
+        if renders.ndim != 4 or renders.dtype != np.uint8 or renders.shape[0] != len(names):
+            raise InvalidInputError(f"renders must be ({len(names)},H,W,3) uint8, got {renders.dtype} {renders.shape}")
+        if maps.num_views != len(names) or maps.num_vertices != len(vertices):
+            raise InvalidInputError(
+                f"lifting maps for {maps.num_views} views / {maps.num_vertices} vertices do not fit "
+                f"{len(names)} views and a mesh of {len(vertices)} vertices"
+            )
+        assets = ObjectRenderAssets.from_arrays(names, renders, maps, "given renders")
+        embeddings, sizes = self.encode_sam_images(assets.renders)
+        self._cache_object(self._object_key(vertices, faces, render_size), (assets, embeddings, sizes))
 
     @torch.inference_mode()
     def predict_object_contact(
@@ -480,7 +576,7 @@ class InteractVLMPredictor:
                 f"{len(object_assets.view_names)} object renders given; the view set {self.object_view_set} has "
                 f"{len(get_view_set(self.object_view_set))} views."
             )
-        template = object_question_type(self.config, template)
+        template = self._object_template(template)
         if not generate and template != "contact":
             raise InvalidInputError("generate=False is only meaningful for the 'contact' object template.")
         asked = self._ask(
@@ -499,6 +595,25 @@ class InteractVLMPredictor:
         if isinstance(asked, NoContactFound):
             return asked
         lang, out, timings = asked
+        return self._object_masks(
+            object_name, lang, out, timings, t0, vertices, faces, render_size, naive, object_assets, return_internals
+        )
+
+    def _object_masks(
+        self,
+        object_name: str,
+        lang: LanguageResult,
+        out: GenerationOutput,
+        timings: dict[str, float],
+        t0: float,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        render_size: int | None,
+        naive: bool,
+        object_assets: ObjectRenderAssets | None = None,
+        return_internals: bool = False,
+    ) -> ObjectContactResult:
+        """SAM on the mesh's renders (cached per mesh) with the mask-token state, lifted to its vertices."""
         t1 = time.perf_counter()
         if object_assets is None:
             assets, embeddings, sizes = self._object_inputs(vertices, faces, render_size, naive)
@@ -511,7 +626,7 @@ class InteractVLMPredictor:
             out, embeddings, sizes, enc, len(assets.view_names), assets.maps.resolution, return_internals
         )
         t3 = time.perf_counter()
-        contacts = lift_object_mesh(logits[None].float(), assets.maps.to(logits.device))[0]
+        contacts = lift_object_mesh(logits[None].float(), assets.maps)[0]  # valid pixels cached on the device per mesh
         timings.update(
             {
                 "render_s": t2 - t1,
@@ -531,6 +646,47 @@ class InteractVLMPredictor:
             timings,
             internals=internals,
         )
+
+    @torch.inference_mode()
+    def predict_interaction(
+        self,
+        image: np.ndarray,
+        object_name: str,
+        vertices: np.ndarray,
+        faces: np.ndarray,
+        human_template: str | None = None,
+        object_template: str | None = None,
+        max_new_tokens: int = 512,
+        render_size: int | None = None,
+    ) -> tuple[HumanContactResult | NoContactFound, ObjectContactResult | NoContactFound]:
+        """Human and object contact for one photo in one pass: CLIP once, both questions decoded as one
+        batch of 2 with the static decoder (the eager decoder asks them one after the other)."""
+        if self.decoding != "static":
+            return (
+                self.predict_human_contact(image, object_name, human_template, max_new_tokens=max_new_tokens),
+                self.predict_object_contact(
+                    image, object_name, vertices, faces, object_template, max_new_tokens=max_new_tokens,
+                    render_size=render_size,
+                ),
+            )
+        t0 = time.perf_counter()
+        questions = [
+            human_contact_question(object_name, self._human_template(human_template)),
+            object_contact_question(object_name, self._object_template(object_template)),
+        ]
+        answers = self.run_language_batch(image, questions, max_new_tokens)
+        results: list = []
+        for (lang, out), task in zip(answers, ("human_contact", "object_contact")):
+            timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
+            if out.seg_hidden is None:
+                results.append(NoContactFound(task, object_name, lang, timings | {"total_s": time.perf_counter() - t0}))
+            elif task == "human_contact":
+                results.append(self._human_masks(object_name, lang, out, timings, t0, naive=False))
+            else:
+                results.append(
+                    self._object_masks(object_name, lang, out, timings, t0, vertices, faces, render_size, False)
+                )
+        return results[0], results[1]
 
     @torch.inference_mode()
     def predict_human_contact_2d(

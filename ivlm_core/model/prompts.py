@@ -251,12 +251,11 @@ class ParsedAnswer:
 
 
 def _template_regex(template: str, field: str) -> re.Pattern[str]:
-    escaped = re.escape(template)
+    """The answer template as a regex; its final '.' is optional (decoding stops at the mask token)."""
+    escaped = re.escape(template.removesuffix("."))
     escaped = escaped.replace(re.escape("{" + field + "}"), f"(?P<{field}>.+?)")
     escaped = escaped.replace(re.escape("{TOKEN}"), r"\s*(?:\[SEG\]|\[HSEG\]|\[OSEG\])\s*")
-    if escaped.endswith(r"\."):  # decoding may stop at the mask token, before the final full stop
-        escaped = escaped[:-2] + r"\.?"
-    return re.compile(escaped.replace(r"\ ", r"\s+"), re.IGNORECASE | re.DOTALL)
+    return re.compile(escaped.replace(r"\ ", r"\s+") + r"\.?", re.IGNORECASE | re.DOTALL)
 
 
 _PARTS_PATTERNS = tuple(_template_regex(t, "body_parts") for t in HCONTACT_PARTS_ANSWERS)

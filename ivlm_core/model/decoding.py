@@ -1,0 +1,367 @@
+"""Greedy decoding of the LLaVA LLM at the weight-bandwidth floor: static KV cache, device-side stops,
+and the single-token step captured once in a CUDA graph.
+
+One decode step of a 13B model reads every weight once (~26 GB in bf16); anything else per token - Python,
+kernel launches, a host sync to test for EOS - is overhead on top of that floor. So:
+
+- the KV cache is allocated once (`StaticKVCache`), sized for the longest prompt + answer, for up to
+  `max_batch` rows; prompts of different lengths sit right-padded in the same columns and a per-row
+  validity mask hides the padding, while each row keeps its own rotary positions (so a row of a batch
+  decodes exactly like the same prompt alone);
+- the stop conditions (EOS, first mask token, length) are evaluated on the device; the host reads the
+  `done` flags back every `read_every` tokens only;
+- decoding stops at a row's first mask token ([SEG]/[HSEG]/[OSEG]) when asked: the state that emitted it is
+  what the mask decoder needs, and the body parts come before it in the answer;
+- on CUDA the whole single-token step (LM head, argmax, stop bookkeeping, embedding, 40-layer forward) is
+  captured in a `torch.cuda.CUDAGraph` per batch size at warm-up and replayed per token. On CPU the same
+  step runs eagerly (that is what the CPU tests compare with the eager `DynamicCache` and naive paths).
+
+`step(tokens[B, K])` and `truncate(n)` are the verify-and-roll-back primitives a draft-and-verify decoder
+needs: K new tokens in one forward, then the rejected columns dropped from the cache.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+
+import torch
+from torch.nn import functional as F
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+from ivlm_core.errors import InvalidInputError
+
+LOG = logging.getLogger(__name__)
+
+
+@dataclass
+class DecodeResult:
+    """Per row: generated ids up to and including the stop token, why it stopped, its mask-token state."""
+
+    generated: list[list[int]]
+    stop_reason: list[str]  # "mask" | "eos" | "length"
+    seg_index: list[int | None]
+    seg_token: list[int | None]
+    seg_hidden: list[torch.Tensor | None]  # (1, H) final-norm state whose LM-head output was the mask token
+    prefill_s: float
+    decode_s: float
+
+
+class StaticKVCache:
+    """Keys/values (layers, B, kv_heads, max_len, head_dim) allocated once, a (B, max_len) validity mask
+    and the number of columns in use. `truncate(n)` rolls the cache back to its first n columns."""
+
+    def __init__(
+        self,
+        num_layers: int,
+        max_batch: int,
+        kv_heads: int,
+        max_len: int,
+        head_dim: int,
+        device: torch.device,
+        dtype: torch.dtype,
+    ) -> None:
+        shape = (num_layers, max_batch, kv_heads, max_len, head_dim)
+        self.keys = torch.zeros(shape, device=device, dtype=dtype)
+        self.values = torch.zeros(shape, device=device, dtype=dtype)
+        self.valid = torch.zeros((max_batch, max_len), device=device, dtype=torch.bool)
+        self.columns = torch.arange(max_len, device=device)
+        self.max_len = max_len
+        self.max_batch = max_batch
+        self.length = 0
+
+    @property
+    def nbytes(self) -> int:
+        return self.keys.nelement() * self.keys.element_size() * 2
+
+    def reset(self) -> None:
+        self.valid.zero_()
+        self.length = 0
+
+    def truncate(self, n: int) -> None:
+        """Forget every column from `n` on (rejected draft tokens); their stale values are masked out."""
+        if not 0 <= n <= self.length:
+            raise InvalidInputError(f"cannot truncate a cache of {self.length} columns to {n}")
+        self.valid[:, n:] = False
+        self.length = n
+
+
+class _LoopState:
+    """The static buffers one captured decode step reads and writes (one set per batch size)."""
+
+    def __init__(self, batch: int, hidden: int, max_new: int, seg_ids: Sequence[int], eos: int,
+                 device: torch.device, dtype: torch.dtype) -> None:
+        self.hidden = torch.zeros((batch, hidden), device=device, dtype=dtype)
+        self.step = torch.zeros((1,), device=device, dtype=torch.long)
+        self.col0 = torch.zeros((1,), device=device, dtype=torch.long)
+        self.pos0 = torch.zeros((batch,), device=device, dtype=torch.long)
+        self.tokens = torch.zeros((batch, max_new), device=device, dtype=torch.long)
+        self.done = torch.zeros((batch,), device=device, dtype=torch.bool)
+        self.stop_len = torch.zeros((batch,), device=device, dtype=torch.long)
+        self.seg_index = torch.full((batch,), -1, device=device, dtype=torch.long)
+        self.seg_token = torch.full((batch,), -1, device=device, dtype=torch.long)
+        self.seg_hidden = torch.zeros((batch, hidden), device=device, dtype=dtype)
+        self.seg_ids = torch.tensor(list(seg_ids), device=device, dtype=torch.long)
+        self.eos = torch.full((1,), int(eos), device=device, dtype=torch.long)
+        self.stop_at_mask = torch.zeros((1,), device=device, dtype=torch.bool)
+        self.limit = torch.zeros((1,), device=device, dtype=torch.long)
+        self.max_new = max_new
+
+    def start(self, hidden: torch.Tensor, prompt_lens: torch.Tensor, col0: int, stop_at_mask: bool,
+              max_new_tokens: int) -> None:
+        self.hidden.copy_(hidden)
+        self.step.zero_()
+        self.col0.fill_(col0)
+        self.pos0.copy_(prompt_lens)
+        self.tokens.zero_()
+        self.done.zero_()
+        self.stop_len.fill_(max_new_tokens)
+        self.seg_index.fill_(-1)
+        self.seg_token.fill_(-1)
+        self.seg_hidden.zero_()
+        self.stop_at_mask.fill_(stop_at_mask)
+        self.limit.fill_(max_new_tokens)
+
+
+class StaticDecoder:
+    """Static-cache greedy decoder over a `LlamaForCausalLM`'s own modules (weights shared, not copied).
+
+    The forward is written out layer by layer (norm, q/k/v, rotary, cache write, masked SDPA, o_proj, MLP)
+    on the HF modules, so quantised Linear layers (torchao) work unchanged and nothing in it depends on a
+    transformers cache class. `capture()` records the single-token step as CUDA graphs.
+    """
+
+    def __init__(
+        self,
+        llm,
+        seg_token_ids: Sequence[int],
+        eos_token_id: int,
+        max_len: int,
+        max_new_tokens: int,
+        max_batch: int = 2,
+        read_every: int = 4,
+    ) -> None:
+        cfg = llm.config
+        self.llm = llm
+        self.model = llm.model
+        self.layers = list(llm.model.layers)
+        self.num_heads = int(cfg.num_attention_heads)
+        self.kv_heads = int(getattr(cfg, "num_key_value_heads", None) or self.num_heads)
+        self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads)
+        self.hidden_size = int(cfg.hidden_size)
+        self.max_new_tokens = int(max_new_tokens)
+        self.read_every = max(1, int(read_every))
+        weight = llm.lm_head.weight
+        self.device = weight.device
+        self.dtype = llm.model.embed_tokens.weight.dtype
+        if max_len <= max_new_tokens:
+            raise InvalidInputError(f"cache length {max_len} leaves no room for a prompt of {max_new_tokens} tokens")
+        self.cache = StaticKVCache(
+            len(self.layers), max_batch, self.kv_heads, max_len, self.head_dim, self.device, self.dtype
+        )
+        positions = torch.arange(max_len, device=self.device)[None]
+        probe = torch.zeros((1, 1), device=self.device, dtype=self.dtype)
+        cos, sin = llm.model.rotary_emb(probe, positions)
+        self._cos, self._sin = cos[0], sin[0]  # (max_len, head_dim), exactly the HF values per position
+        self._row_pos = torch.zeros((max_batch,), device=self.device, dtype=torch.long)
+        self.seg_token_ids = tuple(sorted({int(t) for t in seg_token_ids}))
+        self.eos_token_id = int(eos_token_id)
+        self._states: dict[int, _LoopState] = {}
+        self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+
+    # ----------------------------------------------------------------------------------------- forward
+    @property
+    def max_prompt_len(self) -> int:
+        return self.cache.max_len - self.max_new_tokens
+
+    @property
+    def captured_batches(self) -> tuple[int, ...]:
+        return tuple(sorted(self._graphs))
+
+    def forward(self, embeds: torch.Tensor, cols: torch.Tensor, positions: torch.Tensor,
+                new_valid: torch.Tensor) -> torch.Tensor:
+        """(B,K,H) embeddings written to cache columns `cols` (K,) at rotary `positions` (B,K); `new_valid`
+        (B,K) marks which of them later tokens may attend to. Returns final-norm states (B,K,H)."""
+        batch, k_len, _ = embeds.shape
+        cache = self.cache
+        cache.valid[:batch].index_copy_(1, cols, new_valid)
+        causal = cache.columns[None, :] <= cols[:, None]  # (K, T)
+        mask = cache.valid[:batch, None, None, :] & causal[None, None]  # (B,1,K,T)
+        cos, sin = self._cos[positions], self._sin[positions]
+        x = embeds
+        gqa = self.kv_heads != self.num_heads
+        for i, layer in enumerate(self.layers):
+            attn = layer.self_attn
+            h = layer.input_layernorm(x)
+            q = attn.q_proj(h).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
+            k = attn.k_proj(h).view(batch, k_len, self.kv_heads, self.head_dim).transpose(1, 2)
+            v = attn.v_proj(h).view(batch, k_len, self.kv_heads, self.head_dim).transpose(1, 2)
+            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            keys, values = cache.keys[i, :batch], cache.values[i, :batch]
+            keys.index_copy_(2, cols, k)
+            values.index_copy_(2, cols, v)
+            out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
+            x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, k_len, -1))
+            x = x + layer.mlp(layer.post_attention_layernorm(x))
+        return self.model.norm(x)
+
+    def prefill(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
+        """Reset the cache and run the prompts (each (L_b, H)) right-padded in one forward; returns each
+        row's last state (B, H). Row b's tokens get rotary positions 0..L_b-1 whatever the padding."""
+        batch = len(embeds)
+        if not 1 <= batch <= self.cache.max_batch:
+            raise InvalidInputError(f"batch of {batch} prompts; the decoder holds 1..{self.cache.max_batch}")
+        lens = [int(e.shape[0]) for e in embeds]
+        width = max(lens)
+        if width > self.max_prompt_len:
+            raise InvalidInputError(f"prompt of {width} tokens exceeds the static cache's {self.max_prompt_len}")
+        padded = torch.zeros((batch, width, self.hidden_size), device=self.device, dtype=self.dtype)
+        for b, e in enumerate(embeds):
+            padded[b, : lens[b]] = e.to(self.dtype)
+        self.cache.reset()
+        cols = self.cache.columns[:width]
+        lens_t = torch.tensor(lens, device=self.device)
+        hidden = self.forward(padded, cols, cols[None].expand(batch, width), cols[None] < lens_t[:, None])
+        self.cache.length = width
+        self._row_pos[:batch] = lens_t
+        return hidden[torch.arange(batch, device=self.device), lens_t - 1]
+
+    def step(self, tokens: torch.Tensor) -> torch.Tensor:
+        """Append K tokens per row (B,K) in one forward after the cache's last column; returns (B,K,H).
+        With `truncate` this is the draft-verify primitive (any K that fits the cache)."""
+        batch, k_len = tokens.shape
+        start = self.cache.length
+        if start + k_len > self.cache.max_len:
+            raise InvalidInputError(f"{k_len} more tokens overflow the static cache ({start}/{self.cache.max_len})")
+        cols = self.cache.columns[start : start + k_len]
+        offsets = torch.arange(k_len, device=self.device)
+        positions = self._row_pos[:batch, None] + offsets[None]
+        embeds = self.model.embed_tokens(tokens.to(self.device))
+        valid = torch.ones((batch, k_len), device=self.device, dtype=torch.bool)
+        hidden = self.forward(embeds, cols, positions, valid)
+        self.cache.length = start + k_len
+        self._row_pos[:batch] += k_len
+        return hidden
+
+    def truncate(self, n: int) -> None:
+        """Roll the cache back to n columns (positions follow: every row advanced by the same columns)."""
+        dropped = self.cache.length - n
+        self.cache.truncate(n)
+        self._row_pos -= dropped
+
+    # ----------------------------------------------------------------------------------------- greedy loop
+    def _state(self, batch: int) -> _LoopState:
+        if batch not in self._states:
+            self._states[batch] = _LoopState(
+                batch, self.hidden_size, self.max_new_tokens, self.seg_token_ids, self.eos_token_id, self.device,
+                self.dtype,
+            )
+        return self._states[batch]
+
+    def _loop_step(self, s: _LoopState) -> None:
+        """One greedy token for every row, all on the device (this is what the CUDA graph records)."""
+        batch = s.hidden.shape[0]
+        token = self.llm.lm_head(s.hidden).argmax(dim=-1)  # (B,)
+        s.tokens.index_copy_(1, s.step, token[:, None])
+        is_seg = (token[:, None] == s.seg_ids[None]).any(dim=-1)
+        first_seg = is_seg & (s.seg_index < 0) & ~s.done
+        s.seg_hidden.copy_(torch.where(first_seg[:, None], s.hidden, s.seg_hidden))
+        s.seg_index.copy_(torch.where(first_seg, s.step, s.seg_index))
+        s.seg_token.copy_(torch.where(first_seg, token, s.seg_token))
+        stop = ~s.done & ((token == s.eos) | (is_seg & s.stop_at_mask) | (s.step + 1 >= s.limit))
+        s.stop_len.copy_(torch.where(stop, s.step + 1, s.stop_len))
+        s.done.logical_or_(stop)
+        cols = s.col0 + s.step
+        positions = (s.pos0 + s.step)[:, None]
+        valid = torch.ones((batch, 1), device=self.device, dtype=torch.bool)
+        hidden = self.forward(self.model.embed_tokens(token[:, None]), cols, positions, valid)
+        s.hidden.copy_(hidden[:, 0])
+        s.step.add_(1)
+
+    def capture(self, batch_sizes: Sequence[int] = (1, 2)) -> None:
+        """Record the single-token step as one CUDA graph per batch size (warm-up on a side stream first)."""
+        if self.device.type != "cuda":
+            return
+        for batch in batch_sizes:
+            if batch in self._graphs:
+                continue
+            s = self._state(batch)
+            dummy = torch.zeros((batch, self.hidden_size), device=self.device, dtype=self.dtype)
+            s.start(dummy, torch.ones(batch, device=self.device, dtype=torch.long), 1, True, 2)
+            side = torch.cuda.Stream(self.device)
+            side.wait_stream(torch.cuda.current_stream(self.device))
+            with torch.cuda.stream(side):
+                for _ in range(2):
+                    s.step.zero_()
+                    self._loop_step(s)
+            torch.cuda.current_stream(self.device).wait_stream(side)
+            s.step.zero_()
+            graph = torch.cuda.CUDAGraph()
+            try:
+                with torch.cuda.graph(graph):
+                    self._loop_step(s)
+            except RuntimeError as err:  # e.g. a quantised kernel that cannot be captured: stay eager
+                LOG.warning("CUDA graph capture failed for batch %d (%s); this batch size decodes eagerly", batch, err)
+                torch.cuda.synchronize(self.device)
+                continue
+            finally:
+                self.cache.reset()
+            self._graphs[batch] = graph
+
+    def generate(
+        self,
+        embeds: Sequence[torch.Tensor],
+        max_new_tokens: int,
+        stop_at_mask: bool = True,
+    ) -> DecodeResult:
+        """Greedy answers for 1..max_batch prompts (each (L_b, H) embeddings incl. the image)."""
+        if not 1 <= max_new_tokens <= self.max_new_tokens:
+            raise InvalidInputError(f"max_new_tokens {max_new_tokens} outside this decoder's 1..{self.max_new_tokens}")
+        sync = self.device.type == "cuda"
+        t0 = time.perf_counter()
+        last = self.prefill(embeds)
+        batch = len(embeds)
+        s = self._state(batch)
+        s.start(last, self._row_pos[:batch], self.cache.length, stop_at_mask, max_new_tokens)
+        if sync:
+            torch.cuda.synchronize(self.device)
+        t1 = time.perf_counter()
+        graph = self._graphs.get(batch)
+        steps = 0
+        while steps < max_new_tokens:
+            if graph is not None:
+                graph.replay()
+            else:
+                self._loop_step(s)
+            steps += 1
+            if steps % self.read_every == 0 and bool(s.done.all()):  # the periodic host read-back
+                break
+        stop_len = s.stop_len.tolist()  # the one read-back of the answer (syncs)
+        tokens = s.tokens.tolist()
+        seg_index = s.seg_index.tolist()
+        seg_token = s.seg_token.tolist()
+        eos = self.eos_token_id
+        generated, reasons, seg_hidden = [], [], []
+        for b in range(batch):
+            row = tokens[b][: stop_len[b]]
+            generated.append(row)
+            if seg_index[b] >= 0 and stop_at_mask and seg_index[b] == len(row) - 1:
+                reasons.append("mask")
+            elif row and row[-1] == eos:
+                reasons.append("eos")
+            else:
+                reasons.append("length")
+            seg_hidden.append(s.seg_hidden[b : b + 1].clone() if seg_index[b] >= 0 else None)
+        self.cache.length += steps  # the loop's columns; the next prefill resets the cache
+        self._row_pos[:batch] += steps
+        return DecodeResult(
+            generated,
+            reasons,
+            [i if i >= 0 else None for i in seg_index],
+            [t if t >= 0 else None for t in seg_token],
+            seg_hidden,
+            prefill_s=t1 - t0,
+            decode_s=time.perf_counter() - t1,
+        )
