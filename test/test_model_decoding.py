@@ -77,11 +77,7 @@ def test_stop_at_mask_gives_the_same_masks_and_contacts(tiny_model_gen) -> None:
     model = tiny_model_gen
     image = _photo(5)
     stopped = model.predict_human_contact(image, "cup", template="parts")
-    model.stop_at_mask = False
-    try:
-        full = model.predict_human_contact(image, "cup", template="parts")
-    finally:
-        model.stop_at_mask = True
+    full = model.predict_human_contact(image, "cup", template="parts", stop_at_mask=False)
     assert isinstance(stopped, HumanContactResult) and isinstance(full, HumanContactResult)
     seg_index = stopped.language.seg_index
     assert stopped.language.generated_ids == full.language.generated_ids[: seg_index + 1]
@@ -126,6 +122,31 @@ def test_interaction_pass_equals_the_two_task_calls(tiny_model_joint) -> None:
         np.testing.assert_allclose(obj.contacts, alone_o.contacts, atol=1e-5)
 
 
+def test_static_paths_report_truncated_answers(tiny_model_gen, tiny_model_joint) -> None:
+    """An answer cut at max_new_tokens before its mask token is "truncated" on the static decoder, single and
+    batch of 2 (each row its own status), as on the eager one."""
+    assert tiny_model_gen.decoding == "static"
+    cut = tiny_model_gen.predict_human_contact(_photo(), "cup", max_new_tokens=3)
+    assert not cut.found and cut.status == "truncated"
+    assert cut.message == "answer truncated at 3 tokens (max_new_tokens)"
+    model = tiny_model_joint
+    vertices, faces = _object_mesh()
+    human, obj = model.predict_interaction(_photo(7), "chair", vertices, faces, max_new_tokens=2, render_size=64)
+    for row in (human, obj):
+        assert not row.found and row.status == "truncated", (row.status, row.language.generated_ids)
+        assert row.message == "answer truncated at 2 tokens (max_new_tokens)"
+    human, obj = model.predict_interaction(_photo(7), "chair", vertices, faces, max_new_tokens=24, render_size=64)
+    alone_h = model.predict_human_contact(_photo(7), "chair", max_new_tokens=24)
+    alone_o = model.predict_object_contact(_photo(7), "chair", vertices, faces, max_new_tokens=24, render_size=64)
+    assert human.language.status == alone_h.language.status and obj.language.status == alone_o.language.status
+    model.decoding = "eager"
+    try:
+        eager = model.predict_human_contact(_photo(7), "chair", max_new_tokens=2)
+    finally:
+        model.decoding = "static"
+    assert not eager.found and eager.status == "truncated"
+
+
 def test_cached_object_maps_equal_fresh(tiny_model_joint) -> None:
     from ivlm_core.geometry.lifting import lift_object_mesh
 
@@ -134,15 +155,16 @@ def test_cached_object_maps_equal_fresh(tiny_model_joint) -> None:
     cached = model._object_inputs(vertices, faces, 64, naive=False)
     again = model._object_inputs(vertices, faces, 64, naive=False)
     fresh = model._object_inputs(vertices, faces, 64, naive=True)
-    assert again[2] is cached[2]  # the same maps object, valid pixels already on the device
-    assert str(model.device) in cached[2]._cache
-    np.testing.assert_array_equal(cached[1], fresh[1])
-    torch.testing.assert_close(cached[3], fresh[3])
+    maps, fresh_maps = cached[0].maps, fresh[0].maps
+    assert again[0].maps is maps  # the same maps object, valid pixels already on the device
+    assert str(model.device) in maps._cache
+    np.testing.assert_array_equal(cached[0].renders, fresh[0].renders)
+    torch.testing.assert_close(cached[1], fresh[1])
     logits = torch.randn(4, 64, 64, generator=torch.Generator().manual_seed(0)) * 3
-    torch.testing.assert_close(lift_object_mesh(logits, cached[2]), lift_object_mesh(logits, fresh[2]))
+    torch.testing.assert_close(lift_object_mesh(logits, maps), lift_object_mesh(logits, fresh_maps))
     for a, b in zip(
-        (cached[2].valid_pixels().pixel, cached[2].valid_pixels().weights),
-        (fresh[2].valid_pixels().pixel, fresh[2].valid_pixels().weights),
+        (maps.valid_pixels().pixel, maps.valid_pixels().weights),
+        (fresh_maps.valid_pixels().pixel, fresh_maps.valid_pixels().weights),
     ):
         torch.testing.assert_close(a, b)
 
