@@ -242,6 +242,11 @@ def run(args: argparse.Namespace) -> int:
             on_publish=lambda m: sent.append(m.timestamp_ns) if m.topic == image_topic else None,
         )
         wait_for_results(frames)
+        # Large messages (estimate with meshes, markers, debug image) may still be on their way to the recorder.
+        per_frame = [f"/ivlm/{name}" for name in ("estimate", "markers", "debug_image")]
+        deadline = time.monotonic() + 60.0
+        while min(mcap.writer.counts[t] for t in per_frame) < frames and time.monotonic() < deadline:
+            spin(0.1)
         spin(1.0)
         (out / "diagnostics.json").write_text(json.dumps(recorder.last_status, indent=2) + "\n")
         print(f"[demo] {frames} frames replayed; received {dict(recorder.counts)}; outputs in {out}")

@@ -40,8 +40,8 @@ def _read_mcap(bag: Path) -> tuple[dict[str, str], dict[str, list]]:
 
     typestore = ros2_typestore()
     types, messages = {}, defaultdict(list)
+    assert "storage_identifier: mcap" in (bag / "metadata.yaml").read_text()
     with Reader(bag) as reader:
-        assert reader.metadata["storage_identifier"] == "mcap"
         for connection in reader.connections:
             types[connection.topic] = connection.msgtype
             assert connection.msgdef.data  # definitions inside: viewers decode ivlm_msgs without the package
