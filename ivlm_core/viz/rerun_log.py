@@ -84,12 +84,11 @@ class RerunRecording:
         self.stream.log("world", rr.ViewCoordinates.RDF, static=True)
 
     def _blueprint(self) -> Any:
-        """3D view of the camera frame seen from above and behind the camera, beside the image; paused."""
+        """3D view of the camera frame beside the image, time panel paused on the image-stamp timeline."""
         rrb = self.rr.blueprint
-        eye = rrb.EyeControls3D(position=[1.8, -1.6, -1.2], look_target=[0.0, 0.0, 2.5], eye_up=[0.0, -1.0, 0.0])
         return rrb.Blueprint(
             rrb.Horizontal(
-                rrb.Spatial3DView(origin="world", name="camera frame (3D)", eye_controls=eye),
+                rrb.Spatial3DView(origin="world", name="camera frame (3D)"),
                 rrb.Spatial2DView(origin="world/camera", name="image"),
                 column_shares=[3, 2],
             ),
