@@ -152,3 +152,17 @@ class RerunRecording:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
+
+
+def write_photo_recording(
+    path: str | Path, image_rgb: np.ndarray, camera_k: np.ndarray | None = None, result: Any = None,
+    body: ContactMesh | None = None, obj: ContactMesh | None = None,
+) -> Path:
+    """A one-frame ``.rrd`` for a single photo (the CLI's ``--rerun``): a photo has no stamp, so it sits at 0
+    on the ``image_stamp`` timeline. Pass a pipeline ``result`` or the meshes directly."""
+    if result is not None:
+        body, obj = meshes_of_result(result)
+    with RerunRecording(path) as recording:
+        recording.log_frame(0, image_rgb, camera_k, body, obj)
+    return Path(path)
+
