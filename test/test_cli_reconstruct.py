@@ -87,7 +87,7 @@ def test_reconstruct_writes_scene_overlay_contacts_and_report(
         assert data["body_faces"].max() < n_body
     assert len(scene.geometry["human"].vertices) == n_body
     if importlib.util.find_spec("rerun") is not None:  # optional extra (requirements-viz.txt)
-        from rerun_readback import rrd_rows
+        from ivlm_core.testing.rerun_readback import rrd_rows
 
         rows = rrd_rows(out / "scene.rrd")
         for entity in ("/world/camera", "/world/camera/image", "/world/body", "/world/object"):

@@ -10,7 +10,8 @@ from collections import defaultdict
 from pathlib import Path
 
 import pytest
-from ros_helpers import REPO, ensure_ros_test_env
+
+from ivlm_ros.testing.node_harness import REPO, ensure_ros_test_env
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -77,7 +78,7 @@ def test_mcap_holds_the_node_outputs_and_the_input_with_matching_stamps(demo_out
 
 def test_rerun_recording_has_one_frame_per_image(demo_out: Path) -> None:
     pytest.importorskip("rerun", reason="optional extra: pip install -r requirements-viz.txt")
-    from rerun_readback import rrd_rows
+    from ivlm_core.testing.rerun_readback import rrd_rows
 
     rows = rrd_rows(demo_out / "demo.rrd")
     stamps_ns = [sec * 10**9 + nsec for sec, nsec in STAMPS]

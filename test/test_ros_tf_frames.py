@@ -18,8 +18,8 @@ FRAME = "camera_color_optical_frame"
 
 @pytest.fixture(scope="module")
 def layer(tmp_path_factory: pytest.TempPathFactory):
-    from ivlm_core.body.synthetic import write_synthetic_smplx
     from ivlm_core.fitting.body_fit import load_body_layer
+    from ivlm_core.testing.synthetic_body import write_synthetic_smplx
 
     root = tmp_path_factory.mktemp("tf_body_models")
     write_synthetic_smplx(root)

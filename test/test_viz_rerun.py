@@ -22,8 +22,7 @@ def _result(placed: bool) -> InteractionResult:
 
 
 def test_frames_are_logged_on_the_image_stamp_timeline(tmp_path) -> None:
-    from rerun_readback import rrd_rows
-
+    from ivlm_core.testing.rerun_readback import rrd_rows
     from ivlm_core.viz.rerun_log import RerunRecording, meshes_of_result
 
     image = np.zeros((48, 64, 3), np.uint8)
@@ -53,9 +52,9 @@ def test_contact_colours_follow_the_probability() -> None:
 
 def test_predict_cli_writes_a_rerun_recording(tmp_path, tiny_checkpoints, tiny_body_assets, capsys) -> None:
     from PIL import Image
-    from rerun_readback import rrd_rows
 
     from ivlm_core.model import cli
+    from ivlm_core.testing.rerun_readback import rrd_rows
 
     image = tmp_path / "cup__frame.png"
     Image.fromarray(np.full((40, 56, 3), 120, np.uint8)).save(image)

@@ -1,4 +1,6 @@
-"""Read a Rerun .rrd back for the tests: {entity path: [(image stamp ns, component names)]} per logged row."""
+"""Read a Rerun .rrd back for the tests: {entity path: [(image stamp ns, component names)]} per logged row.
+
+Needs the optional rerun-sdk (imported when called)."""
 
 from __future__ import annotations
 
