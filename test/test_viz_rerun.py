@@ -49,20 +49,3 @@ def test_contact_colours_follow_the_probability() -> None:
     colours = contact_colours(np.array([0.0, 1.0]), 2, HUMAN_RGB)
     assert tuple(colours[0]) == HUMAN_RGB and tuple(colours[1]) == CONTACT_RGB
 
-
-def test_predict_cli_writes_a_rerun_recording(tmp_path, tiny_checkpoints, tiny_body_assets, capsys) -> None:
-    from PIL import Image
-
-    from ivlm_core.model import cli
-    from ivlm_core.testing.rerun_readback import rrd_rows
-
-    image = tmp_path / "cup__frame.png"
-    Image.fromarray(np.full((40, 56, 3), 120, np.uint8)).save(image)
-    rrd = tmp_path / "predict.rrd"
-    argv = ["predict", str(tiny_checkpoints["Gen"]), str(image), "--body-model-dir", str(tiny_body_assets[2]),
-            "--out", str(tmp_path / "out"), "--device", "cpu", "--rerun", str(rrd)]
-    assert cli.main(argv) == 0, capsys.readouterr().err
-    rows = rrd_rows(rrd)
-    assert [s for s, _ in rows["/world/camera/image"]] == [0]  # a photo has no stamp: frame 0
-    ((_, components),) = rows["/world/body"]
-    assert "Mesh3D:vertex_colors" in components
