@@ -47,6 +47,7 @@ class ContactMesh:
     vertices: np.ndarray  # (N, 3) metres, camera optical frame
     faces: np.ndarray  # (F, 3)
     contact: np.ndarray | None = None  # (N,) in [0, 1]
+    colours: np.ndarray | None = None  # (N, 3) uint8; None: grey -> red by contact (the .glb colours)
 
 
 def meshes_of_result(result: Any, display_distance_m: float = 2.5) -> tuple[ContactMesh | None, ContactMesh | None]:
@@ -132,10 +133,10 @@ class RerunRecording:
             log(path, rr.Clear(recursive=True))
             return
         vertices = np.asarray(mesh.vertices, dtype=np.float32)
-        colours = contact_colours(mesh.contact, len(vertices), base_rgb)
+        colours = mesh.colours if mesh.colours is not None else contact_colours(mesh.contact, len(vertices), base_rgb)
         log(path, rr.Mesh3D(vertex_positions=vertices, triangle_indices=np.asarray(mesh.faces, dtype=np.uint32),
                             vertex_colors=colours))
-        if contact_points is None and mesh.contact is not None:
+        if contact_points is None and mesh.contact is not None and len(mesh.contact) == len(vertices):
             contact_points = vertices[np.asarray(mesh.contact).reshape(-1) >= self.threshold]
         if contact_points is None or len(contact_points) == 0:
             log(f"{path}/contacts", rr.Clear(recursive=False))
@@ -152,17 +153,3 @@ class RerunRecording:
 
     def __exit__(self, *exc: object) -> None:
         self.close()
-
-
-def write_photo_recording(
-    path: str | Path, image_rgb: np.ndarray, camera_k: np.ndarray | None = None, result: Any = None,
-    body: ContactMesh | None = None, obj: ContactMesh | None = None,
-) -> Path:
-    """A one-frame ``.rrd`` for a single photo (the CLI's ``--rerun``): a photo has no stamp, so it sits at 0
-    on the ``image_stamp`` timeline. Pass a pipeline ``result`` or the meshes directly."""
-    if result is not None:
-        body, obj = meshes_of_result(result)
-    with RerunRecording(path) as recording:
-        recording.log_frame(0, image_rgb, camera_k, body, obj)
-    return Path(path)
-
