@@ -17,13 +17,12 @@ from typing import Any
 
 import numpy as np
 
-from ivlm_core.cli.outputs import FrameOutput
-
+Frame = Any  # an ivlm_core.cli.outputs.FrameOutput (not imported: outputs.open_sinks imports this module)
 FRAME_ID = "camera_color_optical_frame"  # photos carry no frame id: the REP-103 optical frame name
 CONTACT_THRESHOLD = 0.5
 
 
-def _has_content(frame: FrameOutput) -> bool:
+def _has_content(frame: Frame) -> bool:
     return frame.source_image is not None or bool(frame.meshes) or bool(frame.images)
 
 
@@ -36,7 +35,7 @@ class RerunSink:
         self.path = Path(path)
         self.recording = RerunRecording(self.path, threshold=CONTACT_THRESHOLD)
 
-    def write(self, frame: FrameOutput) -> dict[str, Path]:
+    def write(self, frame: Frame) -> dict[str, Path]:
         from ivlm_core.viz.display import display_pose
         from ivlm_core.viz.rerun_log import ContactMesh
 
@@ -80,7 +79,7 @@ class McapSink:
             is_bigendian=0, step=rgb.shape[1] * 3, data=rgb.reshape(-1))
         self.bag.write_message(topic, "sensor_msgs/msg/Image", stamp_ns, msg)
 
-    def _contact(self, name: str, stamp_ns: int, contact: np.ndarray, frame: FrameOutput) -> None:
+    def _contact(self, name: str, stamp_ns: int, contact: np.ndarray, frame: Frame) -> None:
         contact = np.asarray(contact, dtype=np.float32).reshape(-1)
         ids = np.flatnonzero(contact >= CONTACT_THRESHOLD).astype(np.uint32)
         common = {"header": self._header(stamp_ns), "model_id": "", "contact_found": True,
@@ -96,7 +95,7 @@ class McapSink:
                                       affordance="", **common)
         self.bag.write_message(f"/ivlm/{name}_contact", msgtype, stamp_ns, msg)
 
-    def write(self, frame: FrameOutput) -> dict[str, Path]:
+    def write(self, frame: Frame) -> dict[str, Path]:
         if not _has_content(frame):
             return {}
         stamp_ns = int(frame.stamp_ns) if frame.stamp_ns is not None else self.frames
