@@ -47,6 +47,7 @@ def test_bag_round_trip_with_definitions(tmp_path: Path) -> None:
             msg = HumanContact(
                 header=Header(stamp=Time(sec=sec, nanosec=nsec), frame_id="camera_color_optical_frame"),
                 object_query="bottle", model_id="tiny", body_model="smplx", contact_found=True,
+                answer_status="contact", answer_message="",
                 vertex_contact=np.array([0.1, 0.9], np.float32), contact_threshold=0.5,
                 contact_vertex_ids=np.array([1], np.uint32), body_parts=["hand"], generated_text="hand",
             )  # fmt: skip

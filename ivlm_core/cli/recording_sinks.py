@@ -83,6 +83,7 @@ class McapSink:
         contact = np.asarray(contact, dtype=np.float32).reshape(-1)
         ids = np.flatnonzero(contact >= CONTACT_THRESHOLD).astype(np.uint32)
         common = {"header": self._header(stamp_ns), "model_id": "", "contact_found": True,
+                  "answer_status": "contact", "answer_message": "",
                   "vertex_contact": contact, "contact_threshold": CONTACT_THRESHOLD, "contact_vertex_ids": ids,
                   "generated_text": ""}
         if name == "human":
