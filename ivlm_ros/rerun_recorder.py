@@ -85,7 +85,7 @@ class RerunRecorder:
         self.recording.log_frame(
             stamp,
             decode_image(image) if image is not None else None,
-            camera_matrix(self._infos.get(stamp)),
+            camera_matrix(self._infos.get(stamp))[0],  # (K or None, problem)
             body,
             obj,
             points,
