@@ -23,6 +23,8 @@ setup(
         (f"lib/{PACKAGE}", ["resource/ivlm_node"]),
     ],
     install_requires=["setuptools"],
+    # Optional Rerun viewer output (--rerun out.rrd); pinned in requirements-viz.txt.
+    extras_require={"rerun": ["rerun-sdk==0.41.0"]},
     zip_safe=False,
     maintainer="ivlm maintainers",
     maintainer_email="ivlm@example.com",

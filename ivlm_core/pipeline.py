@@ -104,6 +104,7 @@ class BodyPlacement:
     vertices: np.ndarray | None = None
     faces: np.ndarray | None = None
     params: dict[str, np.ndarray] = field(default_factory=dict)
+    joints: np.ndarray | None = None  # (55, 3) SMPL-X joints in the camera frame (joint 0 = pelvis); None for meshes
 
 
 @dataclass

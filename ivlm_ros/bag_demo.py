@@ -1,13 +1,21 @@
 """Run the ivlm node on a recorded bag and write everything it publishes to a folder.
 
     python -m ivlm_ros.bag_demo --checkpoint-dir D --body-model-dir D [--clip-dir D] [--bag B] [--out O]
-                                [--compressed] [--device auto|cpu|cuda] [--params-file YAML]
+                                [--compressed] [--device auto|cpu|cuda] [--params-file YAML] [--rerun OUT.rrd]
 
-Starts ``python -m ivlm_ros.node`` in its own process (loopback DDS), waits until it is active, replays the bag
-with :mod:`ivlm_ros.bag_replay` and records, per frame (named by the source stamp): the HumanContact /
-ObjectContact messages and the fitted object pose as JSON (+ per-vertex contact as .npy), the debug image as
-PNG, a MarkerArray summary, and the node's last diagnostics. ``scripts/run_bag_demo.sh`` wraps this with the
-venv set-up and the download instructions.
+Starts ``python -m ivlm_ros.node`` in its own process (loopback DDS, body fitting on so that the people get TF
+frames), waits until it is active, replays the bag frame by frame with :mod:`ivlm_ros.bag_replay` (the next
+image goes out when the previous one's results are in, so no frame is dropped however slow the model) and
+records:
+
+- ``<out>/mcap/``: an MCAP rosbag2 with everything the node published (``~/human_contact``, ``~/estimate``,
+  ``~/markers``, ``~/debug_image``, ``/tf``, ``/diagnostics``, ...) and the camera input it was computed from,
+  with the message definitions inside (opens in Foxglove, Lichtblick, ``ros2 bag play``);
+- per frame (named by the source stamp): the HumanContact / ObjectContact messages and the fitted object pose
+  as JSON (+ per-vertex contact as .npy), the debug image as PNG, a MarkerArray summary; the last diagnostics;
+- with ``--rerun OUT.rrd``: a Rerun recording (image, camera frustum, contact-coloured meshes, contact points).
+
+``scripts/run_bag_demo.sh`` wraps this with the venv set-up and the download instructions.
 """
 
 from __future__ import annotations
@@ -15,6 +23,7 @@ from __future__ import annotations
 import argparse
 import json
 import os
+import shutil
 import signal
 import subprocess
 import sys
@@ -46,6 +55,7 @@ class Recorder:
         self.out = out
         self.counts: dict[str, int] = defaultdict(int)
         self.last_status: dict[str, str] = {}
+        self.frames_done: set[str] = set()  # stamps with a HumanContact or ObjectContact
         node.create_subscription(HumanContact, f"{ns}/human_contact", self._human, 10)
         node.create_subscription(ObjectContact, f"{ns}/object_contact", self._object, 10)
         node.create_subscription(MarkerArray, f"{ns}/markers", self._markers, 10)
@@ -70,13 +80,12 @@ class Recorder:
             "generated_text": msg.generated_text,
         }
         (self.out / f"{name}_human_contact.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.frames_done.add(name)
         self.counts["human_contact"] += 1
 
     def _object(self, msg: Any) -> None:
         name = _stamp_name(msg.header)
-        np.save(
-            self.out / f"{name}_object_vertex_contact.npy", np.asarray(msg.vertex_contact, dtype=np.float32)
-        )
+        np.save(self.out / f"{name}_object_vertex_contact.npy", np.asarray(msg.vertex_contact, dtype=np.float32))
         summary = {
             "stamp": name,
             "object_label": msg.object_label,
@@ -88,6 +97,7 @@ class Recorder:
             "num_contact_points": len(msg.contact_points),
         }
         (self.out / f"{name}_object_contact.json").write_text(json.dumps(summary, indent=2) + "\n")
+        self.frames_done.add(name)
         self.counts["object_contact"] += 1
 
     def _object_pose(self, msg: Any) -> None:
@@ -141,13 +151,18 @@ def run(args: argparse.Namespace) -> int:
     os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
     import rclpy
 
+    from ivlm_core.mcap_writer import McapBagWriter
     from ivlm_ros.bag_replay import BagReplayer, read_bag
+    from ivlm_ros.mcap_recorder import TopicRecorder, node_topics
 
     out = Path(args.out)
     out.mkdir(parents=True, exist_ok=True)
     manifest = json.loads((Path(args.bag) / "frames.json").read_text())
     topics = manifest["topics"]
     image_topic = topics["compressed"] if args.compressed else topics["image"]
+    mcap_dir = out / "mcap"
+    if mcap_dir.exists():
+        shutil.rmtree(mcap_dir)  # the previous run's recording
     params = {
         "checkpoint_dir": args.checkpoint_dir,
         "body_model_dir": args.body_model_dir,
@@ -158,6 +173,7 @@ def run(args: argparse.Namespace) -> int:
         "use_compressed": args.compressed,
         "image_topic": topics["image"],
         "camera_info_topic": topics["camera_info"],
+        "fit_human": args.fit_human,
     }
     command = [sys.executable, "-m", "ivlm_ros.node", "--ros-args"]
     if args.params_file:
@@ -172,6 +188,18 @@ def run(args: argparse.Namespace) -> int:
     rclpy.init()
     node = rclpy.create_node("ivlm_bag_demo")
     recorder = Recorder(node, out)
+    recorded = {
+        **node_topics("/ivlm"),
+        image_topic: "sensor_msgs/msg/CompressedImage" if args.compressed else "sensor_msgs/msg/Image",
+        topics["camera_info"]: "sensor_msgs/msg/CameraInfo",
+        topics["query"]: "std_msgs/msg/String",
+    }
+    mcap = TopicRecorder(node, McapBagWriter(mcap_dir), recorded)
+    rerun = None
+    if args.rerun:
+        from ivlm_ros.rerun_recorder import RerunRecorder
+
+        rerun = RerunRecorder(node, args.rerun, image_topic, topics["camera_info"])
 
     def spin(seconds: float) -> None:
         deadline = time.monotonic() + seconds
@@ -181,15 +209,9 @@ def run(args: argparse.Namespace) -> int:
     try:
         deadline = time.monotonic() + args.startup_timeout
         while recorder.last_status.get("lifecycle_state") != "active":
-            if (
-                proc.poll() is not None
-                or time.monotonic() > deadline
-                or recorder.last_status.get("level") == "2"
-            ):
+            if proc.poll() is not None or time.monotonic() > deadline or recorder.last_status.get("level") == "2":
                 spin(0.5)
-                print(
-                    f"[demo] the node did not become active: {recorder.last_status.get('message', 'no status')}"
-                )
+                print(f"[demo] the node did not become active: {recorder.last_status.get('message', 'no status')}")
                 print(f"[demo] see {log_path}")
                 return 1
             spin(0.1)
@@ -200,16 +222,42 @@ def run(args: argparse.Namespace) -> int:
         wanted = [image_topic, topics["camera_info"], topics["query"]]
         replayer = BagReplayer(node, read_bag(args.bag, wanted))
         replayer.wait_for_subscribers(wanted, timeout_s=30, spin=spin)
-        replayer.play(rate=args.rate, spin=spin)
         frames = len(manifest["frames"])
-        deadline = time.monotonic() + args.result_timeout
-        while recorder.counts["debug_image"] < frames and time.monotonic() < deadline:
+        sent: list[int] = []  # bag timestamps of the images published so far
+
+        def wait_for_results(done: int) -> None:
+            deadline = time.monotonic() + args.result_timeout
+            while len(recorder.frames_done) < done and time.monotonic() < deadline:
+                spin(0.05)
+
+        def lockstep(msg: Any) -> None:
+            """Anything after image i (the next query, the next frame) waits for image i's results."""
+            if sent and msg.timestamp_ns > sent[-1]:
+                wait_for_results(len(sent))
+
+        replayer.play(
+            rate=args.rate,
+            spin=spin,
+            before_publish=lockstep,
+            on_publish=lambda m: sent.append(m.timestamp_ns) if m.topic == image_topic else None,
+        )
+        wait_for_results(frames)
+        # Large messages (estimate with meshes, markers, debug image) may still be on their way to the recorder.
+        per_frame = [f"/ivlm/{name}" for name in ("estimate", "markers", "debug_image")]
+        deadline = time.monotonic() + 60.0
+        while min(mcap.writer.counts[t] for t in per_frame) < frames and time.monotonic() < deadline:
             spin(0.1)
         spin(1.0)
         (out / "diagnostics.json").write_text(json.dumps(recorder.last_status, indent=2) + "\n")
         print(f"[demo] {frames} frames replayed; received {dict(recorder.counts)}; outputs in {out}")
-        return 0 if recorder.counts["human_contact"] + recorder.counts["object_contact"] >= frames else 1
+        mcap.close()
+        print(f"[demo] MCAP: {mcap.writer.mcap_file()} ({sum(mcap.writer.counts.values())} messages)")
+        if rerun is not None:
+            rerun.close()
+            print(f"[demo] Rerun: {args.rerun} ({rerun.frames} frames; open with `rerun {args.rerun}`)")
+        return 0 if len(recorder.frames_done) >= frames else 1
     finally:
+        mcap.close()
         node.destroy_node()
         rclpy.try_shutdown()
         if proc.poll() is None:
@@ -230,7 +278,11 @@ def main() -> None:
     parser.add_argument("--out", default=str(REPO / "out" / "ivlm_bag_demo"))
     parser.add_argument("--compressed", action="store_true", help="feed the jpeg topic instead of rgb8")
     parser.add_argument("--params-file", default="", help="extra ROS parameter YAML (e.g. config/ivlm.yaml)")
-    parser.add_argument("--rate", type=float, default=1.0, help="bag playback speed")
+    parser.add_argument("--rate", type=float, default=1.0, help="bag playback speed (frames still wait for results)")
+    parser.add_argument("--rerun", default="", metavar="OUT.rrd", help="also write a Rerun recording (rerun-sdk)")
+    parser.add_argument(
+        "--no-fit-human", dest="fit_human", action="store_false", help="do not place the body (no body TF frames)"
+    )
     parser.add_argument("--startup-timeout", type=float, default=600.0, help="seconds to load the model")
     parser.add_argument("--result-timeout", type=float, default=600.0)
     sys.exit(run(parser.parse_args()))

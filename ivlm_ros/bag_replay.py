@@ -89,14 +89,22 @@ class BagReplayer:
         topics: Iterable[str] | None = None,
         spin: Callable[[float], None] | None = None,
         on_publish: Callable[[BagMessage], None] | None = None,
+        before_publish: Callable[[BagMessage], None] | None = None,
     ) -> int:
-        """Publish in bag order, paced by bag time / rate; ``spin(seconds)`` is called while waiting."""
+        """Publish in bag order, paced by bag time / rate; ``spin(seconds)`` is called while waiting.
+
+        ``before_publish(msg)`` may block (e.g. until the previous frame's results are in); pacing then
+        resumes from the moment it returns."""
         chosen = None if topics is None else set(topics)
         selected = [m for m in self.messages if chosen is None or m.topic in chosen]
         if not selected:
             return 0
         t0_bag, t0_wall = selected[0].timestamp_ns, time.monotonic()
         for msg in selected:
+            if before_publish is not None:
+                due = t0_wall + (msg.timestamp_ns - t0_bag) * 1e-9 / rate
+                before_publish(msg)
+                t0_wall += max(0.0, time.monotonic() - due)
             due = t0_wall + (msg.timestamp_ns - t0_bag) * 1e-9 / rate
             while (wait := due - time.monotonic()) > 0:
                 if spin is not None:

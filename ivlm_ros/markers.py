@@ -13,6 +13,7 @@ from typing import Any
 
 import numpy as np
 
+from ivlm_core.viz.display import display_pose
 from ivlm_ros.marker_cdr import ADD, DELETE, SPHERE_LIST, TEXT_VIEW_FACING, TRIANGLE_LIST, MarkerData
 
 # Perceptually ordered colour maps only (a rainbow like 'jet' hides where contact is strong).
@@ -34,10 +35,6 @@ def colormap_lut(name: str) -> np.ndarray:
 
 HUMAN_CONTACT_RGBA = np.array([1.0, 0.1, 0.55, 1.0], dtype=np.float32)  # magenta: distinct from both maps
 OBJECT_CONTACT_RGBA = np.array([0.1, 0.9, 1.0, 1.0], dtype=np.float32)  # cyan
-
-# Canonical (not fitted) meshes are y-up and face +z; the optical frame is y-down, z-forward:
-# rotate 180 degrees about x so the body stands upright and faces the camera.
-_CANONICAL_TO_OPTICAL = np.diag([1.0, -1.0, -1.0])
 
 
 def colormap_rgba(values: np.ndarray, name: str = "viridis", alpha: float = 1.0) -> np.ndarray:
@@ -114,13 +111,6 @@ def label_marker(text: str, above: np.ndarray, ns: str, marker_id: int, height_m
         color=np.array([1.0, 1.0, 1.0, 1.0], dtype=np.float32),
         text=text,
     )
-
-
-def display_pose(vertices: np.ndarray, lateral_offset_m: float, distance_m: float) -> np.ndarray:
-    """Put a canonical (y-up) mesh upright in front of the camera: centred, at ``distance_m`` along +z."""
-    vertices = np.asarray(vertices, dtype=np.float64)
-    centred = vertices - vertices.mean(axis=0)
-    return centred @ _CANONICAL_TO_OPTICAL.T + np.array([lateral_offset_m, 0.0, distance_m])
 
 
 def _subsample(ids: np.ndarray, max_count: int) -> np.ndarray:

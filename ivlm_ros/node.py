@@ -50,6 +50,7 @@ from visualization_msgs.msg import MarkerArray
 from ivlm_core.errors import InvalidInputError, IvlmError
 from ivlm_core.geometry.intrinsics import usable_camera_k
 from ivlm_core.user_text import escape_for_log, escape_inline, validate_query
+from ivlm_ros.component_status import ComponentMonitor
 from ivlm_ros.debug_image import compose_debug_image
 from ivlm_ros.diagnostics import RecentOutcomes, SequenceGapCounter, Stats, frame_health
 from ivlm_ros.image_conversion import (
@@ -82,6 +83,7 @@ from ivlm_ros.parameters import (
     validate_parameter,
 )
 from ivlm_ros.stamp_sync import StampedBuffer, StampPairer
+from ivlm_ros.tf_frames import TfBroadcaster, interaction_transforms
 
 NODE_NAME = "ivlm"
 _EXPIRY_PERIOD_S = 0.05
@@ -162,6 +164,8 @@ class IvlmNode(LifecycleNode):
         self._warned_empty_frame_id = False
         self._service_lock = threading.Lock()
         self._service_waiting = 0
+        self.monitor = ComponentMonitor()  # rates and fit counters of the input / body tracker / object fit statuses
+        self._tf: TfBroadcaster | None = None
         self._pipeline: Any = None
         self._load_error = ""
         self._model_lock = threading.Lock()
@@ -450,6 +454,10 @@ class IvlmNode(LifecycleNode):
             "markers": self.create_publisher(MarkerArray, "~/markers", 10),
             "debug": self.create_publisher(Image, "~/debug_image", 10),
         }
+        try:
+            self._tf = TfBroadcaster(self)
+        except ImportError as exc:
+            self.get_logger().warning(f"no TF output (neither tf2_ros nor tf2_msgs is installed): {exc}")
         self._expiry_timer = self.create_timer(
             _EXPIRY_PERIOD_S, self._expire_unpaired, callback_group=self._io_group
         )
@@ -468,6 +476,9 @@ class IvlmNode(LifecycleNode):
         for pub in self._pubs.values():
             self.destroy_publisher(pub)
         self._pubs = {}
+        if self._tf is not None:
+            self._tf.destroy()
+            self._tf = None
         if self._expiry_timer is not None:
             self.destroy_timer(self._expiry_timer)
             self._expiry_timer = None
@@ -483,6 +494,7 @@ class IvlmNode(LifecycleNode):
         """Two required arguments: rclpy then passes the MessageInfo (publication sequence number)."""
         self.stats.received += 1
         self._image_gaps.observe(info.get("publication_sequence_number"))
+        self.monitor.images.tick()
         if self._state != "active" or self._pairer is None:
             self.stats.ignored_inactive += 1
             return
@@ -499,6 +511,7 @@ class IvlmNode(LifecycleNode):
     def _on_camera_info(self, msg: CameraInfo) -> None:
         if self._pairer is None:
             return
+        self.monitor.camera_infos.tick()
         with self._sync_lock:
             pairs = self._pairer.add_info(_stamp_seconds(msg.header.stamp), msg)
         self._enqueue(pairs, time.monotonic())
@@ -586,6 +599,7 @@ class IvlmNode(LifecycleNode):
         self.stats.timings_ms = dict(result.timings_ms)
         self.stats.record_answers(result)
         self.stats.record(latency_ms, queue_age_ms)
+        self.monitor.record_result(result)
 
     def _frame_camera_k(self, info: CameraInfo | None, image_hw: tuple[int, int]) -> np.ndarray | None:
         """The frame's usable K, or None; an unusable K is counted and warned about, never a failed frame."""
@@ -650,6 +664,12 @@ class IvlmNode(LifecycleNode):
                 Image(header=header, height=mask.shape[0], width=mask.shape[1], encoding="mono8",
                       is_bigendian=0, step=mask.shape[1], data=mask.tobytes())
             )
+        if settings.publish_tf and self._tf is not None:
+            transforms = interaction_transforms(
+                header, result, settings.tf_body_frame_prefix, settings.tf_object_frame_prefix
+            )
+            self._tf.send(transforms)
+            self.monitor.tf_transforms_sent += len(transforms)
         object_pose = object_pose_stamped_msg(header, result.object_placement)
         if object_pose is not None:
             pubs["object_pose"].publish(object_pose)
@@ -815,6 +835,7 @@ class IvlmNode(LifecycleNode):
             "service_queued": self._service_waiting,
             "latency_ms_last": stats.last_latency_ms,
             "latency_ms_mean": stats.mean_latency_ms,
+            "processing_rate_hz": self.monitor.processed.rate_hz(),
             "queue_age_ms": stats.last_queue_age_ms,
             "last_error": error or stats.last_error,
             "answers_truncated": stats.answers_truncated,
@@ -822,16 +843,19 @@ class IvlmNode(LifecycleNode):
         }
         for name, ms in stats.timings_ms.items():
             values[f"timing_ms_{name}"] = float(ms)
-        self._diag_pub.publish(
-            diagnostics_msg(
-                self.get_clock().now().to_msg(),
+        array = diagnostics_msg(
+            self.get_clock().now().to_msg(), self.get_name(), level, message, values, str(values["device"])
+        )
+        array.status.extend(
+            self.monitor.statuses(
                 self.get_name(),
-                level,
-                message,
-                values,
-                str(values["device"]),
+                self.settings,
+                self._state == "active",
+                {k: values[k] for k in ("frames_received", "frames_dropped", "frames_unpaired_dropped")},
+                self._tf.backend if self._tf is not None else "",
             )
         )
+        self._diag_pub.publish(array)
 
 
 def settings_from_dict_partial(current: NodeSettings, changes: dict[str, Any]) -> NodeSettings:

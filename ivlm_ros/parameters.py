@@ -117,6 +117,16 @@ def _box(value: Any) -> str | None:
     return None
 
 
+_FRAME_PREFIX_RE = re.compile(r"^[A-Za-z_][A-Za-z0-9_/]*$")
+
+
+def _frame_prefix(value: Any) -> str | None:
+    """A TF frame-id prefix: tf2 frame ids have no leading '/' and no spaces."""
+    if not isinstance(value, str) or not _FRAME_PREFIX_RE.match(value):
+        return f"must be a TF frame prefix (a letter or '_', then letters, digits, '_' or '/'), got {value!r}"
+    return None
+
+
 def _query(value: Any) -> str | None:
     return query_problem(value)  # the one validator of the topic, this parameter, the service and the CLI
 
@@ -285,6 +295,15 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec("publish_markers", True, "publish ~/markers (MarkerArray)", _boolean, True),
     ParamSpec("publish_debug_image", True, "publish ~/debug_image", _boolean, True),
+    ParamSpec(
+        "publish_tf", True, "broadcast TF frames of placed people (pelvis) and fitted objects on /tf", _boolean, True
+    ),
+    ParamSpec(
+        "tf_body_frame_prefix", "body_", "TF frame of person <id>: <prefix><id> (REP-155)", _frame_prefix, True
+    ),
+    ParamSpec(
+        "tf_object_frame_prefix", "object_", "TF frame of a fitted object: <prefix><label>", _frame_prefix, True
+    ),
     ParamSpec("marker_colormap", "viridis", "colour map of contact probabilities", _choice(COLORMAPS), True),
     ParamSpec(
         "contact_sphere_radius_m",
@@ -350,6 +369,9 @@ class NodeSettings:
     max_image_pixels: int
     publish_markers: bool
     publish_debug_image: bool
+    publish_tf: bool
+    tf_body_frame_prefix: str
+    tf_object_frame_prefix: str
     marker_colormap: str
     contact_sphere_radius_m: float
     display_distance_m: float

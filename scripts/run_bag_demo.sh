@@ -1,9 +1,11 @@
 #!/usr/bin/env bash
 # Run the ivlm ROS 2 node on the bundled bag (test/data/ivlm_sample_bag) with YOUR InteractVLM weights and
-# body models, writing everything it publishes (contacts JSON/npy, debug PNGs, marker summaries,
-# diagnostics) to an output folder.
+# body models, writing everything it publishes to an output folder: an MCAP rosbag2 (<out>/mcap/, every topic
+# the node publishes + the camera input, message definitions inside), contacts JSON/npy, debug PNGs, marker
+# summaries, diagnostics, and with --rerun a Rerun recording (.rrd; needs rerun-sdk, requirements-viz.txt).
 #
 #   bash scripts/run_bag_demo.sh [--data DIR] [--model NAME] [--out DIR] [--device auto|cpu|cuda] [--compressed]
+#                                [--rerun OUT.rrd]
 #   bash scripts/run_bag_demo.sh --tiny-random-model     # plumbing smoke test: random weights, meaningless output
 #
 # Expected layout under --data (default: $IVLM_DATA or ~/ivlm_data):
@@ -25,8 +27,9 @@ while [[ $# -gt 0 ]]; do
     --out) OUT="$2"; shift 2 ;;
     --device) DEVICE="$2"; shift 2 ;;
     --compressed) EXTRA+=(--compressed); shift ;;
+    --rerun) EXTRA+=(--rerun "$(realpath -m "$2")"); shift 2 ;;
     --tiny-random-model) TINY=1; shift ;;
-    -h|--help) sed -n 2,13p "${BASH_SOURCE[0]}"; exit 0 ;;
+    -h|--help) sed -n 2,15p "${BASH_SOURCE[0]}"; exit 0 ;;
     *) echo "unknown argument: $1 (see --help)" >&2; exit 2 ;;
   esac
 done

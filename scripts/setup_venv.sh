@@ -9,8 +9,10 @@ PY="${IVLM_PYTHON:-python3.11}"
 command -v "$PY" >/dev/null || PY=python3
 
 inputs_hash() {
-  (cd "$ROOT" && cat requirements.txt requirements-ros-wheels.txt requirements-build.txt requirements-dev.txt requirements-nodeps.txt scripts/setup_venv.sh \
-     scripts/fix_ros_wheel_cmake.sh msg/package.xml msg/CMakeLists.txt msg/msg/*.msg msg/srv/*.srv 2>/dev/null) \
+  (cd "$ROOT" && cat requirements.txt requirements-ros-wheels.txt requirements-build.txt requirements-dev.txt requirements-nodeps.txt requirements-viz.txt scripts/setup_venv.sh \
+     scripts/fix_ros_wheel_cmake.sh msg/package.xml msg/CMakeLists.txt msg/msg/*.msg msg/srv/*.srv \
+     scripts/pip_interfaces/tf2_msgs/package.xml scripts/pip_interfaces/tf2_msgs/CMakeLists.txt \
+     scripts/pip_interfaces/tf2_msgs/msg/*.msg 2>/dev/null) \
     | sha256sum | cut -d' ' -f1
 }
 # One setup at a time (parallel test runs or shells may call this concurrently).
@@ -47,21 +49,27 @@ fi
 export PIP_DISABLE_PIP_VERSION_CHECK=1
 echo "[setup] installing Python dependencies into $VENV" >&2
 "$VENV/bin/python" -m pip install -q -r "$ROOT/requirements.txt" -r "$ROOT/requirements-ros-wheels.txt" -r "$ROOT/requirements-build.txt" \
-  -r "$ROOT/requirements-dev.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
+  -r "$ROOT/requirements-dev.txt" -r "$ROOT/requirements-viz.txt" 2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 "$VENV/bin/python" -m pip install -q --no-deps -r "$ROOT/requirements-nodeps.txt" \
   2> >(grep -v "is ignored: it is neither a file nor a directory" >&2)
 
-echo "[setup] building ivlm_msgs (msg/) with rosidl" >&2
 bash "$ROOT/scripts/fix_ros_wheel_cmake.sh" "$VENV" >/dev/null
-BUILD="$VENV/build/ivlm_msgs"
-rm -rf "$BUILD"; mkdir -p "$BUILD"
-(
-  export AMENT_PREFIX_PATH="$VENV" VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
-  cmake -S "$ROOT/msg" -B "$BUILD" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
-    -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >"$BUILD.log" 2>&1 \
-  && cmake --build "$BUILD" -j2 >>"$BUILD.log" 2>&1 \
-  && cmake --install "$BUILD" >>"$BUILD.log" 2>&1
-) || { echo "[setup] building msg/ failed; see $BUILD.log" >&2; tail -30 "$BUILD.log" >&2; exit 1; }
+build_interfaces() {  # build_interfaces NAME SOURCE_DIR: rosidl-generate one interface package into the venv
+  local name="$1" src="$2" build="$VENV/build/$1"
+  echo "[setup] building $name ($src) with rosidl" >&2
+  rm -rf "$build"; mkdir -p "$build"
+  (
+    export AMENT_PREFIX_PATH="$VENV" VIRTUAL_ENV="$VENV" PATH="$VENV/bin:$PATH"
+    cmake -S "$src" -B "$build" -DCMAKE_PREFIX_PATH="$VENV" -DCMAKE_INSTALL_PREFIX="$VENV" \
+      -DPython3_EXECUTABLE="$VENV/bin/python" -DBUILD_TESTING=OFF >"$build.log" 2>&1 \
+    && cmake --build "$build" -j2 >>"$build.log" 2>&1 \
+    && cmake --install "$build" >>"$build.log" 2>&1
+  ) || { echo "[setup] building $name failed; see $build.log" >&2; tail -30 "$build.log" >&2; exit 1; }
+}
+# tf2_msgs is not on PyPI: a copy of its official TFMessage.msg (same type hash) for /tf, pip set-up only
+# (a real ROS install uses its own tf2_msgs; see scripts/pip_interfaces/README.md).
+build_interfaces tf2_msgs "$ROOT/scripts/pip_interfaces/tf2_msgs"
+build_interfaces ivlm_msgs "$ROOT/msg"
 
 echo "$HASH" > "$STAMP"
 echo "[setup] done: $VENV" >&2

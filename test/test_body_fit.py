@@ -115,7 +115,8 @@ def test_fit_recovers_known_pose_from_synthetic_keypoints(layer):
     assert np.all(result.vertices[:, 2] > 0)  # in front of the camera
     turn = Rotation.from_rotvec(result.params["global_orient"]) * Rotation.from_rotvec(truth["global_orient"]).inv()
     assert np.degrees(turn.magnitude()) < 10.0
-    assert set(result.placement_kwargs()) == {"placed", "status", "vertices", "faces", "params"}
+    assert set(result.placement_kwargs()) == {"placed", "status", "vertices", "faces", "params", "joints"}
+    assert result.placement_kwargs()["joints"].shape == (55, 3)  # pelvis first: the TF body frame origin
 
 
 def test_warm_start_tracks_the_next_frame_with_few_iterations(layer):

@@ -5,6 +5,7 @@ from __future__ import annotations
 
 import ast
 import csv
+import importlib.util
 import json
 import os
 import re
@@ -88,11 +89,19 @@ def test_info_convert_predict(tmp_path: Path, tiny_checkpoints, tiny_body_assets
     image = _photo(tmp_path / "cup__frame.png")
     body_dir = tiny_body_assets[2]
     rc = main(["predict", "--checkpoint", str(tmp_path / "safe"), "--image", str(image), "--body-model-dir",
-               str(body_dir), "--out", str(tmp_path / "out"), "--device", "cpu"])  # fmt: skip
+               str(body_dir), "--out", str(tmp_path / "out"), "--device", "cpu",
+               "--rerun", str(tmp_path / "predict.rrd")])  # fmt: skip
     assert rc == 0
     summary = json.loads(capsys.readouterr().out)
     assert summary["object"] == "cup" and summary["found"] and summary["body_parts"] == ["hands"]
     assert summary["answer_status"] == "contact"
+    if importlib.util.find_spec("rerun") is not None:  # optional extra (requirements-viz.txt)
+        from ivlm_core.testing.rerun_readback import rrd_rows
+
+        rows = rrd_rows(tmp_path / "predict.rrd")
+        assert [stamp for stamp, _ in rows["/world/camera/image"]] == [0]  # a photo has no stamp: frame 0
+        ((_, components),) = rows["/world/body"]
+        assert "Mesh3D:vertex_colors" in components  # the SMPL-X mesh coloured by contact
     with np.load(tmp_path / "out" / "cup__frame_hcontact_vertices.npz") as npz:
         assert npz["pred_contact_3d_smplh"].ndim == 2 and npz["pred_contact_3d_smplx"].ndim == 1
         assert npz["view_logits"].shape[0] == 4
@@ -138,7 +147,8 @@ def test_batch_on_the_sample_rosbag2_takes_objects_from_the_query_topic(tmp_path
             str(tiny_body_assets[2]), "--device", "cpu", "--max-new-tokens", "16", "--out", str(out)]
     assert main(args) == 2  # two image topics in this bag: it asks which one
     rc = main([*args, "--image-topic", manifest["topics"]["compressed"], "--query-topic",
-               manifest["topics"]["query"]])  # fmt: skip
+               manifest["topics"]["query"], "--mcap", str(out / "mcap"),
+               "--rerun", str(out / "batch.rrd")])  # fmt: skip
     assert rc == 0
     rows = list(csv.DictReader((out / "summary.csv").open()))
     assert [r["frame"] for r in rows] == ["frame_000000", "frame_000001", "frame_000002"]
@@ -146,6 +156,31 @@ def test_batch_on_the_sample_rosbag2_takes_objects_from_the_query_topic(tmp_path
     assert [int(r["stamp_ns"]) for r in rows] == [f["stamp_sec"] * 10**9 + f["stamp_nanosec"]
                                                   for f in manifest["frames"]]  # fmt: skip
     assert all(r["status"] == "ok" for r in rows)
+    _check_batch_recordings(out, manifest, [r["found"] == "True" for r in rows])
+
+
+def _check_batch_recordings(out: Path, manifest: dict, found: list[bool]) -> None:
+    """--mcap and --rerun of a bag batch: one entry per bag frame, at the bag image's stamp."""
+    from rosbags.rosbag2 import Reader
+
+    from ivlm_core.mcap_writer import ros2_typestore
+
+    stamps = [f["stamp_sec"] * 10**9 + f["stamp_nanosec"] for f in manifest["frames"]]
+    typestore, seen = ros2_typestore(), {}
+    with Reader(out / "mcap") as reader:
+        for connection, _, raw in reader.messages():
+            msg = typestore.deserialize_cdr(raw, connection.msgtype)
+            stamp = msg.header.stamp.sec * 10**9 + msg.header.stamp.nanosec
+            seen.setdefault(connection.topic, []).append(stamp)
+    assert seen["/camera/color/image_raw"] == stamps
+    with_contact = [stamp for stamp, ok in zip(stamps, found) if ok]  # NoContactFound frames have no contact
+    assert seen.get("/ivlm/hcontact_views", []) == with_contact
+    assert seen.get("/ivlm/human_contact", []) == with_contact
+    if importlib.util.find_spec("rerun") is not None:  # optional extra (requirements-viz.txt)
+        from ivlm_core.testing.rerun_readback import rrd_rows
+
+        rows = rrd_rows(out / "batch.rrd")
+        assert [stamp for stamp, _ in rows["/world/camera/image"]] == stamps
 
 
 # ------------------------------------------------------------------------------------------------ eval (DAMON)

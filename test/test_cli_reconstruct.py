@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import importlib.util
 import json
 import os
 import subprocess
@@ -41,7 +42,7 @@ def test_reconstruct_writes_scene_overlay_contacts_and_report(
         "reconstruct", "--image", str(PHOTO), "--checkpoint", str(tiny_checkpoints["Gen-Hu-Obj"]),
         "--body-model-dir", str(tiny_body_assets[2]), "--object-library", str(cli_library / "objects.yaml"),
         "--fit-config", str(cli_library / "fit.yaml"), "--device", "cpu", "--max-new-tokens", "16",
-        "--box", "230,30,390,170", "--out", str(out),
+        "--box", "230,30,390,170", "--out", str(out), "--rerun", str(out / "scene.rrd"),
     ])  # fmt: skip
     captured = capsys.readouterr()
     assert code == 0, captured.err
@@ -85,6 +86,12 @@ def test_reconstruct_writes_scene_overlay_contacts_and_report(
             assert data[f"body_{name}"].shape == (size,)
         assert data["body_faces"].max() < n_body
     assert len(scene.geometry["human"].vertices) == n_body
+    if importlib.util.find_spec("rerun") is not None:  # optional extra (requirements-viz.txt)
+        from ivlm_core.testing.rerun_readback import rrd_rows
+
+        rows = rrd_rows(out / "scene.rrd")
+        for entity in ("/world/camera", "/world/camera/image", "/world/body", "/world/object"):
+            assert [stamp for stamp, _ in rows[entity]] == [0], entity
 
 
 def test_osx_body_without_a_box_still_writes_contacts_and_says_why(

@@ -144,7 +144,25 @@ def test_fitted_body_is_published_in_the_camera_frame(probe: Probe) -> None:
         assert np.isin(
             marker_points.round(5), vertices.round(5)
         ).all()  # the fitted mesh, not the display pose
+        _check_body_tf(probe, stamp, estimate, vertices)
     assert placed >= 1, [probe.by_stamp("estimate", *s)[0].human_placement_status for s in stamps]
+
+
+def _check_body_tf(probe: Probe, stamp: tuple[int, int], estimate, vertices: np.ndarray) -> None:
+    """/tf carries body_0 for the frame: child of the optical frame, at the pelvis, REP-155 axes."""
+    from scipy.spatial.transform import Rotation
+
+    from ivlm_ros.tf_frames import SMPLX_TO_REP155
+
+    probe.wait_for(lambda: probe.by_stamp("tf", *stamp), 10, "the frame's /tf message")
+    (tf,) = [t for m in probe.by_stamp("tf", *stamp) for t in m.transforms if t.child_frame_id == "body_0"]
+    assert tf.header.frame_id == FRAME_ID
+    t, q = tf.transform.translation, tf.transform.rotation
+    pelvis = np.array([t.x, t.y, t.z])
+    assert np.linalg.norm(pelvis - (vertices.min(0) + vertices.max(0)) / 2) < 0.5 * np.ptp(vertices, 0).max()
+    root = Rotation.from_rotvec(np.asarray(estimate.human_params.global_orient, np.float64)).as_matrix()
+    rotation = Rotation.from_quat([q.x, q.y, q.z, q.w]).as_matrix()
+    np.testing.assert_allclose(rotation, root @ SMPLX_TO_REP155, atol=1e-5)
 
 
 def test_object_is_fitted_when_the_request_carries_its_box(probe: Probe, ros_object_library: dict) -> None:

@@ -24,6 +24,7 @@ class NamedMesh:
     vertices: np.ndarray  # (N, 3)
     faces: np.ndarray  # (F, 3)
     colours: np.ndarray  # (N, 3) uint8
+    contact: np.ndarray | None = None  # (N,) contact probabilities behind the colours (recordings' contact points)
 
 
 @dataclass
@@ -36,6 +37,9 @@ class FrameOutput:
     images: dict[str, np.ndarray] = field(default_factory=dict)  # suffix -> RGB uint8 (.png)
     meshes: dict[str, list[NamedMesh]] = field(default_factory=dict)  # suffix -> scene (.glb; .ply if one mesh)
     documents: dict[str, dict[str, Any]] = field(default_factory=dict)  # suffix -> JSON
+    source_image: np.ndarray | None = None  # the input RGB photo / bag image (recordings show it)
+    camera_k: np.ndarray | None = None  # (3, 3) when the meshes are placed in the camera frame (reconstruct)
+    object_name: str | None = None
 
 
 class OutputSink(Protocol):
@@ -94,12 +98,27 @@ class FileSink:
 
 
 def add_sink_arguments(parser: argparse.ArgumentParser) -> None:
-    """Options of the optional sinks (none yet besides the files in --out); add new sinks' options here."""
+    """Options of the optional sinks (recordings next to the files in --out); add new sinks' options here."""
+    parser.add_argument("--rerun", metavar="OUT.rrd", default=None,
+                        help="also write a Rerun recording: photo, camera, contact-coloured meshes, contact points "
+                             "(needs rerun-sdk: pip install -r requirements-viz.txt)")
+    parser.add_argument("--mcap", metavar="BAG_DIR", default=None,
+                        help="also write an MCAP rosbag2 (input image, view images, HumanContact/ObjectContact "
+                             "with their definitions) at the frames' stamps")
 
 
 def open_sinks(args: argparse.Namespace) -> list[OutputSink]:
     """The files in `--out`, plus every optional sink its option asks for. The one place sinks are chosen."""
-    return [FileSink(args.out)]
+    sinks: list[OutputSink] = [FileSink(args.out)]
+    if getattr(args, "rerun", None):
+        from ivlm_core.cli.recording_sinks import RerunSink
+
+        sinks.append(RerunSink(Path(args.rerun)))
+    if getattr(args, "mcap", None):
+        from ivlm_core.cli.recording_sinks import McapSink
+
+        sinks.append(McapSink(Path(args.mcap)))
+    return sinks
 
 
 def write_frame(sinks: list[OutputSink], frame: FrameOutput) -> dict[str, Path]:

@@ -132,7 +132,8 @@ class ContactPredictor:
         """Run the task on one RGB photo: the frame's products and a JSON-ready summary."""
         from ivlm_core.model.predictor import NoContactFound
 
-        model, frame = self.model, FrameOutput(stem=stem, stamp_ns=stamp_ns)
+        model = self.model
+        frame = FrameOutput(stem=stem, stamp_ns=stamp_ns, source_image=image, object_name=object_name)
         if self.task == "human":
             result = model.predict_human_contact(image, object_name, template=self.template, **self.common)
         elif self.task == "object":
@@ -159,7 +160,7 @@ class ContactPredictor:
                                                            HUMAN_OVERLAY_LOGIT)
             if self.smplx is not None:
                 colours = _threshold_colours(result.contacts_smplx, SMPLX_CONTACT_COLOUR_THRESHOLD)
-                frame.meshes["hcontact_smplx"] = [NamedMesh("human", *self.smplx, colours)]
+                frame.meshes["hcontact_smplx"] = [NamedMesh("human", *self.smplx, colours, result.contacts_smplx)]
             summary["contact_vertices"] = int((result.contacts_smplh >= CONTACT_COUNT_THRESHOLD).sum())
         elif self.task == "object":
             frame.arrays["ocontact_vertices"] = {"pred_contact_3d": result.contacts[None],
@@ -167,7 +168,7 @@ class ContactPredictor:
                                                  "text": np.array(lang.text)}
             frame.images["ocontact_views"] = _overlay_grid(result.renders, result.view_logits, OBJECT_OVERLAY_LOGIT)
             colours = _threshold_colours(result.contacts, OBJECT_CONTACT_COLOUR_THRESHOLD)
-            frame.meshes["ocontact_mesh"] = [NamedMesh("object", *self.mesh, colours)]
+            frame.meshes["ocontact_mesh"] = [NamedMesh("object", *self.mesh, colours, result.contacts)]
             summary["contact_vertices"] = int((result.contacts >= CONTACT_COUNT_THRESHOLD).sum())
         else:
             frame.arrays["h2dcontact"] = {"logits": result.logits, "text": np.array(lang.text)}

@@ -209,15 +209,18 @@ def reconstruct(args: argparse.Namespace) -> dict[str, Path]:
                                external_body=args.osx_npz)
 
     t0 = time.perf_counter()
-    frame = FrameOutput(stem=image_path.stem)
+    frame = FrameOutput(stem=image_path.stem, source_image=image, camera_k=camera_k, object_name=label)
     meshes = placed_meshes(result)
+    contact = {"human": result.human.vertex_contact if result.human is not None else None,
+               "object": result.object.vertex_contact if result.object is not None else None}
     for placement in (result.body_placement, result.object_placement):
         if placement is not None and not placement.placed:
             print(f"note: {placement.status}", file=sys.stderr)
     if meshes:
         from ivlm_core.fitting.export import render_overlay
 
-        frame.meshes["interaction"] = [NamedMesh(name, m.vertices, m.faces, m.colours) for name, m in meshes]
+        frame.meshes["interaction"] = [NamedMesh(name, m.vertices, m.faces, m.colours, contact.get(name))
+                                       for name, m in meshes]
         frame.images["overlay"] = render_overlay(image, [mesh for _, mesh in meshes], camera_k)
     else:
         print("note: nothing was placed in the camera frame, so no .glb or overlay was written", file=sys.stderr)

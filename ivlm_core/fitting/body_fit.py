@@ -177,13 +177,14 @@ class BodyFitResult:
     smoothed: bool = False
 
     def placement_kwargs(self) -> dict[str, Any]:
-        """Fields of `ivlm_core.pipeline.BodyPlacement` (placed, status, vertices, faces, params)."""
+        """Fields of `ivlm_core.pipeline.BodyPlacement` (placed, status, vertices, faces, params, joints)."""
         return {
             "placed": self.placed,
             "status": self.status,
             "vertices": self.vertices,
             "faces": self.faces,
             "params": dict(self.params),
+            "joints": self.joints,
         }
 
 

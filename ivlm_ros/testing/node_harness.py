@@ -88,6 +88,7 @@ class Probe:
         from rclpy.qos import QoSProfile, ReliabilityPolicy
         from sensor_msgs.msg import CameraInfo, CompressedImage, Image
         from std_msgs.msg import String
+        from tf2_msgs.msg import TFMessage
         from visualization_msgs.msg import MarkerArray
 
         self.node = rclpy.create_node(f"ivlm_test_probe_{os.getpid()}_{int(time.monotonic() * 1e3) % 100000}")
@@ -99,6 +100,7 @@ class Probe:
             "markers": (MarkerArray, f"{ns}/markers"),
             "debug": (Image, f"{ns}/debug_image"),
             "diagnostics": (DiagnosticArray, "/diagnostics"),
+            "tf": (TFMessage, "/tf"),
         }
         for key, (cls, topic) in outputs.items():
             self.node.create_subscription(cls, topic, lambda msg, key=key: self.received[key].append(msg), 50)
@@ -230,7 +232,10 @@ class Probe:
 
 
 def _stamp_of(msg: Any) -> tuple[int, int]:
-    header = msg.markers[0].header if hasattr(msg, "markers") else msg.header
+    if hasattr(msg, "transforms"):
+        header = msg.transforms[0].header
+    else:
+        header = msg.markers[0].header if hasattr(msg, "markers") else msg.header
     return header.stamp.sec, header.stamp.nanosec
 
 

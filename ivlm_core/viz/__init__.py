@@ -1,0 +1,1 @@
+"""Viewer outputs (optional extras): Rerun recordings of the per-frame results."""
