@@ -16,15 +16,18 @@ kernel launches, a host sync to test for EOS - is overhead on top of that floor.
   captured in a `torch.cuda.CUDAGraph` per batch size at warm-up and replayed per token. On CPU the same
   step runs eagerly (that is what the CPU tests compare with the eager `DynamicCache` and naive paths).
 
-`step(tokens[B, K])` and `truncate(n)` are the verify-and-roll-back primitives a draft-and-verify decoder
-needs: K new tokens in one forward, then the rejected columns dropped from the cache.
+`step(tokens[B, K])` and `truncate(n)` are the verify-and-roll-back primitives; `generate_drafted` is the
+lossless draft-and-verify loop built on them (issue 13): each forward feeds the last accepted token plus up
+to K draft tokens (from `drafting.TemplateDrafter`), accepts the longest prefix the model's own argmax
+agrees with plus the model's next token, and drops the rejected columns. On CUDA the verify forward is one
+captured graph per (batch, K bucket).
 """
 
 from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
 import torch
@@ -47,6 +50,23 @@ class DecodeResult:
     seg_hidden: list[torch.Tensor | None]  # (1, H) final-norm state whose LM-head output was the mask token
     prefill_s: float
     decode_s: float
+    forwards: int = 0  # decode forwards after the prefill
+    accepted: int = 0  # draft tokens accepted (draft-and-verify only)
+
+
+Drafter = Callable[[int, Sequence[int], int], list[int]]
+"""(row, answer so far incl. its last token, k) -> up to k draft tokens."""
+
+
+class _VerifyBuffers:
+    """Static inputs/outputs of one verify forward of K+1 tokens per row (one set per (batch, K))."""
+
+    def __init__(self, batch: int, width: int, hidden: int, device: torch.device, dtype: torch.dtype) -> None:
+        self.tokens = torch.zeros((batch, width), device=device, dtype=torch.long)
+        self.col0 = torch.zeros((1,), device=device, dtype=torch.long)
+        self.hidden = torch.zeros((batch, width, hidden), device=device, dtype=dtype)
+        self.argmax = torch.zeros((batch, width), device=device, dtype=torch.long)
+        self.offsets = torch.arange(width, device=device)
 
 
 class StaticKVCache:
@@ -170,6 +190,9 @@ class StaticDecoder:
         self.eos_token_id = int(eos_token_id)
         self._states: dict[int, _LoopState] = {}
         self._graphs: dict[int, torch.cuda.CUDAGraph] = {}
+        self._verify: dict[tuple[int, int], _VerifyBuffers] = {}
+        self._verify_graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
+        self._verify_pool = None
 
     # ----------------------------------------------------------------------------------------- forward
     @property
@@ -364,4 +387,171 @@ class StaticDecoder:
             seg_hidden,
             prefill_s=t1 - t0,
             decode_s=time.perf_counter() - t1,
+            forwards=steps,
+        )
+
+    # ----------------------------------------------------------------------------------------- draft and verify
+    @property
+    def captured_verify(self) -> tuple[tuple[int, int], ...]:
+        """(batch, K) of the captured verify graphs."""
+        return tuple(sorted(self._verify_graphs))
+
+    def _verify_buffers(self, batch: int, k: int) -> _VerifyBuffers:
+        if (batch, k) not in self._verify:
+            self._verify[(batch, k)] = _VerifyBuffers(batch, k + 1, self.hidden_size, self.device, self.dtype)
+        return self._verify[(batch, k)]
+
+    def _verify_forward(self, v: _VerifyBuffers) -> None:
+        """Every row's K+1 tokens after cache column `col0` in one forward; their final-norm states and LM-head
+        argmax land in `v` (this is what a verify graph records)."""
+        batch, width = v.tokens.shape
+        cols = v.col0 + v.offsets
+        positions = self._row_pos[:batch, None] + v.offsets[None]
+        valid = torch.ones((batch, width), device=self.device, dtype=torch.bool)
+        hidden = self.forward(self.model.embed_tokens(v.tokens), cols, positions, valid)
+        v.hidden.copy_(hidden)
+        v.argmax.copy_(self.llm.lm_head(hidden).argmax(dim=-1))
+
+    def capture_verify(self, batch_sizes: Sequence[int] = (1, 2), buckets: Sequence[int] = (0, 2, 4, 8)) -> None:
+        """Record the verify forward as one CUDA graph per (batch size, K bucket); drafts are padded up to the
+        next bucket. The graphs share one memory pool (they run one after the other; outputs live outside)."""
+        if self.device.type != "cuda":
+            return
+        for batch in batch_sizes:
+            for k in sorted({int(b) for b in buckets}):
+                if (batch, k) in self._verify_graphs:
+                    continue
+                v = self._verify_buffers(batch, k)
+                v.col0.fill_(1)
+                self._row_pos[:batch] = 1
+                side = torch.cuda.Stream(self.device)
+                side.wait_stream(torch.cuda.current_stream(self.device))
+                with torch.cuda.stream(side):
+                    for _ in range(2):
+                        self._verify_forward(v)
+                torch.cuda.current_stream(self.device).wait_stream(side)
+                graph = torch.cuda.CUDAGraph()
+                try:
+                    with torch.cuda.graph(graph, pool=self._verify_pool):
+                        self._verify_forward(v)
+                except RuntimeError as err:
+                    LOG.warning("CUDA graph capture of the verify step (batch %d, K=%d) failed (%s); it runs eagerly",
+                                batch, k, err)
+                    torch.cuda.synchronize(self.device)
+                    continue
+                finally:
+                    self.cache.reset()
+                    self._row_pos.zero_()
+                if self._verify_pool is None:
+                    self._verify_pool = graph.pool()
+                self._verify_graphs[(batch, k)] = graph
+
+    def _bucket(self, batch: int, wanted: int, room: int) -> int:
+        """The verify width for `wanted` draft tokens: exact when eager, else the captured bucket that holds
+        them (or the largest one that fits the cache)."""
+        buckets = sorted(k for b, k in self._verify_graphs if b == batch and k <= room)
+        if not buckets:
+            return min(wanted, room)
+        return next((k for k in buckets if k >= wanted), buckets[-1])
+
+    def generate_drafted(
+        self,
+        embeds: Sequence[torch.Tensor],
+        max_new_tokens: int,
+        drafter: Drafter,
+        max_draft: int = 8,
+        stop_at_mask: bool = True,
+    ) -> DecodeResult:
+        """Greedy answers, identical to `generate`, from fewer forwards: each forward verifies up to
+        `max_draft` drafted tokens per row and keeps the prefix the model's argmax agrees with plus its own
+        next token. A row's mask-token state is the verify row that emitted it, as in plain decoding.
+
+        Rows accepting at different rates leave masked holes in the shared cache columns; when a batch could
+        outgrow the cache that way, the call decodes plainly (same result)."""
+        if not 1 <= max_new_tokens <= self.max_new_tokens:
+            raise InvalidInputError(f"max_new_tokens {max_new_tokens} outside this decoder's 1..{self.max_new_tokens}")
+        batch = len(embeds)
+        width = max(int(e.shape[0]) for e in embeds) if batch else 0
+        if batch > 1 and width + batch * max_new_tokens > self.cache.max_len:
+            return self.generate(embeds, max_new_tokens, stop_at_mask)
+        sync = self.device.type == "cuda"
+        t0 = time.perf_counter()
+        last = self.prefill(embeds)
+        first = self.llm.lm_head(last).argmax(dim=-1).tolist()
+        t1 = time.perf_counter()
+        seg_set, eos = set(self.seg_token_ids), self.eos_token_id
+        generated: list[list[int]] = [[] for _ in range(batch)]
+        reasons = ["length"] * batch
+        seg_index: list[int | None] = [None] * batch
+        seg_token: list[int | None] = [None] * batch
+        seg_hidden: list[torch.Tensor | None] = [None] * batch
+        done = [False] * batch
+
+        def emit(b: int, token: int, state: torch.Tensor) -> bool:
+            """Record one greedy token of row b (and its state if it is the first mask token); True = stop."""
+            generated[b].append(token)
+            is_seg = token in seg_set
+            if is_seg and seg_index[b] is None:
+                seg_index[b], seg_token[b], seg_hidden[b] = len(generated[b]) - 1, token, state.clone()
+            if is_seg and stop_at_mask:
+                reasons[b] = "mask"
+            elif token == eos:
+                reasons[b] = "eos"
+            elif len(generated[b]) < max_new_tokens:
+                return False
+            done[b] = True
+            return True
+
+        for b in range(batch):
+            emit(b, int(first[b]), last[b : b + 1])
+        forwards = accepted = 0
+        while not all(done):
+            start = self.cache.length
+            room = self.cache.max_len - start - 1
+            drafts = [[] if done[b] else drafter(b, generated[b], min(max_draft, room)) for b in range(batch)]
+            k = self._bucket(batch, max(len(d) for d in drafts), room)
+            rows = []
+            for b, d in enumerate(drafts):
+                d = d[:k]
+                rows.append([generated[b][-1], *d, *([d[-1] if d else generated[b][-1]] * (k - len(d)))])
+            v = self._verify_buffers(batch, k)
+            v.tokens.copy_(torch.tensor(rows, dtype=torch.long))
+            v.col0.fill_(start)
+            graph = self._verify_graphs.get((batch, k))
+            if graph is not None:
+                graph.replay()
+            else:
+                self._verify_forward(v)
+            forwards += 1
+            argmax = v.argmax.tolist()  # the one host read-back per forward
+            keep = [0] * batch
+            for b in range(batch):
+                if done[b]:
+                    continue
+                row, out = rows[b], argmax[b]
+                j = 0
+                while j < k and out[j] == row[j + 1]:
+                    j += 1
+                keep[b] = j + 1  # the fed token and the accepted drafts stay in the cache
+                for i in range(j + 1):
+                    accepted += int(i < j)
+                    if emit(b, int(out[i]), v.hidden[b, i : i + 1]):
+                        break
+            for b in range(batch):
+                if keep[b] < k + 1:
+                    self.cache.valid[b, start + keep[b] : start + k + 1] = False
+            self._row_pos[:batch] += torch.tensor(keep, device=self.device)
+            self.cache.length = start + max(keep)
+        if sync:
+            torch.cuda.synchronize(self.device)
+        return DecodeResult(
+            generated,
+            reasons,
+            seg_index,
+            seg_token,
+            seg_hidden,
+            prefill_s=t1 - t0,
+            decode_s=time.perf_counter() - t1,
+            forwards=forwards,
+            accepted=accepted,
         )

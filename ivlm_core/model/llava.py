@@ -81,6 +81,8 @@ class GenerationOutput:
     prefill_s: float = 0.0
     decode_s: float = 0.0
     stop_reason: str = ""  # "mask" | "eos" | "length" (static decoder); "" where not tracked
+    forwards: int = 0  # decode forwards after the prefill (static decoder)
+    accepted_drafts: int = 0  # draft tokens the verify forwards accepted (draft-and-verify decoding)
 
 
 def select_seg_state(
@@ -132,6 +134,9 @@ class LlavaModel(nn.Module):
         for p in self.vision_tower.parameters():
             p.requires_grad_(False)
         self.decoder: StaticDecoder | None = None
+        self.drafter = None
+        """A `drafting.TemplateDrafter`: the static path then decodes by draft-and-verify (same answers)."""
+        self.max_draft_tokens = 8
 
     @property
     def hidden_size(self) -> int:
@@ -262,6 +267,7 @@ class LlavaModel(nn.Module):
         ):
             return dec
         captured = dec.captured_batches if dec is not None else ()
+        verify = dec.captured_verify if dec is not None else ()
         self.decoder = None  # free the old cache first
         patches = self.vision_tower.config.image_size // self.vision_tower.config.patch_size
         room = max(int(prompt_len), patches * patches + DECODER_TEXT_TOKENS)
@@ -275,6 +281,8 @@ class LlavaModel(nn.Module):
                 "static KV cache grown to %d prompt tokens; re-capturing the CUDA graphs on this frame", room
             )
             self.decoder.capture(captured)
+        for batch, k in verify:
+            self.decoder.capture_verify((batch,), (k,))
         return self.decoder
 
     @torch.inference_mode()
@@ -297,7 +305,16 @@ class LlavaModel(nn.Module):
         embeds = [self.embed(ids, feats)[0] for ids in prompts]
         decoder = self.ensure_decoder(seg_token_ids, eos_token_id, max(e.shape[0] for e in embeds), max_new_tokens)
         clip_s = time.perf_counter() - t0
-        res = decoder.generate(embeds, max_new_tokens, stop_at_mask=stop_at_mask)
+        if self.drafter is not None:
+            drafter = self.drafter
+            texts = [[int(i) for i in ids] for ids in prompts]
+
+            def propose(row: int, answer: Sequence[int], k: int) -> list[int]:
+                return drafter.propose(answer, k, texts[row])
+
+            res = decoder.generate_drafted(embeds, max_new_tokens, propose, self.max_draft_tokens, stop_at_mask)
+        else:
+            res = decoder.generate(embeds, max_new_tokens, stop_at_mask=stop_at_mask)
         return [
             GenerationOutput(
                 [int(i) for i in ids],
@@ -308,6 +325,8 @@ class LlavaModel(nn.Module):
                 prefill_s=clip_s + res.prefill_s,
                 decode_s=res.decode_s,
                 stop_reason=res.stop_reason[b],
+                forwards=res.forwards,
+                accepted_drafts=res.accepted,
             )
             for b, ids in enumerate(prompts)
         ]

@@ -221,10 +221,28 @@ class InteractVLMPredictor:
         """(V, 5) normalised cameras the encoder sees for the object views (`encoder_cameras`)."""
         return self.encoder_cameras.params(self.object_view_set)
 
+    def set_drafting(self, enabled: bool, max_draft_tokens: int = 8, body_parts: Sequence[str] | None = None) -> None:
+        """Draft-and-verify decoding from the answer templates (same answers, fewer forwards): a token trie of
+        every template answer in this checkpoint's tokenizer, with `body_parts` (the names of the user's
+        smpl_segmentation_merged.pkl) in the part slot; without them that slot is drafted by prompt lookup."""
+        llava = self.model.llava
+        if not enabled:
+            llava.drafter = None
+            return
+        from ivlm_core.model.drafting import TemplateDrafter
+
+        if not 1 <= int(max_draft_tokens) <= 32:
+            raise InvalidInputError(f"max_draft_tokens must be in [1, 32], got {max_draft_tokens}")
+        llava.drafter = TemplateDrafter.for_model(
+            self.processor.prompt_tokenizer, self.config.token_type, self.token_ids.eos, body_parts
+        )
+        llava.max_draft_tokens = int(max_draft_tokens)
+
     @torch.inference_mode()
     def warm_up(self) -> None:
-        """Build the static decoder for the longest task prompt, capture its CUDA graphs (batch 1 and 2) and
-        run one 2-row answer through it so every kernel and workspace exists before the first frame."""
+        """Build the static decoder for the longest task prompt, capture its CUDA graphs (batch 1 and 2; with
+        drafting also the verify forward per K bucket) and run one 2-row answer through it so every kernel
+        and workspace exists before the first frame."""
         if self.decoding != "static":
             return
         llava = self.model.llava
@@ -234,6 +252,9 @@ class InteractVLMPredictor:
         patches = llava.vision_tower.config.image_size // llava.vision_tower.config.patch_size
         decoder = llava.ensure_decoder(self.config.seg_token_ids, self.token_ids.eos, prompt_len + patches**2, 512)
         decoder.capture((1, 2))
+        if llava.drafter is not None:
+            k = llava.max_draft_tokens
+            decoder.capture_verify((1, 2), sorted({0, k, *(2**i for i in range(1, k.bit_length()) if 2**i < k)}))
         size = int(llava.vision_tower.config.image_size)
         photo = np.zeros((size, size, 3), np.uint8)
         self.run_language_batch(photo, questions[:1], max_new_tokens=2)

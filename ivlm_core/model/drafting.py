@@ -1,0 +1,197 @@
+"""Draft tokens for lossless draft-and-verify decoding, taken from InteractVLM's answer templates.
+
+InteractVLM answers follow its training templates almost word for word ("The contacting body parts are
+leftHand, rightHand, and the contact region is [SEG]."); only the slot (body parts, affordance) changes. So
+the next tokens are usually predictable without a second model: `TemplateDrafter` holds a token trie of
+every answer the templates produce (answer lists x body-part names x affordance names x mask token),
+tokenised with the checkpoint's own tokenizer, and proposes the most frequent continuation of the answer so
+far. The decoder verifies a draft in one forward and keeps only what greedy decoding would have produced,
+so a bad draft costs time, never correctness.
+
+Where the answer leaves the trie (a second body part in a list, a part name the trie does not know) the
+drafter re-anchors on the longest suffix of the answer that ends at a trie node, preferring nodes of the
+template the answer started in; failing that it falls back to prompt lookup (the longest n-gram of the answer's
+tail found earlier in the prompt or the answer, and what followed it there).
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+from ivlm_core.errors import InvalidInputError
+from ivlm_core.model import prompts
+from ivlm_core.model.prompts import PromptTokenizer
+
+AFFORDANCE_NAMES = (
+    "grasp", "contain", "lift", "open", "lay", "sit", "support", "wrapgrasp", "pour", "move", "display", "push",
+    "listen", "wear", "press", "cut", "stab", "pull", "ride", "play", "carry",
+)  # fmt: skip
+"""Affordance labels of the PIAD and LEMON training sets (the `{affordance}` slot of the afford answers)."""
+
+OBJECT_SIMPLE_ANSWERS = (
+    "It is {TOKEN}.",
+    "Sure, the object contact region is {TOKEN}.",
+    "Sure, the contact points on object is {TOKEN}.",
+    "Sure, the contact mask is {TOKEN}.",
+    "{TOKEN}.",
+)
+"""The reference's object-contact (PICO) and plain affordance answer list (`OCONTACT_ANSWER_LIST`)."""
+
+SEGMENTATION_FILE = "smpl_segmentation_merged.pkl"
+"""The reference's body-part segmentation (part name -> SMPL vertex ids, in data.zip's data/ folder); its
+keys are the names the `parts` answers list, in its order."""
+
+_PLACEHOLDERS = ("hand", "foot")  # two slot fillers that differ in their first and last token
+
+
+def load_body_part_names(path: str | Path) -> tuple[str, ...]:
+    """The part names (dict keys, in file order) of `smpl_segmentation_merged.pkl`, read by the allow-listed
+    unpickler (a data file never runs code)."""
+    from ivlm_core.safe_pickle import load_data_pickle
+
+    data = load_data_pickle(
+        path, "body-part segmentation (smpl_segmentation_merged.pkl)",
+        "It is data/smpl_segmentation_merged.pkl of the InteractVLM data.zip; without it the drafter drafts the "
+        "template text only.",
+    )
+    if not isinstance(data, Mapping) or not data or not all(isinstance(k, str) and k.strip() for k in data):
+        raise InvalidInputError(f"'{path}' is not a mapping of body-part names to vertex ids")
+    return tuple(str(k) for k in data)
+
+
+@dataclass(eq=False)
+class _Node:
+    children: dict[int, _Node] = field(default_factory=dict)
+    count: int = 0
+    templates: int = 0  # bit t set: template t passes through this node
+    depth: int = 0
+
+
+@dataclass(frozen=True)
+class AnswerTemplate:
+    """One answer template with its mask token and the values its slot takes (none: slot unknown)."""
+
+    text: str
+    token: str
+    slot: str | None = None  # "body_parts" | "affordance"
+    values: tuple[str, ...] = ()
+
+
+class TemplateDrafter:
+    """Token trie of the template answers + suffix re-anchoring + prompt lookup. Host-side, torch-free.
+
+    `propose(answer, k, prompt)` returns up to k tokens that likely follow `answer` (the tokens generated so
+    far, the last one included). It never affects the result, only how many tokens a forward accepts.
+    """
+
+    def __init__(self, sequences: Sequence[tuple[Sequence[int], int]], context: int = 6, lookup_ngram: int = 3):
+        self.root = _Node()
+        self.context = int(context)
+        self.lookup_ngram = int(lookup_ngram)
+        self._index: dict[tuple[int, ...], list[_Node]] = {}
+        for ids, template in sequences:
+            self._insert([int(i) for i in ids], int(template))
+        self.num_sequences = len(sequences)
+
+    # ---------------------------------------------------------------------------------------- building
+    @classmethod
+    def from_templates(cls, tokenizer: PromptTokenizer, templates: Sequence[AnswerTemplate], eos_id: int,
+                       **kwargs) -> TemplateDrafter:
+        """Tokenise every answer the templates produce (all slot values; a template whose slot values are
+        unknown contributes the text before and after the slot as two pieces)."""
+        sequences: list[tuple[list[int], int]] = []
+        for t, template in enumerate(templates):
+            fill = {"TOKEN": template.token}
+            if template.slot is None:
+                sequences.append(([*tokenizer.encode(template.text.format(**fill), add_bos=False), eos_id], t))
+                continue
+            if template.values:
+                for value in template.values:
+                    text = template.text.format(**fill, **{template.slot: value})
+                    sequences.append(([*tokenizer.encode(text, add_bos=False), eos_id], t))
+                continue
+            a, b = (tokenizer.encode(template.text.format(**fill, **{template.slot: p}), add_bos=False)
+                    for p in _PLACEHOLDERS)
+            head = 0
+            while head < min(len(a), len(b)) and a[head] == b[head]:
+                head += 1
+            tail = 0
+            while tail < min(len(a), len(b)) - head and a[-1 - tail] == b[-1 - tail]:
+                tail += 1
+            sequences.append((a[:head], t))
+            if tail:
+                sequences.append(([*a[len(a) - tail :], eos_id], t))
+        return cls(sequences, **kwargs)
+
+    @classmethod
+    def for_model(cls, tokenizer: PromptTokenizer, token_type: str, eos_id: int,
+                  body_parts: Sequence[str] | None = None, affordances: Sequence[str] = AFFORDANCE_NAMES,
+                  **kwargs) -> TemplateDrafter:
+        """Every answer list of the reference with the mask tokens of `token_type` ('Gen': [SEG]; 'Gen-Hu-Obj':
+        [HSEG] for human answers, [OSEG] for object answers). `body_parts`: the names of the user's
+        segmentation file, joined ', ' in answers; None: the part slot is left to prompt lookup."""
+        joint = token_type.startswith("Gen-Hu-Obj")
+        human = prompts.HSEG_TOKEN if joint else prompts.SEG_TOKEN
+        obj = prompts.OSEG_TOKEN if joint else prompts.SEG_TOKEN
+        parts = tuple(body_parts or ())
+        templates = [AnswerTemplate(t, human, "body_parts", parts) for t in prompts.HCONTACT_PARTS_ANSWERS]
+        templates += [AnswerTemplate(t, human) for t in prompts.HCONTACT_SIMPLE_ANSWERS]
+        templates += [AnswerTemplate(t, obj, "affordance", tuple(affordances)) for t in prompts.OAFFORD_AFFORD_ANSWERS]
+        templates += [AnswerTemplate(t, obj) for t in OBJECT_SIMPLE_ANSWERS]
+        return cls.from_templates(tokenizer, templates, eos_id, **kwargs)
+
+    def _insert(self, ids: list[int], template: int) -> None:
+        node = self.root
+        node.count += 1
+        for depth, token in enumerate(ids, start=1):
+            child = node.children.get(token)
+            if child is None:
+                child = node.children[token] = _Node(depth=depth)
+                for n in range(1, min(self.context, depth) + 1):  # index the node by its path's last n tokens
+                    self._index.setdefault(tuple(ids[depth - n : depth]), []).append(child)
+            child.count += 1
+            child.templates |= 1 << template
+            node = child
+
+    # ---------------------------------------------------------------------------------------- drafting
+    def _anchor(self, answer: Sequence[int]) -> tuple[_Node | None, int]:
+        """The trie node to continue from and the template mask to prefer there."""
+        node, hint = self.root, 0
+        for token in answer:
+            nxt = node.children.get(int(token))
+            if nxt is None:
+                break
+            node = nxt
+            hint = node.templates
+        else:
+            return (node if node.children else None), hint
+        for n in range(min(self.context, len(answer)), 0, -1):  # re-anchor on the longest known suffix
+            candidates = [c for c in self._index.get(tuple(int(t) for t in answer[-n:]), ()) if c.children]
+            if candidates:
+                return max(candidates, key=lambda c: (bool(c.templates & hint), c.count)), hint
+        return None, hint
+
+    def _from_trie(self, answer: Sequence[int], k: int) -> list[int]:
+        node, hint = self._anchor(answer)
+        draft: list[int] = []
+        while node is not None and node.children and len(draft) < k:
+            token, node = max(node.children.items(), key=lambda kv: (bool(kv[1].templates & hint), kv[1].count))
+            draft.append(token)
+        return draft
+
+    def _from_lookup(self, answer: Sequence[int], k: int, prompt: Sequence[int]) -> list[int]:
+        history = [int(t) for t in prompt if int(t) >= 0] + [int(t) for t in answer]
+        for n in range(min(self.lookup_ngram, len(answer)), 0, -1):
+            tail = history[-n:]
+            for start in range(len(history) - n - 1, -1, -1):  # most recent earlier occurrence first
+                if history[start : start + n] == tail:
+                    return history[start + n : start + n + k]
+        return []
+
+    def propose(self, answer: Sequence[int], k: int, prompt: Sequence[int] = ()) -> list[int]:
+        """Up to k draft tokens to follow `answer` (the generated tokens so far, at least one)."""
+        if k <= 0 or not answer:
+            return []
+        return self._from_trie(answer, k) or self._from_lookup(answer, k, prompt)
