@@ -18,6 +18,18 @@ frames (after load; `build_peak_gb` on the detail line includes loading), `naive
 no-cache decoder. The run asserts that the static decoder agrees with the eager DynamicCache decoder.
 Last line: ``frame_s=<f> interaction_frame_s=<f> prefill_ms=<f> decode_ms_per_token=<f> floor_ms_per_token=<f>
 peak_gb=<f> naive_frame_s=<f>``.
+
+`--draft` (issue 13) then measures draft-and-verify decoding from the answer templates. Answers are drawn
+as the reference builds its training answers (random `parts` template, random set of 1-6 body parts in
+segmentation order, ', '-joined; stand-in SMPL part names unless `--segmentation` names the user's
+smpl_segmentation_merged.pkl). `forwards_per_answer` / `accepted_per_forward` are the verify forwards per
+answer and the draft tokens each accepts when the model's greedy answer is the drawn one (the decoder stops
+at the mask token; the first token comes from the prefill). Then the model is re-wired to one drawn answer
+(one a bigram chain can reproduce: no token repeated with another successor) and frames are timed with
+drafting (`frame_s`) and without (`plain_frame_s`); the run asserts that both give the same answer (and, in
+fp32, the same masks and contacts). `rejected_draft_overhead` is the decode time with every draft rejected
+(K wrong tokens per forward) over plain decode time, minus 1. Last line with `--draft`:
+``forwards_per_answer=<f> accepted_per_forward=<f> frame_s=<f> plain_frame_s=<f>``.
 """
 
 from __future__ import annotations
@@ -161,7 +173,12 @@ def wire_answer(model, num_tokens: int, embed_norm: float, strength: float) -> l
     sp_size = model.processor.prompt_tokenizer.sp_model.get_piece_size()
     pool = [int(i) for i in rng.permutation(np.arange(3, sp_size)) if int(i) not in prompt_vocab]
     answer = [*pool[: num_tokens - 1], model.token_ids.seg]
-    chain = [ids[-1], *answer, model.token_ids.eos]
+    wire_chain(model, [ids[-1], *answer, model.token_ids.eos], embed_norm, strength)
+    return answer
+
+
+def wire_chain(model, chain: list[int], embed_norm: float, strength: float) -> None:
+    """Greedy decoding at token chain[i] emits chain[i+1] (each token must have one successor)."""
     emb = model.model.llava.llm.get_input_embeddings().weight
     head = model.model.llava.llm.lm_head.weight
     with torch.no_grad():
@@ -169,7 +186,113 @@ def wire_answer(model, num_tokens: int, embed_norm: float, strength: float) -> l
             row = emb[prev].float()
             emb[prev] = (row * (embed_norm / row.norm())).to(emb.dtype)
             head[nxt] += (strength * row / row.norm()).to(head.dtype)
-    return answer
+
+
+STAND_IN_PARTS = (
+    "head", "neck", "leftShoulder", "rightShoulder", "leftArm", "rightArm", "leftForeArm", "rightForeArm",
+    "leftHand", "rightHand", "spine", "hips", "leftUpLeg", "rightUpLeg", "leftLeg", "rightLeg", "leftFoot",
+    "rightFoot",
+)  # fmt: skip
+"""SMPL-style part names standing in for the keys of the user's smpl_segmentation_merged.pkl (not shipped)."""
+
+
+def draw_answers(rng: np.random.Generator, count: int, parts: tuple[str, ...], token: str = "[SEG]") -> list[str]:
+    """`parts` answers as the reference builds its training answers: a random template and a random set of
+    1-6 body parts in segmentation order, joined by ', '."""
+    from ivlm_core.model.prompts import HCONTACT_PARTS_ANSWERS
+
+    answers = []
+    for _ in range(count):
+        template = HCONTACT_PARTS_ANSWERS[int(rng.integers(len(HCONTACT_PARTS_ANSWERS)))]
+        chosen = sorted(rng.choice(len(parts), size=int(rng.integers(1, min(6, len(parts)) + 1)), replace=False))
+        answers.append(template.format(body_parts=", ".join(parts[i] for i in chosen), TOKEN=token))
+    return answers
+
+
+class _RejectedDrafts:
+    """A drafter whose every proposal is wrong on the wired answer (token 0 never wins): the all-rejected cost."""
+
+    def propose(self, answer, k: int, prompt=()) -> list[int]:
+        return [0] * k
+
+
+def run_drafting(model, image: np.ndarray, args, device: torch.device, saved: tuple[torch.Tensor, torch.Tensor],
+                 ) -> str:
+    """The --draft measurements (see the module docstring); returns the last line."""
+    from ivlm_core.model.drafting import load_body_part_names
+
+    tok = model.processor.prompt_tokenizer
+    seg, eos = model.token_ids.seg, model.token_ids.eos
+    parts = load_body_part_names(args.segmentation) if args.segmentation else STAND_IN_PARTS
+    model.set_drafting(True, args.draft_tokens, parts)
+    drafter = model.model.llava.drafter
+    prompt = model.processor.prompt_ids(HCONTACT_PARTS_QUESTIONS[0].format(class_name="tennis_racket"))
+    rng = np.random.default_rng(7)
+    drawn = []
+    for text in draw_answers(rng, args.draft_answers, parts):
+        ids = tok.encode(text, add_bos=False)
+        drawn.append(ids[: ids.index(seg) + 1])  # decoding stops at the mask token
+    replays = [drafter.replay(ids, args.draft_tokens, prompt) for ids in drawn]
+    forwards = statistics.fmean(f for f, _ in replays)
+    accepted = sum(a for _, a in replays) / max(sum(f for f, _ in replays), 1)
+    lengths = [len(ids) for ids in drawn]
+    near30 = [f for (f, _), n in zip(replays, lengths) if 25 <= n <= 35]
+    print(
+        f"draft: K={args.draft_tokens} answers={len(drawn)} parts={'file' if args.segmentation else 'stand-in'} "
+        f"tokens_per_answer mean={statistics.fmean(lengths):.1f} min={min(lengths)} max={max(lengths)}; "
+        f"forwards_per_answer mean={forwards:.2f} worst={max(f for f, _ in replays)}; "
+        f"25-35-token answers: n={len(near30)} forwards mean={statistics.fmean(near30) if near30 else float('nan'):.2f}"
+    )
+
+    # re-wire the model to one drawn answer a bigram chain reproduces, and time real frames on it
+    emb = model.model.llava.llm.get_input_embeddings().weight
+    head = model.model.llava.llm.lm_head.weight
+    with torch.no_grad():
+        emb.copy_(saved[0])
+        head.copy_(saved[1])
+    for text in draw_answers(rng, 1000, parts):
+        ids = tok.encode(text, add_bos=False)
+        chain = [prompt[-1], *ids[: ids.index(seg) + 1], eos]
+        if len(set(chain[:-1])) == len(chain) - 1:
+            break
+    else:
+        raise RuntimeError("no drawn answer is a bigram chain; cannot wire the model")
+    norm, strength = (30.0, 40.0) if args.tiny else (1e5, 4.0)
+    wire_chain(model, chain, norm, strength)
+    model.set_drafting(False)
+    plain = [run_frame(model, image, naive=False, device=device) for _ in range(args.repeats + 1)][1:]
+    model.set_drafting(True, args.draft_tokens, parts)
+    drafted = [run_frame(model, image, naive=False, device=device) for _ in range(args.repeats + 1)][1:]
+    model.model.llava.drafter = _RejectedDrafts()
+    rejected = [run_frame(model, image, naive=False, device=device) for _ in range(args.repeats + 1)][1:]
+    model.set_drafting(False)
+    ref, got = plain[0][1], drafted[0][1]
+    if got.language.generated_ids != ref.language.generated_ids or ref.language.generated_ids != chain[1:-1]:
+        raise AssertionError("drafted decoding did not give the plain greedy answer (or the wiring failed)")
+    if rejected[0][1].language.generated_ids != ref.language.generated_ids:
+        raise AssertionError("decoding with every draft rejected did not give the plain greedy answer")
+    if model.dtype == torch.float32:
+        np.testing.assert_allclose(got.view_logits, ref.view_logits, atol=1e-4, rtol=1e-4)
+        np.testing.assert_allclose(got.contacts_smplh, ref.contacts_smplh, atol=1e-5)
+    decode = {name: statistics.median(r[1].timings["decode_s"] for r in runs)
+              for name, runs in (("plain", plain), ("drafted", drafted), ("rejected", rejected))}
+    frame_s = statistics.median(r[0] for r in drafted)
+    plain_s = statistics.median(r[0] for r in plain)
+    print(f"drafted == plain greedy: ok ({'ids, masks, contacts' if model.dtype == torch.float32 else 'ids'}); "
+          f"wired answer tokens={len(chain) - 2}: \"{tok.decode(chain[1:-1])}\"")
+    def spread(runs) -> str:
+        values = [r[0] for r in runs]
+        return f"mean={statistics.fmean(values):.4f} worst={max(values):.4f}"
+
+    print(
+        f"draft frames: drafted {spread(drafted)} plain {spread(plain)}; decode_s drafted={decode['drafted']:.4f} "
+        f"plain={decode['plain']:.4f} all-rejected={decode['rejected']:.4f} "
+        f"rejected_draft_overhead={decode['rejected'] / decode['plain'] - 1:.3f} "
+        f"decode_forwards drafted={drafted[0][1].timings['decode_forwards']:.0f} "
+        f"plain={plain[0][1].timings['decode_forwards']:.0f}"
+    )
+    return (f"forwards_per_answer={forwards:.3f} accepted_per_forward={accepted:.3f} frame_s={frame_s:.4f} "
+            f"plain_frame_s={plain_s:.4f}")
 
 
 def synthetic_lifting(views: int, resolution: int, num_vertices: int, seed: int, coverage: float = 0.35):
@@ -336,9 +459,15 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--device", default=None, help="default: cpu with --tiny, else cuda")
     parser.add_argument("--quant", choices=("none", "int8", "int4"), default="none", help="LLM weights (torchao)")
     parser.add_argument("--bandwidth-gbs", type=float, default=None, help="memory bandwidth for the floor")
+    parser.add_argument("--draft", action="store_true", help="also measure draft-and-verify decoding (issue 13)")
+    parser.add_argument("--draft-tokens", type=int, default=8, help="K: draft tokens verified per forward")
+    parser.add_argument("--draft-answers", type=int, default=200, help="drawn answers for forwards_per_answer")
+    parser.add_argument("--segmentation", default=None, help="smpl_segmentation_merged.pkl for the part names")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
+    if args.draft and not 1 <= args.draft_tokens <= 32:
+        raise SystemExit("--draft-tokens must be in [1, 32]")
 
     device = torch.device(args.device or ("cpu" if args.tiny else "cuda"))
     if device.type == "cuda" and not torch.cuda.is_available():
@@ -350,6 +479,10 @@ def main(argv: list[str] | None = None) -> None:
     resolution = 64 if args.tiny else 1024
     model.object_render_size = resolution
     model.set_human_assets(synthetic_human_assets(resolution))
+    llm = model.model.llava.llm
+    saved = None
+    if args.draft:  # the draft run re-wires the model to a template answer later
+        saved = llm.get_input_embeddings().weight.detach().clone(), llm.lm_head.weight.detach().clone()
     wire_answer(model, args.answer_tokens, embed_norm=30.0 if args.tiny else 1e5, strength=40.0 if args.tiny else 4.0)
     image = (np.random.default_rng(1).random((480, 640, 3)) * 255).astype(np.uint8)
     mesh = synthetic_object(model, resolution)
@@ -416,6 +549,8 @@ def main(argv: list[str] | None = None) -> None:
         f"decode_ms_per_token={decode_ms:.3f} floor_ms_per_token={floor_ms:.3f} peak_gb={peak_gb:.2f} "
         f"naive_frame_s={naive_s:.4f}"
     )
+    if args.draft:
+        print(run_drafting(model, image, args, device, saved))
 
 
 if __name__ == "__main__":

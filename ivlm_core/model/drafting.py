@@ -64,7 +64,7 @@ def load_body_part_names(path: str | Path) -> tuple[str, ...]:
 @dataclass(eq=False)
 class _Node:
     children: dict[int, _Node] = field(default_factory=dict)
-    count: int = 0
+    count: float = 0.0  # answers through this node, each template weighing 1 in all
     templates: int = 0  # bit t set: template t passes through this node
     depth: int = 0
 
@@ -77,6 +77,7 @@ class AnswerTemplate:
     token: str
     slot: str | None = None  # "body_parts" | "affordance"
     values: tuple[str, ...] = ()
+    questions: tuple[str, ...] = ()  # the question list this answer list was trained with
 
 
 class TemplateDrafter:
@@ -91,8 +92,13 @@ class TemplateDrafter:
         self.context = int(context)
         self.lookup_ngram = int(lookup_ngram)
         self._index: dict[tuple[int, ...], list[_Node]] = {}
-        for ids, template in sequences:
-            self._insert([int(i) for i in ids], int(template))
+        self._questions: list[tuple[tuple[int, ...], int]] = []  # (question head ids, template mask)
+        self._prompt_masks: dict[tuple[int, ...], int] = {}
+        per_template: dict[int, int] = {}
+        for _, template in sequences:
+            per_template[int(template)] = per_template.get(int(template), 0) + 1
+        for ids, template in sequences:  # a template weighs the same whatever the number of its slot values
+            self._insert([int(i) for i in ids], int(template), 1.0 / per_template[int(template)])
         self.num_sequences = len(sequences)
 
     # ---------------------------------------------------------------------------------------- building
@@ -102,7 +108,12 @@ class TemplateDrafter:
         """Tokenise every answer the templates produce (all slot values; a template whose slot values are
         unknown contributes the text before and after the slot as two pieces)."""
         sequences: list[tuple[list[int], int]] = []
+        heads: dict[tuple[int, ...], int] = {}
         for t, template in enumerate(templates):
+            for question in template.questions:  # the question up to the object name identifies the list
+                head = tuple(tokenizer.encode(question.split("{", 1)[0].rstrip(), add_bos=False)[1:])
+                if head:
+                    heads[head] = heads.get(head, 0) | 1 << t
             fill = {"TOKEN": template.token}
             if template.slot is None:
                 sequences.append(([*tokenizer.encode(template.text.format(**fill), add_bos=False), eos_id], t))
@@ -123,7 +134,9 @@ class TemplateDrafter:
             sequences.append((a[:head], t))
             if tail:
                 sequences.append(([*a[len(a) - tail :], eos_id], t))
-        return cls(sequences, **kwargs)
+        drafter = cls(sequences, **kwargs)
+        drafter._questions = sorted(heads.items(), key=lambda kv: -len(kv[0]))
+        return drafter
 
     @classmethod
     def for_model(cls, tokenizer: PromptTokenizer, token_type: str, eos_id: int,
@@ -136,35 +149,52 @@ class TemplateDrafter:
         human = prompts.HSEG_TOKEN if joint else prompts.SEG_TOKEN
         obj = prompts.OSEG_TOKEN if joint else prompts.SEG_TOKEN
         parts = tuple(body_parts or ())
-        templates = [AnswerTemplate(t, human, "body_parts", parts) for t in prompts.HCONTACT_PARTS_ANSWERS]
-        templates += [AnswerTemplate(t, human) for t in prompts.HCONTACT_SIMPLE_ANSWERS]
-        templates += [AnswerTemplate(t, obj, "affordance", tuple(affordances)) for t in prompts.OAFFORD_AFFORD_ANSWERS]
-        templates += [AnswerTemplate(t, obj) for t in OBJECT_SIMPLE_ANSWERS]
+        p = prompts
+        templates = [AnswerTemplate(t, human, "body_parts", parts, p.HCONTACT_PARTS_QUESTIONS)
+                     for t in p.HCONTACT_PARTS_ANSWERS]
+        templates += [AnswerTemplate(t, human, questions=p.HCONTACT_SIMPLE_QUESTIONS)
+                      for t in p.HCONTACT_SIMPLE_ANSWERS]
+        templates += [AnswerTemplate(t, obj, "affordance", tuple(affordances), p.OAFFORD_AFFORD_QUESTIONS)
+                      for t in p.OAFFORD_AFFORD_ANSWERS]
+        templates += [AnswerTemplate(t, obj, questions=p.OCONTACT_QUESTIONS) for t in OBJECT_SIMPLE_ANSWERS]
         return cls.from_templates(tokenizer, templates, eos_id, **kwargs)
 
-    def _insert(self, ids: list[int], template: int) -> None:
+    def _insert(self, ids: list[int], template: int, weight: float) -> None:
         node = self.root
-        node.count += 1
+        node.count += weight
         for depth, token in enumerate(ids, start=1):
             child = node.children.get(token)
             if child is None:
                 child = node.children[token] = _Node(depth=depth)
                 for n in range(1, min(self.context, depth) + 1):  # index the node by its path's last n tokens
                     self._index.setdefault(tuple(ids[depth - n : depth]), []).append(child)
-            child.count += 1
+            child.count += weight
             child.templates |= 1 << template
             node = child
 
     # ---------------------------------------------------------------------------------------- drafting
-    def _anchor(self, answer: Sequence[int]) -> tuple[_Node | None, int]:
+    def _question_mask(self, prompt: Sequence[int]) -> int:
+        """Templates of the answer list that belongs to the question in `prompt` (0: not recognised)."""
+        key = tuple(int(t) for t in prompt)
+        if key not in self._prompt_masks:
+            mask = 0
+            for head, templates in self._questions:
+                n = len(head)
+                if any(key[i : i + n] == head for i in range(len(key) - n + 1)):
+                    mask = templates
+                    break
+            self._prompt_masks[key] = mask
+        return self._prompt_masks[key]
+
+    def _anchor(self, answer: Sequence[int], prompt: Sequence[int] = ()) -> tuple[_Node | None, int]:
         """The trie node to continue from and the template mask to prefer there."""
-        node, hint = self.root, 0
+        node, hint = self.root, self._question_mask(prompt) if prompt else 0
         for token in answer:
             nxt = node.children.get(int(token))
             if nxt is None:
                 break
             node = nxt
-            hint = node.templates
+            hint = node.templates & hint or node.templates
         else:
             return (node if node.children else None), hint
         for n in range(min(self.context, len(answer)), 0, -1):  # re-anchor on the longest known suffix
@@ -173,8 +203,8 @@ class TemplateDrafter:
                 return max(candidates, key=lambda c: (bool(c.templates & hint), c.count)), hint
         return None, hint
 
-    def _from_trie(self, answer: Sequence[int], k: int) -> list[int]:
-        node, hint = self._anchor(answer)
+    def _from_trie(self, answer: Sequence[int], k: int, prompt: Sequence[int]) -> list[int]:
+        node, hint = self._anchor(answer, prompt)
         draft: list[int] = []
         while node is not None and node.children and len(draft) < k:
             token, node = max(node.children.items(), key=lambda kv: (bool(kv[1].templates & hint), kv[1].count))
@@ -194,4 +224,21 @@ class TemplateDrafter:
         """Up to k draft tokens to follow `answer` (the generated tokens so far, at least one)."""
         if k <= 0 or not answer:
             return []
-        return self._from_trie(answer, k) or self._from_lookup(answer, k, prompt)
+        return self._from_trie(answer, k, prompt) or self._from_lookup(answer, k, prompt)
+
+    def replay(self, answer: Sequence[int], k: int, prompt: Sequence[int] = ()) -> tuple[int, int]:
+        """(verify forwards, accepted draft tokens) the draft-and-verify loop needs when the model's greedy
+        answer is `answer`: the first token comes from the prefill, then each forward accepts the drafts
+        that match the answer plus the model's own next token. Model-free: measures the drafter."""
+        answer = [int(t) for t in answer]
+        done, forwards, accepted = 1, 0, 0
+        while done < len(answer):
+            draft = self.propose(answer[:done], k, prompt)
+            match = 0
+            while match < len(draft) and done + match < len(answer) and draft[match] == answer[done + match]:
+                match += 1
+            take = min(match + 1, len(answer) - done)
+            forwards += 1
+            accepted += min(match, take)
+            done += take
+        return forwards, accepted

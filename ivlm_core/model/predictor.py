@@ -389,7 +389,7 @@ class InteractVLMPredictor:
             answer_ids=answer_ids,
             stop_at_mask=stop_at_mask,
         )
-        timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s}
+        timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s, "decode_forwards": float(out.forwards)}
         if out.seg_hidden is None:
             timings["total_s"] = time.perf_counter() - t0
             return NoContactFound(task, object_name, lang, timings)
