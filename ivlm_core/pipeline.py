@@ -243,6 +243,12 @@ class InteractionPipeline:
             from ivlm_core.model.quantization import quantize_llm
 
             quantize_llm(model.model.llava.llm, cfg.quantization)
+        part_names = None
+        if cfg.draft_tokens:
+            from ivlm_core.model.drafting import find_body_part_names
+
+            part_names = find_body_part_names(cfg.reference_data_dir, cfg.body_model_dir)
+            model.set_drafting(True, cfg.draft_tokens, part_names)
         model.prepare()  # SAM embeddings, camera encodings, static decoder + CUDA graphs: off the first frame
         body_mesh, body_name = cls._display_body(cfg, assets, transfer)
         library = None
@@ -275,6 +281,7 @@ class InteractionPipeline:
                                        dtype=dtype)
             if cfg.quantization != "none":
                 quantize_llm(model_2d.model.llava.llm, cfg.quantization)
+            model_2d.set_drafting(bool(cfg.draft_tokens), cfg.draft_tokens or 1, part_names)
             model_2d.prepare()
         return cls(cfg, model, body_mesh, body_name, library, placer, fit_config, model_2d)
 

@@ -19,6 +19,8 @@ HUMAN_TEMPLATES = ("auto", "parts", "simple")  # auto = the checkpoint's hC_ques
 MAX_NEW_TOKENS_LIMIT = 2048
 REFERENCE_MAX_NEW_TOKENS = 512  # the reference demo and evaluation generate up to 512 tokens
 QUANTIZATIONS = ("none", "int8", "int4")  # == ivlm_core.model.quantization.QUANTIZATIONS (torch-free here)
+DEFAULT_DRAFT_TOKENS = 8
+"""Draft-and-verify decoding from the answer templates (same answers, fewer LLM forwards); README says why on."""
 
 
 @dataclass
@@ -37,6 +39,7 @@ class PipelineConfig:
     device: str = "auto"
     dtype: str = "auto"
     quantization: str = "none"  # weight-only int8/int4 for the LLM's decoder layers (torchao); bf16 default
+    draft_tokens: int = DEFAULT_DRAFT_TOKENS  # draft-and-verify decoding: K template tokens per forward; 0 = off
     task: str = "human_contact"
     question_template: str = "auto"  # auto: the checkpoint's hC_question_type; parts | simple override it
     max_new_tokens: int = REFERENCE_MAX_NEW_TOKENS  # decoding stops at the mask token; this only caps it
@@ -94,6 +97,9 @@ class PipelineConfig:
             raise InvalidInputError(
                 f"object_cam_distance must be a positive number or unset (per checkpoint), got "
                 f"{self.object_cam_distance!r}")
+        if isinstance(self.draft_tokens, bool) or not isinstance(self.draft_tokens, int) \
+                or not 0 <= self.draft_tokens <= 32:
+            raise InvalidInputError(f"draft_tokens must be an integer in [0, 32] (0 = off), got {self.draft_tokens!r}")
         for name in ("human_threshold", "object_threshold"):
             value = getattr(self, name)
             if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):

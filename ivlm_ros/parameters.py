@@ -18,6 +18,7 @@ from typing import Any
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.pipeline_config import (
+    DEFAULT_DRAFT_TOKENS,
     DEVICES,
     DTYPES,
     HUMAN_TEMPLATES,
@@ -196,6 +197,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         "quantization", "none", "LLM weights: none (bf16/fp32), int8 or int4 (torchao, int4 CUDA only)",
         _choice(QUANTIZATIONS), False,
     ),
+    ParamSpec(
+        "draft_tokens", DEFAULT_DRAFT_TOKENS,
+        "draft-and-verify decoding: template tokens verified per LLM forward (same answers); 0 = off",
+        _number(0, 32, integer=True), False,
+    ),
     ParamSpec("task", "human_contact", "human_contact, object_contact or interaction", _choice(TASKS), True),
     ParamSpec(
         "question_template",
@@ -342,6 +348,7 @@ class NodeSettings:
     device: str
     dtype: str
     quantization: str
+    draft_tokens: int
     task: str
     question_template: str
     max_new_tokens: int
@@ -397,6 +404,7 @@ class NodeSettings:
             "device": self.device,
             "dtype": self.dtype,
             "quantization": self.quantization,
+            "draft_tokens": self.draft_tokens,
             "task": self.task,
             "question_template": self.question_template,
             "max_new_tokens": self.max_new_tokens,

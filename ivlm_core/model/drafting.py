@@ -61,6 +61,18 @@ def load_body_part_names(path: str | Path) -> tuple[str, ...]:
     return tuple(str(k) for k in data)
 
 
+def find_body_part_names(*folders: str | Path | None) -> tuple[str, ...] | None:
+    """The part names of the first `smpl_segmentation_merged.pkl` in the given folders (or their data/);
+    None when no folder has one (the drafter then leaves the part slot to prompt lookup)."""
+    for folder in folders:
+        if folder is None:
+            continue
+        for candidate in (Path(folder) / SEGMENTATION_FILE, Path(folder) / "data" / SEGMENTATION_FILE):
+            if candidate.is_file():
+                return load_body_part_names(candidate)
+    return None
+
+
 @dataclass(eq=False)
 class _Node:
     children: dict[int, _Node] = field(default_factory=dict)
