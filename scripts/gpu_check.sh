@@ -15,8 +15,10 @@
 #
 # Steps (each under its own timeout; a global budget keeps the whole run under 8 minutes):
 #   probe       python, torch/CUDA/GPU, transformers, torchao, missing modules
-#   cuda_tests  pytest -m cuda test/test_model_decoding.py (CUDA-graph decoding == eager, fp32 + bf16)
-#   bench_bf16  python -m ivlm_core.bench.model_latency (13B-size LLaMA + ViT-L CLIP + SAM ViT-H, random bf16)
+#   cuda_tests  pytest -m cuda test/test_model_decoding.py test/test_model_drafting.py (CUDA-graph decoding and
+#               graph-captured draft-and-verify == eager/plain, fp32 + bf16)
+#   bench_bf16  python -m ivlm_core.bench.model_latency --draft (13B-size LLaMA + ViT-L CLIP + SAM ViT-H, random bf16;
+#               then draft-and-verify decoding on a wired template answer: forwards_per_answer, drafted vs plain)
 #   pipeline    python -m ivlm_core.bench.pipeline_samples (interaction pipeline on test/data/samples, tiny model)
 #   bench_int4  model_latency --quant int4 (only when torchao imports)
 #   bench_int8  model_latency --quant int8 (only when torchao imports)
@@ -97,7 +99,7 @@ EOF
 # ---------------------------------------------------------------------------------------------- steps
 LOG_DIR="${OUT:-$ROOT/out}/gpu_check"
 STEPS=(probe cuda_tests bench_bf16 pipeline bench_int4 bench_int8)
-declare -A LIMIT=([probe]=60 [cuda_tests]=120 [bench_bf16]=170 [pipeline]=90 [bench_int4]=110 [bench_int8]=90)
+declare -A LIMIT=([probe]=60 [cuda_tests]=120 [bench_bf16]=190 [pipeline]=90 [bench_int4]=110 [bench_int8]=90)
 declare -A NEEDS=(
   [probe]=""
   [cuda_tests]="torch transformers pytest numpy sentencepiece safetensors PIL numba trimesh yaml smplx"
@@ -108,8 +110,8 @@ declare -A NEEDS=(
 )
 declare -A FILES=(
   [probe]="ivlm_core/__init__.py"
-  [cuda_tests]="test/test_model_decoding.py test/conftest.py test/ros_fixtures.py pyproject.toml ivlm_core/model/decoding.py ivlm_core/testing/tiny_checkpoint.py ivlm_core/testing/synthetic_body.py"
-  [bench_bf16]="ivlm_core/bench/model_latency.py ivlm_core/model/decoding.py ivlm_core/model/quantization.py"
+  [cuda_tests]="test/test_model_decoding.py test/test_model_drafting.py test/conftest.py test/ros_fixtures.py pyproject.toml ivlm_core/model/decoding.py ivlm_core/testing/tiny_checkpoint.py ivlm_core/testing/synthetic_body.py"
+  [bench_bf16]="ivlm_core/bench/model_latency.py ivlm_core/model/decoding.py ivlm_core/model/drafting.py ivlm_core/model/quantization.py"
   [pipeline]="ivlm_core/bench/pipeline_samples.py ivlm_core/pipeline.py test/data/samples/tennis_racket__serve.png test/data/samples/bench__standing.png test/data/samples/surfboard__carrying.png"
   [bench_int4]="ivlm_core/bench/model_latency.py ivlm_core/model/quantization.py"
   [bench_int8]="ivlm_core/bench/model_latency.py ivlm_core/model/quantization.py"
@@ -118,8 +120,8 @@ declare -A FILES=(
 step_cmd() {
   case "$1" in
     probe) echo "$PY -c 'probe: python, torch, CUDA device, transformers, torchao, missing modules'" ;;
-    cuda_tests) echo "$PY -m pytest -q -p no:cacheprovider -rs -m cuda test/test_model_decoding.py" ;;
-    bench_bf16) echo "$PY -m ivlm_core.bench.model_latency --repeats 5 --naive-repeats 1" ;;
+    cuda_tests) echo "$PY -m pytest -q -p no:cacheprovider -rs -m cuda test/test_model_decoding.py test/test_model_drafting.py" ;;
+    bench_bf16) echo "$PY -m ivlm_core.bench.model_latency --repeats 5 --naive-repeats 1 --draft" ;;
     pipeline) echo "$PY -m ivlm_core.bench.pipeline_samples --samples test/data/samples --device cuda --repeats 2" ;;
     bench_int4) echo "$PY -m ivlm_core.bench.model_latency --quant int4 --repeats 3 --naive-repeats 0" ;;
     bench_int8) echo "$PY -m ivlm_core.bench.model_latency --quant int8 --repeats 3 --naive-repeats 0" ;;
@@ -252,7 +254,7 @@ for s in "${STEPS[@]}"; do
   case "$s" in
     probe) KEY[$s]="$(grep -E '^(gpu|torch)=|torch import failed' "$LOG_DIR/$s.log" | tr '\n' ' ')" ;;
     cuda_tests) KEY[$s]="$(grep -E '(passed|failed|skipped|error)' "$LOG_DIR/$s.log" | tail -n1)" ;;
-    bench_*) KEY[$s]="$(grep -E '^frame_s=' "$LOG_DIR/$s.log" | tail -n1) | $(grep -E '^decode weights=' "$LOG_DIR/$s.log" | tail -n1) | $(grep -E '^static == eager' "$LOG_DIR/$s.log" | tail -n1) $(grep -E 'agreement, not accuracy' "$LOG_DIR/$s.log" | tail -n1)" ;;
+    bench_*) KEY[$s]="$(grep -E '^frame_s=' "$LOG_DIR/$s.log" | tail -n1) | $(grep -E '^decode weights=' "$LOG_DIR/$s.log" | tail -n1) | $(grep -E '^static == eager' "$LOG_DIR/$s.log" | tail -n1) $(grep -E 'agreement, not accuracy' "$LOG_DIR/$s.log" | tail -n1)$(grep -hE '^(forwards_per_answer=|drafted == plain|draft frames:)' "$LOG_DIR/$s.log" | sed 's/^/ | /' | tr -d '\n')" ;;
     pipeline) KEY[$s]="$(grep -E '^samples=' "$LOG_DIR/$s.log" | tail -n1)" ;;
   esac
   [ "${STATUS[$s]}" = OK ] || KEY[$s]="${KEY[$s]} | last: $(grep -v '^\s*$' "$LOG_DIR/$s.log" | tail -n1 | cut -c1-200)"
@@ -265,6 +267,7 @@ done
     printf '%-11s %-14s %4ss  %s\n' "$s" "${STATUS[$s]}" "${SECS[$s]}" "${KEY[$s]}"
   done
   echo "targets (bench_bf16 on H200): decode_ms_per_token <= 1.3 x floor, frame_s <= 0.25, interaction_frame_s <= 0.45, peak_gb <= 32 (int4 <= 12); H100: 0.35 / 0.6"
+  echo "draft targets (bench_bf16 --draft): forwards_per_answer <= 8 (30-token answers), drafted frame_s <= 0.12 on H200, rejected_draft_overhead <= 0.10"
 } | tee "$LOG_DIR/summary.txt"
 for s in "${STEPS[@]}"; do
   case "${STATUS[$s]}" in OK|SKIPPED) ;; *) exit 1 ;; esac

@@ -42,3 +42,19 @@ def test_model_latency_tiny_int8_reports_agreement(capsys) -> None:
     assert re.search(r"int8 vs float32 on random weights \(agreement, not accuracy\): mask_state_cos=[0-9.]+ .*"
                      r"prompt_state_rel_err=[0-9.e+-]+ mask_iou=[0-9.]+", out)
     assert re.fullmatch(LAST_LINE, out.strip().splitlines()[-1])
+
+
+def test_model_latency_tiny_draft_prints_the_draft_line(capsys) -> None:
+    """--draft: forwards_per_answer over drawn template answers, drafted vs plain frames on a wired template answer;
+    the run itself asserts drafted == plain greedy (ids, masks, contacts in fp32)."""
+    from ivlm_core.bench.model_latency import main
+
+    main(["--tiny", "--answer-tokens", "6", "--repeats", "1", "--naive-repeats", "0", "--draft",
+          "--draft-answers", "20"])
+    lines = capsys.readouterr().out.strip().splitlines()
+    assert any(line.startswith("drafted == plain greedy: ok (ids, masks, contacts)") for line in lines)
+    assert any("rejected_draft_overhead=" in line for line in lines)
+    assert re.fullmatch(r"forwards_per_answer=[0-9.]+ accepted_per_forward=[0-9.]+ frame_s=[0-9.]+ "
+                        r"plain_frame_s=[0-9.]+", lines[-1]), lines[-1]
+    forwards = float(lines[-1].split()[0].split("=")[1])
+    assert 1.0 <= forwards < 20.0  # template answers of 11-50 tokens need far fewer forwards than tokens

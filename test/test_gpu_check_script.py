@@ -21,6 +21,8 @@ def test_gpu_check_dry_run_lists_the_steps_and_finds_its_files() -> None:
     for step in ("probe", "cuda_tests", "bench_bf16", "pipeline", "bench_int4", "bench_int8"):
         assert f"[{step}] timeout" in run.stdout
     assert "ivlm_core.bench.model_latency" in run.stdout and "-m cuda" in run.stdout
+    assert "model_latency --repeats 5 --naive-repeats 1 --draft" in run.stdout  # the 13B run measures drafting
+    assert "test/test_model_drafting.py" in run.stdout
     assert "dry run OK" in run.stdout and "MISSING in the tree" not in run.stdout
 
 

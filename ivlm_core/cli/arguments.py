@@ -6,6 +6,7 @@ import argparse
 from pathlib import Path
 
 from ivlm_core.errors import InvalidInputError
+from ivlm_core.pipeline_config import DEFAULT_DRAFT_TOKENS
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -44,6 +45,9 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="'auto' = bfloat16 on CUDA, float32 on CPU")
     parser.add_argument("--quantization", choices=("none", "int8", "int4"), default="none",
                         help="weight-only int8/int4 LLM weights through torchao (int4 needs CUDA)")
+    parser.add_argument("--draft-tokens", type=int, default=DEFAULT_DRAFT_TOKENS,
+                        help="draft-and-verify decoding: answer-template tokens verified per LLM forward (same "
+                             "answers, fewer forwards); 0 = plain greedy decoding")
     parser.add_argument("--max-new-tokens", type=int, default=DEFAULT_MAX_NEW_TOKENS,
                         help="longest generated answer (the reference's 512; decoding stops at the mask token and "
                              "an answer cut before it is reported as truncated)")

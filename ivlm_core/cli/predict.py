@@ -112,6 +112,11 @@ class ContactPredictor:
             from ivlm_core.model.quantization import quantize_llm
 
             quantize_llm(self.model.model.llava.llm, args.quantization)
+        if args.draft_tokens:
+            from ivlm_core.model.drafting import find_body_part_names
+
+            parts = find_body_part_names(args.reference_data_dir, body_dir)
+            self.model.set_drafting(True, args.draft_tokens, parts)
         self.smplx = None
         if self.task == "human":
             # the shipped reference renders when found (what the model was trained on), else ivlm's own render
