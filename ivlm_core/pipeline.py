@@ -249,6 +249,9 @@ class InteractionPipeline:
 
             part_names = find_body_part_names(cfg.reference_data_dir, cfg.body_model_dir)
             model.set_drafting(True, cfg.draft_tokens, part_names)
+            LOG.info("draft-and-verify decoding, %d template tokens per forward; body-part names: %s", cfg.draft_tokens,
+                     f"{len(part_names)} from smpl_segmentation_merged.pkl" if part_names else
+                     "none found (smpl_segmentation_merged.pkl of data.zip), drafted by prompt lookup")
         model.prepare()  # SAM embeddings, camera encodings, static decoder + CUDA graphs: off the first frame
         body_mesh, body_name = cls._display_body(cfg, assets, transfer)
         library = None
