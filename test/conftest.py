@@ -65,6 +65,13 @@ def tiny_model_joint(tiny_checkpoints, tiny_body_assets):
     return _load_tiny(tiny_checkpoints["Gen-Hu-Obj"], tiny_body_assets)
 
 
+@pytest.fixture(scope="module")
+def private_tiny_models(tiny_checkpoints, tiny_body_assets):
+    """{'Gen': model, 'Gen-Hu-Obj': model}: copies of one test module's own, for tests that re-wire the LM head
+    (draft-and-verify, issue 13); the shared session models stay untouched."""
+    return {tt: _load_tiny(folder, tiny_body_assets) for tt, folder in tiny_checkpoints.items()}
+
+
 # ==================================================================================================
 # ROS node (engineer D): rclpy session + tiny-model node parameters, defined in test/ros_fixtures.py
 # ==================================================================================================

@@ -26,22 +26,15 @@ def _photo(seed: int = 0) -> np.ndarray:
     return (np.random.default_rng(seed).random((40, 52, 3)) * 255).astype(np.uint8)
 
 
-def _load(folder, assets_and_transfer):
-    from ivlm_core.model.checkpoint import load_checkpoint
-
-    assets, transfer, _ = assets_and_transfer
-    return load_checkpoint(folder, device="cpu", human_assets=assets, contact_transfer=transfer, object_render_size=64)
-
-
 @pytest.fixture(scope="module")
-def gen_model(tiny_checkpoints, tiny_body_assets):
+def gen_model(private_tiny_models):
     """A private Gen model (its LM head is re-wired by the tests; the shared fixture stays untouched)."""
-    return _load(tiny_checkpoints["Gen"], tiny_body_assets)
+    return private_tiny_models["Gen"]
 
 
 @pytest.fixture(scope="module")
-def joint_model(tiny_checkpoints, tiny_body_assets):
-    return _load(tiny_checkpoints["Gen-Hu-Obj"], tiny_body_assets)
+def joint_model(private_tiny_models):
+    return private_tiny_models["Gen-Hu-Obj"]
 
 
 class _Wired:
