@@ -195,6 +195,8 @@ class TemplateDrafter:
                 if any(key[i : i + n] == head for i in range(len(key) - n + 1)):
                     mask = templates
                     break
+            if len(self._prompt_masks) >= 256:  # a long-running node sees new object names: stay bounded
+                self._prompt_masks.clear()
             self._prompt_masks[key] = mask
         return self._prompt_masks[key]
 
