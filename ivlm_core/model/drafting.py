@@ -78,7 +78,6 @@ class _Node:
     children: dict[int, _Node] = field(default_factory=dict)
     count: float = 0.0  # answers through this node, each template weighing 1 in all
     templates: int = 0  # bit t set: template t passes through this node
-    depth: int = 0
 
 
 @dataclass(frozen=True)
@@ -177,7 +176,7 @@ class TemplateDrafter:
         for depth, token in enumerate(ids, start=1):
             child = node.children.get(token)
             if child is None:
-                child = node.children[token] = _Node(depth=depth)
+                child = node.children[token] = _Node()
                 for n in range(1, min(self.context, depth) + 1):  # index the node by its path's last n tokens
                     self._index.setdefault(tuple(ids[depth - n : depth]), []).append(child)
             child.count += weight
