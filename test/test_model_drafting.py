@@ -274,6 +274,42 @@ def test_every_draft_rejected_still_gives_plain_output(gen_model, k: int) -> Non
             torch.testing.assert_close(res.seg_hidden[0], plain.seg_hidden, atol=1e-5, rtol=0)
 
 
+def test_rows_accepting_at_different_rates_compact_the_cache(joint_model) -> None:
+    """Batch of 2 in a cache with little room: row 0 accepts every draft, row 1 none; the holes row 1 leaves
+    are closed by compaction and both rows still equal plain greedy decoding."""
+    from ivlm_core.model.decoding import StaticDecoder
+
+    model = joint_model
+    llava = model.model.llava
+    pixels = model.processor.preprocess_image(_photo(6))
+    questions = [human_contact_question("chair"), object_contact_question("chair", "contact")]
+    seg, eos = model.config.seg_token_ids, model.token_ids.eos
+    vocab = llava.llm.config.vocab_size
+    with torch.inference_mode():
+        feats = llava.image_features(pixels)
+        embeds = [llava.embed(model.processor.prompt_ids(q), feats)[0] for q in questions]
+        width = max(e.shape[0] for e in embeds)
+        dec = StaticDecoder(llava.llm, seg, eos, max_len=width + 14, max_new_tokens=12)
+        plain = dec.generate(embeds, 12, stop_at_mask=False)
+        truth = plain.generated
+
+        def mixed(row: int, answer, n: int) -> list[int]:
+            nxt = [truth[row][len(answer) + i] if len(answer) + i < len(truth[row]) else 3 for i in range(n)]
+            return nxt if row == 0 else [(t + 1) % vocab for t in nxt]
+
+        compactions = []
+        compact = dec._compact
+        dec._compact = lambda *args: (compactions.append(dec.cache.length), compact(*args))
+        drafted = dec.generate_drafted(embeds, 12, mixed, max_draft=8, stop_at_mask=False)
+    assert drafted.generated == truth and drafted.stop_reason == plain.stop_reason
+    assert compactions and drafted.accepted > 0
+    for p, d in zip(plain.seg_hidden, drafted.seg_hidden):
+        if p is None:
+            assert d is None
+        else:
+            torch.testing.assert_close(d, p, atol=1e-5, rtol=0)
+
+
 def test_random_answer_with_the_real_drafter_equals_plain(gen_model) -> None:
     """Unwired tokens (garbage for the templates): drafts come from prompt lookup and are mostly rejected."""
     answer = "hips back feet hands hands the the involved mask"

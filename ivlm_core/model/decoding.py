@@ -454,6 +454,24 @@ class StaticDecoder:
             return min(wanted, room)
         return next((k for k in buckets if k >= wanted), buckets[-1])
 
+    def _compact(self, first: int, batch: int, done: Sequence[bool]) -> None:
+        """Move each unfinished row's valid answer columns (from `first` on) to the left, closing the holes
+        rows that accepted fewer drafts left; finished rows' columns are dropped. Keys carry their rotary
+        positions, so a column's index does not matter to attention."""
+        cache, end = self.cache, self.cache.length
+        kept = 0
+        for b in range(batch):
+            cols = torch.nonzero(cache.valid[b, first:end]).flatten() + first
+            cache.valid[b, first:end] = False
+            if done[b] or cols.numel() == 0:
+                continue
+            n = int(cols.numel())
+            cache.keys[:, b, :, first : first + n] = cache.keys[:, b].index_select(2, cols)
+            cache.values[:, b, :, first : first + n] = cache.values[:, b].index_select(2, cols)
+            cache.valid[b, first : first + n] = True
+            kept = max(kept, n)
+        cache.length = first + kept
+
     def generate_drafted(
         self,
         embeds: Sequence[torch.Tensor],
@@ -466,14 +484,11 @@ class StaticDecoder:
         `max_draft` drafted tokens per row and keeps the prefix the model's argmax agrees with plus its own
         next token. A row's mask-token state is the verify row that emitted it, as in plain decoding.
 
-        Rows accepting at different rates leave masked holes in the shared cache columns; when a batch could
-        outgrow the cache that way, the call decodes plainly (same result)."""
+        Rows accepting at different rates leave masked holes in the shared cache columns; when they leave no
+        room for a full draft, `_compact` closes them."""
         if not 1 <= max_new_tokens <= self.max_new_tokens:
             raise InvalidInputError(f"max_new_tokens {max_new_tokens} outside this decoder's 1..{self.max_new_tokens}")
         batch = len(embeds)
-        width = max(int(e.shape[0]) for e in embeds) if batch else 0
-        if batch > 1 and width + batch * max_new_tokens > self.cache.max_len:
-            return self.generate(embeds, max_new_tokens, stop_at_mask)
         sync = self.device.type == "cuda"
         t0 = time.perf_counter()
         last = self.prefill(embeds)
@@ -505,9 +520,14 @@ class StaticDecoder:
         for b in range(batch):
             emit(b, int(first[b]), last[b : b + 1])
         forwards = accepted = 0
+        answer_col = self.cache.length
+        fed = [int(e.shape[0]) for e in embeds]  # each row's rotary position of its next fed token
         while not all(done):
+            if batch > 1 and self.cache.max_len - self.cache.length - 1 < max_draft:
+                self._compact(answer_col, batch, done)
             start = self.cache.length
-            room = self.cache.max_len - start - 1
+            # the K+1 fed tokens need cache columns and rotary positions (rows with holes run ahead of columns)
+            room = min(self.cache.max_len - start, self.cache.max_len - max(fed)) - 1
             drafts = [[] if done[b] else drafter(b, generated[b], min(max_draft, room)) for b in range(batch)]
             k = self._bucket(batch, max(len(d) for d in drafts), room)
             rows = []
@@ -541,6 +561,7 @@ class StaticDecoder:
                 if keep[b] < k + 1:
                     self.cache.valid[b, start + keep[b] : start + k + 1] = False
             self._row_pos[:batch] += torch.tensor(keep, device=self.device)
+            fed = [f + k_b for f, k_b in zip(fed, keep)]
             self.cache.length = start + max(keep)
         if sync:
             torch.cuda.synchronize(self.device)
