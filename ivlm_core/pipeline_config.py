@@ -18,7 +18,7 @@ DTYPES = ("auto", "float32", "bfloat16", "float16")
 HUMAN_TEMPLATES = ("auto", "parts", "simple")  # auto = the checkpoint's hC_question_type
 MAX_NEW_TOKENS_LIMIT = 2048
 REFERENCE_MAX_NEW_TOKENS = 512  # the reference demo and evaluation generate up to 512 tokens
-QUANTIZATIONS = ("none", "int8", "int4")  # == ivlm_core.model.quantization.QUANTIZATIONS (torch-free here)
+QUANTIZATIONS = ("none", "int8", "int4")  # weight-only LLM modes (ivlm_core.model.quantization applies them)
 DEFAULT_DRAFT_TOKENS = 8
 """Draft-and-verify decoding from the answer templates (same answers, fewer LLM forwards); README says why on."""
 

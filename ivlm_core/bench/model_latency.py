@@ -46,6 +46,7 @@ from ivlm_core.model.prompts import (
     HCONTACT_PARTS_QUESTIONS,
     PromptTokenizer,
 )
+from ivlm_core.pipeline_config import QUANTIZATIONS
 
 LLAMA2_13B = {
     "hidden_size": 5120,
@@ -457,7 +458,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--repeats", type=int, default=5, help="timed fast-path frames")
     parser.add_argument("--naive-repeats", type=int, default=1, help="timed naive-path frames (0: skip, nan)")
     parser.add_argument("--device", default=None, help="default: cpu with --tiny, else cuda")
-    parser.add_argument("--quant", choices=("none", "int8", "int4"), default="none", help="LLM weights (torchao)")
+    parser.add_argument("--quant", choices=QUANTIZATIONS, default="none", help="LLM weights (torchao)")
     parser.add_argument("--bandwidth-gbs", type=float, default=None, help="memory bandwidth for the floor")
     parser.add_argument("--draft", action="store_true", help="also measure draft-and-verify decoding (issue 13)")
     parser.add_argument("--draft-tokens", type=int, default=8, help="K: draft tokens verified per forward")

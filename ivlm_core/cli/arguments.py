@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ivlm_core.errors import InvalidInputError
-from ivlm_core.pipeline_config import DEFAULT_DRAFT_TOKENS
+from ivlm_core.pipeline_config import DEFAULT_DRAFT_TOKENS, QUANTIZATIONS
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -43,7 +43,7 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
                              "it the body is rendered from --body-model-dir")
     parser.add_argument("--device", choices=DEVICES, default="auto", help="'auto' = CUDA when available")
     parser.add_argument("--dtype", choices=DTYPES, default="auto", help="'auto' = bfloat16 on CUDA, float32 on CPU")
-    parser.add_argument("--quantization", choices=("none", "int8", "int4"), default="none",
+    parser.add_argument("--quantization", choices=QUANTIZATIONS, default="none",
                         help="weight-only int8/int4 LLM weights through torchao (int4 needs CUDA)")
     parser.add_argument("--draft-tokens", type=int, default=DEFAULT_DRAFT_TOKENS,
                         help="draft-and-verify decoding: answer-template tokens verified per LLM forward (same "

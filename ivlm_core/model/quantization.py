@@ -18,8 +18,8 @@ from __future__ import annotations
 import torch
 
 from ivlm_core.errors import InvalidInputError
+from ivlm_core.pipeline_config import QUANTIZATIONS
 
-QUANTIZATIONS = ("none", "int8", "int4")
 TORCHAO_PIN = "torchao==0.18.0"
 INT4_GROUP_SIZE = 128
 
