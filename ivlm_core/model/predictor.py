@@ -47,6 +47,17 @@ HumanLifting = Literal["soft", "legacy"]
 
 
 # ------------------------------------------------------------------------------------------------ results
+@dataclass(frozen=True)
+class _AskOptions:
+    """How one question is decoded; the three tasks pass these through unchanged."""
+
+    generate: bool
+    naive: bool
+    max_new_tokens: int
+    answer_ids: Sequence[int] | None
+    stop_at_mask: bool
+
+
 @dataclass
 class MaskInternals:
     """What the mask decoder was given and gave, for debugging and parity (on request: `return_internals`)."""
@@ -371,23 +382,19 @@ class InteractVLMPredictor:
         task: str,
         object_name: str,
         human: bool,
-        generate: bool,
-        naive: bool,
-        max_new_tokens: int,
-        answer_ids: Sequence[int] | None,
+        options: _AskOptions,
         t0: float,
-        stop_at_mask: bool = True,
     ) -> tuple[LanguageResult, GenerationOutput, dict[str, float]] | NoContactFound:
         """Ask one task's question; a typed NoContactFound (no_contact or truncated) without a mask token."""
         lang, out = self.run_language(
             image,
             question,
-            generate=generate,
-            naive=naive,
-            max_new_tokens=max_new_tokens,
+            generate=options.generate,
+            naive=options.naive,
+            max_new_tokens=options.max_new_tokens,
             forced_token=self.processor.mask_token_for(human=human),
-            answer_ids=answer_ids,
-            stop_at_mask=stop_at_mask,
+            answer_ids=options.answer_ids,
+            stop_at_mask=options.stop_at_mask,
         )
         timings = {"prefill_s": out.prefill_s, "decode_s": out.decode_s, "decode_forwards": float(out.forwards)}
         if out.seg_hidden is None:
@@ -445,12 +452,8 @@ class InteractVLMPredictor:
             "human_contact",
             object_name,
             True,
-            generate,
-            naive,
-            max_new_tokens,
-            answer_ids,
+            _AskOptions(generate, naive, max_new_tokens, answer_ids, stop_at_mask),
             t0,
-            stop_at_mask,
         )
         if isinstance(asked, NoContactFound):
             return asked
@@ -606,12 +609,8 @@ class InteractVLMPredictor:
             "object_contact",
             object_name,
             False,
-            generate,
-            naive,
-            max_new_tokens,
-            answer_ids,
+            _AskOptions(generate, naive, max_new_tokens, answer_ids, stop_at_mask),
             t0,
-            stop_at_mask,
         )
         if isinstance(asked, NoContactFound):
             return asked
@@ -730,12 +729,8 @@ class InteractVLMPredictor:
             "human_contact_2d",
             object_name,
             True,
-            generate,
-            naive,
-            max_new_tokens,
-            answer_ids,
+            _AskOptions(generate, naive, max_new_tokens, answer_ids, stop_at_mask),
             t0,
-            stop_at_mask,
         )
         if isinstance(asked, NoContactFound):
             return asked
