@@ -6,6 +6,7 @@
     ivlm reconstruct --checkpoint CKPT --image PHOTO --object-library YAML --box ...  body + object placed
     ivlm batch       --checkpoint CKPT --input FOLDER|BAG [--image-topic T] ...  per-frame files + summary.csv
     ivlm eval        --checkpoint CKPT --dataset DAMON_SPLIT --body-model-dir DIR   F1 / P / R / geodesic error
+    ivlm eval        --checkpoint CKPT --dataset PIAD_SPLIT --format piad           SIM / MAE / AUC / aIoU
 
 Every subcommand takes the same names for the same things (--checkpoint, --clip-dir, --body-model-dir,
 --reference-data-dir, --device, --dtype, --max-new-tokens, --object, --out) and `ivlm <command> --help` shows
@@ -97,10 +98,12 @@ def build_parser() -> argparse.ArgumentParser:
     add_out_argument(batch, "ivlm_batch")
     add_sink_arguments(batch)
 
-    evaluate = _subcommand(sub, "eval", "the reference's metrics on a DAMON human-contact test set",
-                           "Run the human-contact model on a DAMON-format split (or re-score saved predictions) "
-                           "and print the reference's metrics: semantic (object-wise) and binary (per image) "
-                           "F1 / precision / recall at threshold 0.5, and the geodesic error.")
+    evaluate = _subcommand(sub, "eval", "the reference's metrics on a DAMON or PIAD test set",
+                           "Run the model on a DAMON-format human-contact split or a PIAD-format object-affordance "
+                           "split (or re-score saved predictions) and print the reference's metrics: DAMON: "
+                           "semantic (object-wise) and binary (per image) F1 / precision / recall at threshold 0.5 "
+                           "and the geodesic error; PIAD: SIM / MAE / AUC / aIoU on the point clouds, overall and "
+                           "per affordance.")
     add_model_arguments(evaluate, checkpoint_required=False)
     add_eval_arguments(evaluate)
     add_out_argument(evaluate, "ivlm_eval")

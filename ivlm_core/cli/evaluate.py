@@ -1,4 +1,5 @@
-"""`ivlm eval`: InteractVLM's human-contact evaluation (spec section 6) on a DAMON-format split you supply.
+"""`ivlm eval`: InteractVLM's human-contact evaluation (spec section 6) on a DAMON-format split you supply; with
+`--format piad` its object-affordance evaluation on a PIAD split (`ivlm_core.cli.evaluate_piad`).
 
 It runs the model on every object-wise sample (or re-scores a `predictions.npz` of an earlier run) and prints
 the reference's metrics, with ivlm's fixes of its bugs (see `ivlm_core.metrics`):
@@ -25,15 +26,31 @@ from ivlm_core.errors import InvalidInputError, MissingAssetError
 METRICS_NAME = "metrics.json"
 SAMPLES_NAME = "samples.csv"
 PREDICTIONS_NAME = "predictions.npz"
+FORMATS = ("damon", "piad")
+INFERENCE_TYPES = ("generate", "forward")
+POINT_MAP_SOURCES = ("auto", "shipped", "ivlm")
 
 
 def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
     parser.add_argument("--dataset", required=True, type=Path,
-                        help="DAMON split folder: imgname.npy, contact_label_objectwise.npy and images/")
-    parser.add_argument("--format", choices=("damon",), default="damon",
-                        help="dataset layout (DAMON human contact; PIAD point-cloud affordance is not supported yet)")
+                        help="damon: split folder with imgname.npy, contact_label_objectwise.npy and images/; "
+                             "piad: split folder with Img_<split>.txt and Point_<split>.txt (e.g. "
+                             "data/piad_ocontact_seen)")
+    parser.add_argument("--format", choices=FORMATS, default="damon",
+                        help="dataset layout: damon (human contact on SMPL-H) or piad (object affordance on point "
+                             "clouds)")
     parser.add_argument("--predictions", type=Path, default=None,
                         help="re-score this predictions.npz of an earlier `ivlm eval` instead of running the model")
+    piad = parser.add_argument_group("PIAD (--format piad)")
+    piad.add_argument("--split", default="Test", help="reads Img_<split>.txt and Point_<split>.txt")
+    piad.add_argument("--inference-type", choices=INFERENCE_TYPES, default="generate",
+                      help="generate: the model answers; forward: the reference's teacher-forced answer with the GT "
+                           "affordance (its PIAD protocol)")
+    piad.add_argument("--point-maps", choices=POINT_MAP_SOURCES, default="auto",
+                      help="SAM renders + pixel->point maps: shipped (InteractVLM's sam_*.png / p2pmap_*.npz next to "
+                           "the photos), ivlm (splat the point cloud), auto (shipped where found, else ivlm)")
+    piad.add_argument("--render-size", type=int, default=1024,
+                      help="side in pixels of ivlm's own point-cloud renders")
     parser.add_argument("--geodesic-matrix", type=Path, default=None,
                         help="precomputed (N, N) geodesic distances .npy (e.g. the reference's "
                              "smpl_neutral_geodesic_dist.npy); default: shortest paths along the SMPL-H mesh "
@@ -155,6 +172,14 @@ def format_metrics(metrics: dict[str, Any], dataset: Path) -> str:
 
 
 def run_eval(args: argparse.Namespace) -> int:
+    if args.format == "piad":
+        from ivlm_core.cli.evaluate_piad import run_piad_eval
+
+        if args.render_size <= 0:
+            raise InvalidInputError(f"--render-size must be positive, got {args.render_size}")
+        return run_piad_eval(args)
+    if args.inference_type != "generate":
+        raise InvalidInputError("--inference-type forward needs the GT answer, which only --format piad has")
     from ivlm_core.datasets.damon import contact_vector, load_damon_split
 
     samples = load_damon_split(args.dataset)

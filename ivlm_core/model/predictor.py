@@ -21,6 +21,7 @@ import torch
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
 from ivlm_core.geometry.lifting import LiftingMaps, lift_human_legacy, lift_human_soft, lift_object_mesh
+from ivlm_core.geometry.point_lifting import PointMaps, affordance_heat_maps, lift_point_heat
 from ivlm_core.geometry.views import OBJECT_MESH_RENDER_DIST, cam_params_tensor, get_view_set
 from ivlm_core.model.llava import GenerationOutput
 from ivlm_core.model.modeling import InteractVLMModel
@@ -38,7 +39,12 @@ from ivlm_core.model.processing import (
     object_question_type,
     render_object_views,
 )
-from ivlm_core.model.prompts import human_2d_contact_question, human_contact_question, object_contact_question
+from ivlm_core.model.prompts import (
+    OAFFORD_AFFORD_ANSWERS,
+    human_2d_contact_question,
+    human_contact_question,
+    object_contact_question,
+)
 
 OBJECT_CACHE_SIZE = 8
 """Meshes whose renders and SAM embeddings the fast path keeps."""
@@ -122,6 +128,21 @@ class ObjectContactResult:
     timings: dict[str, float] = field(default_factory=dict)
     found: bool = True
     internals: MaskInternals | None = None
+    status: str = "contact"
+
+
+@dataclass
+class PointAffordanceResult:
+    """Object affordance on a point cloud (PIAD protocol): per-view heat maps and per-point affordance."""
+
+    object_name: str
+    language: LanguageResult
+    view_names: tuple[str, ...]
+    heat_maps: np.ndarray  # (V,H,W) float32: sigmoid of the logits on rendered pixels (reference rule)
+    iou: np.ndarray  # (V,)
+    affordance: np.ndarray  # (N,) float32 in [0,1] on points seen in some view, 0 on the others
+    timings: dict[str, float] = field(default_factory=dict)
+    found: bool = True
     status: str = "contact"
 
 
@@ -667,6 +688,82 @@ class InteractVLMPredictor:
             internals=internals,
         )
 
+    def affordance_answer_ids(self, affordance: str) -> list[int]:
+        """Token ids of the reference's first affordance answer for `affordance`, with this checkpoint's object
+        mask token: the teacher-forced answer of the reference's `forward` evaluation path."""
+        token = self.processor.token_name(self.processor.mask_token_for(human=False))
+        answer = OAFFORD_AFFORD_ANSWERS[0].format(affordance=affordance, TOKEN=token)
+        tokenizer = self.processor.prompt_tokenizer
+        full = tokenizer.encode("ASSISTANT: " + answer, add_bos=False)
+        return full[len(tokenizer.encode("ASSISTANT:", add_bos=False)) :]
+
+    @torch.inference_mode()
+    def predict_point_affordance(
+        self,
+        image: np.ndarray,
+        object_name: str,
+        renders: np.ndarray,
+        maps: PointMaps,
+        template: str | None = None,
+        answer_affordance: str | None = None,
+        cam_distance: float = 2.0,
+        max_new_tokens: int = 512,
+        stop_at_mask: bool = True,
+    ) -> PointAffordanceResult | NoContactFound:
+        """Affordance of `object_name` in the photo on a point cloud given as SAM input renders (V,H,W,3) uint8
+        of the object views and their pixel->point maps (the PIAD evaluation protocol, spec 3.3).
+
+        `answer_affordance` teacher-forces the answer 'The affordance type is <it>, and the contact region is
+        [SEG].' (the reference's `forward` evaluation path); None generates the answer. The camera encoder sees
+        the object views at `cam_distance` (2.0: the view set's cam_params, what PIAD training and evaluation
+        used). Heat maps are the sigmoid of the logits on rendered pixels; points average them per view, then
+        over the views that see them (no threshold).
+        """
+        t0 = time.perf_counter()
+        views = get_view_set(self.object_view_set, dist=cam_distance)
+        renders = np.asarray(renders)
+        if renders.ndim != 4 or renders.dtype != np.uint8 or renders.shape[0] != len(views) or renders.shape[-1] != 3:
+            raise InvalidInputError(f"renders must be ({len(views)},H,W,3) uint8, got {renders.dtype} {renders.shape}")
+        if maps.num_views != len(views) or maps.resolution != tuple(renders.shape[1:3]):
+            raise InvalidInputError(
+                f"point maps of {maps.num_views} views at {maps.resolution} do not fit {len(views)} renders of "
+                f"{tuple(renders.shape[1:3])}"
+            )
+        answer_ids = None if answer_affordance is None else self.affordance_answer_ids(answer_affordance)
+        asked = self._ask(
+            image,
+            object_contact_question(object_name, self._object_template(template)),
+            "object_affordance",
+            object_name,
+            False,
+            True,
+            False,
+            max_new_tokens,
+            answer_ids,
+            t0,
+            stop_at_mask,
+        )
+        if isinstance(asked, NoContactFound):
+            return asked
+        lang, out, timings = asked
+        t1 = time.perf_counter()
+        embeddings, sizes = self.encode_sam_images(renders)
+        enc = self.camera_encodings(cam_params_tensor(views))
+        logits, iou, _ = self._decode(out, embeddings, sizes, enc, len(views), maps.resolution)
+        heat = affordance_heat_maps(logits.float(), renders)
+        t2 = time.perf_counter()
+        affordance = lift_point_heat(heat, maps)[0]
+        timings.update({"sam_s": t2 - t1, "lift_s": time.perf_counter() - t2, "total_s": time.perf_counter() - t0})
+        return PointAffordanceResult(
+            object_name,
+            lang,
+            tuple(v.name for v in views),
+            heat.cpu().numpy(),
+            iou[:, 0].cpu().numpy(),
+            affordance.cpu().numpy().astype(np.float32),
+            timings,
+        )
+
     @torch.inference_mode()
     def predict_interaction(
         self,
@@ -755,4 +852,5 @@ __all__ = [
     "MaskInternals",
     "NoContactFound",
     "ObjectContactResult",
+    "PointAffordanceResult",
 ]
