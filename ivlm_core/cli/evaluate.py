@@ -56,7 +56,8 @@ def add_eval_arguments(parser: argparse.ArgumentParser) -> None:
                              "smpl_neutral_geodesic_dist.npy); default: shortest paths along the SMPL-H mesh "
                              "of --body-model-dir")
     parser.add_argument("--threshold", type=float, default=0.5, help="a vertex is predicted in contact at >= this")
-    parser.add_argument("--template", default=None, help="question template parts|simple (default: the checkpoint's)")
+    parser.add_argument("--template", default=None,
+                        help="question template: damon parts|simple, piad afford|contact (default: the checkpoint's)")
     parser.set_defaults(task="human", mesh=None, no_generate=False, naive=False, object_dist=1.5, sam_config=None)
 
 

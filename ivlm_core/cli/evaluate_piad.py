@@ -63,6 +63,7 @@ def predict_samples(args: argparse.Namespace, samples: list, points: list[np.nda
     """Run the affordance model on every sample (progress bar); an answer without mask token predicts 0."""
     from ivlm_core.cli.predict import ContactPredictor
     from ivlm_core.datasets.frames import read_image
+    from ivlm_core.geometry.point_splat import POINT_RENDER_DIST
     from ivlm_core.progress import ProgressReporter
 
     if args.checkpoint is None:
@@ -78,7 +79,7 @@ def predict_samples(args: argparse.Namespace, samples: list, points: list[np.nda
             result = model.predict_point_affordance(
                 read_image(sample.image_path), sample.query, renders, maps, template=args.template,
                 answer_affordance=sample.affordance if args.inference_type == "forward" else None,
-                max_new_tokens=args.max_new_tokens,
+                cam_distance=args.object_cam_distance or POINT_RENDER_DIST, max_new_tokens=args.max_new_tokens,
             )
             texts.append(result.language.text)
             found.append(bool(result.found))
