@@ -229,3 +229,18 @@ def test_eval_piad_runs_the_tiny_affordance_model(piad_split: Path, tiny_afforda
     captured = capsys.readouterr()
     assert rc == 2 and "sam_Mug_3_contain_frontleft.png" in captured.err
     assert torch.get_num_threads() > 0
+
+
+def test_teacher_forced_answer_follows_the_checkpoint_question_type(tiny_affordance_checkpoint: Path) -> None:
+    from ivlm_core.model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(tiny_affordance_checkpoint, device="cpu")
+
+    def decode(ids: list[int]) -> str:  # the decoder puts a space after an added token
+        return model.processor.prompt_tokenizer.decode(ids).strip().replace("[SEG] .", "[SEG].")
+
+    assert decode(model.affordance_answer_ids("grasp", "mug")) == (
+        "The affordance type is grasp, and the contact region is [SEG].")
+    model.config.oC_question_type = "afford_obj"  # the other affordance question type of the reference
+    assert decode(model.affordance_answer_ids("grasp", "mug")) == (
+        "The affordance type is grasp with mug, and the contact region is [SEG].")

@@ -41,6 +41,7 @@ from ivlm_core.model.processing import (
 )
 from ivlm_core.model.prompts import (
     OAFFORD_AFFORD_ANSWERS,
+    OAFFORD_AFFORD_OBJ_ANSWERS,
     human_2d_contact_question,
     human_contact_question,
     object_contact_question,
@@ -688,11 +689,14 @@ class InteractVLMPredictor:
             internals=internals,
         )
 
-    def affordance_answer_ids(self, affordance: str) -> list[int]:
-        """Token ids of the reference's first affordance answer for `affordance`, with this checkpoint's object
+    def affordance_answer_ids(self, affordance: str, object_name: str) -> list[int]:
+        """Token ids of the reference's first affordance answer for `affordance` (its 'afford_obj' variant, which
+        also names the object, for checkpoints trained with that question type), with this checkpoint's object
         mask token: the teacher-forced answer of the reference's `forward` evaluation path."""
         token = self.processor.token_name(self.processor.mask_token_for(human=False))
-        answer = OAFFORD_AFFORD_ANSWERS[0].format(affordance=affordance, TOKEN=token)
+        obj = self.config.oC_question_type == "afford_obj"
+        templates = OAFFORD_AFFORD_OBJ_ANSWERS if obj else OAFFORD_AFFORD_ANSWERS
+        answer = templates[0].format(affordance=affordance, class_name=object_name, TOKEN=token)
         tokenizer = self.processor.prompt_tokenizer
         full = tokenizer.encode("ASSISTANT: " + answer, add_bos=False)
         return full[len(tokenizer.encode("ASSISTANT:", add_bos=False)) :]
@@ -713,8 +717,9 @@ class InteractVLMPredictor:
         """Affordance of `object_name` in the photo on a point cloud given as SAM input renders (V,H,W,3) uint8
         of the object views and their pixel->point maps (the PIAD evaluation protocol, spec 3.3).
 
-        `answer_affordance` teacher-forces the answer 'The affordance type is <it>, and the contact region is
-        [SEG].' (the reference's `forward` evaluation path); None generates the answer. The camera encoder sees
+        The question is the first 'afford' one unless `template` says otherwise. `answer_affordance`
+        teacher-forces the answer 'The affordance type is <it>, and the contact region is [SEG].' (the reference's
+        `forward` evaluation path); None generates the answer. The camera encoder sees
         the object views at `cam_distance` (2.0: the view set's cam_params, what PIAD training and evaluation
         used). Heat maps are the sigmoid of the logits on rendered pixels; points average them per view, then
         over the views that see them (no threshold).
@@ -729,10 +734,10 @@ class InteractVLMPredictor:
                 f"point maps of {maps.num_views} views at {maps.resolution} do not fit {len(views)} renders of "
                 f"{tuple(renders.shape[1:3])}"
             )
-        answer_ids = None if answer_affordance is None else self.affordance_answer_ids(answer_affordance)
+        answer_ids = None if answer_affordance is None else self.affordance_answer_ids(answer_affordance, object_name)
         asked = self._ask(
             image,
-            object_contact_question(object_name, self._object_template(template)),
+            object_contact_question(object_name, self._object_template(template) if template else "afford"),
             "object_affordance",
             object_name,
             False,

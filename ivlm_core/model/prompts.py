@@ -97,6 +97,15 @@ OAFFORD_AFFORD_ANSWERS = (
     "This shows an affordance type of {affordance}, with contact at {TOKEN}.",
     "Affordance: {affordance}, contact mask: {TOKEN}.",
 )
+OAFFORD_AFFORD_OBJ_ANSWERS = (
+    "The affordance type is {affordance} with {class_name}, and the contact region is {TOKEN}.",
+    "This interaction suggests an affordance of {affordance} with {class_name}, and the object contact region is "
+    "{TOKEN}.",
+    "The contact points indicate an affordance of {affordance} with {class_name}, with the mask at {TOKEN}.",
+    "This shows an affordance type of {affordance} with {class_name}, with contact at {TOKEN}.",
+    "Affordance: {affordance} with {class_name}, contact mask: {TOKEN}.",
+)
+"""Answers of `oC_question_type` 'afford_obj' (asked with the afford questions)."""
 
 HumanTemplate = Literal["parts", "simple"]
 ObjectTemplate = Literal["afford", "contact"]
