@@ -5,6 +5,7 @@ ivlm-made point maps."""
 from __future__ import annotations
 
 import csv
+import dataclasses
 import json
 import re
 from pathlib import Path
@@ -241,6 +242,7 @@ def test_teacher_forced_answer_follows_the_checkpoint_question_type(tiny_afforda
 
     assert decode(model.affordance_answer_ids("grasp", "mug")) == (
         "The affordance type is grasp, and the contact region is [SEG].")
-    model.config.oC_question_type = "afford_obj"  # the other affordance question type of the reference
+    # the other affordance question type of the reference
+    model.model.config = dataclasses.replace(model.config, oC_question_type="afford_obj")
     assert decode(model.affordance_answer_ids("grasp", "mug")) == (
         "The affordance type is grasp with mug, and the contact region is [SEG].")
