@@ -741,12 +741,8 @@ class InteractVLMPredictor:
             "object_affordance",
             object_name,
             False,
-            True,
-            False,
-            max_new_tokens,
-            answer_ids,
+            _AskOptions(True, False, max_new_tokens, answer_ids, stop_at_mask),
             t0,
-            stop_at_mask,
         )
         if isinstance(asked, NoContactFound):
             return asked
