@@ -140,3 +140,15 @@ def test_points_behind_the_camera_are_not_splatted() -> None:
     points = np.array([[0.0, 0.0, 0.0], eye * 1.5])  # the second is behind the camera
     mapping = splat_point_map(points, view, 16, 0.2)
     assert set(np.unique(mapping)) == {-1, 0}
+
+
+@pytest.mark.cuda
+def test_lifting_and_heat_maps_on_cuda_match_cpu() -> None:
+    maps = PointMaps.from_arrays(list(MAPPING), num_points=4)
+    logits = torch.from_numpy(np.log(HEAT + 0.05) - np.log(1.05 - HEAT))
+    renders = np.full((2, 2, 3, 3), 255, np.uint8)
+    renders[MAPPING >= 0] = 90
+    cpu = lift_point_heat(affordance_heat_maps(logits, renders), maps)
+    gpu = lift_point_heat(affordance_heat_maps(logits.cuda(), renders), maps)
+    assert gpu.device.type == "cuda"
+    torch.testing.assert_close(gpu.cpu(), cpu, atol=1e-6, rtol=1e-6)
