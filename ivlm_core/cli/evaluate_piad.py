@@ -32,6 +32,14 @@ PREDICTIONS_NAME = "predictions.npz"
 
 
 # ------------------------------------------------------------------------------------------------ inputs
+def missing_shipped_error(path: Path) -> MissingAssetError:
+    return MissingAssetError(
+        "InteractVLM PIAD render/map", path,
+        "Unpack the renders shipped with InteractVLM's PIAD data (rendered_points_heatmap_1025_color/) or use "
+        "--point-maps ivlm (ivlm splats the point cloud itself).",
+    )
+
+
 def point_inputs(sample, points: np.ndarray, point_maps: str, render_size: int, view_names: tuple[str, ...],
                  cache: OrderedDict) -> tuple[np.ndarray, Any, str]:
     """(renders (V,H,W,3) uint8, PointMaps, 'shipped'|'ivlm') of one sample."""
@@ -41,11 +49,7 @@ def point_inputs(sample, points: np.ndarray, point_maps: str, render_size: int, 
 
     missing = sample.missing_shipped_files(view_names) if point_maps != "ivlm" else []
     if point_maps == "shipped" and missing:
-        raise MissingAssetError(
-            "InteractVLM PIAD render/map", missing[0],
-            "Unpack the renders shipped with InteractVLM's PIAD data (rendered_points_heatmap_1025_color/) or "
-            "use --point-maps ivlm (ivlm splats the point cloud itself).",
-        )
+        raise missing_shipped_error(missing[0])
     if point_maps != "ivlm" and not missing:
         renders = np.stack([read_image(sample.shipped_file("sam", v)) for v in view_names])
         maps = PointMaps.from_p2pmap_files([sample.shipped_file("p2pmap", v) for v in view_names], len(points))
@@ -188,6 +192,10 @@ def run_piad_eval(args: argparse.Namespace) -> int:
     if args.predictions is not None:
         predicted = load_predictions(args.predictions, samples, points)
     else:
+        if args.point_maps == "shipped":  # checked before the (long) model run
+            missing = next((m[0] for s in samples if (m := s.missing_shipped_files())), None)
+            if missing is not None:
+                raise missing_shipped_error(missing)
         predicted = predict_samples(args, samples, points)
     preds = [np.asarray(p, dtype=np.float32) for p in predicted["pred"]]
     affordances = [s.affordance for s in samples]
