@@ -15,8 +15,9 @@
 #
 # Steps (each under its own timeout; a global budget keeps the whole run under 8 minutes):
 #   probe       python, torch/CUDA/GPU, transformers, torchao, missing modules
-#   cuda_tests  pytest -m cuda test/test_model_decoding.py test/test_model_drafting.py (CUDA-graph decoding and
-#               graph-captured draft-and-verify == eager/plain, fp32 + bf16)
+#   cuda_tests  pytest -m cuda test/test_model_decoding.py test/test_model_drafting.py
+#               test/test_geometry_point_lifting.py (CUDA-graph decoding and graph-captured draft-and-verify ==
+#               eager/plain, fp32 + bf16; point-cloud lifting on CUDA == CPU)
 #   bench_bf16  python -m ivlm_core.bench.model_latency --draft (13B-size LLaMA + ViT-L CLIP + SAM ViT-H, random bf16;
 #               then draft-and-verify decoding on a wired template answer: forwards_per_answer, drafted vs plain)
 #   pipeline    python -m ivlm_core.bench.pipeline_samples (interaction pipeline on test/data/samples, tiny model)
@@ -110,7 +111,7 @@ declare -A NEEDS=(
 )
 declare -A FILES=(
   [probe]="ivlm_core/__init__.py"
-  [cuda_tests]="test/test_model_decoding.py test/test_model_drafting.py test/conftest.py test/ros_fixtures.py pyproject.toml ivlm_core/model/decoding.py ivlm_core/testing/tiny_checkpoint.py ivlm_core/testing/synthetic_body.py"
+  [cuda_tests]="test/test_model_decoding.py test/test_model_drafting.py test/test_geometry_point_lifting.py test/conftest.py test/ros_fixtures.py pyproject.toml ivlm_core/model/decoding.py ivlm_core/geometry/point_lifting.py ivlm_core/testing/tiny_checkpoint.py ivlm_core/testing/synthetic_body.py"
   [bench_bf16]="ivlm_core/bench/model_latency.py ivlm_core/model/decoding.py ivlm_core/model/drafting.py ivlm_core/model/quantization.py"
   [pipeline]="ivlm_core/bench/pipeline_samples.py ivlm_core/pipeline.py test/data/samples/tennis_racket__serve.png test/data/samples/bench__standing.png test/data/samples/surfboard__carrying.png"
   [bench_int4]="ivlm_core/bench/model_latency.py ivlm_core/model/quantization.py"
@@ -120,7 +121,7 @@ declare -A FILES=(
 step_cmd() {
   case "$1" in
     probe) echo "$PY -c 'probe: python, torch, CUDA device, transformers, torchao, missing modules'" ;;
-    cuda_tests) echo "$PY -m pytest -q -p no:cacheprovider -rs -m cuda test/test_model_decoding.py test/test_model_drafting.py" ;;
+    cuda_tests) echo "$PY -m pytest -q -p no:cacheprovider -rs -m cuda test/test_model_decoding.py test/test_model_drafting.py test/test_geometry_point_lifting.py" ;;
     bench_bf16) echo "$PY -m ivlm_core.bench.model_latency --repeats 5 --naive-repeats 1 --draft" ;;
     pipeline) echo "$PY -m ivlm_core.bench.pipeline_samples --samples test/data/samples --device cuda --repeats 2" ;;
     bench_int4) echo "$PY -m ivlm_core.bench.model_latency --quant int4 --repeats 3 --naive-repeats 0" ;;
