@@ -27,7 +27,7 @@ from typing import Any
 
 import numpy as np
 import torch
-from scipy.spatial.transform import Rotation, Slerp
+from scipy.spatial.transform import Rotation
 from smplx.joint_names import JOINT_NAMES
 
 from ivlm_core.errors import InvalidInputError, IvlmError
@@ -310,17 +310,22 @@ class KeypointBodyFitter:
         keypoints: HumanKeypoints,
         camera_k: np.ndarray,
         init: Mapping[str, np.ndarray] | None = None,
+        mesh: bool = True,
     ) -> BodyFitResult:
-        """Fit from scratch, or warm-started from `init` (the previous frame's params) with a temporal term."""
+        """Fit from scratch, or warm-started from `init` (the previous frame's params) with a temporal term.
+
+        `mesh=False` skips skinning the full mesh (`vertices` is None), for callers that change the parameters
+        afterwards (a tracker's smoothing) and build the mesh once with `result_with_params`.
+        """
         threads = torch.get_num_threads()
         torch.set_num_threads(1)  # tiny tensors: extra threads only spin (and the CPU is shared)
         try:
-            return self._fit(keypoints, camera_k, init)
+            return self._fit(keypoints, camera_k, init, mesh)
         finally:
             torch.set_num_threads(threads)
 
     def _fit(
-        self, keypoints: HumanKeypoints, camera_k: np.ndarray, init: Mapping[str, np.ndarray] | None
+        self, keypoints: HumanKeypoints, camera_k: np.ndarray, init: Mapping[str, np.ndarray] | None, mesh: bool
     ) -> BodyFitResult:
         start = time.perf_counter()
         cfg = self.config
@@ -351,7 +356,7 @@ class KeypointBodyFitter:
         free = ["global_orient", "body_pose", "betas", "transl"]
         free += [f"{side}_hand_pose" for side in ("left", "right") if side in keypoints.hands]
         iterations += self._optimise(params, ctx, tuple(free), full_iters, previous=prev)
-        result = self._result(params, ctx, iterations, time.perf_counter() - start)
+        result = self._result(params, ctx, iterations, time.perf_counter() - start, mesh)
         result.warm_started = init is not None
         return result
 
@@ -458,22 +463,22 @@ class KeypointBodyFitter:
         return terms
 
     def _result(
-        self, params: dict[str, torch.Tensor], ctx: _FitContext, iterations: int, seconds: float
+        self, params: dict[str, torch.Tensor], ctx: _FitContext, iterations: int, seconds: float, mesh: bool = True
     ) -> BodyFitResult:
         with torch.no_grad():
             terms = {name: float(v) for name, v in self._loss_terms(params, ctx).items()}
             points = self.model_points(params)[0]
             fitted = _project(points[ctx.model_points_t], ctx.camera_k_t).numpy()
-            mesh = self.layer(params)
+            skinned = self.layer(params) if mesh else None
         error = np.linalg.norm(fitted - ctx.points_2d, axis=1)
         mean_px = float((error * ctx.weights_np).sum() / max(ctx.weights_np.sum(), 1e-9))
         return BodyFitResult(
             placed=True,
             status=f"body placed by the keypoint fit (reprojection {mean_px:.1f} px)",
             params={name: value[0].numpy().astype(np.float32).copy() for name, value in params.items()},
-            vertices=mesh.vertices[0].numpy().astype(np.float32),
+            vertices=skinned.vertices[0].numpy().astype(np.float32) if skinned is not None else None,
             faces=self.layer.faces,
-            joints=mesh.joints[0].numpy().astype(np.float32),
+            joints=points[: len(SMPLX_JOINT_NAMES)].numpy().astype(np.float32),
             targets=ctx.targets,
             fitted_2d=fitted.astype(np.float32),
             camera_k=ctx.camera_k.copy(),
@@ -615,8 +620,9 @@ def smooth_params(
         if name in _ROTATION_PARAMS:
             a = Rotation.from_rotvec(np.asarray(previous[name], dtype=np.float64).reshape(-1, 3))
             b = Rotation.from_rotvec(np.asarray(value, dtype=np.float64).reshape(-1, 3))
-            mixed = [Slerp([0.0, 1.0], Rotation.concatenate([a[i], b[i]]))(alpha).as_rotvec() for i in range(len(a))]
-            out[name] = np.concatenate(mixed).astype(np.float32)
+            # slerp(a, b, alpha) = (alpha * log(b a^-1)) a, for all joints at once
+            mixed = Rotation.from_rotvec(alpha * (b * a.inv()).as_rotvec()) * a
+            out[name] = mixed.as_rotvec().reshape(-1).astype(np.float32)
         else:
             out[name] = ((1 - alpha) * np.asarray(previous[name]) + alpha * np.asarray(value)).astype(np.float32)
     return out
@@ -725,19 +731,26 @@ class CameraBodyPlacer:
         return result
 
     def _with_params(self, result: BodyFitResult, params: dict[str, np.ndarray]) -> BodyFitResult:
-        with torch.no_grad():
-            tensors = {name: torch.from_numpy(value)[None] for name, value in params.items()}
-            mesh = self.layer(tensors)
-            points = self.fitter.model_points(tensors)[0]
-        out = replace(result, params=params, vertices=mesh.vertices[0].numpy(), joints=mesh.joints[0].numpy())
-        if result.targets is not None and result.camera_k is not None:
-            k = torch.as_tensor(result.camera_k, dtype=torch.float32)
-            out.fitted_2d = _project(points[torch.as_tensor(result.targets.model_points)], k).numpy()
-            error = np.linalg.norm(out.fitted_2d - result.targets.points_2d, axis=1)
-            weights = result.targets.weights
-            out.reprojection_error_px = float((error * weights).sum() / max(weights.sum(), 1e-9))
-            out.reprojection_error_rel = out.reprojection_error_px / result.targets.diagonal
-        return out
+        return result_with_params(self.fitter, result, params)
+
+
+def result_with_params(
+    fitter: KeypointBodyFitter, result: BodyFitResult, params: dict[str, np.ndarray]
+) -> BodyFitResult:
+    """`result` with other (e.g. smoothed) parameters: mesh, joints and reprojection error recomputed."""
+    with torch.no_grad():
+        tensors = {name: torch.from_numpy(np.asarray(value, dtype=np.float32))[None] for name, value in params.items()}
+        mesh = fitter.layer(tensors)
+        points = fitter.model_points(tensors)[0]
+    out = replace(result, params=params, vertices=mesh.vertices[0].numpy(), joints=mesh.joints[0].numpy())
+    if result.targets is not None and result.camera_k is not None:
+        k = torch.as_tensor(result.camera_k, dtype=torch.float32)
+        out.fitted_2d = _project(points[torch.as_tensor(result.targets.model_points)], k).numpy()
+        error = np.linalg.norm(out.fitted_2d - result.targets.points_2d, axis=1)
+        weights = result.targets.weights
+        out.reprojection_error_px = float((error * weights).sum() / max(weights.sum(), 1e-9))
+        out.reprojection_error_rel = out.reprojection_error_px / result.targets.diagonal
+    return out
 
 
 def load_body_layer(body_model_dir: str | Path, gender: str = "neutral", num_betas: int = 10) -> BodyLayer:

@@ -1,0 +1,282 @@
+"""Per-frame SMPL-X bodies of up to `max_people` tracked people, fast enough for the camera rate.
+
+Per frame: find people (`PersonFinder`: full image, then fallbacks), match them to live tracks by box overlap,
+and fit each body with a few warm-started iterations from the track's previous solution, smoothed over time.
+A track is re-initialised (cold fit, no smoothing) when its person jumps (box shift in the image, body jump in
+3D, or a warm fit that no longer reprojects) and when its keypoints come back after a loss. A track survives
+`max_missing_s` without its person, judged on image stamps (not wall time, so bag replays behave like live
+streams); its id is never reused. Like `CameraBodyPlacer`, a missing optional asset (SMPL-X files, mediapipe)
+never raises: `available` is False and every update says why.
+"""
+
+from __future__ import annotations
+
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass, field
+from pathlib import Path
+
+import numpy as np
+
+from ivlm_core.errors import InvalidInputError, IvlmError
+from ivlm_core.fitting.body_fit import (
+    BodyFitConfig,
+    BodyFitResult,
+    KeypointBodyFitter,
+    is_jump,
+    load_body_layer,
+    result_with_params,
+    smooth_params,
+)
+from ivlm_core.fitting.body_layer import BodyLayer
+from ivlm_core.fitting.keypoints import HumanKeypoints
+from ivlm_core.tracking.person_box import PersonBox
+from ivlm_core.tracking.person_finder import FoundPerson, KeypointDetector, PersonFinder
+from ivlm_core.tracking.tracker_config import TrackerConfig
+
+
+@dataclass
+class TrackedBody:
+    """One tracked person in one frame.
+
+    `missing_s == 0`: found and fitted in this frame. `missing_s > 0`: not found in this frame, within
+    `max_missing_s`; `placement` and `box` are the last ones seen (consumers that need fresh bodies skip it).
+    """
+
+    track_id: int
+    placement: BodyFitResult
+    box: PersonBox
+    source: str  # how the person was found: full_image | crop_search | last_track | roi
+    reinitialised: bool  # cold fit this frame (new track, jump, or back after a loss): no smoothing applied
+    missing_s: float
+    keypoints: HumanKeypoints | None = None  # this frame's keypoints in full-image pixels (None when missing)
+
+
+@dataclass
+class TrackingUpdate:
+    """The tracker's answer for one image (stamp = that image's)."""
+
+    stamp_s: float
+    bodies: list[TrackedBody]
+    status: str  # what happened; when no body is fresh, the reason (what the finder tried, or why unavailable)
+    timings_ms: dict[str, float] = field(default_factory=dict)  # find, fit, total
+    tried: list[str] = field(default_factory=list)  # the finder's strategies in this frame
+    detector_calls: int = 0
+
+    @property
+    def fresh_bodies(self) -> list[TrackedBody]:
+        """Bodies fitted in this frame (not coasting on an earlier one)."""
+        return [body for body in self.bodies if body.missing_s == 0]
+
+
+@dataclass
+class _Track:
+    track_id: int
+    params: dict[str, np.ndarray]
+    placement: BodyFitResult
+    box: PersonBox
+    source: str
+    last_seen_s: float
+    missed_frames: int = 0  # frames since the person was last found
+
+
+class BodyTracker:
+    """Tracks up to `config.max_people` SMPL-X bodies in the camera frame across the frames of one stream."""
+
+    def __init__(
+        self,
+        layer: BodyLayer | None,
+        config: TrackerConfig | None = None,
+        detector: KeypointDetector | PersonFinder | None = None,
+        unavailable_reason: str = "",
+        body_fit: BodyFitConfig | None = None,
+    ) -> None:
+        """`detector`: a keypoint detector (image -> HumanKeypoints | None, used for full frames and crops) or a
+        ready `PersonFinder`; default: mediapipe (tracking mode on full frames, static on crops)."""
+        self.config = config or TrackerConfig()
+        self.layer = layer
+        self.unavailable_reason = unavailable_reason
+        if isinstance(detector, PersonFinder):
+            self.finder = detector
+        else:
+            self.finder = PersonFinder(self.config, detector)
+        self._warm = KeypointBodyFitter(layer, self.config.warm_fit_config(body_fit)) if layer is not None else None
+        self._cold = KeypointBodyFitter(layer, self.config.cold_fit_config(body_fit)) if layer is not None else None
+        self._tracks: list[_Track] = []
+        self._next_id = 1
+        self._last_stamp_s: float | None = None
+
+    @classmethod
+    def from_body_model_dir(
+        cls,
+        body_model_dir: str | Path | None,
+        gender: str = "neutral",
+        config: TrackerConfig | None = None,
+        detector: KeypointDetector | PersonFinder | None = None,
+        body_fit: BodyFitConfig | None = None,
+    ) -> BodyTracker:
+        """Load SMPL-X from the user's body model folder; without it the tracker says why it cannot track."""
+        if body_model_dir is None:
+            reason = (
+                "no body tracking: no SMPL-X body model folder configured (set body_model_dir to a folder "
+                "holding smplx/SMPLX_NEUTRAL.npz from https://smpl-x.is.tue.mpg.de)"
+            )
+            return cls(None, config, detector, reason, body_fit)
+        try:
+            layer = load_body_layer(body_model_dir, gender, (body_fit or BodyFitConfig()).num_betas)
+        except IvlmError as err:
+            return cls(None, config, detector, f"no body tracking: {err}", body_fit)
+        return cls(layer, config, detector, "", body_fit)
+
+    @property
+    def available(self) -> bool:
+        return self.layer is not None
+
+    @property
+    def fitter(self) -> KeypointBodyFitter | None:
+        """The per-frame (warm) keypoint fitter; None when unavailable."""
+        return self._warm
+
+    @property
+    def track_ids(self) -> list[int]:
+        return [track.track_id for track in self._tracks]
+
+    def reset(self) -> None:
+        """Forget all tracks (a new stream); ids keep counting up, so an old id never names a new person."""
+        self._tracks = []
+        self._last_stamp_s = None
+
+    def close(self) -> None:
+        self.finder.close()
+
+    def update(
+        self,
+        image_rgb: np.ndarray,
+        camera_k: np.ndarray,
+        stamp_s: float,
+        roi_boxes: Sequence[PersonBox] = (),
+    ) -> TrackingUpdate:
+        """Track the people in this image (stamp in seconds, from the image header)."""
+        start = time.perf_counter()
+        stamp_s = float(stamp_s)
+        if not math.isfinite(stamp_s):
+            raise InvalidInputError(f"tracker stamp must be a finite number of seconds, got {stamp_s}")
+        if self.layer is None:
+            return TrackingUpdate(stamp_s, [], self.unavailable_reason)
+        notes: list[str] = []
+        if self._last_stamp_s is not None and stamp_s < self._last_stamp_s:
+            notes.append(f"stamp went back {self._last_stamp_s - stamp_s:.3f} s (a new stream?): tracks reset")
+            self.reset()
+        self._last_stamp_s = stamp_s
+        expired = [t.track_id for t in self._tracks if stamp_s - t.last_seen_s > self.config.max_missing_s]
+        if expired:
+            notes.append(f"tracks {expired} lost for over {self.config.max_missing_s:g} s")
+        self._tracks = [t for t in self._tracks if t.track_id not in expired]
+        try:
+            found = self.finder.find(image_rgb, [t.box for t in self._tracks], roi_boxes)
+        except IvlmError as err:
+            found = None
+            notes.append(f"keypoint detection failed: {err}")
+        find_ms = (time.perf_counter() - start) * 1e3
+        fit_start = time.perf_counter()
+        people = found.people if found is not None else []
+        fresh: dict[int, TrackedBody] = {}
+        for person, track in self._match(people):
+            body = self._fit(person, track, camera_k, stamp_s)
+            if body is not None:
+                fresh[body.track_id] = body
+            else:
+                notes.append(f"a person found by {person.source} could not be fitted (too few confident keypoints)")
+        fit_ms = (time.perf_counter() - fit_start) * 1e3
+        bodies = []
+        for track in self._tracks:
+            if track.track_id in fresh:
+                bodies.append(fresh[track.track_id])
+            else:
+                track.missed_frames += 1
+                missing = stamp_s - track.last_seen_s
+                bodies.append(TrackedBody(track.track_id, track.placement, track.box, track.source, False, missing))
+        if fresh:
+            status = f"tracking {len(fresh)} of up to {self.config.max_people} people"
+        elif found is not None:
+            status = found.reason
+        else:
+            status = "no person found"
+        status = "; ".join([status, *notes])
+        total_ms = (time.perf_counter() - start) * 1e3
+        return TrackingUpdate(
+            stamp_s,
+            bodies,
+            status,
+            {"find": find_ms, "fit": fit_ms, "total": total_ms},
+            found.tried if found is not None else [],
+            found.detector_calls if found is not None else 0,
+        )
+
+    # -- matching --------------------------------------------------------------------------------------------
+    def _match(self, people: list[FoundPerson]) -> list[tuple[FoundPerson, _Track | None]]:
+        """Pair people with tracks: greedy by box IoU; one person and one track always pair when max_people = 1."""
+        if self.config.max_people == 1 and len(self._tracks) == 1 and people:
+            return [(people[0], self._tracks[0])]
+        overlaps = [
+            (person.box.iou(track.box), i, j) for i, person in enumerate(people) for j, track in enumerate(self._tracks)
+        ]
+        used_people: set[int] = set()
+        used_tracks: set[int] = set()
+        matched: list[tuple[FoundPerson, _Track | None]] = []
+        for iou, i, j in sorted(overlaps, reverse=True):
+            if iou < self.config.match_iou or i in used_people or j in used_tracks:
+                continue
+            used_people.add(i)
+            used_tracks.add(j)
+            matched.append((people[i], self._tracks[j]))
+        free = self.config.max_people - len(self._tracks)
+        for i, person in enumerate(people):
+            if i not in used_people and free > 0:
+                matched.append((person, None))
+                free -= 1
+        return matched
+
+    # -- fitting ---------------------------------------------------------------------------------------------
+    def _fit(
+        self, person: FoundPerson, track: _Track | None, camera_k: np.ndarray, stamp_s: float
+    ) -> TrackedBody | None:
+        assert self._warm is not None and self._cold is not None
+        cfg = self.config
+        # Cold (re-)fit for a new track, a person back after a loss, or a jump in the image.
+        warm = track is not None and track.missed_frames == 0 and not self._box_jumped(track, person.box)
+        result = None
+        if warm:
+            result = self._warm.fit(person.keypoints, camera_k, init=track.params, mesh=False)
+            drifted = not result.placed or result.reprojection_error_rel > cfg.refit_error
+            warm = not drifted and not is_jump(track.params, result.params, self._warm.config)
+        if not warm:
+            cold = self._cold.fit(person.keypoints, camera_k, mesh=False)
+            better = cold.placed and (
+                result is None or not result.placed or cold.reprojection_error_rel < result.reprojection_error_rel
+            )
+            if result is None or better:
+                result = cold
+            else:
+                warm = True  # the cold fit did no better: keep the warm one
+        if not result.placed:
+            return None
+        params = {name: value.copy() for name, value in result.params.items()}
+        smoothed = warm and cfg.smoothing < 1
+        if smoothed:
+            params = smooth_params(track.params, params, cfg.smoothing)
+        result = result_with_params(self._warm, result, params)  # the one full-mesh skinning of this frame
+        result.smoothed = smoothed
+        if track is None:
+            track = _Track(self._next_id, params, result, person.box, person.source, stamp_s)
+            self._next_id += 1
+            self._tracks.append(track)
+        track.params, track.placement, track.box, track.source = params, result, person.box, person.source
+        track.last_seen_s, track.missed_frames = stamp_s, 0
+        return TrackedBody(track.track_id, result, person.box, person.source, not warm, 0.0, person.keypoints)
+
+    def _box_jumped(self, track: _Track, box: PersonBox) -> bool:
+        (ax, ay), (bx, by) = track.box.centre, box.centre
+        diagonal = max(math.hypot(track.box.width, track.box.height), 1.0)
+        return math.hypot(bx - ax, by - ay) > self.config.jump_box_shift * diagonal
