@@ -4,7 +4,7 @@ Why: the legacy mediapipe pose detector returns nothing for some clearly visible
 partly hidden by a dog or furniture). Running the same detector on a zoomed crop often finds them. Fallbacks, in
 `TrackerConfig.fallbacks` order, each tried only while fewer than `max_people` people are found:
 
-* ``crop_search``: crops at `search_zoom` (the centre tile, the four quadrants, the upper part of the frame);
+* ``crop_search``: crops at `search_zoom` (halves, centre tile, upper part, quadrants: `search_regions`);
 * ``last_track``: the boxes of live tracks, expanded (a person who was there a moment ago);
 * ``roi``: person boxes given by the caller (the node's `sensor_msgs/RegionOfInterest` topic), expanded.
 
@@ -69,12 +69,18 @@ def keypoints_from_crop(keypoints: HumanKeypoints, crop: PersonCrop, image_size:
 
 
 def search_regions(width: int, height: int, zoom: float) -> list[PersonBox]:
-    """Crops of the crop search, most promising first: centre tile, upper part, the four quadrant tiles."""
+    """Crops of the crop search, most promising first: the two halves along the long side (one person each when
+    people stand apart), the centre tile, the upper part (head and torso above an occluder), the quadrants.
+    Tiles are 1 / zoom of the image on each side."""
     tile_w, tile_h = width / zoom, height / zoom
     cx, cy = width / 2, height / 2
-    regions = [
+    if width >= height:
+        regions = [PersonBox(0.0, 0.0, tile_w, height), PersonBox(width - tile_w, 0.0, width, height)]
+    else:
+        regions = [PersonBox(0.0, 0.0, width, tile_h), PersonBox(0.0, height - tile_h, width, height)]
+    regions += [
         PersonBox(cx - tile_w / 2, cy - tile_h / 2, cx + tile_w / 2, cy + tile_h / 2),
-        PersonBox(cx - tile_w / 2, 0.0, cx + tile_w / 2, min(1.2 * tile_h, height)),  # upper body, centred
+        PersonBox(cx - tile_w / 2, 0.0, cx + tile_w / 2, min(1.2 * tile_h, height)),
     ]
     for y0 in (0.0, height - tile_h):
         for x0 in (0.0, width - tile_w):
@@ -143,15 +149,21 @@ class PersonFinder:
         for strategy in cfg.fallbacks:
             if enough():
                 break
+            # Regions already explained by a found person are skipped: the same person again costs a call.
             if strategy == "crop_search":
-                regions = search_regions(width, height, cfg.search_zoom)[: cfg.max_search_crops]
-            elif strategy == "last_track":
-                regions = [box.expanded(cfg.track_box_expansion) for box in track_boxes]
+                regions = [
+                    r
+                    for r in search_regions(width, height, cfg.search_zoom)
+                    if sum(r.intersection(p.box) for p in result.people) < 0.8 * r.area
+                ][: cfg.max_search_crops]
             else:
-                regions = [box.expanded(cfg.roi_box_expansion) for box in roi_boxes]
+                boxes, factor = (
+                    (track_boxes, cfg.track_box_expansion)
+                    if strategy == "last_track"
+                    else (roi_boxes, cfg.roi_box_expansion)
+                )
+                regions = [b.expanded(factor) for b in boxes if not any(self._same(b, p.box) for p in result.people)]
             regions = [r for r in regions if r.clipped(width, height).area >= 16 * 16]
-            # Skip regions already explained by a found person (the same person again costs a detector call).
-            regions = [r for r in regions if not any(r.overlap_of_smaller(p.box) > 0.9 for p in result.people)]
             result.tried.append(f"{strategy} x{len(regions)}")
             for region in regions:
                 if enough():
@@ -175,7 +187,14 @@ class PersonFinder:
         box = PersonBox.from_points(keypoints.pose_2d, keypoints.pose_confidence, cfg.min_confidence)
         if region is not None and not region.contains(*box.centre):
             return  # landmarks extrapolated far outside the crop: not a person seen in it
-        for person in result.people:
-            if box.iou(person.box) > cfg.duplicate_iou or box.overlap_of_smaller(person.box) > cfg.duplicate_overlap:
-                return
+        # The box is what the detector saw: landmarks it extrapolated past the crop / image edge are cut off.
+        height, width = keypoints.image_size
+        seen = region.clipped(width, height) if region is not None else PersonBox(0.0, 0.0, width, height)
+        box = PersonBox(max(box.x0, seen.x0), max(box.y0, seen.y0), min(box.x1, seen.x1), min(box.y1, seen.y1))
+        if any(self._same(box, person.box) for person in result.people):
+            return
         result.people.append(FoundPerson(keypoints, box, source))
+
+    def _same(self, a: PersonBox, b: PersonBox) -> bool:
+        """Two boxes of one person: they overlap much, or one lies mostly inside the other (a partial view)."""
+        return a.iou(b) > self.config.duplicate_iou or a.overlap_of_smaller(b) > self.config.duplicate_overlap
