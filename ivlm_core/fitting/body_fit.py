@@ -20,7 +20,8 @@ from __future__ import annotations
 
 import logging
 import time
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -317,12 +318,8 @@ class KeypointBodyFitter:
         `mesh=False` skips skinning the full mesh (`vertices` is None), for callers that change the parameters
         afterwards (a tracker's smoothing) and build the mesh once with `result_with_params`.
         """
-        threads = torch.get_num_threads()
-        torch.set_num_threads(1)  # tiny tensors: extra threads only spin (and the CPU is shared)
-        try:
+        with single_torch_thread():
             return self._fit(keypoints, camera_k, init, mesh)
-        finally:
-            torch.set_num_threads(threads)
 
     def _fit(
         self, keypoints: HumanKeypoints, camera_k: np.ndarray, init: Mapping[str, np.ndarray] | None, mesh: bool
@@ -513,6 +510,18 @@ def solve_translation(
     z = depth_from_height(extent, fy, nominal_height_m)
     centre = uv.mean(axis=0) if len(uv) else np.array([cx, cy])
     return np.array([(centre[0] - cx) / fx * z, (centre[1] - cy) / fy * z, z], dtype=np.float32)
+
+
+@contextmanager
+def single_torch_thread() -> Iterator[None]:
+    """Run torch on one intra-op thread: the body's tensors are tiny, extra threads only spin (5x slower on a
+    loaded 2-core CPU). torch's thread count is process-wide, so it is restored afterwards."""
+    threads = torch.get_num_threads()
+    torch.set_num_threads(1)
+    try:
+        yield
+    finally:
+        torch.set_num_threads(threads)
 
 
 def _project(points: torch.Tensor, camera_k: torch.Tensor) -> torch.Tensor:
@@ -738,7 +747,7 @@ def result_with_params(
     fitter: KeypointBodyFitter, result: BodyFitResult, params: dict[str, np.ndarray]
 ) -> BodyFitResult:
     """`result` with other (e.g. smoothed) parameters: mesh, joints and reprojection error recomputed."""
-    with torch.no_grad():
+    with torch.no_grad(), single_torch_thread():
         tensors = {name: torch.from_numpy(np.asarray(value, dtype=np.float32))[None] for name, value in params.items()}
         mesh = fitter.layer(tensors)
         points = fitter.model_points(tensors)[0]

@@ -51,6 +51,7 @@ class TrackedBody:
     reinitialised: bool  # cold fit this frame (new track, jump, or back after a loss): no smoothing applied
     missing_s: float
     keypoints: HumanKeypoints | None = None  # this frame's keypoints in full-image pixels (None when missing)
+    reinit_reason: str = ""  # why: new track | back after a loss | box jump | warm fit drifted | body jump
 
 
 @dataclass
@@ -244,14 +245,23 @@ class BodyTracker:
     ) -> TrackedBody | None:
         assert self._warm is not None and self._cold is not None
         cfg = self.config
-        # Cold (re-)fit for a new track, a person back after a loss, or a jump in the image.
-        warm = track is not None and track.missed_frames == 0 and not self._box_jumped(track, person.box)
+        # Cold (re-)fit for a new track, a person back after a loss, a jump in the image or in 3D, or a warm fit
+        # that no longer reprojects onto the keypoints.
+        reason = ""
+        if track is None:
+            reason = "new track"
+        elif track.missed_frames:
+            reason = "back after a loss"
+        elif self._box_jumped(track, person.box):
+            reason = "box jump"
         result = None
-        if warm:
+        if not reason:
             result = self._warm.fit(person.keypoints, camera_k, init=track.params, mesh=False)
-            drifted = not result.placed or result.reprojection_error_rel > cfg.refit_error
-            warm = not drifted and not is_jump(track.params, result.params, self._warm.config)
-        if not warm:
+            if not result.placed or result.reprojection_error_rel > cfg.refit_error:
+                reason = "warm fit drifted"
+            elif is_jump(track.params, result.params, self._warm.config):
+                reason = "body jump"
+        if reason:
             cold = self._cold.fit(person.keypoints, camera_k, mesh=False)
             better = cold.placed and (
                 result is None or not result.placed or cold.reprojection_error_rel < result.reprojection_error_rel
@@ -259,7 +269,8 @@ class BodyTracker:
             if result is None or better:
                 result = cold
             else:
-                warm = True  # the cold fit did no better: keep the warm one
+                reason = ""  # the cold fit did no better: keep the warm one
+        warm = not reason
         if not result.placed:
             return None
         params = {name: value.copy() for name, value in result.params.items()}
@@ -274,7 +285,7 @@ class BodyTracker:
             self._tracks.append(track)
         track.params, track.placement, track.box, track.source = params, result, person.box, person.source
         track.last_seen_s, track.missed_frames = stamp_s, 0
-        return TrackedBody(track.track_id, result, person.box, person.source, not warm, 0.0, person.keypoints)
+        return TrackedBody(track.track_id, result, person.box, person.source, not warm, 0.0, person.keypoints, reason)
 
     def _box_jumped(self, track: _Track, box: PersonBox) -> bool:
         (ax, ay), (bx, by) = track.box.centre, box.centre

@@ -25,7 +25,7 @@ class TrackerConfig:
     max_missing_s: float = 1.0  # a track survives this long without its person (judged on image stamps)
     warm_iterations: int = 5  # optimiser steps per frame, from the previous frame's solution
     warm_lr: float = 0.02  # their step size (Adam); smaller than a cold fit's, the start is already close
-    cold_iterations_scale: float = 0.5  # cold (re-)fits run BodyFitConfig's schedules times this
+    cold_iterations_scale: float = 0.3  # cold (re-)fits run BodyFitConfig's schedules times this
     smoothing: float = 0.6  # weight of the new frame in the exponential smoothing (1 = no smoothing)
     jump_box_shift: float = 0.5  # a person box moving by more than this x its diagonal in one frame = a jump
     jump_translation_m: float = 0.5  # a fitted body moving more than this between frames = a jump (re-init)
