@@ -10,8 +10,6 @@ from scipy.spatial.transform import Rotation
 from ivlm_core.errors import InvalidInputError, MissingAssetError
 from ivlm_core.fitting import keypoints as keypoints_module
 from ivlm_core.fitting.body_fit import (
-    MODEL_POINT_NAMES,
-    POSE_TO_SMPLX,
     BodyFitConfig,
     CameraBodyPlacer,
     KeypointBodyFitter,
@@ -21,7 +19,8 @@ from ivlm_core.fitting.body_fit import (
     smooth_params,
     solve_translation,
 )
-from ivlm_core.fitting.keypoints import POSE_INDEX, POSE_LANDMARK_NAMES, HumanKeypoints
+from ivlm_core.fitting.keypoints import POSE_INDEX, HumanKeypoints
+from ivlm_core.testing.synthetic_keypoints import model_points, project_keypoints
 
 IMAGE_SIZE = (480, 640)
 CAMERA_K = np.array([[600.0, 0.0, 330.0], [0.0, 600.0, 235.0], [0.0, 0.0, 1.0]])
@@ -59,25 +58,12 @@ def _true_params(seed: int = 0, transl=(0.15, 0.1, 3.2), yaw_deg: float = 25.0) 
 
 
 def _points(fitter: KeypointBodyFitter, params: dict[str, np.ndarray]) -> np.ndarray:
-    with torch.no_grad():
-        tensors = {k: torch.from_numpy(np.asarray(v, dtype=np.float32))[None] for k, v in params.items()}
-        return fitter.model_points(fitter._complete(tensors))[0].numpy()
+    return model_points(fitter, params)
 
 
 def _synthetic_keypoints(fitter: KeypointBodyFitter, params: dict[str, np.ndarray]) -> HumanKeypoints:
     """What a perfect detector would report for this body: projected 2D and metric, ray-aligned 3D."""
-    points = _points(fitter, params)
-    index = {name: i for i, name in enumerate(MODEL_POINT_NAMES)}
-    pose_3d = np.tile([0.0, 0.0, 1.0], (len(POSE_LANDMARK_NAMES), 1))  # unmapped landmarks: confidence 0
-    confidence = np.zeros(len(POSE_LANDMARK_NAMES), dtype=np.float32)
-    for mp_name, point, _ in POSE_TO_SMPLX:
-        pose_3d[POSE_INDEX[mp_name]] = points[index[point]]
-        confidence[POSE_INDEX[mp_name]] = 1.0
-    pixels = pose_3d[:, :2] / pose_3d[:, 2:3] * np.diag(CAMERA_K)[:2] + CAMERA_K[:2, 2]
-    hips = pose_3d[[POSE_INDEX["left_hip"], POSE_INDEX["right_hip"]]]
-    hip_pixel = pixels[[POSE_INDEX["left_hip"], POSE_INDEX["right_hip"]]].mean(axis=0)
-    world = (pose_3d - hips.mean(axis=0)) @ camera_ray_rotation(hip_pixel, CAMERA_K)  # undo the ray rotation
-    return HumanKeypoints(IMAGE_SIZE, pixels.astype(np.float32), confidence, world.astype(np.float32))
+    return project_keypoints(fitter, params, CAMERA_K, IMAGE_SIZE)
 
 
 def _joint_error_m(fitter, params_a, params_b) -> float:
