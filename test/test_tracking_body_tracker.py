@@ -146,6 +146,8 @@ def test_ids_are_never_reused_and_stamps_going_back_reset(body_dir):
 
 def test_nobody_and_missing_body_model_are_reported_not_raised(body_dir, tmp_path):
     tracker, detector = _tracker(body_dir)
+    tracker.warm_up()
+    assert detector.calls == 1  # the full-frame detector ran once; no fallbacks configured
     update = tracker.update(IMAGE, CAMERA_K, 0.0)
     assert update.bodies == [] and update.status.startswith("no person found (tried: full_image")
     missing = BodyTracker.from_body_model_dir(tmp_path / "nowhere", detector=detector)

@@ -76,6 +76,7 @@ def main(argv: list[str] | None = None) -> int:
         tracker = BodyTracker.from_body_model_dir(body_dir, config=config)
         if not tracker.available:
             raise SystemExit(tracker.unavailable_reason)
+        tracker.warm_up(480, 640)
         for path in photos:
             tracker.reset()
             photo = np.asarray(Image.open(path).convert("RGB"))

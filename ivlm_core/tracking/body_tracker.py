@@ -148,6 +148,13 @@ class BodyTracker:
         self._tracks = []
         self._last_stamp_s = None
 
+    def warm_up(self, height: int = 480, width: int = 640) -> None:
+        """Pay start-up costs before the first frame: detector graphs, torch's optimiser imports (~1 s once)."""
+        import torch
+
+        self.finder.warm_up(height, width)
+        torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
     def close(self) -> None:
         self.finder.close()
 
@@ -257,7 +264,10 @@ class BodyTracker:
         result = None
         if not reason:
             result = self._warm.fit(person.keypoints, camera_k, init=track.params, mesh=False)
-            if not result.placed or result.reprojection_error_rel > cfg.refit_error:
+            # Drifted: clearly worse than the threshold and than this track's own last frame (a person whose
+            # keypoints no body fits well, e.g. cut by the image edge, would otherwise be re-fitted every frame).
+            limit = max(cfg.refit_error, 2.0 * track.placement.reprojection_error_rel)
+            if not result.placed or result.reprojection_error_rel > limit:
                 reason = "warm fit drifted"
             elif is_jump(track.params, result.params, self._warm.config):
                 reason = "body jump"

@@ -120,6 +120,13 @@ class PersonFinder:
             detect_hands=self.config.detect_hands, segmentation=False, static_image_mode=static
         )
 
+    def warm_up(self, height: int = 480, width: int = 640) -> None:
+        """Build the detectors now (mediapipe graphs take ~0.1-0.5 s to start) instead of on the first frame."""
+        image = np.full((height, width, 3), 128, dtype=np.uint8)
+        self._full_detector()(image)
+        if self.config.fallbacks:
+            self._static_detector()(np.ascontiguousarray(image[: height // 2, : width // 2]))
+
     def close(self) -> None:
         for detector in {id(d): d for d in (self._detector, self._crop_detector) if d is not None}.values():
             close = getattr(detector, "close", None)
