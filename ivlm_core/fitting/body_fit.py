@@ -678,19 +678,10 @@ class CameraBodyPlacer:
         stream: bool = True,
     ) -> CameraBodyPlacer:
         """Load SMPL-X from the user's body model folder; without it the placer explains why it cannot place."""
-        if body_model_dir is None:
-            reason = (
-                "body not placed: no SMPL-X body model folder configured (set body_model_dir to a folder "
-                "holding smplx/SMPLX_NEUTRAL.npz from https://smpl-x.is.tue.mpg.de); contacts are reported "
-                "on the canonical body"
-            )
+        layer, problem = load_optional_body_layer(body_model_dir, gender, (config or BodyFitConfig()).num_betas)
+        if layer is None:
+            reason = f"body not placed: {problem}; contacts are reported on the canonical body"
             return cls(None, config, detector, reason, stream)
-        try:
-            layer = load_body_layer(body_model_dir, gender, (config or BodyFitConfig()).num_betas)
-        except IvlmError as err:
-            return cls(
-                None, config, detector, f"body not placed: {err}; contacts are reported on the canonical body", stream
-            )
         return cls(layer, config, detector, "", stream)
 
     @property
@@ -760,6 +751,21 @@ def result_with_params(
         out.reprojection_error_px = float((error * weights).sum() / max(weights.sum(), 1e-9))
         out.reprojection_error_rel = out.reprojection_error_px / result.targets.diagonal
     return out
+
+
+def load_optional_body_layer(
+    body_model_dir: str | Path | None, gender: str = "neutral", num_betas: int = 10
+) -> tuple[BodyLayer | None, str]:
+    """(layer, "") or (None, what is missing and how to fix it): for users that work on without a body."""
+    if body_model_dir is None:
+        return None, (
+            "no SMPL-X body model folder configured (set body_model_dir to a folder holding "
+            "smplx/SMPLX_NEUTRAL.npz from https://smpl-x.is.tue.mpg.de)"
+        )
+    try:
+        return load_body_layer(body_model_dir, gender, num_betas), ""
+    except IvlmError as err:
+        return None, str(err)
 
 
 def load_body_layer(body_model_dir: str | Path, gender: str = "neutral", num_betas: int = 10) -> BodyLayer:

@@ -25,7 +25,7 @@ from ivlm_core.fitting.body_fit import (
     BodyFitResult,
     KeypointBodyFitter,
     is_jump,
-    load_body_layer,
+    load_optional_body_layer,
     result_with_params,
     smooth_params,
 )
@@ -118,17 +118,8 @@ class BodyTracker:
         body_fit: BodyFitConfig | None = None,
     ) -> BodyTracker:
         """Load SMPL-X from the user's body model folder; without it the tracker says why it cannot track."""
-        if body_model_dir is None:
-            reason = (
-                "no body tracking: no SMPL-X body model folder configured (set body_model_dir to a folder "
-                "holding smplx/SMPLX_NEUTRAL.npz from https://smpl-x.is.tue.mpg.de)"
-            )
-            return cls(None, config, detector, reason, body_fit)
-        try:
-            layer = load_body_layer(body_model_dir, gender, (body_fit or BodyFitConfig()).num_betas)
-        except IvlmError as err:
-            return cls(None, config, detector, f"no body tracking: {err}", body_fit)
-        return cls(layer, config, detector, "", body_fit)
+        layer, problem = load_optional_body_layer(body_model_dir, gender, (body_fit or BodyFitConfig()).num_betas)
+        return cls(layer, config, detector, f"no body tracking: {problem}" if layer is None else "", body_fit)
 
     @property
     def available(self) -> bool:
