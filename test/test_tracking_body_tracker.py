@@ -140,8 +140,14 @@ def test_ids_are_never_reused_and_stamps_going_back_reset(body_dir):
     update = tracker.update(IMAGE, CAMERA_K, 5.0)  # a bag starting over
     assert "stamp went back" in update.status
     assert len({first, second, update.bodies[0].track_id}) == 3
+    ids = tracker.track_ids
     with pytest.raises(InvalidInputError):
         tracker.update(IMAGE, CAMERA_K, float("nan"))
+    with pytest.raises(InvalidInputError, match="RGB uint8"):
+        tracker.update(IMAGE.astype(np.float32), CAMERA_K, 6.0)
+    with pytest.raises(InvalidInputError, match="camera_k"):
+        tracker.update(IMAGE, np.zeros((3, 3)), 6.0)
+    assert tracker.track_ids == ids  # bad input changed nothing
 
 
 def test_nobody_and_missing_body_model_are_reported_not_raised(body_dir, tmp_path):

@@ -156,11 +156,21 @@ class BodyTracker:
         stamp_s: float,
         roi_boxes: Sequence[PersonBox] = (),
     ) -> TrackingUpdate:
-        """Track the people in this image (stamp in seconds, from the image header)."""
+        """Track the people in this image (stamp in seconds, from the image header).
+
+        Malformed input (not an RGB uint8 image, a bad K, a non-finite stamp) raises InvalidInputError before
+        any track changes; nobody found, or no body model, is a status, not an error.
+        """
         start = time.perf_counter()
         stamp_s = float(stamp_s)
         if not math.isfinite(stamp_s):
             raise InvalidInputError(f"tracker stamp must be a finite number of seconds, got {stamp_s}")
+        image = np.asarray(image_rgb)
+        if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 16:
+            raise InvalidInputError(f"tracker needs an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        k = np.asarray(camera_k, dtype=np.float64)
+        if k.shape != (3, 3) or not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
+            raise InvalidInputError(f"camera_k must be a finite 3x3 intrinsic matrix, focal lengths > 0; got {k}")
         if self.layer is None:
             return TrackingUpdate(stamp_s, [], self.unavailable_reason)
         notes: list[str] = []
@@ -173,7 +183,7 @@ class BodyTracker:
             notes.append(f"tracks {expired} lost for over {self.config.max_missing_s:g} s")
         self._tracks = [t for t in self._tracks if t.track_id not in expired]
         try:
-            found = self.finder.find(image_rgb, [t.box for t in self._tracks], roi_boxes)
+            found = self.finder.find(image, [t.box for t in self._tracks], roi_boxes)
         except IvlmError as err:
             found = None
             notes.append(f"keypoint detection failed: {err}")
@@ -182,7 +192,7 @@ class BodyTracker:
         people = found.people if found is not None else []
         fresh: dict[int, TrackedBody] = {}
         for person, track in self._match(people):
-            body = self._fit(person, track, camera_k, stamp_s)
+            body = self._fit(person, track, k, stamp_s)
             if body is not None:
                 fresh[body.track_id] = body
             else:
