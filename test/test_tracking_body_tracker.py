@@ -203,3 +203,14 @@ def test_tracker_config_rejects_unknown_and_bad_settings():
         TrackerConfig.from_dict({"detect_hands": "yes"})
     warm = TrackerConfig(warm_iterations=3, warm_lr=0.01).warm_fit_config()
     assert warm.iters_warm == 3 and warm.lr == 0.01
+
+
+def test_crop_search_is_rate_limited_on_image_stamps(body_dir):
+    """Nobody in view: the full image every frame, the crop search (6 crops) only every 0.5 s of stamps."""
+    detector = ScriptedKeypointDetector()
+    config = TrackerConfig(fallbacks=("crop_search",), crop_search_interval_s=0.5, max_search_crops=6)
+    tracker = BodyTracker.from_body_model_dir(body_dir, config=config, detector=detector)
+    statuses = [tracker.update(IMAGE, CAMERA_K, frame / FPS).status for frame in range(30)]
+    assert detector.calls == 30 + 2 * 6  # searches at 0 s and 0.5 s
+    assert statuses[0] == "no person found (tried: full_image, crop_search x6)"
+    assert "crop_search skipped" in statuses[1]

@@ -64,17 +64,18 @@ def test_two_people_side_by_side_get_two_tracks(detector, tmp_path):
     truths = [PersonBox(*SAMPLE_PERSON_BOXES[names[0]]), PersonBox(*SAMPLE_PERSON_BOXES[names[1]])]
     truths[1] = PersonBox(truths[1].x0 + 512, truths[1].y0, truths[1].x1 + 512, truths[1].y1)
     write_synthetic_smplx(tmp_path)
-    config = TrackerConfig(max_people=2, fallbacks=("crop_search",))
+    config = TrackerConfig(max_people=2)  # crop search, then (between rate-limited searches) the last tracks
     tracker = BodyTracker.from_body_model_dir(tmp_path, config=config, detector=PersonFinder(config, detector))
     ids = []
-    for frame in range(2):
+    for frame in range(3):
         update = tracker.update(image, CAMERA_K, frame / 30)
         assert len(update.fresh_bodies) == 2, update.status
+        assert frame == 0 or "crop_search skipped" in update.tried[1], update.tried
         left, right = sorted(update.bodies, key=lambda b: b.box.centre[0])
         assert left.box.x1 <= 512 <= right.box.x0  # each on its own half
         assert on_person(left.box, truths[0]) and on_person(right.box, truths[1])
         ids.append((left.track_id, right.track_id))
-    assert ids[0] == ids[1] and ids[0][0] != ids[0][1]
+    assert ids[0] == ids[1] == ids[2] and ids[0][0] != ids[0][1]
 
 
 def test_search_regions_cover_the_image_at_the_zoom():

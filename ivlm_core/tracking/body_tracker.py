@@ -107,6 +107,7 @@ class BodyTracker:
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._last_stamp_s: float | None = None
+        self._last_search_s: float | None = None  # stamp of the last crop search (rate-limited)
 
     @classmethod
     def from_body_model_dir(
@@ -138,6 +139,7 @@ class BodyTracker:
         """Forget all tracks (a new stream); ids keep counting up, so an old id never names a new person."""
         self._tracks = []
         self._last_stamp_s = None
+        self._last_search_s = None
 
     def warm_up(self, height: int = 480, width: int = 640) -> None:
         """Pay start-up costs before the first frame: detector graphs, torch's optimiser imports (~1 s once)."""
@@ -182,8 +184,12 @@ class BodyTracker:
         if expired:
             notes.append(f"tracks {expired} lost for over {self.config.max_missing_s:g} s")
         self._tracks = [t for t in self._tracks if t.track_id not in expired]
+        last_search = self._last_search_s
+        search_due = last_search is None or stamp_s - last_search >= self.config.crop_search_interval_s
         try:
-            found = self.finder.find(image, [t.box for t in self._tracks], roi_boxes)
+            found = self.finder.find(image, [t.box for t in self._tracks], roi_boxes, crop_search=search_due)
+            if any(step.startswith("crop_search x") for step in found.tried):
+                self._last_search_s = stamp_s
         except IvlmError as err:
             found = None
             notes.append(f"keypoint detection failed: {err}")

@@ -139,8 +139,11 @@ class PersonFinder:
         track_boxes: Sequence[PersonBox] = (),
         roi_boxes: Sequence[PersonBox] = (),
         max_people: int | None = None,
+        crop_search: bool = True,
     ) -> FindResult:
-        """Up to `max_people` people (default: the config's), full image first, then the fallbacks in order."""
+        """Up to `max_people` people (default: the config's), full image first, then the fallbacks in order.
+
+        `crop_search=False` skips that fallback this time (the tracker rate-limits it: it costs several calls)."""
         start = time.perf_counter()
         cfg = self.config
         limit = cfg.max_people if max_people is None else max_people
@@ -156,6 +159,9 @@ class PersonFinder:
         for strategy in cfg.fallbacks:
             if enough():
                 break
+            if strategy == "crop_search" and not crop_search:
+                result.tried.append("crop_search skipped (ran less than crop_search_interval_s ago)")
+                continue
             # Regions already explained by a found person are skipped: the same person again costs a call.
             if strategy == "crop_search":
                 regions = [

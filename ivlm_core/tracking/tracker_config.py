@@ -41,6 +41,7 @@ class TrackerConfig:
     roi_box_expansion: float = 1.2  # ROI boxes are searched this much larger
     search_zoom: float = 2.0  # crop search tiles are 1 / zoom of the image side
     max_search_crops: int = 6  # at most this many crops per frame in the crop search
+    crop_search_interval_s: float = 0.5  # the crop search (several detector calls) runs at most this often
     fallbacks: tuple[str, ...] = FALLBACKS  # tried in this order after the full image, until enough people
     detect_hands: bool = False  # hand landmarks cost ~30-60 ms per frame; off for camera rate
     stream_detector: bool = True  # mediapipe tracking mode on the full image (skips its person detector)
@@ -59,6 +60,7 @@ class TrackerConfig:
             "smoothing": 0 < self.smoothing <= 1,
             "search_zoom": self.search_zoom >= 1,
             "max_search_crops": self.max_search_crops >= 0,
+            "crop_search_interval_s": self.crop_search_interval_s >= 0,
             "track_box_expansion": self.track_box_expansion > 0,
             "roi_box_expansion": self.roi_box_expansion > 0,
             "min_keypoints": self.min_keypoints >= 1,
