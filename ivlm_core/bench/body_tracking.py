@@ -10,7 +10,9 @@ touches only joints and 21 keypoint vertices either way, but the final skinning 
 the coarse synthetic mesh than on SMPL-X's 10475 vertices. The first frame of each photo is a cold fit; it and
 any later re-initialisation are reported apart from the warm frames. Last line: ``frames=<n> body_model=<m>
 ms_mean=<warm mean> ms_worst=<warm worst> find_ms_mean=<f> fit_ms_mean=<f> cold_ms_mean=<f>
-reinit_frames=<n> tracked=<fraction of frames with a fresh body>``.
+reinit_frames=<n> tracked=<fraction of frames with a fresh body> cpu_ms_mean=<f>``. cpu_ms is the process's
+CPU time per warm frame (all its threads, mediapipe's included): unlike wall time it barely depends on how
+busy the shared machine is.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ import argparse
 import os
 import platform
 import tempfile
+import time
 from pathlib import Path
 
 import numpy as np
@@ -63,7 +66,7 @@ def main(argv: list[str] | None = None) -> int:
         raise SystemExit(f"no .png photos in {args.samples}")
     camera_k = pinhole_camera(480, 640, 55.0)
     config = TrackerConfig()
-    warm_ms, find_ms, fit_ms, cold_ms = [], [], [], []
+    warm_ms, warm_cpu_ms, find_ms, fit_ms, cold_ms = [], [], [], [], []
     tracked = reinit = total = 0
     reasons: dict[str, int] = {}
     with tempfile.TemporaryDirectory(prefix="ivlm_body_") as tmp:
@@ -81,7 +84,9 @@ def main(argv: list[str] | None = None) -> int:
             tracker.reset()
             photo = np.asarray(Image.open(path).convert("RGB"))
             for index, frame in enumerate(stream_frames(photo, args.frames)):
+                cpu_start = time.process_time()
                 update = tracker.update(frame, camera_k, stamp_s=index / 30.0)
+                cpu_ms = (time.process_time() - cpu_start) * 1e3
                 total += 1
                 fresh = update.fresh_bodies
                 tracked += bool(fresh)
@@ -91,6 +96,7 @@ def main(argv: list[str] | None = None) -> int:
                     cold_ms.append(update.timings_ms["total"])
                     continue
                 warm_ms.append(update.timings_ms["total"])
+                warm_cpu_ms.append(cpu_ms)
                 find_ms.append(update.timings_ms["find"])
                 fit_ms.append(update.timings_ms["fit"])
             print(
@@ -109,7 +115,7 @@ def main(argv: list[str] | None = None) -> int:
         f"frames={total} body_model={body_model} ms_mean={np.mean(warm_ms):.1f} ms_worst={np.max(warm_ms):.1f} "
         f"find_ms_mean={np.mean(find_ms):.1f} fit_ms_mean={np.mean(fit_ms):.1f} "
         f"cold_ms_mean={np.mean(cold_ms) if cold_ms else float('nan'):.1f} reinit_frames={reinit} "
-        f"tracked={tracked / max(total, 1):.3f}"
+        f"tracked={tracked / max(total, 1):.3f} cpu_ms_mean={np.mean(warm_cpu_ms):.1f}"
     )
     return 0
 
