@@ -226,3 +226,21 @@ def test_config_from_mapping_validates_names_and_types():
         BodyFitConfig.from_dict({"iterations": 5})
     with pytest.raises(InvalidInputError, match="number"):
         BodyFitConfig.from_dict({"lr": "fast"})
+
+
+def test_flat_adam_matches_torch_adam():
+    """The fit's one-tensor Adam takes the same steps as torch.optim.Adam on the same parameters."""
+    from ivlm_core.fitting.body_fit import FlatAdam
+
+    target = torch.linspace(-2.0, 3.0, 7)
+    ours = torch.zeros(7, requires_grad=True)
+    theirs = torch.zeros(7, requires_grad=True)
+    flat = FlatAdam(ours, lr=0.05)
+    reference = torch.optim.Adam([theirs], lr=0.05)
+    for _ in range(30):
+        (gradient,) = torch.autograd.grad(((ours - target) ** 4).sum(), ours)
+        flat.step(gradient)
+        reference.zero_grad()
+        ((theirs - target) ** 4).sum().backward()
+        reference.step()
+    torch.testing.assert_close(ours.detach(), theirs.detach(), atol=1e-6, rtol=1e-6)
