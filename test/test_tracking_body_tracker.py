@@ -214,3 +214,18 @@ def test_crop_search_is_rate_limited_on_image_stamps(body_dir):
     assert detector.calls == 30 + 2 * 6  # searches at 0 s and 0.5 s
     assert statuses[0] == "no person found (tried: full_image, crop_search x6)"
     assert "crop_search skipped" in statuses[1]
+
+
+def test_a_jump_in_depth_is_caught_by_the_fit_not_the_box(body_dir):
+    """Stepping 1.5 m back barely moves the box centre; the warm fit cannot follow, so the track re-fits cold."""
+    tracker, detector = _tracker(body_dir)
+    for frame in range(3):
+        _show(tracker, detector, _pose(frame / FPS))
+        tracker.update(IMAGE, CAMERA_K, frame / FPS)
+    truth = _pose(3 / FPS)
+    truth["transl"] = truth["transl"] + np.array([0.0, 0.0, 1.5], dtype=np.float32)
+    _show(tracker, detector, truth)
+    [body] = tracker.update(IMAGE, CAMERA_K, 3 / FPS).bodies
+    assert body.reinitialised and body.reinit_reason in ("warm fit drifted", "body jump"), body.reinit_reason
+    assert body.placement.reprojection_error_rel < 0.02
+    assert abs(body.placement.params["transl"][2] - truth["transl"][2]) < 0.4

@@ -30,7 +30,7 @@ class TrackerConfig:
     jump_box_shift: float = 0.5  # a person box moving by more than this x its diagonal in one frame = a jump
     jump_translation_m: float = 0.5  # a fitted body moving more than this between frames = a jump (re-init)
     jump_rotation_deg: float = 60.0
-    refit_error: float = 0.05  # a warm fit worse than this (fraction of the image diagonal) and than twice the
+    refit_error: float = 0.02  # a warm fit worse than this (fraction of the image diagonal) and than twice the
     # track's previous frame is redone cold
     match_iou: float = 0.1  # several people: a found box joins the track whose last box overlaps it most
     duplicate_iou: float = 0.3  # two detections overlapping this much (IoU) are one person
