@@ -229,3 +229,15 @@ def test_a_jump_in_depth_is_caught_by_the_fit_not_the_box(body_dir):
     assert body.reinitialised and body.reinit_reason in ("warm fit drifted", "body jump"), body.reinit_reason
     assert body.placement.reprojection_error_rel < 0.02
     assert abs(body.placement.params["transl"][2] - truth["transl"][2]) < 0.4
+
+
+def test_broken_keypoints_never_poison_a_track(body_dir):
+    tracker, detector = _tracker(body_dir)
+    _show(tracker, detector, _pose(0.0))
+    [good] = tracker.update(IMAGE, CAMERA_K, 0.0).bodies
+    detector.keypoints.pose_2d[:] = np.nan
+    update = tracker.update(IMAGE, CAMERA_K, 1 / FPS)
+    assert not update.fresh_bodies and update.bodies[0].missing_s > 0
+    _show(tracker, detector, _pose(2 / FPS))
+    [back] = tracker.update(IMAGE, CAMERA_K, 2 / FPS).bodies
+    assert back.track_id == good.track_id and np.all(np.isfinite(back.placement.vertices))

@@ -187,7 +187,7 @@ class BodyTracker:
             found = self.finder.find(image, [t.box for t in self._tracks], roi_boxes, crop_search=search_due)
             if any(step.startswith("crop_search x") for step in found.tried):
                 self._last_search_s = stamp_s
-        except IvlmError as err:
+        except (IvlmError, RuntimeError) as err:  # RuntimeError: mediapipe's graph failing on a frame
             found = None
             notes.append(f"keypoint detection failed: {err}")
         find_ms = (time.perf_counter() - start) * 1e3
@@ -285,8 +285,8 @@ class BodyTracker:
             else:
                 reason = ""  # the cold fit did no better: keep the warm one
         warm = not reason
-        if not result.placed:
-            return None
+        if not result.placed or not all(np.all(np.isfinite(v)) for v in result.params.values()):
+            return None  # the track keeps its last good state
         params = {name: value.copy() for name, value in result.params.items()}
         smoothed = warm and cfg.smoothing < 1
         if smoothed:

@@ -195,8 +195,8 @@ class PersonFinder:
         if keypoints is None:
             return
         seen = keypoints.pose_confidence >= cfg.min_confidence
-        if int(seen.sum()) < cfg.min_keypoints:
-            return
+        if int(seen.sum()) < cfg.min_keypoints or not np.all(np.isfinite(keypoints.pose_2d[seen])):
+            return  # too little seen, or a broken detection (NaN) that would poison the track's fit
         box = PersonBox.from_points(keypoints.pose_2d, keypoints.pose_confidence, cfg.min_confidence)
         if region is not None and not region.contains(*box.centre):
             return  # landmarks extrapolated far outside the crop: not a person seen in it
