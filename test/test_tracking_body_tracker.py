@@ -111,6 +111,13 @@ def test_track_id_survives_a_short_gap_and_not_a_long_one(body_dir):
         tracker.update(IMAGE, CAMERA_K, stamp)
         stamp += 1 / FPS
     first_id = tracker.track_ids[0]
+    _show(tracker, detector, None)  # one dropped frame: not a loss, the track stays warm
+    tracker.update(IMAGE, CAMERA_K, stamp)
+    stamp += 1 / FPS
+    _show(tracker, detector, _pose(stamp))
+    [kept] = tracker.update(IMAGE, CAMERA_K, stamp).bodies
+    assert kept.track_id == first_id and not kept.reinitialised
+    stamp += 1 / FPS
     _show(tracker, detector, None)  # occluded for 0.5 s
     gap_end = stamp + 0.5
     while stamp < gap_end - 1e-9:

@@ -261,7 +261,7 @@ class BodyTracker:
         reason = ""
         if track is None:
             reason = "new track"
-        elif track.missed_frames:
+        elif track.missed_frames and stamp_s - track.last_seen_s > cfg.reinit_after_missing_s:
             reason = "back after a loss"
         elif self._box_jumped(track, person.box):
             reason = "box jump"

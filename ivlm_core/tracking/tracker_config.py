@@ -23,6 +23,7 @@ class TrackerConfig:
 
     max_people: int = 1  # tracks kept at once (the shipped detector finds one person per call: see PersonFinder)
     max_missing_s: float = 1.0  # a track survives this long without its person (judged on image stamps)
+    reinit_after_missing_s: float = 0.2  # a person back after a longer gap is re-fitted cold (a dropped frame is not)
     warm_iterations: int = 5  # optimiser steps per frame, from the previous frame's solution
     warm_lr: float = 0.02  # their step size (Adam); smaller than a cold fit's, the start is already close
     cold_iterations_scale: float = 0.3  # cold (re-)fits run BodyFitConfig's schedules times this
@@ -54,6 +55,7 @@ class TrackerConfig:
         checks = {
             "max_people": self.max_people >= 1,
             "max_missing_s": self.max_missing_s >= 0,
+            "reinit_after_missing_s": self.reinit_after_missing_s >= 0,
             "warm_iterations": self.warm_iterations >= 1,
             "warm_lr": self.warm_lr > 0,
             "cold_iterations_scale": self.cold_iterations_scale > 0,
