@@ -222,23 +222,83 @@ def make_scene(obj: SyntheticObject, poser: BodyPoser, rng: np.random.Generator,
     raise RuntimeError(f"could not place {obj.name} in contact after 200 tries")
 
 
-def add_noise(scene: Scene, poser: BodyPoser, rng: np.random.Generator, level: float = 1.0) -> Scene:
+def _crop_render(meshes: list[tuple[np.ndarray, np.ndarray]], box: tuple[int, int, int, int]):
+    """render_depth of the image window box = (u0, v0, u1, v1) (inclusive) only: the same pixels, cheaper."""
+    u0, v0, u1, v1 = box
+    k = CAMERA_K.copy()
+    k[0, 2] -= u0
+    k[1, 2] -= v0
+    return render_depth(meshes, k, (v1 - v0 + 1, u1 - u0 + 1))
+
+
+def occluded_view(scene: Scene, rng: np.random.Generator, target: float, views: int = 36) -> Scene:
+    """The same scene (body and object together, contacts unchanged) turned about the touched body vertex so
+    that the body covers about ``target`` (at most MAX_OCCLUDED) of the object's image: the camera sees the
+    person from another side, e.g. the object behind the hand or the arm. Of ``views`` turns about the
+    vertical (plus a random tilt of up to 25 degrees) the one closest to the target is kept; the scene is
+    returned unchanged when no turn keeps the object in view."""
+    pivot = scene.body_vertices[scene.anchor]
+    local = np.asarray(scene.obj.mesh.vertices)
+    faces = np.asarray(scene.obj.mesh.faces)
+    best: tuple[float, Scene] | None = None
+    for yaw in rng.permutation(views) * (360.0 / views):
+        turn_r = Rotation.from_euler("yx", [yaw, rng.uniform(-25, 25)], degrees=True).as_matrix()
+        body = (scene.body_vertices - pivot) @ turn_r.T + pivot
+        rotation = turn_r @ scene.rotation
+        translation = turn_r @ (scene.translation - pivot) + pivot
+        vertices = local @ rotation.T + translation
+        if body[:, 2].min() < 0.3:
+            continue
+        u = CAMERA_K[0, 0] * vertices[:, 0] / vertices[:, 2] + CAMERA_K[0, 2]
+        v = CAMERA_K[1, 1] * vertices[:, 1] / vertices[:, 2] + CAMERA_K[1, 2]
+        box = (int(np.floor(u.min())) - 1, int(np.floor(v.min())) - 1, int(np.ceil(u.max())) + 1,
+               int(np.ceil(v.max())) + 1)
+        if box[0] < 2 or box[1] < 2 or box[2] > IMAGE_HW[1] - 3 or box[3] > IMAGE_HW[0] - 3:
+            continue
+        full = _crop_render([(vertices, faces)], box).mask
+        visible = _crop_render([(body, scene.body_faces), (vertices, faces)], box).mesh_index == 1
+        if visible.sum() < 150 or not full.any():
+            continue
+        occluded = 1.0 - visible.sum() / full.sum()
+        if occluded > MAX_OCCLUDED:
+            continue
+        if best is None or abs(occluded - target) < best[0]:
+            mask = np.zeros(IMAGE_HW, dtype=bool)
+            mask[box[1] : box[3] + 1, box[0] : box[2] + 1] = visible
+            best = (abs(occluded - target), Scene(
+                scene.obj, body, scene.body_faces, rotation, translation, scene.object_contact,
+                scene.human_contact, mask, float(occluded), scene.anchor))
+    return scene if best is None else best[1]
+
+
+NOISE_PARTS = ("view", "contacts", "mask")
+
+
+def add_noise(
+    scene: Scene, poser: BodyPoser, rng: np.random.Generator, level: float = 1.0,
+    parts: tuple[str, ...] = NOISE_PARTS,
+) -> Scene:
     """The scene with a real model's kind of errors (``level`` scales the ranges; 1 = the issue's):
-    10-20 % of the contact labels flipped on each mesh, a false-positive blob on the other hand, and the mask
-    eroded or dilated by 3-8 px."""
-    object_contact = _flip_labels(scene.object_contact, 0.3, rng, level)
-    human_contact = _flip_labels(scene.human_contact, 0.5, rng, level)
-    side = poser.hand_side[scene.anchor]
-    other = poser.hand_ids[poser.hand_side[poser.hand_ids] != side] if scene.anchor in poser.hand_ids else (
-        poser.hand_ids)
-    centre = scene.body_vertices[int(rng.choice(other))]
-    blob = np.linalg.norm(scene.body_vertices - centre, axis=1) < 0.04 * max(level, 0.25)
-    human_contact = np.where(blob, np.maximum(human_contact, rng.uniform(0.7, 1.0, len(human_contact))),
-                             human_contact)
-    radius = round(rng.uniform(3, 8) * level)
-    disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
+    ``view``: seen from a side where the body covers a uniform random 0-40 % of the object
+    (``occluded_view``); ``contacts``: 10-20 % of the contact labels flipped on each mesh and a false-positive
+    blob on the other hand; ``mask``: eroded or dilated by 3-8 px. ``parts`` picks some (for diagnosis)."""
+    if "view" in parts:
+        scene = occluded_view(scene, rng, rng.uniform(0.0, MAX_OCCLUDED * min(level, 1.0)))
+    object_contact, human_contact = scene.object_contact, scene.human_contact
+    if "contacts" in parts:
+        object_contact = _flip_labels(object_contact, 0.3, rng, level)
+        human_contact = _flip_labels(human_contact, 0.5, rng, level)
+        side = poser.hand_side[scene.anchor]
+        other = poser.hand_ids[poser.hand_side[poser.hand_ids] != side] if scene.anchor in poser.hand_ids else (
+            poser.hand_ids)
+        centre = scene.body_vertices[int(rng.choice(other))]
+        blob = np.linalg.norm(scene.body_vertices - centre, axis=1) < 0.04 * max(level, 0.25)
+        human_contact = np.where(blob, np.maximum(human_contact, rng.uniform(0.7, 1.0, len(human_contact))),
+                                 human_contact)
     mask = scene.mask
+    radius = round(rng.uniform(3, 8) * level) if "mask" in parts else 0
     if radius > 0:
+        disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
         eroded = ndimage.binary_erosion(mask, disk)
         mask = eroded if rng.random() < 0.5 and eroded.sum() >= 0.3 * mask.sum() else ndimage.binary_dilation(
             mask, disk)

@@ -79,6 +79,9 @@ class FitConfig:
     contact_density_radius: float = 0.15
     contact_tolerance_m: float = 0.0
     mask_boundary_band_px: int = 0
+    mask_shift_px: int = 8
+    mask_shift_step_px: int = 2
+    mask_shift_cost: float = 0.002
     object_contact_threshold: float = 0.3
     human_contact_threshold: float = 0.5
     human_contact_mask_margin: float = 0.5
@@ -190,7 +193,8 @@ class _Scene:
     sil_edges: EdgeTable
     cull: bool
     grid: SilhouetteGrid
-    mask: torch.Tensor  # (h,w) block-averaged object mask
+    mask: torch.Tensor  # (K,h,w) block-averaged object mask, its outline moved by each of mask_shifts pixels
+    mask_shifts: torch.Tensor  # (K,) pixels (> 0: grown, < 0: shrunk); 0 = the mask as given
     mask_weight: torch.Tensor  # (h,w) 0 in the don't-care band along the mask outline, else 1 (averaged)
     centroid_target: torch.Tensor  # (2,) image (u, v)
     camera_k: torch.Tensor
@@ -548,6 +552,7 @@ def _prepare(
 
     rows, cols = np.nonzero(mask)
     box = (cols.min(), rows.min(), cols.max(), rows.max())
+    shifts = _mask_shifts(cfg, mask)
     grid = SilhouetteGrid.around_box(box, mask.shape, cfg.silhouette_resolution, cfg.silhouette_margin)
     if cfg.centroid_target == "mask_centroid":
         target = np.array([cols.mean(), rows.mean()])
@@ -579,7 +584,8 @@ def _prepare(
     return _Scene(
         local=t32(local), sil_vertices=t32(sil_v), sil_faces=torch.as_tensor(sil_f, dtype=torch.int64),
         sil_edges=EdgeTable.from_faces(sil_f), cull=cull, grid=grid,
-        mask=_mask_target(grid, mask, cfg), mask_weight=_mask_weight(grid, mask, cfg.mask_boundary_band_px),
+        mask=_mask_target(grid, mask, cfg, shifts), mask_shifts=torch.as_tensor(shifts, dtype=torch.float32),
+        mask_weight=_mask_weight(grid, mask, cfg.mask_boundary_band_px),
         centroid_target=t32(target), camera_k=t32(k),
         obj_contact_local=t32(local[obj_idx]), obj_contact_p=t32(obj_w),
         human_contact=t32(hum_points), human_contact_p=t32(hum_w),
@@ -599,10 +605,38 @@ def _density(points: np.ndarray, radius: float) -> np.ndarray:
     return counts / counts.max()
 
 
-def _mask_target(grid: SilhouetteGrid, mask: np.ndarray, cfg: FitConfig) -> torch.Tensor:
+def _mask_shifts(cfg: FitConfig, mask: np.ndarray) -> np.ndarray:
+    """Outline shifts (pixels) the mask term tries: 0 and up to +-mask_shift_px in mask_shift_step_px steps,
+    shrinking by no more than leaves a third of the mask (a thin object cannot lose 8 px a side)."""
+    if cfg.mask_shift_px <= 0 or cfg.mask_shift_step_px <= 0:
+        return np.zeros(1)
+    steps = np.arange(-cfg.mask_shift_px, cfg.mask_shift_px + 1, cfg.mask_shift_step_px, dtype=np.float64)
+    steps = np.union1d(steps, [0.0])
+    inside = ndimage.distance_transform_edt(mask)
+    keep = [d for d in steps if d >= 0 or (inside > -d).sum() >= mask.sum() / 3]
+    return np.asarray(keep)
+
+
+def _mask_target(grid: SilhouetteGrid, mask: np.ndarray, cfg: FitConfig, shifts: np.ndarray) -> torch.Tensor:
+    """(K,h,w): the mask with its outline moved by each shift, block-averaged onto the grid.
+
+    A predicted mask is often uniformly too wide or too narrow by a few pixels, which on a small object is a
+    quarter of its size: compared as given, it drags the object nearer or further (or turns it to fill the
+    error). The mask term instead compares the silhouette with the best of these shifted masks, so a uniform
+    outline error costs nothing but ``mask_shift_cost`` per pixel, while a wrong SHAPE still does."""
     if cfg.mask_target == "blurred":
-        return grid.blurred_mask(mask, cfg.silhouette_sigma)
-    return grid.downsample_mask(mask)
+        if len(shifts) > 1:
+            raise InvalidInputError("mask_target 'blurred' needs mask_shift_px: 0")
+        return grid.blurred_mask(mask, cfg.silhouette_sigma)[None]
+    crop = grid.crop(mask.astype(np.float32)) > 0.5
+    outside = ndimage.distance_transform_edt(~crop)
+    inside = ndimage.distance_transform_edt(crop)
+    targets = []
+    for d in shifts:
+        shifted = (outside <= d) if d >= 0 else (inside > -d)
+        blocks = shifted.astype(np.float32).reshape(grid.height, grid.step, grid.width, grid.step).mean(axis=(1, 3))
+        targets.append(blocks)
+    return torch.from_numpy(np.stack(targets))
 
 
 def _mask_weight(grid: SilhouetteGrid, mask: np.ndarray, band_px: int) -> torch.Tensor:
@@ -670,10 +704,13 @@ def _losses(
     # only the visible part counts: where the body hides the object, neither silhouette nor mask is compared;
     # nor in the band along the mask's outline, where a predicted mask is too wide or too narrow
     weight = scene.mask_weight[None] if visibility is None else scene.mask_weight[None] * visibility
-    target = scene.mask[None]
-    inter = (weight * sil * target).sum((1, 2))
-    union = (weight * (sil + target - sil * target)).sum((1, 2)).clamp(min=1e-6)
-    losses = {"mask": 1.0 - inter / union}
+    weight = weight.expand_as(sil)
+    # IoU with each outline shift of the mask (B,K); the best one counts, plus a small cost per shifted pixel
+    inter = torch.einsum("bhw,khw->bk", weight * sil, scene.mask)
+    target_area = torch.einsum("bhw,khw->bk", weight, scene.mask)
+    union = ((weight * sil).sum((1, 2))[:, None] + target_area - inter).clamp(min=1e-6)
+    shifted = 1.0 - inter / union + cfg.mask_shift_cost * scene.mask_shifts.abs()
+    losses = {"mask": shifted.min(dim=1).values}
     centres = scene.grid.cell_centres().to(sil.dtype)
     weights = sil.reshape(len(sil), -1)
     centroid = weights @ centres / weights.sum(1, keepdim=True).clamp(min=1e-6)
