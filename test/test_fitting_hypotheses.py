@@ -106,7 +106,8 @@ def test_robust_contact_term_ignores_an_outlier_blob(box_scene):
         with torch.no_grad():
             moved = trans + torch.tensor(shifts, dtype=torch.float32)
             contact = of._losses(scene, cfg, rot.expand(n, 3, 3), moved, scale.expand(n), None)["contact"]
-        assert int(torch.argmin(contact)) == 0, (keep, contact)
+        # contacts within contact_tolerance_m count as touching: the best shift is within it, not towards the blob
+        assert shifts[int(torch.argmin(contact))] @ towards <= cfg.contact_tolerance_m + 1e-6, (keep, contact)
     # the reference's all-pairs mean distance IS pulled towards the blob
     obj = s["obj_v"] @ s["rot"].T + s["trans"]
     sel = s["p_obj"] > 0.3
@@ -169,7 +170,9 @@ def test_near_tie_on_a_symmetric_object_is_reported_as_ambiguous_unless_declared
     torch.set_num_threads(1)
     rot = Rotation.from_euler("xyz", [80, 10, 0], degrees=True).as_matrix()
     s = _make(trimesh.creation.cylinder(radius=0.03, height=0.16, sections=24), rot)
-    cfg = of.FitConfig(iterations=30, warmup_iterations=10, start_candidates_without_pose=8, finalists=2)
+    # hypotheses compared on the finalists' grid: after only 10 coarse steps a rival is not yet comparable
+    cfg = of.FitConfig(iterations=30, warmup_iterations=10, start_candidates_without_pose=8, finalists=2,
+                       hypothesis_resolution=of.FitConfig().silhouette_resolution)
     plain = of.fit_object(**_fit_args(s), config=cfg)
     assert plain.report["ambiguous"] == 1.0 and "ambiguous" in plain.status
     assert plain.report["loss_gap"] < cfg.ambiguity_loss_gap

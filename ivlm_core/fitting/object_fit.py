@@ -34,6 +34,8 @@ import torch
 import trimesh
 import yaml
 from scipy import ndimage
+from scipy.sparse import coo_matrix
+from scipy.sparse.csgraph import connected_components
 from scipy.spatial import cKDTree
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
@@ -77,7 +79,7 @@ class FitConfig:
     weight_penetration: float = 100.0
     contact_keep_fraction: float = 1.0
     contact_density_radius: float = 0.15
-    contact_tolerance_m: float = 0.0
+    contact_tolerance_m: float = 0.01
     mask_boundary_band_px: int = 0
     mask_shift_px: int = 8
     mask_shift_step_px: int = 2
@@ -85,13 +87,17 @@ class FitConfig:
     object_contact_threshold: float = 0.3
     human_contact_threshold: float = 0.5
     human_contact_mask_margin: float = 0.5
+    contact_cluster_m: float = 0.05
+    contact_cluster_slack: float = 0.25
+    contact_cluster_min_mass: float = 0.15
     min_mask_pixels: int = 30
     centroid_target: str = "mask_centroid"
     icp_iterations: int = 10
     icp_normal_weight: float = 0.05
     icp_max_normal_angle_deg: float = 60.0
     icp_robust_scale_m: float = 0.03
-    silhouette_resolution: int = 48
+    silhouette_resolution: int = 96
+    hypothesis_resolution: int = 32
     silhouette_margin: float = 0.5
     silhouette_sigma: float = 0.5
     silhouette_sigma_start: float = 0.5
@@ -268,7 +274,11 @@ def fit_object(
     p_hum = _usable_contacts(cfg, obj_v, p_obj, hum_v, p_hum, mask, k)
 
     centre = obj_v.mean(axis=0)
-    scene = _prepare(cfg, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion)
+    # hypotheses are compared on a coarse silhouette grid (cheap), the finalists refined on the fine one
+    depth = render_depth([(hum_v, hum_f)], k, mask.shape).depth if use_occlusion else None
+    scene = _prepare(cfg, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion, body_depth=depth)
+    coarse = _prepare(cfg, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion,
+                      resolution=min(cfg.hypothesis_resolution, cfg.silhouette_resolution), body_depth=depth)
     candidates, icp_report = _start_poses(
         cfg, obj_v, obj_f, centre, p_obj, hum_v, hum_f, p_hum, mask, k, init_rotation, init_translation
     )
@@ -279,10 +289,11 @@ def fit_object(
         return rot_deg > cfg.distinct_rotation_deg or trans_m > cfg.distinct_translation_m
 
     # score every start pose by the full loss; the best distinct ones are refined together
-    scored = _score(scene, cfg, candidates)
+    scored = _score(coarse, cfg, candidates)
     keep = cfg.start_candidates if init_rotation is not None else cfg.start_candidates_without_pose
     chosen = _best_distinct(scored, keep, distinct, fill=True)
-    short = _refine(scene, cfg, scored.take(chosen), min(cfg.warmup_iterations, cfg.iterations))
+    short = _refine(coarse, cfg, scored.take(chosen), min(cfg.warmup_iterations, cfg.iterations))
+    short = _rescore(scene, cfg, short)
     finalists = _best_distinct(short, cfg.finalists, distinct, fill=True)
     final = _refine(scene, cfg, short.take(finalists), cfg.iterations)
     order = np.argsort(final.loss.numpy(), kind="stable")
@@ -370,7 +381,40 @@ def _usable_contacts(
             f"no human contacts near the object: the {int(above.sum())} body vertices with p > {thr_h} all "
             "project far from the object mask"
         )
-    return np.where(near, p_hum, 0.0)
+    p_near = np.where(near, p_hum, 0.0)
+    return _touching_clusters(cfg, p_near, hum_v, mask, u, v, float(np.median(size[p_near > thr_h])))
+
+
+def _touching_clusters(
+    cfg: FitConfig, p_hum: np.ndarray, hum_v: np.ndarray, mask: np.ndarray, u: np.ndarray, v: np.ndarray,
+    object_px: float,
+) -> np.ndarray:
+    """p_hum with only the contact regions that can be the object's: a model's false positives come as whole
+    regions (the other hand, a blob on the torso), which a robust kernel cannot tell from the true one when
+    they are as large. The body's contacts are split into regions (linked within contact_cluster_m); the
+    object touches the region(s) whose image projection comes nearest its mask (within
+    contact_cluster_slack times the object's size in pixels of the nearest); smaller regions under
+    contact_cluster_min_mass of the largest kept one are stray labels and dropped too."""
+    above = np.nonzero(p_hum > cfg.human_contact_threshold)[0]
+    if cfg.contact_cluster_m <= 0 or len(above) < 2:
+        return p_hum
+    pairs = cKDTree(hum_v[above]).query_pairs(cfg.contact_cluster_m, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(above), len(above)))
+    count, label = connected_components(graph, directed=False)
+    if count == 1:
+        return p_hum
+    outside = ndimage.distance_transform_edt(~mask)
+    rows = np.clip(np.round(v[above]).astype(int), 0, mask.shape[0] - 1)
+    cols = np.clip(np.round(u[above]).astype(int), 0, mask.shape[1] - 1)
+    inside_image = (u[above] >= 0) & (u[above] < mask.shape[1]) & (v[above] >= 0) & (v[above] < mask.shape[0])
+    gap = np.where(inside_image, outside[rows, cols], np.inf)
+    reach = np.array([gap[label == c].min() for c in range(count)])
+    mass = np.array([p_hum[above][label == c].sum() for c in range(count)])
+    keep = reach <= reach.min() + cfg.contact_cluster_slack * object_px
+    keep &= mass >= cfg.contact_cluster_min_mass * mass[keep].max()
+    out = p_hum.copy()
+    out[above[~keep[label]]] = 0.0
+    return out
 
 
 def _pose(batch: _Batch, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -410,6 +454,14 @@ def _score(scene: _Scene, cfg: FitConfig, candidates: list[tuple[np.ndarray, np.
     with torch.no_grad():
         loss = _losses(scene, cfg, rot, trans, scale, _visibility(scene, rot, trans, scale))["total"]
     return _Batch(rot, trans, scale, loss, [c[2] for c in candidates])
+
+
+def _rescore(scene: _Scene, cfg: FitConfig, batch: _Batch) -> _Batch:
+    """The same poses with their loss on this scene's grid."""
+    with torch.no_grad():
+        vis = _visibility(scene, batch.rotation, batch.translation, batch.scale)
+        loss = _losses(scene, cfg, batch.rotation, batch.translation, batch.scale, vis)["total"]
+    return _Batch(batch.rotation, batch.translation, batch.scale, loss, list(batch.labels))
 
 
 def _refine(scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int) -> _Batch:
@@ -539,7 +591,10 @@ def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def _prepare(
     cfg: FitConfig, local: np.ndarray, faces: np.ndarray, p_obj: np.ndarray, hum_v: np.ndarray,
     hum_f: np.ndarray, p_hum: np.ndarray, mask: np.ndarray, k: np.ndarray, use_occlusion: bool,
+    resolution: int | None = None, body_depth: np.ndarray | None = None,
 ) -> _Scene:
+    """The loss's inputs with the silhouette grid at ``resolution`` cells (default silhouette_resolution);
+    body_depth: the body's depth image when already rendered."""
     rng = np.random.default_rng(cfg.seed)
     mesh = trimesh.Trimesh(local, faces, process=False, validate=False)
     # The silhouette mesh may be merged/decimated: it only has to draw the outline.
@@ -553,7 +608,7 @@ def _prepare(
     rows, cols = np.nonzero(mask)
     box = (cols.min(), rows.min(), cols.max(), rows.max())
     shifts = _mask_shifts(cfg, mask)
-    grid = SilhouetteGrid.around_box(box, mask.shape, cfg.silhouette_resolution, cfg.silhouette_margin)
+    grid = SilhouetteGrid.around_box(box, mask.shape, resolution or cfg.silhouette_resolution, cfg.silhouette_margin)
     if cfg.centroid_target == "mask_centroid":
         target = np.array([cols.mean(), rows.mean()])
     else:
@@ -571,7 +626,7 @@ def _prepare(
     body_normals = _vertex_normals(hum_v, hum_f)
     human_depth = None
     if use_occlusion:
-        depth = render_depth([(hum_v, hum_f)], k, mask.shape).depth
+        depth = render_depth([(hum_v, hum_f)], k, mask.shape).depth if body_depth is None else body_depth
         human_depth = grid.downsample_depth(depth)
 
     radius = cfg.contact_density_radius * float(np.linalg.norm(np.ptp(local, axis=0)))
@@ -618,24 +673,26 @@ def _mask_shifts(cfg: FitConfig, mask: np.ndarray) -> np.ndarray:
 
 
 def _mask_target(grid: SilhouetteGrid, mask: np.ndarray, cfg: FitConfig, shifts: np.ndarray) -> torch.Tensor:
-    """(K,h,w): the mask with its outline moved by each shift, block-averaged onto the grid.
+    """(K,h,w): the mask with its outline moved by each shift (> 0: grown), block-averaged onto the grid.
 
     A predicted mask is often uniformly too wide or too narrow by a few pixels, which on a small object is a
     quarter of its size: compared as given, it drags the object nearer or further (or turns it to fill the
     error). The mask term instead compares the silhouette with the best of these shifted masks, so a uniform
-    outline error costs nothing but ``mask_shift_cost`` per pixel, while a wrong SHAPE still does."""
-    if cfg.mask_target == "blurred":
-        if len(shifts) > 1:
-            raise InvalidInputError("mask_target 'blurred' needs mask_shift_px: 0")
-        return grid.blurred_mask(mask, cfg.silhouette_sigma)[None]
+    outline error costs only ``mask_shift_cost`` per pixel, while a wrong SHAPE still costs. (Tolerating a
+    band of that width instead, in which the silhouette may or may not be, loosened clean fits to 5-75 deg.)"""
+    if cfg.mask_target == "blurred":  # shifted at full resolution, then blurred like the silhouette
+        outside = ndimage.distance_transform_edt(~mask)
+        inside = ndimage.distance_transform_edt(mask)
+        return torch.stack([
+            grid.blurred_mask((outside <= d) if d >= 0 else (inside > -d), cfg.silhouette_sigma) for d in shifts
+        ])
     crop = grid.crop(mask.astype(np.float32)) > 0.5
     outside = ndimage.distance_transform_edt(~crop)
     inside = ndimage.distance_transform_edt(crop)
     targets = []
     for d in shifts:
         shifted = (outside <= d) if d >= 0 else (inside > -d)
-        blocks = shifted.astype(np.float32).reshape(grid.height, grid.step, grid.width, grid.step).mean(axis=(1, 3))
-        targets.append(blocks)
+        targets.append(shifted.astype(np.float32).reshape(grid.height, grid.step, grid.width, grid.step).mean((1, 3)))
     return torch.from_numpy(np.stack(targets))
 
 

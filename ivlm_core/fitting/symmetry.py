@@ -18,6 +18,7 @@ Kinds (all in the object's own frame, through ``centre``):
 from __future__ import annotations
 
 from dataclasses import dataclass
+from functools import cached_property
 
 import numpy as np
 import trimesh
@@ -84,7 +85,11 @@ class Symmetry:
         """(G,3,3) the discrete turns S (about ``centre``) that map the object onto itself, identity first.
 
         Axial symmetry is continuous: its comparisons use the axis directly, and this returns the identity
-        plus the end-over-end half-turn when ``flip``."""
+        plus the end-over-end half-turn when ``flip``. Computed once (the fit compares hundreds of poses)."""
+        return self._turns
+
+    @cached_property
+    def _turns(self) -> np.ndarray:
         if self.kind == "planar":
             mirrors = [np.eye(3) - 2.0 * np.outer(n, n) for n in self.planes]
             return _closure([a @ b for a in mirrors for b in mirrors])
