@@ -1,9 +1,12 @@
 import re
 
+import numpy as np
+import pytest
 import yaml
 
 from ivlm_core.bench import fit_recovery
 from ivlm_core.fitting.object_fit import DEFAULT_CONFIG_PATH
+from ivlm_core.fitting.zbuffer import render_depth
 
 
 def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
@@ -48,3 +51,26 @@ def test_noise_flips_labels_adds_a_blob_and_changes_the_mask():
     changed = (noisy.mask != clean.mask).sum()
     assert changed > 0.1 * clean.mask.sum()
     assert clean.occluded <= fit_recovery.MAX_OCCLUDED
+
+
+def test_noisy_view_hides_about_the_asked_fraction_and_keeps_the_truth_consistent(tmp_path):
+    """occluded_view turns body + object together (contacts stay true) so the body covers about the target
+    share of the object, at most 40 %; the scene's mask and occlusion are what a render of its pose shows."""
+    poser = fit_recovery.BodyPoser(str(tmp_path))
+    rng = np.random.default_rng(3)
+    box = fit_recovery.make_objects()[0]
+    scene = fit_recovery.make_scene(box, poser, rng, at_hand=True)
+    turned = fit_recovery.occluded_view(scene, rng, 0.3)
+    assert 0.15 <= turned.occluded <= fit_recovery.MAX_OCCLUDED
+    posed = np.asarray(box.mesh.vertices) @ turned.rotation.T + turned.translation
+    faces = np.asarray(box.mesh.faces)
+    both = render_depth([(turned.body_vertices, turned.body_faces), (posed, faces)], fit_recovery.CAMERA_K,
+                        fit_recovery.IMAGE_HW)
+    alone = render_depth([(posed, faces)], fit_recovery.CAMERA_K, fit_recovery.IMAGE_HW).mask
+    assert np.array_equal(both.mesh_index == 1, turned.mask)
+    assert 1.0 - turned.mask.sum() / alone.sum() == pytest.approx(turned.occluded)
+    # a rigid turn of the whole scene: body-to-object distances (hence the contact labels) are unchanged
+    before = np.asarray(box.mesh.vertices) @ scene.rotation.T + scene.translation
+    assert np.allclose(np.linalg.norm(before - scene.body_vertices[scene.anchor], axis=1),
+                       np.linalg.norm(posed - turned.body_vertices[turned.anchor], axis=1))
+    assert turned.object_contact is scene.object_contact and turned.human_contact is scene.human_contact

@@ -4,6 +4,7 @@ import numpy as np
 import pytest
 import torch
 import trimesh
+from scipy import ndimage
 from scipy.spatial.transform import Rotation
 
 from ivlm_core.fitting import object_fit as of
@@ -182,3 +183,41 @@ def test_near_tie_on_a_symmetric_object_is_reported_as_ambiguous_unless_declared
     assert np.isnan(rival_deg) or rival_deg > cfg.distinct_rotation_deg or (
         declared.report["runner_up_translation_m"] > cfg.distinct_translation_m)
     assert axial.rotation_error_deg(declared.rotation, rot) < 15.0
+
+
+@pytest.mark.parametrize("grow", [False, True])
+def test_mask_term_tolerates_a_mask_too_narrow_or_too_wide(box_scene, grow):
+    """A mask eroded / dilated by 4 px (a predicted mask's outline error) must not move the object's best
+    depth along its viewing ray; compared as given (mask_shift_px 0) it does."""
+    s = box_scene
+    disk = np.hypot(*np.mgrid[-4:5, -4:5]) <= 4
+    changed = dict(s, mask=(ndimage.binary_dilation if grow else ndimage.binary_erosion)(s["mask"], disk))
+    steps = np.arange(-0.06, 0.061, 0.03)
+    best = {}
+    for shift_px in (8, 0):
+        cfg = of.FitConfig(mask_shift_px=shift_px)
+        scene, (rot, trans, scale) = _prepared(changed, cfg, use_occlusion=False)
+        moved = trans * torch.tensor(1.0 + steps / float(trans[0, 2]), dtype=torch.float32)[:, None]
+        with torch.no_grad():
+            loss = of._losses(scene, cfg, rot.expand(len(steps), 3, 3), moved, scale.expand(len(steps)), None)
+        best[shift_px] = steps[int(torch.argmin(loss["mask"]))]
+    assert best[8] == 0.0
+    assert best[0] != 0.0 and (best[0] < 0) == grow  # too wide pulls it nearer, too narrow pushes it away
+
+
+def test_contact_region_far_from_the_mask_is_ignored(box_scene):
+    """A false contact blob 18 cm beside the true contact on the same body (inside the old 'near the mask'
+    box) is dropped as a region, the true contacts kept."""
+    s = box_scene
+    touching = s["body_v"][s["p_hum"] > 0.5].mean(0)
+    front = s["body_v"][:, 2] < s["body_v"][:, 2].min() + 1e-6
+    target = touching + np.array([0.0, 0.18, 0.0])
+    spot = s["body_v"][front][np.argmin(np.linalg.norm(s["body_v"][front] - target, axis=1))]
+    blob = front & (np.linalg.norm(s["body_v"] - spot, axis=1) < 0.03)
+    assert blob.sum() >= 3
+    noisy = np.where(blob, 1.0, s["p_hum"])
+    args = (s["obj_v"], s["p_obj"], s["body_v"], noisy, s["mask"], K)
+    kept = of._usable_contacts(of.FitConfig(), *args)
+    assert (kept[blob] == 0).all() and (kept[s["p_hum"] > 0.5] > 0.5).all()
+    without_regions = of._usable_contacts(of.FitConfig(contact_cluster_m=0.0), *args)
+    assert (without_regions[blob] > 0).all()  # the mask-box rule alone keeps it
