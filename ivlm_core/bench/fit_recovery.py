@@ -3,13 +3,15 @@
 Each scene: the synthetic SMPL-X body (ivlm_core.testing.synthetic_body, posed, in a 640x480 camera with
 fx=fy=600), one object (box, mug, spray bottle, handle capsule, racket; 8 scenes each by default) at a random
 pose touching a hand or the torso,
-the object's VISIBLE mask (z-buffered with the body, which covers up to 40 % of it) and contact probabilities
-from the true surface distances. Each scene is fitted twice:
+the object's VISIBLE mask (z-buffered with the body, which covers up to 40 % of it; in the clean scenes it
+rarely covers any) and contact probabilities from the true surface distances. Each scene is fitted twice:
 
 * clean: those contacts and that mask;
-* noisy (``--noise``, default 1 = the ranges below, 0 = clean only): 10-20 % of the contact labels flipped on
-  each mesh (that many contacts missed and as many false contacts at random vertices), a false-positive blob
-  on the other hand, and the mask eroded or dilated by 3-8 px.
+* noisy (``--noise``, default 1 = the ranges below, 0 = clean only): the same body and object seen from a
+  side where the body covers a uniform random 0-40 % of the object (the whole scene turned about the touched
+  body vertex: the object behind the hand or the arm), 10-20 % of the contact labels flipped on each mesh
+  (that many contacts missed and as many false contacts at random vertices), a false-positive blob on the
+  other hand, and the mask eroded or dilated by 3-8 px.
 
 The fit starts from no pose (``--start none``, the product's path: multi-hypothesis start) or from the true
 pose perturbed by 10-20 degrees / 5-10 cm (``--start perturbed``). Errors are taken modulo the object's
@@ -19,7 +21,7 @@ the same, translation = distance between the fitted and true symmetry centres. S
     python -m ivlm_core.bench.fit_recovery [--scenes 40] [--noise 1] [--start none|perturbed] [--seed 0]
                                            [--threads 1] [--config fit.yaml] [--out DIR]
 
-Prints one line per fit, mean / p90 / worst per condition, and last:
+Prints one line per fit, mean / p90 / worst per condition (and the occlusion distribution), and last:
 ``success=<clean> success_noisy=<noisy> rot_err_deg=<median clean> trans_err_cm=<median clean>
 worst_rot_deg=<clean> fit_s=<median over all fits>``.
 """

@@ -3,21 +3,27 @@
 Port of the reference ``optim/`` fit (spec 5) with its bugs fixed (spec 8.2): Adam over the object's 6D
 rotation, translation (and optionally scale) minimising
   w_mask * (1 - IoU(soft silhouette, mask)) on the part of the image the body does not hide (z-buffer), with a
-  TRUE union (the reference divides by sum(S + M)),
+  TRUE union (the reference divides by sum(S + M)), against the best of the mask's outlines moved by up to
+  +-mask_shift_px (a predicted mask too wide or too narrow by a few pixels), at a small cost per pixel,
   w_centroid * |silhouette centroid - mask centre|^2 (pixels),
   w_contact * a robust two-sided contact distance (ivlm; the reference's all-pairs mean distance pulls the
   object towards the middle of every contact, the other hand included): each object contact to its nearest
-  human contact and each human contact to its nearest object contact, through the bounded kernel
-  c * (1 - exp(-d / c)), which is the distance itself near contact and flat for outliers,
+  human contact and each human contact to its nearest object contact, less contact_tolerance_m (a label
+  means "within about a centimetre"), p- and density-weighted, averaged over the closest
+  contact_keep_fraction (a trimmed mean),
 plus an ivlm term the reference lacks, w_penetration * mean depth of object surface samples inside the body
 (signed distance along the nearest body vertex's normal), which stops the contact term from pulling the object
 into the hand.
+
+Body contacts are first split into regions; only those projecting next to the object's mask are kept (a
+model's false blob on the other hand is a whole region, which no robust kernel tells from the true one).
 
 Without a start pose (the product's path) the fit is multi-hypothesis (``ivlm_core.fitting.hypotheses``):
 rotations about the contact normals, along the object's and the mask's principal axes, and the 24 rotations
 of the cube, each at the mask centre and contact depth and each also refined by contact ICP, are scored by the
 full loss; the best distinct ones get a short fit together in one batch (Adam is per element, so a batch
-gives exactly what one fit per hypothesis would), the best few are continued, and the best is kept. The
+gives exactly what one fit per hypothesis would) on a coarse silhouette grid (hypothesis_resolution), the best
+few are continued on the fine grid (silhouette_resolution), and the best is kept. The
 runner-up that is a different pose modulo the object's symmetry gives the confidence (its loss gap); a
 near-tie is reported as an ambiguity.
 """
