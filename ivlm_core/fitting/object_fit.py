@@ -121,7 +121,7 @@ class FitConfig:
     penetration_samples: int = 256
     occlusion_update_every: int = 10
     occlusion_margin_m: float = 0.015
-    early_stop_patience: int = 0
+    early_stop_patience: int = 30
     early_stop_tolerance: float = 1e-4
     seed: int = 0
 
