@@ -34,6 +34,7 @@ OSX_KEYS = frozenset({"smpl_vertices", "smpl_faces", "bbox_2"})
 __all__ = [
     "BodyPlacement",
     "Contact2DEstimate",
+    "ContactEstimate",
     "ExternalBody",
     "HumanContactEstimate",
     "InteractionPipeline",
@@ -131,6 +132,18 @@ class InteractionResult:
     object_placement: ObjectPlacement | None
     timings_ms: dict[str, float] = field(default_factory=dict)
     contact_2d: Contact2DEstimate | None = None
+
+
+@dataclass
+class ContactEstimate:
+    """The VLM's part of a frame (no body, no object pose): what the node's contact loop produces."""
+
+    object_query: str
+    task: str
+    human: HumanContactEstimate | None
+    object: ObjectContactEstimate | None
+    contact_2d: Contact2DEstimate | None = None
+    timings_ms: dict[str, float] = field(default_factory=dict)
 
 
 # ------------------------------------------------------------------------------------------------ helpers
@@ -366,13 +379,42 @@ class InteractionPipeline:
             raise InvalidInputError(f"unknown task '{task}'")
         query = validate_query(object_query)  # length cap, no control characters or special tokens
         timings: dict[str, float] = {}
-        human = obj = None
         body_placement = object_placement = None
         t_all = time.perf_counter()
         if external_body is not None:
             t0 = time.perf_counter()
             body_placement = self.external_body_placement(external_body, k, k_problem)
             timings["body_external"] = _ms(t0)
+        contacts = self._contacts(image, query, task)
+        timings.update(contacts.timings_ms)
+        if body_placement is None and self.body_placer is not None and task in ("human_contact", "interaction"):
+            t0 = time.perf_counter()
+            body_placement = self._place_body(image, k, k_problem)
+            timings["body_fit"] = _ms(t0)
+        if self.fit_config is not None and task == "interaction":
+            t0 = time.perf_counter()
+            object_placement = self._place_object(image, contacts.human, contacts.object, body_placement, k,
+                                                  object_mask, object_box, k_problem)
+            timings["object_fit"] = _ms(t0)
+        timings["total"] = _ms(t_all)
+        return InteractionResult(query, task, contacts.human, contacts.object, self.body_mesh, body_placement,
+                                 object_placement, timings, contacts.contact_2d)
+
+    def estimate_contacts(self, image_rgb: np.ndarray, object_query: str, task: str | None = None) -> ContactEstimate:
+        """Only the VLM step (human / object / 2D contact) of `estimate()`: the node's contact loop runs it at
+        its own rate while bodies are tracked at camera rate (`new_body_tracker`)."""
+        if self.model is None:
+            raise IvlmError("the pipeline was released; load it again")
+        image = check_image(image_rgb)
+        task = task or self.cfg.task
+        if task not in ("human_contact", "object_contact", "interaction"):
+            raise InvalidInputError(f"unknown task '{task}'")
+        return self._contacts(image, validate_query(object_query), task)
+
+    def _contacts(self, image: np.ndarray, query: str, task: str) -> ContactEstimate:
+        timings: dict[str, float] = {}
+        human = obj = contact_2d = None
+        t_all = time.perf_counter()
         if task == "interaction" and self.cfg.generate:
             t0 = time.perf_counter()
             human, obj = self._interaction(image, query)  # one LLM pass for both questions
@@ -385,23 +427,20 @@ class InteractionPipeline:
             t0 = time.perf_counter()
             obj = self._object_contact(image, query)
             timings["object_contact"] = _ms(t0)
-        contact_2d = None
         if self.model_2d is not None and task in ("human_contact", "interaction"):
             t0 = time.perf_counter()
             contact_2d = self._contact_2d(image, query)
             timings["contact_2d"] = _ms(t0)
-        if body_placement is None and self.body_placer is not None and task in ("human_contact", "interaction"):
-            t0 = time.perf_counter()
-            body_placement = self._place_body(image, k, k_problem)
-            timings["body_fit"] = _ms(t0)
-        if self.fit_config is not None and task == "interaction":
-            t0 = time.perf_counter()
-            object_placement = self._place_object(image, human, obj, body_placement, k, object_mask, object_box,
-                                                  k_problem)
-            timings["object_fit"] = _ms(t0)
-        timings["total"] = _ms(t_all)
-        return InteractionResult(query, task, human, obj, self.body_mesh, body_placement, object_placement,
-                                 timings, contact_2d)
+        timings["contacts"] = _ms(t_all)
+        return ContactEstimate(query, task, human, obj, contact_2d, timings)
+
+    def new_body_tracker(self, max_people: int = 1, max_missing_s: float = 1.0) -> Any:
+        """A fresh multi-person `ivlm_core.tracking.BodyTracker` on the configured SMPL-X model (camera-rate
+        bodies, warm-started per track); without the model files it is `.available = False` with the reason."""
+        from ivlm_core.tracking import BodyTracker, TrackerConfig
+
+        config = TrackerConfig.from_dict({"max_people": max_people, "max_missing_s": max_missing_s})
+        return BodyTracker.from_body_model_dir(self.cfg.body_model_dir, config=config)
 
     def _interaction(self, image: np.ndarray, query: str) -> tuple[HumanContactEstimate, ObjectContactEstimate]:
         mesh = self._library_mesh(query)
@@ -521,6 +560,22 @@ class InteractionPipeline:
         from ivlm_core.model.object_mask import segment_object
 
         return segment_object(self.model.model.sam, image, box).mask
+
+    def place_object(self, image_rgb: np.ndarray, human: HumanContactEstimate | None,
+                     obj: ObjectContactEstimate | None, body: BodyPlacement | None, camera_k: np.ndarray | None,
+                     object_mask: np.ndarray | None = None,
+                     object_box: tuple[float, float, float, float] | None = None) -> ObjectPlacement:
+        """Fit the object to a placed body by the given contacts (the object step of `estimate()`, callable on
+        its own: the node refits when a new contact arrives or the body moved, off its camera-rate path).
+
+        Never raises for a missing input: the placement says why it was not placed. A box is turned into a
+        mask with the loaded SAM; callers running the VLM in another thread pass the mask instead.
+        """
+        if self.fit_config is None:
+            return ObjectPlacement(False, "object not placed: fit_object is off")
+        image = check_image(image_rgb)
+        k, k_problem = usable_camera_k(camera_k)
+        return self._place_object(image, human, obj, body, k, object_mask, object_box, k_problem)
 
     def _place_object(self, image: np.ndarray, human: HumanContactEstimate | None,
                       obj: ObjectContactEstimate | None, body: BodyPlacement | None, k: np.ndarray | None,

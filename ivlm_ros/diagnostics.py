@@ -19,6 +19,8 @@ from dataclasses import dataclass, field
 import numpy as np
 from diagnostic_msgs.msg import DiagnosticStatus
 
+from ivlm_ros.component_status import RateMeter
+
 RECENT_FRAMES = 20
 FAILURE_WARN_RATIO = 0.2
 MIN_FRAMES_FOR_ERROR = 3
@@ -48,6 +50,7 @@ class Stats:
     answers_truncated: int = 0  # answers cut by max_new_tokens before their mask token (contact unknown)
     last_answer_status: str = ""  # contact / no_contact / truncated (+ why) of the last processed frame
     timings_ms: dict[str, float] = field(default_factory=dict)
+    contact_age_ms: float = float("nan")  # last published frame's stamp minus its contact's image stamp
 
     def record_answers(self, result: object) -> None:
         """Count answers cut before their mask token: they are unknowns, not "no contact"."""
@@ -68,6 +71,36 @@ class Stats:
             self.mean_latency_ms = latency_ms
         else:
             self.mean_latency_ms = 0.9 * self.mean_latency_ms + 0.1 * latency_ms
+
+
+class LoopMeter:
+    """Rate, latency and counts of one of the node's loops (body at camera rate, contact at the VLM's)."""
+
+    def __init__(self, recent: int = 50) -> None:
+        self.rate = RateMeter()
+        self.processed = 0
+        self.failed = 0
+        self.latency_ms_last = float("nan")
+        self._recent: deque[float] = deque(maxlen=recent)
+
+    def record(self, latency_ms: float) -> None:
+        """One frame done, ``latency_ms`` after its image arrived."""
+        self.processed += 1
+        self.latency_ms_last = latency_ms
+        self._recent.append(latency_ms)
+        self.rate.tick()
+
+    def values(self, prefix: str) -> dict[str, float | int]:
+        """Diagnostics keys ``<prefix>_rate_hz``, ``<prefix>_latency_ms_{last,median,worst}``, counts."""
+        recent = list(self._recent)
+        return {
+            f"{prefix}_rate_hz": self.rate.rate_hz(),
+            f"{prefix}_latency_ms_last": self.latency_ms_last,
+            f"{prefix}_latency_ms_median": float(np.median(recent)) if recent else float("nan"),
+            f"{prefix}_latency_ms_worst": float(max(recent)) if recent else float("nan"),
+            f"{prefix}_frames_processed": self.processed,
+            f"{prefix}_frames_failed": self.failed,
+        }
 
 
 class RecentOutcomes:

@@ -37,6 +37,11 @@ class LatestSlot(Generic[T]):
             item, self._item = self._item, None
             return item
 
+    def wake(self) -> None:
+        """Make a waiting ``take`` return now (with None when empty): the worker has other work to look at."""
+        with self._cond:
+            self._cond.notify_all()
+
     def close(self) -> None:
         with self._cond:
             self._closed = True

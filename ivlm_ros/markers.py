@@ -127,11 +127,14 @@ def interaction_markers(
     sphere_radius_m: float = 0.01,
     display_distance_m: float = 2.5,
     max_spheres: int = 2000,
+    ns_prefix: str = "",
 ) -> list[MarkerData]:
     """Markers for an ``ivlm_core.pipeline.InteractionResult``: body and object meshes + contact spheres.
 
     Ids are fixed per namespace, so each frame replaces the previous one. Fitted meshes
     (``*_placement.placed``) are drawn where they were fitted in the camera frame, others in the display pose.
+    ``ns_prefix`` puts every namespace under one person (:func:`person_namespace`), so several people show at
+    once and each can be hidden in RViz.
     """
     markers: list[MarkerData] = []
     human = result.human
@@ -146,12 +149,12 @@ def interaction_markers(
         contact = None if human is None else human.vertex_contact
         if contact is not None and len(contact) != len(body_vertices):
             contact = None  # a body-model mismatch must not hide the mesh; messages.py reports the values
-        markers.append(contact_mesh_marker(body_vertices, body_faces, contact, "human_mesh", 0, colormap))
+        markers.append(contact_mesh_marker(body_vertices, body_faces, contact, ns_prefix + "human_mesh", 0, colormap))
         ids = np.empty(0, np.intp) if contact is None else np.flatnonzero(contact >= human_threshold)
         markers.append(
             contact_points_marker(
                 body_vertices[_subsample(ids, max_spheres)],
-                "human_contact",
+                ns_prefix + "human_contact",
                 0,
                 HUMAN_CONTACT_RGBA,
                 sphere_radius_m,
@@ -160,7 +163,7 @@ def interaction_markers(
         if human is not None:
             parts = ", ".join(human.body_parts) if human.body_parts else ""
             found = parts or ("contact" if human.contact_found else "no contact found")
-            markers.append(label_marker(f"{result.object_query}: {found}", body_vertices, "human_label", 0))
+            markers.append(label_marker(f"{result.object_query}: {found}", body_vertices, ns_prefix + "human_label", 0))
     obj = result.object
     if obj is not None and obj.vertices is not None and len(obj.vertices):
         obj_placement = getattr(result, "object_placement", None)
@@ -171,15 +174,38 @@ def interaction_markers(
         contact = obj.vertex_contact
         if contact is not None and len(contact) != len(obj_vertices):
             contact = None
-        markers.append(contact_mesh_marker(obj_vertices, obj.faces, contact, "object_mesh", 0, colormap))
+        markers.append(contact_mesh_marker(obj_vertices, obj.faces, contact, ns_prefix + "object_mesh", 0, colormap))
         ids = np.empty(0, np.intp) if contact is None else np.flatnonzero(contact >= object_threshold)
         markers.append(
             contact_points_marker(
                 obj_vertices[_subsample(ids, max_spheres)],
-                "object_contact",
+                ns_prefix + "object_contact",
                 0,
                 OBJECT_CONTACT_RGBA,
                 sphere_radius_m,
             )
         )
     return markers
+
+
+def person_namespace(track_id: int) -> str:
+    """Marker namespace prefix of one tracked person: ``person_<id>/`` (``person_3/human_mesh``)."""
+    return f"person_{int(track_id)}/"
+
+
+class StaleMarkers:
+    """Remembers the (ns, id) markers published last time and deletes those a new frame no longer has.
+
+    Per-person namespaces come and go with the tracks; without an explicit DELETE RViz would keep drawing a
+    person who left. Not thread-safe: one publisher (the node's body loop) owns it.
+    """
+
+    def __init__(self) -> None:
+        self._shown: set[tuple[str, int]] = set()
+
+    def with_deletes(self, markers: list[MarkerData]) -> list[MarkerData]:
+        """``markers`` plus a DELETE for every marker shown before and absent now."""
+        current = {(m.ns, m.id) for m in markers if m.action != DELETE}
+        gone = sorted(self._shown - current)
+        self._shown = current
+        return markers + [MarkerData(ns=ns, id=marker_id, type=TRIANGLE_LIST, action=DELETE) for ns, marker_id in gone]

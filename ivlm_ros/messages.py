@@ -16,9 +16,18 @@ import numpy as np
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 from geometry_msgs.msg import Point, Pose, PoseStamped
-from ivlm_msgs.msg import FitReport, HumanContact, InteractionEstimate, ObjectContact, SmplxParams
+from ivlm_msgs.msg import (
+    FitReport,
+    HumanContact,
+    InteractionEstimate,
+    ObjectContact,
+    SmplxParams,
+    TrackedBodies,
+    TrackedBody,
+)
 from rclpy.serialization import deserialize_message
 from scipy.spatial.transform import Rotation
+from sensor_msgs.msg import RegionOfInterest
 from shape_msgs.msg import Mesh
 from std_msgs.msg import Header
 
@@ -64,10 +73,23 @@ def mesh_msg(vertices: np.ndarray | None, faces: np.ndarray | None) -> Mesh:
     return deserialize_message(writer.getvalue(), Mesh)
 
 
+def copy_stamp(stamp: Time | None) -> Time:
+    """A copy of ``stamp`` (zero when None: "no contact yet")."""
+    return Time() if stamp is None else Time(sec=stamp.sec, nanosec=stamp.nanosec)
+
+
 def human_contact_msg(
-    header: Header, object_query: str, model_id: str, human: Any | None, threshold: float
+    header: Header,
+    object_query: str,
+    model_id: str,
+    human: Any | None,
+    threshold: float,
+    contact_stamp: Time | None = None,
+    track_id: int = -1,
 ) -> HumanContact:
-    msg = HumanContact(header=header, object_query=object_query, model_id=model_id)
+    """``contact_stamp`` = the stamp of the image the contact came from (the header's own when omitted)."""
+    msg = HumanContact(header=header, object_query=object_query, model_id=model_id, track_id=int(track_id))
+    msg.contact_stamp = copy_stamp(header.stamp if contact_stamp is None else contact_stamp)
     msg.contact_threshold = float(threshold)
     if human is None:
         return msg
@@ -84,9 +106,16 @@ def human_contact_msg(
 
 
 def object_contact_msg(
-    header: Header, model_id: str, obj: Any | None, placement: Any | None, threshold: float
+    header: Header,
+    model_id: str,
+    obj: Any | None,
+    placement: Any | None,
+    threshold: float,
+    contact_stamp: Time | None = None,
+    track_id: int = -1,
 ) -> ObjectContact:
-    msg = ObjectContact(header=header, model_id=model_id)
+    msg = ObjectContact(header=header, model_id=model_id, track_id=int(track_id))
+    msg.contact_stamp = copy_stamp(header.stamp if contact_stamp is None else contact_stamp)
     msg.contact_threshold = float(threshold)
     if obj is None:
         return msg
@@ -197,14 +226,27 @@ def object_pose_stamped_msg(header: Header, placement: Any | None) -> PoseStampe
 
 
 def interaction_estimate_msg(
-    header: Header, result: Any, model_id: str, human_threshold: float, object_threshold: float
+    header: Header,
+    result: Any,
+    model_id: str,
+    human_threshold: float,
+    object_threshold: float,
+    contact_stamp: Time | None = None,
+    track_id: int = -1,
 ) -> InteractionEstimate:
-    """The combined message; the human/object sub-messages carry the same header."""
-    msg = InteractionEstimate(header=header)
-    msg.human = human_contact_msg(header, result.object_query, model_id, result.human, human_threshold)
+    """The combined message; the human/object sub-messages carry the same header, contact stamp and track id.
+
+    ``contact_stamp`` is the stamp of the image the contacts came from (omitted: the header's, as for a
+    one-shot estimate); a zero ``Time()`` says no contact has arrived yet.
+    """
+    contact_stamp = header.stamp if contact_stamp is None else contact_stamp
+    msg = InteractionEstimate(header=header, track_id=int(track_id), contact_stamp=copy_stamp(contact_stamp))
+    msg.human = human_contact_msg(
+        header, result.object_query, model_id, result.human, human_threshold, contact_stamp, track_id
+    )
     msg.has_object_contact = result.object is not None
     msg.object = object_contact_msg(
-        header, model_id, result.object, result.object_placement, object_threshold
+        header, model_id, result.object, result.object_placement, object_threshold, contact_stamp, track_id
     )
     body = result.body_placement
     if body is not None:
@@ -223,6 +265,55 @@ def interaction_estimate_msg(
             if result.object is not None:
                 msg.object_mesh = mesh_msg(obj_place.vertices, result.object.faces)
     return msg
+
+
+def roi_msg(box: Any) -> RegionOfInterest:
+    """A pixel box (x0, y0, x1, y1; anything with those attributes or a 4-sequence) as a RegionOfInterest."""
+    x0, y0, x1, y1 = (float(v) for v in (box if not hasattr(box, "x0") else (box.x0, box.y0, box.x1, box.y1)))
+    left, top = max(0, int(np.floor(x0))), max(0, int(np.floor(y0)))
+    right, bottom = max(left, int(np.ceil(x1))), max(top, int(np.ceil(y1)))
+    return RegionOfInterest(x_offset=left, y_offset=top, width=right - left, height=bottom - top)
+
+
+def box_from_roi(msg: RegionOfInterest) -> tuple[float, float, float, float] | None:
+    """(x0, y0, x1, y1) of a RegionOfInterest, or None for an empty one (width or height 0 = "clear")."""
+    if msg.width == 0 or msg.height == 0:
+        return None
+    x, y = float(msg.x_offset), float(msg.y_offset)
+    return x, y, x + msg.width, y + msg.height
+
+
+def tracked_body_msg(
+    header: Header, body: Any, contact_stamp: Time | None
+) -> TrackedBody:
+    """One ``ivlm_core.tracking.TrackedBody`` (track id, box, source, fitted SMPL-X) for one image."""
+    placement = body.placement
+    msg = TrackedBody(
+        header=header,
+        track_id=int(body.track_id),
+        box=roi_msg(body.box),
+        source=str(body.source),
+        reinitialised=bool(body.reinitialised),
+        missing_s=float(body.missing_s),
+        placed=bool(placement.placed),
+        status=placement.status or "",
+        has_contact=contact_stamp is not None,
+        contact_stamp=copy_stamp(contact_stamp),
+    )
+    if placement.placed:
+        msg.params = smplx_params_msg(header, placement.params or {})
+    return msg
+
+
+def tracked_bodies_msg(
+    header: Header, bodies: list[Any], status: str, contact_stamps: Mapping[int, Time | None]
+) -> TrackedBodies:
+    """Every tracked person of one image; ``contact_stamps`` maps a track id to its contact's image stamp."""
+    return TrackedBodies(
+        header=header,
+        status=status,
+        bodies=[tracked_body_msg(header, b, contact_stamps.get(int(b.track_id))) for b in bodies],
+    )
 
 
 def diagnostics_msg(

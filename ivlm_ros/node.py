@@ -7,14 +7,20 @@ Thin by design: image conversion, scheduling and publishing live here; all model
 model or CUDA) leaves the node up in the unconfigured state with an ERROR in /diagnostics and a log line that
 says how to fix it; ``ros2 lifecycle set /ivlm configure`` retries after the fix.
 
-Threads: callbacks only convert stamps and store the newest frame (:class:`LatestSlot`); one worker thread
-(not an executor thread) runs the model on the newest frame. The image and CameraInfo subscriptions have
-callback groups of their own on a MultiThreadedExecutor, so neither timers nor waiting service calls delay
-them. The one-shot service runs in a reentrant group: up to :data:`SERVICE_QUEUE_DEPTH` requests wait (each
-in an executor thread) for the model lock; one more is answered at once with ``success=false, "busy: N
-requests queued"``, so no request goes unanswered. External SMPL-X bodies (``~/body_params``) are validated
-on arrival and kept in a :class:`StampedBuffer`; the worker uses the newest one within ``body_params_slop_s``
-of the frame's stamp and in the frame's ``frame_id`` instead of the keypoint body fit.
+Threads: callbacks only convert stamps and store the newest frame (:class:`LatestSlot`). Three worker threads
+(not executor threads) do the work: the *body loop* tracks the people on the newest frame (warm-started SMPL-X
+fit, ``ivlm_core.tracking.BodyTracker``), paints the latest contacts on them and publishes bodies, estimates,
+markers and TF at camera rate; it hands each frame on to the *contact loop*, which runs the VLM on the newest
+one at its own rate (``max_rate_hz``; the full image, or a crop per person with ``max_people`` > 1) and
+updates each person's contact on the :class:`ContactBoard`; the *object fit* thread refits the object when a
+contact arrives or the person moved (``object_refit_motion_m``), never on the body loop's path.
+The image and CameraInfo subscriptions have callback groups of their own on a MultiThreadedExecutor, so
+neither timers nor waiting service calls delay them. The one-shot service runs in a reentrant group: up to
+:data:`SERVICE_QUEUE_DEPTH` requests wait (each in an executor thread) for the model lock; one more is
+answered at once with ``success=false, "busy: N requests queued"``, so no request goes unanswered. External
+SMPL-X bodies (``~/body_params``) are validated on arrival and kept in a :class:`StampedBuffer`; the body loop
+uses the newest one within ``body_params_slop_s`` of the frame's stamp and in the frame's ``frame_id`` instead
+of the keypoint body fit.
 """
 
 from __future__ import annotations
@@ -34,7 +40,7 @@ import rclpy
 from builtin_interfaces.msg import Time
 from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 from geometry_msgs.msg import PoseStamped
-from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact, SmplxParams
+from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact, SmplxParams, TrackedBodies
 from ivlm_msgs.srv import EstimateInteraction
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
@@ -51,8 +57,9 @@ from ivlm_core.errors import InvalidInputError, IvlmError
 from ivlm_core.geometry.intrinsics import usable_camera_k
 from ivlm_core.user_text import escape_for_log, escape_inline, validate_query
 from ivlm_ros.component_status import ComponentMonitor
+from ivlm_ros.contact_board import WHOLE_IMAGE, ContactBoard, PersonBody, PersonContact, PersonObject
 from ivlm_ros.debug_image import compose_debug_image
-from ivlm_ros.diagnostics import RecentOutcomes, SequenceGapCounter, Stats, frame_health
+from ivlm_ros.diagnostics import LoopMeter, RecentOutcomes, SequenceGapCounter, Stats, frame_health
 from ivlm_ros.image_conversion import (
     ImageTooLargeError,
     compressed_msg_to_rgb,
@@ -62,8 +69,9 @@ from ivlm_ros.image_conversion import (
 )
 from ivlm_ros.latest_slot import LatestSlot
 from ivlm_ros.marker_cdr import encode_marker_array
-from ivlm_ros.markers import interaction_markers
+from ivlm_ros.markers import StaleMarkers, interaction_markers, person_namespace
 from ivlm_ros.messages import (
+    box_from_roi,
     diagnostics_msg,
     human_contact_msg,
     interaction_estimate_msg,
@@ -71,6 +79,7 @@ from ivlm_ros.messages import (
     object_contact_msg,
     object_pose_stamped_msg,
     smplx_params_from_msg,
+    tracked_bodies_msg,
 )
 from ivlm_ros.parameters import (
     PARAMETERS,
@@ -104,6 +113,52 @@ class Frame:
     info: CameraInfo | None
     received_s: float  # time.monotonic() at arrival
     settings: NodeSettings  # the settings (object query, task, ...) in force when the frame was released
+
+
+@dataclass
+class BodiesSnapshot:
+    """What the body loop made of one frame: kept for the contact loop, the object fit and republishing."""
+
+    header: Any  # the source image's std_msgs/Header
+    rgb: np.ndarray
+    camera_k: np.ndarray | None  # usable K (None: not placed)
+    info: CameraInfo | None
+    bodies: list[PersonBody]
+    status: str
+    settings: NodeSettings
+
+
+@dataclass
+class ContactJob:
+    """A frame handed from the body loop to the contact loop (decoded once, with the people found on it)."""
+
+    snapshot: BodiesSnapshot
+    received_s: float  # time.monotonic() when the image arrived (contact latency is measured from here)
+
+
+@dataclass
+class FitJob:
+    """One object fit: a person's body of one frame with the contacts to fit against."""
+
+    snapshot: BodiesSnapshot
+    body: PersonBody
+    key: int
+    contact: PersonContact
+    object_mask: np.ndarray | None
+    object_box: tuple[float, float, float, float] | None
+
+
+def projected_box(placement: Any, camera_k: np.ndarray | None) -> tuple[float, float, float, float]:
+    """Pixel box of a placed mesh through K (zeros when it cannot be projected)."""
+    if camera_k is None or not placement.placed or placement.vertices is None or not len(placement.vertices):
+        return (0.0, 0.0, 0.0, 0.0)
+    points = np.asarray(placement.vertices, dtype=np.float64)
+    points = points[points[:, 2] > 1e-6]
+    if not len(points):
+        return (0.0, 0.0, 0.0, 0.0)
+    pixels = (points / points[:, 2:3]) @ np.asarray(camera_k, dtype=np.float64).T
+    (x0, y0), (x1, y1) = pixels[:, :2].min(axis=0), pixels[:, :2].max(axis=0)
+    return (float(x0), float(y0), float(x1), float(y1))
 
 
 def _stamp_seconds(stamp: Time) -> float:
@@ -169,8 +224,21 @@ class IvlmNode(LifecycleNode):
         self._pipeline: Any = None
         self._load_error = ""
         self._model_lock = threading.Lock()
-        self._slot: LatestSlot[Frame] = LatestSlot()
-        self._worker: threading.Thread | None = None
+        # Three loops (see the module docstring): bodies at camera rate, contacts at the VLM's, object fits.
+        self._body_slot: LatestSlot[Frame] = LatestSlot()
+        self._contact_slot: LatestSlot[ContactJob] = LatestSlot()
+        self._fit_slot: LatestSlot[FitJob] = LatestSlot()
+        self._workers: list[threading.Thread] = []
+        self._tracker: Any = None
+        self._max_people = 1
+        self._board = ContactBoard()
+        self._last_bodies: BodiesSnapshot | None = None
+        self._track_seen: dict[int, float] = {}
+        self._stale_markers = StaleMarkers()
+        self._person_boxes: list[tuple[float, tuple[float, float, float, float]]] = []  # (arrival, box)
+        self.body_loop = LoopMeter()
+        self.contact_loop = LoopMeter()
+        self.object_refits_on_motion = 0
         self._pairer: StampPairer[Image | CompressedImage, CameraInfo] | None = None
         self._sync_lock = threading.Lock()
         self._body_params_arrived = threading.Condition(self._sync_lock)
@@ -195,6 +263,9 @@ class IvlmNode(LifecycleNode):
         )
         self._mask_sub = self.create_subscription(
             Image, "~/object_mask", self._on_object_mask, 10, callback_group=self._io_group
+        )
+        self._person_box_sub = self.create_subscription(
+            RegionOfInterest, "~/person_box", self._on_person_box, 10, callback_group=self._io_group
         )
         self._body_params_sub = self.create_subscription(
             SmplxParams, "~/body_params", self._on_body_params, 10, callback_group=self._io_group
@@ -287,6 +358,15 @@ class IvlmNode(LifecycleNode):
         x, y = float(msg.x_offset), float(msg.y_offset)
         self._object_box = (x, y, x + msg.width, y + msg.height)
 
+    def _on_person_box(self, msg: RegionOfInterest) -> None:
+        """A person's pixel box for the tracker (several people: one message per box); empty = forget all."""
+        box = box_from_roi(msg)
+        with self._sync_lock:
+            if box is None:
+                self._person_boxes = []
+            else:
+                self._person_boxes = [*self._person_boxes[-15:], (time.monotonic(), box)]
+
     def _on_object_mask(self, msg: Image) -> None:
         if msg.width == 0 or msg.height == 0:
             self._object_mask = None
@@ -334,7 +414,7 @@ class IvlmNode(LifecycleNode):
                 matches = self._body_params.within(stamp_s, settings.body_params_slop_s)
                 same_frame = [p for _, (msg, p) in matches if msg.header.frame_id == image_header.frame_id]
                 left = deadline - time.monotonic()
-                if same_frame or left <= 0.0 or not len(self._body_params) or self._slot.closed:
+                if same_frame or left <= 0.0 or not len(self._body_params) or self._body_slot.closed:
                     break
                 self._body_params_arrived.wait(min(left, 0.1))
         if not matches:
@@ -453,6 +533,7 @@ class IvlmNode(LifecycleNode):
             "contact_mask": self.create_publisher(Image, "~/contact_mask", 10),
             "markers": self.create_publisher(MarkerArray, "~/markers", 10),
             "debug": self.create_publisher(Image, "~/debug_image", 10),
+            "bodies": self.create_publisher(TrackedBodies, "~/tracked_bodies", 10),
         }
         try:
             self._tf = TfBroadcaster(self)
@@ -461,15 +542,36 @@ class IvlmNode(LifecycleNode):
         self._expiry_timer = self.create_timer(
             _EXPIRY_PERIOD_S, self._expire_unpaired, callback_group=self._io_group
         )
-        self._slot = LatestSlot()
-        self._worker = threading.Thread(target=self._work, name="ivlm-worker", daemon=True)
-        self._worker.start()
+        self._max_people = settings.max_people
+        self._tracker = None
+        if settings.fit_human:
+            self._tracker = self._pipeline.new_body_tracker(settings.max_people, settings.track_max_missing_s)
+            if not self._tracker.available:
+                self.get_logger().warning(f"bodies will not be tracked: {self._tracker.unavailable_reason}")
+        self._board = ContactBoard()
+        self._last_bodies = None
+        self._track_seen = {}
+        self._stale_markers = StaleMarkers()
+        self._body_slot, self._contact_slot, self._fit_slot = LatestSlot(), LatestSlot(), LatestSlot()
+        self._workers = [
+            threading.Thread(target=target, name=name, daemon=True)
+            for target, name in (
+                (self._body_work, "ivlm-body-loop"),
+                (self._contact_work, "ivlm-contact-loop"),
+                (self._fit_work, "ivlm-object-fit"),
+            )
+        ]
+        for worker in self._workers:
+            worker.start()
 
     def _release(self) -> None:
-        self._slot.close()
-        if self._worker is not None:
-            self._worker.join(timeout=60.0)
-            self._worker = None
+        for slot in (self._body_slot, self._contact_slot, self._fit_slot):
+            slot.close()
+        for worker in self._workers:
+            worker.join(timeout=60.0)
+        self._workers = []
+        self._tracker = None
+        self._last_bodies = None
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
@@ -525,11 +627,197 @@ class IvlmNode(LifecycleNode):
 
     def _enqueue(self, pairs: list[tuple[Image | CompressedImage, CameraInfo | None]], now: float) -> None:
         for image, info in pairs:
-            self._slot.put(Frame(image=image, info=info, received_s=now, settings=self.settings))
+            self._body_slot.put(Frame(image=image, info=info, received_s=now, settings=self.settings))
 
-    # ------------------------------------------------------------------ worker
-    def _work(self) -> None:
-        slot = self._slot
+    # ------------------------------------------------------------------ body loop (camera rate)
+    def _body_work(self) -> None:
+        """Track bodies on the newest frame, paint the latest contacts on them, publish; when idle, republish
+        the last frame's bodies if a contact or an object fit arrived since (a slow camera still sees them)."""
+        slot = self._body_slot
+        seen_version = self._board.version
+        while not slot.closed:
+            frame = slot.take(timeout_s=0.1)
+            if frame is None:
+                if self._board.version != seen_version and self._last_bodies is not None:
+                    seen_version = self._board.version
+                    self._republish_bodies()
+                continue
+            seen_version = self._board.version
+            try:
+                self.process_frame(frame)
+            except Exception as exc:  # a bad frame must never stop the loop
+                self.body_loop.failed += 1
+                self._record_failure(frame.image.header, exc)
+            else:
+                self._outcomes.record(True)
+
+    def _record_failure(self, header: Any, exc: Exception, loop: str = "") -> None:
+        """Count a failed frame with its (escaped) reason for /diagnostics and a throttled log line."""
+        reason = escape_inline(f"{loop}{type(exc).__name__}: {exc}", 400)
+        self.stats.failed += 1
+        if isinstance(exc, ImageTooLargeError):
+            self.stats.too_large += 1
+        self.stats.last_error = reason
+        self._outcomes.record(False, reason)
+        stamp = header.stamp
+        self.get_logger().warning(
+            f"frame {stamp.sec}.{stamp.nanosec:09d} dropped: {reason}", throttle_duration_sec=5.0
+        )
+
+    def process_frame(self, frame: Frame) -> None:
+        """Decode, track, publish the bodies with the latest contacts; hand the frame to the contact loop."""
+        start = time.monotonic()
+        queue_age_ms = (start - frame.received_s) * 1e3
+        settings = frame.settings
+        rgb = decode_image(frame.image, settings.max_image_pixels)
+        camera_k = self._frame_camera_k(frame.info, rgb.shape[:2])
+        self._check_frame_id(frame.image.header.frame_id)
+        pipeline = self._pipeline
+        if pipeline is None:
+            raise RuntimeError("model not loaded")
+        bodies, status = self._track(frame, rgb, camera_k, pipeline)
+        snapshot = BodiesSnapshot(frame.image.header, rgb, camera_k, frame.info, bodies, status, settings)
+        if self._state != "active":
+            return
+        self._last_bodies = snapshot
+        self._publish_bodies(snapshot, pipeline)
+        self._contact_slot.put(ContactJob(snapshot, frame.received_s))
+        self._refit_moved_objects(snapshot)
+        now = time.monotonic()
+        latency_ms = (now - frame.received_s) * 1e3
+        self.stats.record(latency_ms, queue_age_ms)
+        self.stats.timings_ms["body_loop"] = (now - start) * 1e3
+        self.body_loop.record(latency_ms)
+        self.monitor.processed.tick()
+
+    def _track(
+        self, frame: Frame, rgb: np.ndarray, camera_k: np.ndarray | None, pipeline: Any
+    ) -> tuple[list[PersonBody], str]:
+        """This frame's people: the external body (``~/body_params``) when one matches, else the tracker's."""
+        external = self.external_body_for(frame.image.header)
+        if external is not None:
+            raw_k, problem = usable_camera_k(raw_camera_k(frame.info))
+            placement = pipeline.external_body_placement(external, raw_k, problem)
+            self.monitor.body.record(bool(placement.placed), placement.status or "", source="external")
+            body = PersonBody(WHOLE_IMAGE, placement, projected_box(placement, raw_k), "external")
+            return [body], placement.status or ""
+        tracker = self._tracker
+        if tracker is None:
+            return [], "fit_human is off: contacts are shown on the canonical body"
+        if not tracker.available:
+            return [], tracker.unavailable_reason
+        if camera_k is None:
+            return [], f"body not placed: {self.stats.last_camera_info_problem or 'no camera intrinsics (CameraInfo)'}"
+        t0 = time.monotonic()
+        update = tracker.update(rgb, camera_k, _stamp_seconds(frame.image.header.stamp), self._person_boxes_now())
+        fit_ms = (time.monotonic() - t0) * 1e3
+        bodies = [PersonBody.from_tracked(b) for b in update.bodies]
+        self.stats.timings_ms["body_track"] = fit_ms
+        for body in bodies:
+            self.monitor.body.record(bool(body.placement.placed), body.placement.status or "", fit_ms, body.source)
+        if not bodies:
+            self.monitor.body.record(False, update.status or "no person tracked", fit_ms, "tracker")
+        self._forget_ended_tracks(bodies)
+        return bodies, update.status or ""
+
+    def _forget_ended_tracks(self, bodies: list[PersonBody]) -> None:
+        now = time.monotonic()
+        for body in bodies:
+            self._track_seen[body.track_id] = now
+        keep_s = self.settings.track_max_missing_s + 1.0
+        self._track_seen = {k: t for k, t in self._track_seen.items() if now - t <= keep_s}
+        self._board.keep_tracks(set(self._track_seen))
+
+    def _person_boxes_now(self) -> list[Any]:
+        """The fresh ``~/person_box`` boxes as the tracker's PersonBox (newest first, at most max_people)."""
+        from ivlm_core.tracking import PersonBox
+
+        now = time.monotonic()
+        timeout = self.settings.person_box_timeout_s
+        with self._sync_lock:
+            self._person_boxes = [(t, b) for t, b in self._person_boxes if now - t <= timeout]
+            boxes = [b for _, b in reversed(self._person_boxes)][: self._max_people]
+        return [PersonBox(*box) for box in boxes]
+
+    def _republish_bodies(self) -> None:
+        snapshot, pipeline = self._last_bodies, self._pipeline
+        if snapshot is None or pipeline is None or self._state != "active":
+            return
+        try:
+            self._publish_bodies(snapshot, pipeline)
+        except Exception as exc:  # counted like a frame failure: nothing goes unreported
+            self.stats.last_error = escape_inline(f"republishing bodies: {type(exc).__name__}: {exc}", 400)
+            self.get_logger().warning(self.stats.last_error, throttle_duration_sec=5.0)
+
+    def _person_results(self, snapshot: BodiesSnapshot, pipeline: Any) -> list[tuple[int, Any, Any]]:
+        """(track id, InteractionResult, contact stamp) per person of the snapshot; one untracked entry when
+        nobody is tracked, so the contacts are still shown (on the canonical body)."""
+        from ivlm_core.pipeline import InteractionResult
+
+        settings = snapshot.settings
+        whole_image = self._max_people == 1
+        people: list[PersonBody | None] = list(snapshot.bodies) or [None]
+        out = []
+        for body in people:
+            track_id = body.track_id if body is not None else WHOLE_IMAGE
+            contact = self._board.contact_for(track_id, whole_image)
+            fitted = self._board.object_for(track_id) if body is not None else None
+            contacts = contact.contacts if contact is not None else None
+            result = InteractionResult(
+                object_query=contacts.object_query if contacts is not None else settings.object_query,
+                task=contacts.task if contacts is not None else settings.task,
+                human=contacts.human if contacts is not None else None,
+                object=contacts.object if contacts is not None else None,
+                body_mesh=pipeline.body_mesh,
+                body_placement=body.placement if body is not None else None,
+                object_placement=fitted.placement if fitted is not None else None,
+            )
+            out.append((track_id, result, contact.stamp if contact is not None else None))
+        return out
+
+    def _publish_bodies(self, snapshot: BodiesSnapshot, pipeline: Any) -> None:
+        """Camera-rate outputs of one frame: ~/tracked_bodies, one ~/estimate per person, ~/markers, /tf."""
+        settings = snapshot.settings
+        header = make_header(snapshot.header.stamp, snapshot.header.frame_id)
+        pubs = self._pubs
+        people = self._person_results(snapshot, pipeline)
+        stamps = {track_id: stamp for track_id, _, stamp in people}
+        pubs["bodies"].publish(tracked_bodies_msg(header, snapshot.bodies, snapshot.status, stamps))
+        markers = []
+        transforms = []
+        for track_id, result, contact_stamp in people:
+            pubs["estimate"].publish(
+                interaction_estimate_msg(
+                    header, result, pipeline.model_id, settings.human_threshold, settings.object_threshold,
+                    contact_stamp if contact_stamp is not None else Time(), track_id,
+                )
+            )
+            if settings.publish_tf:
+                transforms += interaction_transforms(
+                    header, result, settings.tf_body_frame_prefix, settings.tf_object_frame_prefix, track_id
+                )
+            if settings.publish_markers:
+                tracked = result.body_placement is not None and track_id != WHOLE_IMAGE
+                markers += interaction_markers(
+                    result, settings.human_threshold, settings.object_threshold, settings.marker_colormap,
+                    settings.contact_sphere_radius_m, settings.display_distance_m,
+                    ns_prefix=person_namespace(track_id) if tracked else "",
+                )
+        if transforms and self._tf is not None:
+            self._tf.send(transforms)
+            self.monitor.tf_transforms_sent += len(transforms)
+        if settings.publish_markers:
+            markers = self._stale_markers.with_deletes(markers)
+            pubs["markers"].publish(
+                encode_marker_array(markers, header.stamp.sec, header.stamp.nanosec, header.frame_id)
+            )
+        if people and people[0][2] is not None:
+            newest = max(_stamp_seconds(s) for _, _, s in people if s is not None)
+            self.stats.contact_age_ms = (_stamp_seconds(header.stamp) - newest) * 1e3
+
+    # ------------------------------------------------------------------ contact loop (the VLM's rate)
+    def _contact_work(self) -> None:
+        slot = self._contact_slot
         last_start = 0.0
         while not slot.closed:
             rate = self.settings.max_rate_hz
@@ -538,68 +826,161 @@ class IvlmNode(LifecycleNode):
                 if wait > 0.0:
                     time.sleep(min(wait, 0.1))
                     continue
-            frame = slot.take(timeout_s=0.1)
-            if frame is None:
+            job = slot.take(timeout_s=0.1)
+            if job is None:
                 continue
             last_start = time.monotonic()
             try:
-                self.process_frame(frame)
-            except Exception as exc:  # a bad frame must never stop the worker
-                self._record_failure(frame, exc)
+                self.process_contacts(job)
+            except Exception as exc:  # a failing model call must never stop the loop
+                self.contact_loop.failed += 1
+                self._record_failure(job.snapshot.header, exc, "contact loop: ")
             else:
                 self._outcomes.record(True)
 
-    def _record_failure(self, frame: Frame, exc: Exception) -> None:
-        """Count a failed frame with its (escaped) reason for /diagnostics and a throttled log line."""
-        reason = escape_inline(f"{type(exc).__name__}: {exc}", 400)
-        self.stats.failed += 1
-        if isinstance(exc, ImageTooLargeError):
-            self.stats.too_large += 1
-        self.stats.last_error = reason
-        self._outcomes.record(False, reason)
-        stamp = frame.image.header.stamp
-        self.get_logger().warning(
-            f"frame {stamp.sec}.{stamp.nanosec:09d} dropped: {reason}", throttle_duration_sec=5.0
-        )
+    def process_contacts(self, job: ContactJob) -> None:
+        """Run the VLM on the job's frame (the full image, or one crop per tracked person with max_people > 1),
+        store each person's contact on the board, publish the contact topics, trigger the object fit."""
+        from ivlm_core.pipeline import InteractionResult
 
-    def process_frame(self, frame: Frame) -> None:
-        """Decode, estimate, publish; every output carries the source image's stamp and frame_id."""
         start = time.monotonic()
-        queue_age_ms = (start - frame.received_s) * 1e3
-        settings = frame.settings
-        rgb = decode_image(frame.image, settings.max_image_pixels)
-        camera_k = self._frame_camera_k(frame.info, rgb.shape[:2])
-        self._check_frame_id(frame.image.header.frame_id)
-        mask = self._object_mask
-        if mask is not None and mask.shape != rgb.shape[:2]:
-            self.get_logger().warning(
-                f"object mask {mask.shape[1]}x{mask.shape[0]} does not match the image "
-                f"{rgb.shape[1]}x{rgb.shape[0]}; not used",
-                throttle_duration_sec=5.0,
+        snapshot = job.snapshot
+        settings = snapshot.settings
+        header = make_header(snapshot.header.stamp, snapshot.header.frame_id)
+        stamp_s = _stamp_seconds(header.stamp)
+        pipeline = self._pipeline
+        if pipeline is None:
+            raise RuntimeError("model not loaded")
+        per_person = self._max_people > 1 and snapshot.bodies
+        targets: list[PersonBody | None] = list(snapshot.bodies) if per_person else [None]
+        for body in targets:
+            image = snapshot.rgb
+            if body is not None:
+                from ivlm_core.tracking import PersonBox, person_crop
+
+                image = person_crop(snapshot.rgb, PersonBox(*body.box), snapshot.camera_k).image
+            with self._model_lock:
+                contacts = pipeline.estimate_contacts(image, settings.object_query, settings.task)
+            if self._state != "active":
+                return
+            if body is not None:
+                track_id, key = body.track_id, body.track_id
+            else:  # whole image: "the" person (max_people = 1) or nobody tracked
+                key = WHOLE_IMAGE
+                track_id = snapshot.bodies[0].track_id if len(snapshot.bodies) == 1 else WHOLE_IMAGE
+            self._board.put_contact(key, PersonContact(contacts, header.stamp, stamp_s, track_id, pipeline.model_id))
+            person = body if body is not None else (snapshot.bodies[0] if snapshot.bodies else None)
+            placement = person.placement if person is not None else None
+            result = InteractionResult(
+                contacts.object_query, contacts.task, contacts.human, contacts.object, pipeline.body_mesh,
+                placement, None, dict(contacts.timings_ms), contacts.contact_2d,
             )
-            mask = None
-        external_body = self.external_body_for(frame.image.header)
-        with self._model_lock:
-            pipeline = self._pipeline
-            if pipeline is None:
-                raise RuntimeError("model not loaded")
-            result = pipeline.estimate(
-                rgb,
-                settings.object_query,
-                task=settings.task,
-                camera_k=raw_camera_k(frame.info),  # the placement status names an invalid K
-                object_mask=mask,
-                object_box=self._object_box or parse_box(settings.object_box),
-                external_body=external_body,
+            self._publish_contacts(header, snapshot, result, pipeline.model_id, track_id)
+            self.stats.record_answers(contacts)
+            self.stats.timings_ms.update(contacts.timings_ms)
+            self._request_object_fit(snapshot, key, person)
+        self._body_slot.wake()  # an idle body loop republishes the last frame with the new contacts
+        self.contact_loop.record((time.monotonic() - job.received_s) * 1e3)
+        self.stats.timings_ms["contact_loop"] = (time.monotonic() - start) * 1e3
+
+    def _publish_contacts(
+        self, header: Any, snapshot: BodiesSnapshot, result: Any, model_id: str, track_id: int
+    ) -> None:
+        """Contact-rate outputs, stamped with the frame the VLM saw: contacts, 2D mask, debug image."""
+        settings, pubs = snapshot.settings, self._pubs
+        if result.human is not None:
+            pubs["human"].publish(
+                human_contact_msg(
+                    header, result.object_query, model_id, result.human, settings.human_threshold,
+                    header.stamp, track_id,
+                )
             )
-        if self._state != "active":
+        if result.object is not None:
+            pubs["object"].publish(
+                object_contact_msg(
+                    header, model_id, result.object, None, settings.object_threshold, header.stamp, track_id
+                )
+            )
+        contact_2d = result.contact_2d
+        if contact_2d is not None and contact_2d.logits is not None:
+            mask = contact_2d.mask(settings.human_threshold).astype(np.uint8) * 255
+            pubs["contact_mask"].publish(
+                Image(header=header, height=mask.shape[0], width=mask.shape[1], encoding="mono8",
+                      is_bigendian=0, step=mask.shape[1], data=mask.tobytes())
+            )
+        if settings.publish_debug_image:
+            debug = compose_debug_image(
+                snapshot.rgb, result, snapshot.camera_k, settings.human_threshold, settings.object_threshold
+            )
+            pubs["debug"].publish(Image(header=header, **rgb_to_image_fields(debug)))
+
+    # ------------------------------------------------------------------ object fit (its own thread)
+    def _request_object_fit(self, snapshot: BodiesSnapshot, key: int, body: PersonBody | None) -> None:
+        """Queue an object fit for one person (newest request wins); never run on the body loop's path."""
+        settings = snapshot.settings
+        if not settings.fit_object or settings.task != "interaction" or body is None or not body.placement.placed:
             return
-        self.publish_result(frame.image.header, rgb, camera_k, result, settings, pipeline.model_id)
-        latency_ms = (time.monotonic() - frame.received_s) * 1e3
-        self.stats.timings_ms = dict(result.timings_ms)
-        self.stats.record_answers(result)
-        self.stats.record(latency_ms, queue_age_ms)
-        self.monitor.record_result(result)
+        contact = self._board.contact_for(key, self._max_people == 1)
+        if contact is None or contact.contacts.object is None:
+            return
+        self._fit_slot.put(FitJob(snapshot, body, key, contact, self._object_mask,
+                                  self._object_box or parse_box(settings.object_box)))
+
+    def _refit_moved_objects(self, snapshot: BodiesSnapshot) -> None:
+        """Refit when a person's pelvis moved more than ``object_refit_motion_m`` since their last fit."""
+        settings = snapshot.settings
+        if not settings.fit_object or settings.task != "interaction":
+            return
+        for body in snapshot.bodies:
+            fitted = self._board.object_for(body.track_id)
+            pelvis = body.pelvis
+            if fitted is None or fitted.pelvis is None or pelvis is None:
+                continue
+            if float(np.linalg.norm(pelvis - fitted.pelvis)) > settings.object_refit_motion_m:
+                self.object_refits_on_motion += 1
+                key = body.track_id if self._max_people > 1 else WHOLE_IMAGE
+                self._request_object_fit(snapshot, key, body)
+
+    def _fit_work(self) -> None:
+        slot = self._fit_slot
+        while not slot.closed:
+            job = slot.take(timeout_s=0.1)
+            if job is None:
+                continue
+            try:
+                self.process_object_fit(job)
+            except Exception as exc:  # reported, never fatal
+                self.monitor.object.record(False, escape_inline(f"{type(exc).__name__}: {exc}", 400))
+                self.stats.last_error = self.monitor.object.last_status
+                self.get_logger().warning(f"object fit failed: {self.stats.last_error}", throttle_duration_sec=5.0)
+
+    def process_object_fit(self, job: FitJob) -> None:
+        snapshot = job.snapshot
+        pipeline = self._pipeline
+        if pipeline is None:
+            return
+        mask = job.object_mask
+        if mask is not None and mask.shape != snapshot.rgb.shape[:2]:
+            mask = None
+        if mask is None and job.object_box is not None and job.contact.contacts.object is not None:
+            with self._model_lock:  # SAM is the contact model's: not at the same time as the VLM
+                mask = pipeline.segment_object_box(snapshot.rgb, job.object_box)
+        contacts = job.contact.contacts
+        placement = pipeline.place_object(
+            snapshot.rgb, contacts.human, contacts.object, job.body.placement, raw_camera_k(snapshot.info), mask
+        )
+        report = placement.report or {}
+        self.monitor.object.record(bool(placement.placed), placement.status or "",
+                                   1e3 * float(report.get("fit_time_s", "nan")))
+        if placement.placed and "contact_distance_m" in report:
+            self.monitor.last_contact_distance_m = float(report["contact_distance_m"])
+        self._board.put_object(job.body.track_id, PersonObject(placement, job.body.pelvis,
+                                                               _stamp_seconds(snapshot.header.stamp)))
+        if self._state == "active":
+            pose = object_pose_stamped_msg(make_header(snapshot.header.stamp, snapshot.header.frame_id), placement)
+            if pose is not None:
+                self._pubs["object_pose"].publish(pose)
+        self._body_slot.wake()
 
     def _frame_camera_k(self, info: CameraInfo | None, image_hw: tuple[int, int]) -> np.ndarray | None:
         """The frame's usable K, or None; an unusable K is counted and warned about, never a failed frame."""
@@ -628,69 +1009,6 @@ class IvlmNode(LifecycleNode):
                 "images arrive with an empty header.frame_id: every output carries '' and cannot be placed in "
                 "TF; set the camera driver's optical frame id (warned once)"
             )
-
-    def publish_result(
-        self,
-        source_header: Any,
-        rgb: np.ndarray,
-        camera_k: np.ndarray | None,
-        result: Any,
-        settings: NodeSettings,
-        model_id: str,
-    ) -> None:
-        header = make_header(source_header.stamp, source_header.frame_id)
-        pubs = self._pubs
-        if result.human is not None:
-            pubs["human"].publish(
-                human_contact_msg(
-                    header, result.object_query, model_id, result.human, settings.human_threshold
-                )
-            )
-        if result.object is not None:
-            pubs["object"].publish(
-                object_contact_msg(
-                    header, model_id, result.object, result.object_placement, settings.object_threshold
-                )
-            )
-        pubs["estimate"].publish(
-            interaction_estimate_msg(
-                header, result, model_id, settings.human_threshold, settings.object_threshold
-            )
-        )
-        contact_2d = getattr(result, "contact_2d", None)
-        if contact_2d is not None and contact_2d.logits is not None:
-            mask = contact_2d.mask(settings.human_threshold).astype(np.uint8) * 255
-            pubs["contact_mask"].publish(
-                Image(header=header, height=mask.shape[0], width=mask.shape[1], encoding="mono8",
-                      is_bigendian=0, step=mask.shape[1], data=mask.tobytes())
-            )
-        if settings.publish_tf and self._tf is not None:
-            transforms = interaction_transforms(
-                header, result, settings.tf_body_frame_prefix, settings.tf_object_frame_prefix
-            )
-            self._tf.send(transforms)
-            self.monitor.tf_transforms_sent += len(transforms)
-        object_pose = object_pose_stamped_msg(header, result.object_placement)
-        if object_pose is not None:
-            pubs["object_pose"].publish(object_pose)
-        if settings.publish_markers:
-            markers = interaction_markers(
-                result,
-                settings.human_threshold,
-                settings.object_threshold,
-                settings.marker_colormap,
-                settings.contact_sphere_radius_m,
-                settings.display_distance_m,
-            )
-            pubs["markers"].publish(
-                encode_marker_array(markers, header.stamp.sec, header.stamp.nanosec, header.frame_id)
-            )
-        if settings.publish_debug_image:
-            debug = compose_debug_image(
-                rgb, result, camera_k, settings.human_threshold, settings.object_threshold
-            )
-            msg = Image(header=header, **rgb_to_image_fields(debug))
-            pubs["debug"].publish(msg)
 
     # ------------------------------------------------------------------ one-shot service
     def _on_estimate_request(
@@ -817,7 +1135,7 @@ class IvlmNode(LifecycleNode):
             "frames_lost_before_callback": self._image_gaps.lost,
             "frames_lost_dds_event": self._dds_lost_events,
             "frames_processed": stats.processed,
-            "frames_dropped": self._slot.dropped + (self._pairer.superseded_dropped if self._pairer else 0),
+            "frames_dropped": self._body_slot.dropped + (self._pairer.superseded_dropped if self._pairer else 0),
             "frames_unpaired_dropped": self._pairer.unpaired_dropped if self._pairer else 0,
             "frames_failed": stats.failed,
             "frames_too_large": stats.too_large,
@@ -836,6 +1154,12 @@ class IvlmNode(LifecycleNode):
             "latency_ms_last": stats.last_latency_ms,
             "latency_ms_mean": stats.mean_latency_ms,
             "processing_rate_hz": self.monitor.processed.rate_hz(),
+            **self.body_loop.values("body"),
+            **self.contact_loop.values("contact"),
+            "contact_frames_skipped": self._contact_slot.dropped,
+            "contact_age_ms": stats.contact_age_ms,
+            "object_refits_on_motion": self.object_refits_on_motion,
+            "max_people": self._max_people,
             "queue_age_ms": stats.last_queue_age_ms,
             "last_error": error or stats.last_error,
             "answers_truncated": stats.answers_truncated,

@@ -279,9 +279,30 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ParamSpec(
         "max_rate_hz",
         0.0,
-        "process at most this many frames per second (0 = as fast as possible)",
+        "run the contact model (VLM) on at most this many frames per second (0 = as fast as it can); bodies "
+        "are tracked on every frame regardless",
         _number(0.0, 1000.0),
         True,
+    ),
+    ParamSpec(
+        "max_people", 1,
+        "people tracked and asked about per frame (1 = the full image goes to the VLM, as the reference "
+        "demo; more = a crop per person)",
+        _number(1, 16, integer=True), False,
+    ),
+    ParamSpec(
+        "track_max_missing_s", 1.0, "a tracked person keeps their track id while unseen for up to this long",
+        _number(0.0, 60.0), False,
+    ),
+    ParamSpec(
+        "person_box_timeout_s", 1.0,
+        "person boxes from ~/person_box older than this are no longer given to the tracker",
+        _number(0.0, 60.0, lo_open=True), True,
+    ),
+    ParamSpec(
+        "object_refit_motion_m", 0.05,
+        "refit the object (fit_object) when the person's pelvis moved more than this since the last fit",
+        _number(0.0, 10.0, lo_open=True), True,
     ),
     ParamSpec(
         "input_reliability",
@@ -371,6 +392,10 @@ class NodeSettings:
     body_params_timeout_s: float
     body_params_wait_s: float
     max_rate_hz: float
+    max_people: int
+    track_max_missing_s: float
+    person_box_timeout_s: float
+    object_refit_motion_m: float
     input_reliability: str
     queue_size: int
     max_image_pixels: int

@@ -63,15 +63,14 @@ def transform_msg(header: Header, child: str, rotation: np.ndarray, translation:
 
 
 def interaction_transforms(
-    header: Header, result: Any, body_prefix: str = "body_", object_prefix: str = "object_"
+    header: Header, result: Any, body_prefix: str = "body_", object_prefix: str = "object_", person_id: int = 0
 ) -> list[TransformStamped]:
-    """The frames of one result: every placed person (ids 0.. in the result's order; one person today, so
-    ``body_0``) and the fitted object, all children of ``header.frame_id`` at ``header.stamp``."""
+    """The frames of one result: the placed person (``<body_prefix><person_id>``: the track id, ``body_0`` for an
+    untracked body) and the fitted object, all children of ``header.frame_id`` at ``header.stamp``."""
     transforms = []
-    for person_id, placement in enumerate([result.body_placement]):
-        pose = body_frame_pose(placement)
-        if pose is not None:
-            transforms.append(transform_msg(header, f"{body_prefix}{person_id}", *pose))
+    pose = body_frame_pose(result.body_placement)
+    if pose is not None:
+        transforms.append(transform_msg(header, f"{body_prefix}{max(int(person_id), 0)}", *pose))
     placement = result.object_placement
     if placement is not None and placement.placed and result.object is not None:
         child = f"{object_prefix}{frame_label(result.object.label)}"
