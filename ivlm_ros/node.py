@@ -449,6 +449,11 @@ class IvlmNode(LifecycleNode):
         )
         try:
             self._pipeline = load_pipeline(settings, self.get_logger().info)
+            self._tracker = None
+            if settings.fit_human:
+                self._tracker = self._pipeline.new_body_tracker(settings.max_people, settings.track_max_missing_s)
+                if not self._tracker.available:
+                    self.get_logger().warning(f"bodies will not be tracked: {self._tracker.unavailable_reason}")
         except Exception as exc:  # any load failure keeps the node up; diagnostics say why
             self._pipeline = None
             self._load_error = f"{type(exc).__name__}: {exc}"
@@ -543,11 +548,6 @@ class IvlmNode(LifecycleNode):
             _EXPIRY_PERIOD_S, self._expire_unpaired, callback_group=self._io_group
         )
         self._max_people = settings.max_people
-        self._tracker = None
-        if settings.fit_human:
-            self._tracker = self._pipeline.new_body_tracker(settings.max_people, settings.track_max_missing_s)
-            if not self._tracker.available:
-                self.get_logger().warning(f"bodies will not be tracked: {self._tracker.unavailable_reason}")
         self._board = ContactBoard()
         self._last_bodies = None
         self._track_seen = {}

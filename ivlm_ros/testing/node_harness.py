@@ -24,6 +24,9 @@ REPO = Path(__file__).resolve().parents[2]
 FRAME_ID = "camera_color_optical_frame"
 IMAGE_TOPIC = "/camera/color/image_raw"
 INFO_TOPIC = "/camera/color/camera_info"
+# The node with an artificially slow contact model (see ivlm_ros.testing.slow_contact_node).
+SLOW_CONTACT_NODE = "ivlm_ros.testing.slow_contact_node"
+CONTACT_DELAY_ENV = "IVLM_TEST_CONTACT_DELAY_S"
 
 
 def ensure_ros_test_env() -> None:
@@ -36,12 +39,18 @@ def ensure_ros_test_env() -> None:
 
 
 class NodeProcess:
-    """``python -m ivlm_ros.node`` with parameters, in its own process group, logging to a file."""
+    """``python -m ivlm_ros.node`` (or another ``module`` with the same main) with parameters, in its own
+    process group, logging to a file."""
 
     def __init__(
-        self, params: dict[str, Any], log_path: Path, name: str = "ivlm", params_file: Path | None = None
+        self,
+        params: dict[str, Any],
+        log_path: Path,
+        name: str = "ivlm",
+        params_file: Path | None = None,
+        module: str = "ivlm_ros.node",
     ) -> None:
-        args = [sys.executable, "-m", "ivlm_ros.node", "--ros-args", "-r", f"__node:={name}"]
+        args = [sys.executable, "-m", module, "--ros-args", "-r", f"__node:={name}"]
         if params_file is not None:
             args += ["--params-file", str(params_file)]
         for key, value in params.items():
@@ -84,9 +93,9 @@ class Probe:
     def __init__(self, ns: str = "/ivlm", reliable_input: bool = True) -> None:
         import rclpy
         from diagnostic_msgs.msg import DiagnosticArray
-        from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact
+        from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact, TrackedBodies
         from rclpy.qos import QoSProfile, ReliabilityPolicy
-        from sensor_msgs.msg import CameraInfo, CompressedImage, Image
+        from sensor_msgs.msg import CameraInfo, CompressedImage, Image, RegionOfInterest
         from std_msgs.msg import String
         from tf2_msgs.msg import TFMessage
         from visualization_msgs.msg import MarkerArray
@@ -101,6 +110,7 @@ class Probe:
             "debug": (Image, f"{ns}/debug_image"),
             "diagnostics": (DiagnosticArray, "/diagnostics"),
             "tf": (TFMessage, "/tf"),
+            "bodies": (TrackedBodies, f"{ns}/tracked_bodies"),
         }
         for key, (cls, topic) in outputs.items():
             self.node.create_subscription(cls, topic, lambda msg, key=key: self.received[key].append(msg), 50)
@@ -112,6 +122,7 @@ class Probe:
         self.compressed_pub = self.node.create_publisher(CompressedImage, IMAGE_TOPIC + "/compressed", qos)
         self.info_pub = self.node.create_publisher(CameraInfo, INFO_TOPIC, qos)
         self.query_pub = self.node.create_publisher(String, f"{ns}/object_query", 10)
+        self.person_box_pub = self.node.create_publisher(RegionOfInterest, f"{ns}/person_box", 10)
 
     def spin(self, seconds: float) -> None:
         import rclpy
