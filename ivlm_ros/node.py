@@ -32,7 +32,7 @@ import threading
 import time
 import traceback
 from collections.abc import Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Any
 
 import numpy as np
@@ -123,9 +123,10 @@ class BodiesSnapshot:
     rgb: np.ndarray
     camera_k: np.ndarray | None  # usable K (None: not placed)
     info: CameraInfo | None
-    bodies: list[PersonBody]
+    bodies: list[PersonBody]  # the people fitted on this frame
     status: str
     settings: NodeSettings
+    coasting: list[PersonBody] = field(default_factory=list)  # tracks unseen on this frame, kept <= max_missing_s
 
 
 @dataclass
@@ -570,7 +571,10 @@ class IvlmNode(LifecycleNode):
         for worker in self._workers:
             worker.join(timeout=60.0)
         self._workers = []
-        self._tracker = None
+        tracker, self._tracker = self._tracker, None
+        if tracker is not None:
+            with contextlib.suppress(Exception):
+                tracker.close()  # the keypoint detector's resources
         self._last_bodies = None
         for sub in self._subs:
             self.destroy_subscription(sub)
@@ -676,7 +680,9 @@ class IvlmNode(LifecycleNode):
         if pipeline is None:
             raise RuntimeError("model not loaded")
         bodies, status = self._track(frame, rgb, camera_k, pipeline)
-        snapshot = BodiesSnapshot(frame.image.header, rgb, camera_k, frame.info, bodies, status, settings)
+        fresh = [b for b in bodies if b.missing_s == 0.0]
+        coasting = [b for b in bodies if b.missing_s != 0.0]
+        snapshot = BodiesSnapshot(frame.image.header, rgb, camera_k, frame.info, fresh, status, settings, coasting)
         if self._state != "active":
             return
         self._last_bodies = snapshot
@@ -713,9 +719,10 @@ class IvlmNode(LifecycleNode):
         fit_ms = (time.monotonic() - t0) * 1e3
         bodies = [PersonBody.from_tracked(b) for b in update.bodies]
         self.stats.timings_ms["body_track"] = fit_ms
-        for body in bodies:
+        fresh = [b for b in bodies if b.missing_s == 0.0]
+        for body in fresh:
             self.monitor.body.record(bool(body.placement.placed), body.placement.status or "", fit_ms, body.source)
-        if not bodies:
+        if not fresh:
             self.monitor.body.record(False, update.status or "no person tracked", fit_ms, "tracker")
         self._forget_ended_tracks(bodies)
         return bodies, update.status or ""
@@ -782,7 +789,11 @@ class IvlmNode(LifecycleNode):
         pubs = self._pubs
         people = self._person_results(snapshot, pipeline)
         stamps = {track_id: stamp for track_id, _, stamp in people}
-        pubs["bodies"].publish(tracked_bodies_msg(header, snapshot.bodies, snapshot.status, stamps))
+        everyone = snapshot.bodies + snapshot.coasting
+        for body in snapshot.coasting:
+            contact = self._board.contact_for(body.track_id, self._max_people == 1)
+            stamps[body.track_id] = contact.stamp if contact is not None else None
+        pubs["bodies"].publish(tracked_bodies_msg(header, everyone, snapshot.status, stamps))
         markers = []
         transforms = []
         for track_id, result, contact_stamp in people:
@@ -835,8 +846,7 @@ class IvlmNode(LifecycleNode):
             except Exception as exc:  # a failing model call must never stop the loop
                 self.contact_loop.failed += 1
                 self._record_failure(job.snapshot.header, exc, "contact loop: ")
-            else:
-                self._outcomes.record(True)
+            # success is not recorded again: the body loop already counted the frame in the recent outcomes
 
     def process_contacts(self, job: ContactJob) -> None:
         """Run the VLM on the job's frame (the full image, or one crop per tracked person with max_people > 1),

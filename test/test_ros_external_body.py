@@ -113,7 +113,12 @@ def test_external_body_is_placed_and_the_object_pose_is_published(probe: Probe, 
     faces = np.array([t.vertex_indices for t in estimate.human_mesh.triangles])
     np.testing.assert_allclose(first_triangle, expected[faces[0]], atol=1e-4)  # markers show that body
 
+    # The object is fitted off the camera-rate path (when the contact arrives); the frame is then republished.
+    estimate = probe.wait_for(
+        lambda: [m for m in probe.by_stamp("estimate", 600) if m.object_placed], RESULT_S, "the fitted object"
+    )[-1]
     assert estimate.object_placed, estimate.fit_report.message
+    assert (estimate.contact_stamp.sec, estimate.contact_stamp.nanosec) == (600, 0)
     pose = _result(probe, "object_pose", 600)
     assert pose.header.frame_id == FRAME_ID and pose.header.stamp.nanosec == 0
     q = pose.pose.orientation
