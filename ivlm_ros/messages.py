@@ -233,6 +233,7 @@ def interaction_estimate_msg(
     object_threshold: float,
     contact_stamp: Time | None = None,
     track_id: int = -1,
+    with_meshes: bool = True,
 ) -> InteractionEstimate:
     """The combined message; the human/object sub-messages carry the same header, contact stamp and track id.
 
@@ -254,7 +255,8 @@ def interaction_estimate_msg(
         msg.human_placement_status = body.status or ""
         if body.placed:
             msg.human_params = smplx_params_msg(header, body.params or {})
-            msg.human_mesh = mesh_msg(body.vertices, body.faces)
+            if with_meshes:
+                msg.human_mesh = mesh_msg(body.vertices, body.faces)
     obj_place = result.object_placement
     if obj_place is not None:
         msg.object_placed = bool(obj_place.placed)
@@ -262,9 +264,35 @@ def interaction_estimate_msg(
         if obj_place.placed:
             msg.object_pose = pose_msg(obj_place.rotation, obj_place.translation)
             msg.object_scale = float(obj_place.scale)
-            if result.object is not None:
+            if result.object is not None and with_meshes:
                 msg.object_mesh = mesh_msg(obj_place.vertices, result.object.faces)
     return msg
+
+
+def interaction_estimate_cdr(
+    header: Header,
+    result: Any,
+    model_id: str,
+    human_threshold: float,
+    object_threshold: float,
+    contact_stamp: Time | None = None,
+    track_id: int = -1,
+) -> bytes:
+    """:func:`interaction_estimate_msg` serialised, its meshes written from numpy (~1 ms instead of ~100 ms
+    for an SMPL-X mesh as rclpy objects): what the camera-rate body loop publishes."""
+    from ivlm_ros.message_cdr import encode_message
+
+    msg = interaction_estimate_msg(
+        header, result, model_id, human_threshold, object_threshold, contact_stamp, track_id, with_meshes=False
+    )
+    meshes: dict[str, tuple[Any, Any]] = {}
+    body = result.body_placement
+    if body is not None and body.placed:
+        meshes["human_mesh"] = (body.vertices, body.faces)
+    placed = result.object_placement
+    if placed is not None and placed.placed and result.object is not None:
+        meshes["object_mesh"] = (placed.vertices, result.object.faces)
+    return encode_message(msg, meshes)
 
 
 def roi_msg(box: Any) -> RegionOfInterest:

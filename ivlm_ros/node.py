@@ -26,6 +26,7 @@ of the keypoint body fit.
 from __future__ import annotations
 
 import contextlib
+import os
 import signal
 import sys
 import threading
@@ -74,6 +75,7 @@ from ivlm_ros.messages import (
     box_from_roi,
     diagnostics_msg,
     human_contact_msg,
+    interaction_estimate_cdr,
     interaction_estimate_msg,
     make_header,
     object_contact_msg,
@@ -160,6 +162,18 @@ def projected_box(placement: Any, camera_k: np.ndarray | None) -> tuple[float, f
     pixels = (points / points[:, 2:3]) @ np.asarray(camera_k, dtype=np.float64).T
     (x0, y0), (x1, y1) = pixels[:, :2].min(axis=0), pixels[:, :2].max(axis=0)
     return (float(x0), float(y0), float(x1), float(y1))
+
+
+# Niceness of the contact and object-fit threads: on a small CPU the camera-rate body loop must win.
+BACKGROUND_NICE = 10
+
+
+def lower_thread_priority(nice: int = BACKGROUND_NICE) -> None:
+    """Lower the calling thread's CPU priority (Linux: niceness is per thread, and the threads it starts, such
+    as torch's intra-op pool, inherit it). Elsewhere (where it would renice the whole process) nothing."""
+    if sys.platform.startswith("linux"):
+        with contextlib.suppress(OSError, AttributeError):
+            os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), nice)
 
 
 def _stamp_seconds(stamp: Time) -> float:
@@ -798,7 +812,7 @@ class IvlmNode(LifecycleNode):
         transforms = []
         for track_id, result, contact_stamp in people:
             pubs["estimate"].publish(
-                interaction_estimate_msg(
+                interaction_estimate_cdr(
                     header, result, pipeline.model_id, settings.human_threshold, settings.object_threshold,
                     contact_stamp if contact_stamp is not None else Time(), track_id,
                 )
@@ -828,6 +842,7 @@ class IvlmNode(LifecycleNode):
 
     # ------------------------------------------------------------------ contact loop (the VLM's rate)
     def _contact_work(self) -> None:
+        lower_thread_priority()
         slot = self._contact_slot
         last_start = 0.0
         while not slot.closed:
@@ -952,6 +967,7 @@ class IvlmNode(LifecycleNode):
                 self._request_object_fit(snapshot, key, body)
 
     def _fit_work(self) -> None:
+        lower_thread_priority()
         slot = self._fit_slot
         while not slot.closed:
             job = slot.take(timeout_s=0.1)
