@@ -469,6 +469,8 @@ class IvlmNode(LifecycleNode):
                 self._tracker = self._pipeline.new_body_tracker(settings.max_people, settings.track_max_missing_s)
                 if not self._tracker.available:
                     self.get_logger().warning(f"bodies will not be tracked: {self._tracker.unavailable_reason}")
+                else:
+                    self._tracker.warm_up()  # detector graphs and optimiser imports: not on the first frame
         except Exception as exc:  # any load failure keeps the node up; diagnostics say why
             self._pipeline = None
             self._load_error = f"{type(exc).__name__}: {exc}"
