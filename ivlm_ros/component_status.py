@@ -105,9 +105,16 @@ class ComponentMonitor:
                 self.last_contact_distance_m = float(report["contact_distance_m"])
 
     def statuses(
-        self, node_name: str, settings: Any, active: bool, input_values: Mapping[str, Any], tf_backend: str
+        self,
+        node_name: str,
+        settings: Any,
+        active: bool,
+        input_values: Mapping[str, Any],
+        tf_backend: str,
+        body_values: Mapping[str, Any] | None = None,
     ) -> list[DiagnosticStatus]:
-        """The 'input', 'body tracker' and 'object fit' statuses (the node builds 'model')."""
+        """The 'input', 'body tracker' and 'object fit' statuses (the node builds 'model'); ``body_values``
+        (the loops' rates, latencies, contact age) are added to 'body tracker'."""
         now = time.monotonic()
         image_rate = self.images.rate_hz(now)
         image_age = self.images.last_age_s(now)
@@ -144,6 +151,7 @@ class ComponentMonitor:
                     "tf_frames": f"{settings.tf_body_frame_prefix}<id>" if settings.publish_tf else "off",
                     "tf_backend": tf_backend or "none",
                     "tf_transforms_sent": self.tf_transforms_sent,
+                    **(body_values or {}),
                 },
             ),
             self._fit_status(

@@ -1205,6 +1205,7 @@ class IvlmNode(LifecycleNode):
                 self._state == "active",
                 {k: values[k] for k in ("frames_received", "frames_dropped", "frames_unpaired_dropped")},
                 self._tf.backend if self._tf is not None else "",
+                {k: v for k, v in values.items() if k.startswith(("body_", "contact_")) and "params" not in k},
             )
         )
         self._diag_pub.publish(array)
