@@ -77,10 +77,12 @@ class RerunRecorder:
         return callback
 
     def _on_estimate(self, estimate: Any) -> None:
+        """Log the estimate's meshes; the photo and camera once per stamp (the node republishes a frame when its
+        contact arrives, and sends one estimate per person)."""
         from ivlm_ros.node import camera_matrix, decode_image
 
         stamp = _stamp_ns(estimate.header)
-        image = self._images.get(stamp)
+        image = self._images.pop(stamp, None)
         body, obj, points = estimate_meshes(estimate)
         self.recording.log_frame(
             stamp,

@@ -64,12 +64,23 @@ def test_mcap_holds_the_node_outputs_and_the_input_with_matching_stamps(demo_out
     assert [_stamp(m.header) for m in messages[image_topic]] == STAMPS
     assert [_stamp(m.header) for m in messages[info_topic]] == STAMPS
     assert [_stamp(m.header) for m in messages["/ivlm/human_contact"]] == STAMPS
-    assert [_stamp(m.header) for m in messages["/ivlm/estimate"]] == STAMPS
-    assert sorted(_stamp(m.markers[0].header) for m in messages["/ivlm/markers"]) == STAMPS
+    # The body loop publishes each frame at once and again when its contact arrives (lock-step replay: the
+    # VLM sees every frame): in order, and each frame's last estimate carries its own contact.
+    estimates = messages["/ivlm/estimate"]
+    assert sorted({_stamp(m.header) for m in estimates}) == STAMPS
+    assert [_stamp(m.header) for m in estimates] == sorted(_stamp(m.header) for m in estimates)
+    for stamp in STAMPS:
+        last = [m for m in estimates if _stamp(m.header) == stamp][-1]
+        assert _stamp(last.header) == stamp and (last.contact_stamp.sec, last.contact_stamp.nanosec) == stamp
+    markers = sorted(_stamp(m.markers[0].header) for m in messages["/ivlm/markers"])
+    assert markers == sorted(_stamp(m.header) for m in estimates)  # markers go out with every estimate
     assert sorted(_stamp(m.header) for m in messages["/ivlm/debug_image"]) == STAMPS
-    placed = [_stamp(m.header) for m in messages["/ivlm/estimate"] if m.human_placed]
-    body_frames = [_stamp(t.header) for m in messages["/tf"] for t in m.transforms if t.child_frame_id == "body_0"]
-    assert placed and body_frames == placed  # one body_0 per placed frame, stamped with its image
+    placed = [(_stamp(m.header), f"body_{m.track_id}") for m in estimates if m.human_placed]
+    body_frames = [
+        (_stamp(t.header), t.child_frame_id) for m in messages["/tf"] for t in m.transforms
+        if t.child_frame_id.startswith("body_")
+    ]
+    assert placed and body_frames == placed  # one body_<track id> per placed estimate, stamped with its image
     assert {t.header.frame_id for m in messages["/tf"] for t in m.transforms} == {MANIFEST["frame_id"]}
     names = {s.name for m in messages["/diagnostics"] for s in m.status}
     assert {"ivlm: model", "ivlm: input", "ivlm: body tracker", "ivlm: object fit"} <= names
