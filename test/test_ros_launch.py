@@ -113,7 +113,8 @@ class TestBagThroughLaunch(unittest.TestCase):
             replayer.wait_for_subscribers(topics, timeout_s=30, spin=probe.spin)
             replayer.play(rate=1.0, spin=probe.spin)
             stamps = [(f["stamp_sec"], f["stamp_nanosec"]) for f in MANIFEST["frames"]]
-            probe.wait_for(lambda: all(probe.by_stamp("markers", *s) for s in stamps), 60, "results")
+            keys = ("markers", "human")  # bodies (camera rate) and contacts (the VLM's rate)
+            probe.wait_for(lambda: all(probe.by_stamp(k, *s) for k in keys for s in stamps), 60, "results")
             humans = [
                 m for m in probe.received["human"] if (m.header.stamp.sec, m.header.stamp.nanosec) in stamps
             ]
