@@ -1193,7 +1193,7 @@ class IvlmNode(LifecycleNode):
             "answers_truncated": stats.answers_truncated,
             "last_answer_status": stats.last_answer_status,
         }
-        for name, ms in stats.timings_ms.items():
+        for name, ms in list(stats.timings_ms.items()):  # a copy: both loops write timings
             values[f"timing_ms_{name}"] = float(ms)
         array = diagnostics_msg(
             self.get_clock().now().to_msg(), self.get_name(), level, message, values, str(values["device"])
