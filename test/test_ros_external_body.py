@@ -132,6 +132,21 @@ def test_external_body_is_placed_and_the_object_pose_is_published(probe: Probe, 
     assert int(status["body_params_used"]) >= 1 and status["body_params_rejected"] == "0"
 
 
+def test_the_object_is_refitted_when_the_body_moves(probe: Probe) -> None:
+    """Off the body loop's path, the object is refitted when the person moved more than object_refit_motion_m."""
+    start = int(probe.fresh_status()["object_refits_on_motion"])
+    params = _body_params()
+    _publish_body(probe, params, 620)
+    probe.publish_frame(sample_rgb(SIZE), 620)
+    _result(probe, "object_pose", 620)  # fitted when the frame's contact arrived
+    moved = {**params, "transl": params["transl"] + np.array([0.3, 0.0, 0.0], np.float32)}
+    _publish_body(probe, moved, 621)
+    probe.publish_frame(sample_rgb(SIZE), 621)
+    probe.wait_status(lambda s: int(s["object_refits_on_motion"]) > start, RESULT_S, "a refit after the move")
+    pose = _result(probe, "object_pose", 621)
+    assert pose.pose.position.x > _result(probe, "object_pose", 620).pose.position.x  # followed the body
+
+
 def test_body_params_in_another_frame_or_stale_are_ignored(probe: Probe) -> None:
     start = probe.fresh_status()
     _publish_body(probe, _body_params(), 610, frame_id="base_link")
