@@ -164,22 +164,14 @@ def measure_overhead(repeats: int) -> dict[str, float]:
 
 def measure_e2e(frames: int) -> float:
     """Median ms from publishing a frame to receiving its MarkerArray from the real node (tiny model)."""
-    from ivlm_core.testing.synthetic_body import write_synthetic_body_models
-    from ivlm_core.testing.tiny_checkpoint import build_tiny_checkpoint
-    from ivlm_ros.testing.node_harness import NodeProcess, Probe, ensure_ros_test_env, sample_rgb
+    from ivlm_ros.testing.node_harness import NodeProcess, Probe, ensure_ros_test_env, sample_rgb, tiny_node_params
 
     ensure_ros_test_env()
     import rclpy
 
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
-        params = {
-            "checkpoint_dir": str(build_tiny_checkpoint(root / "Gen", "Gen")),
-            "body_model_dir": str(write_synthetic_body_models(root / "body")),
-            "device": "cpu",
-            "input_reliability": "reliable",
-            "publish_debug_image": True,
-        }
+        params = {**tiny_node_params(root), "publish_debug_image": True}
         node = NodeProcess(params, root / "node.log")
         rclpy.init()
         probe = Probe()

@@ -67,8 +67,6 @@ def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
-    from ivlm_core.testing.synthetic_body import write_synthetic_body_models
-    from ivlm_core.testing.tiny_checkpoint import build_tiny_checkpoint
     from ivlm_ros.testing.node_harness import (
         CONTACT_DELAY_ENV,
         FRAME_ID,
@@ -78,6 +76,7 @@ def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed
         NodeProcess,
         ensure_ros_test_env,
         make_image,
+        tiny_node_params,
     )
 
     ensure_ros_test_env()
@@ -89,10 +88,7 @@ def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed
     with tempfile.TemporaryDirectory() as tmp:
         root = Path(tmp)
         params = {
-            "checkpoint_dir": str(build_tiny_checkpoint(root / "Gen", "Gen")),
-            "body_model_dir": str(write_synthetic_body_models(root / "body")),
-            "device": "cpu",
-            "input_reliability": "reliable",
+            **tiny_node_params(root),
             "fit_human": True,
             "max_people": max_people,
             "publish_debug_image": True,

@@ -38,6 +38,19 @@ def ensure_ros_test_env() -> None:
         os.environ["PYTHONPATH"] = os.pathsep.join([str(REPO), *[p for p in paths if p]])
 
 
+def tiny_node_params(root: Path) -> dict[str, Any]:
+    """Node parameters for the tiny random model and the synthetic body models, built under ``root``."""
+    from ivlm_core.testing.synthetic_body import write_synthetic_body_models
+    from ivlm_core.testing.tiny_checkpoint import build_tiny_checkpoint
+
+    return {
+        "checkpoint_dir": str(build_tiny_checkpoint(root / "Gen", "Gen")),
+        "body_model_dir": str(write_synthetic_body_models(root / "body")),
+        "device": "cpu",
+        "input_reliability": "reliable",
+    }
+
+
 class NodeProcess:
     """``python -m ivlm_ros.node`` (or another ``module`` with the same main) with parameters, in its own
     process group, logging to a file."""
