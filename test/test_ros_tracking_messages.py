@@ -3,6 +3,8 @@ the numpy-fed CDR of InteractionEstimate, per-person marker namespaces and the c
 
 from __future__ import annotations
 
+import itertools
+
 import numpy as np
 import pytest
 
@@ -142,3 +144,16 @@ def test_contact_board_whole_image_fallback_and_ended_tracks() -> None:
     board.keep_tracks({3})
     assert board.contact_for(5, whole_image=False) is None and board.object_for(5) is None
     assert board.contact_for(WHOLE_IMAGE, whole_image=False) is not None  # whole-image entries stay
+
+
+def test_the_rate_bench_stream_drifts_a_few_pixels_per_frame() -> None:
+    from ivlm_ros.bench.tracking_rate import drifting_frames
+
+    ramp = np.linspace(0, 255, 120)
+    photo = np.stack([np.tile(ramp, (90, 1))] * 3, axis=2).astype(np.uint8)  # brightness = column
+    frames = drifting_frames(photo, 64, 40, amplitude_px=4.0)
+    assert len(frames) == 40 and all(f.shape == (64, 64, 3) and f.dtype == np.uint8 for f in frames)
+    per_px = float(frames[0][:, -1, 0].mean() - frames[0][:, 0, 0].mean()) / 63  # brightness per pixel
+    offsets = [float(f[:, 0, 0].mean()) / per_px for f in frames]  # the window's left edge, in pixels
+    assert max(offsets) - min(offsets) > 3.0  # it moves (up to the 4 px amplitude in these 40 frames)...
+    assert max(abs(b - a) for a, b in itertools.pairwise(offsets)) <= 1.5  # ...by about a pixel a frame at most
