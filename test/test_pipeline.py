@@ -99,6 +99,18 @@ def test_interaction_places_body_and_object(tiny_checkpoints, tiny_body_assets, 
     no_k = pipe.estimate(photo, "tennis_racket")
     assert not no_k.body_placement.placed and "intrinsics" in no_k.body_placement.status
 
+    # The same steps apart, as the node's loops call them: the VLM alone, the object fit alone, a tracker.
+    contacts = pipe.estimate_contacts(photo, "tennis_racket")
+    np.testing.assert_allclose(contacts.human.vertex_contact, result.human.vertex_contact, atol=1e-6)
+    np.testing.assert_allclose(contacts.object.vertex_contact, obj.vertex_contact, atol=1e-6)
+    assert "contacts" in contacts.timings_ms and contacts.task == "interaction"
+    apart = pipe.place_object(photo, contacts.human, contacts.object, body, k, object_box=(230, 30, 390, 170))
+    assert apart.placed, apart.status
+    unplaced = pipe.place_object(photo, contacts.human, contacts.object, no_k.body_placement, k)
+    assert not unplaced.placed and "intrinsics" in unplaced.status and "mask or box" in unplaced.status
+    tracker = pipe.new_body_tracker(max_people=2, max_missing_s=0.5)
+    assert tracker.available and tracker.config.max_people == 2 and tracker.config.max_missing_s == 0.5
+
 
 def test_missing_assets_say_what_to_download(tmp_path, tiny_checkpoints) -> None:
     with pytest.raises(MissingAssetError, match="checkpoint"):
