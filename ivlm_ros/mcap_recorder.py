@@ -22,6 +22,7 @@ NODE_OUTPUTS: dict[str, str] = {
     "~/human_contact": "ivlm_msgs/msg/HumanContact",
     "~/object_contact": "ivlm_msgs/msg/ObjectContact",
     "~/estimate": "ivlm_msgs/msg/InteractionEstimate",
+    "~/tracked_bodies": "ivlm_msgs/msg/TrackedBodies",
     "~/object_pose": "geometry_msgs/msg/PoseStamped",
     "~/contact_mask": "sensor_msgs/msg/Image",
     "~/markers": "visualization_msgs/msg/MarkerArray",

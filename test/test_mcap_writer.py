@@ -46,6 +46,7 @@ def test_bag_round_trip_with_definitions(tmp_path: Path) -> None:
         for sec, nsec in stamps:
             msg = HumanContact(
                 header=Header(stamp=Time(sec=sec, nanosec=nsec), frame_id="camera_color_optical_frame"),
+                contact_stamp=Time(sec=sec, nanosec=nsec), track_id=-1,
                 object_query="bottle", model_id="tiny", body_model="smplx", contact_found=True,
                 answer_status="contact", answer_message="",
                 vertex_contact=np.array([0.1, 0.9], np.float32), contact_threshold=0.5,

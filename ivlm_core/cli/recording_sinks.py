@@ -82,8 +82,9 @@ class McapSink:
     def _contact(self, name: str, stamp_ns: int, contact: np.ndarray, frame: Frame) -> None:
         contact = np.asarray(contact, dtype=np.float32).reshape(-1)
         ids = np.flatnonzero(contact >= CONTACT_THRESHOLD).astype(np.uint32)
-        common = {"header": self._header(stamp_ns), "model_id": "", "contact_found": True,
-                  "answer_status": "contact", "answer_message": "",
+        header = self._header(stamp_ns)
+        common = {"header": header, "contact_stamp": header.stamp, "track_id": -1, "model_id": "",
+                  "contact_found": True, "answer_status": "contact", "answer_message": "",
                   "vertex_contact": contact, "contact_threshold": CONTACT_THRESHOLD, "contact_vertex_ids": ids,
                   "generated_text": ""}
         if name == "human":
