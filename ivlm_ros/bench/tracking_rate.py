@@ -62,6 +62,7 @@ def _stats(values: list[float]) -> str:
 
 def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed_photo: str) -> dict[str, Any]:
     import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
     from ivlm_msgs.msg import HumanContact, TrackedBodies
     from PIL import Image as PILImage
     from rclpy.qos import QoSProfile, ReliabilityPolicy
@@ -109,6 +110,15 @@ def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed
         bench.create_subscription(
             HumanContact, "/ivlm/human_contact", lambda m: contacts.append(time.monotonic()), 100
         )
+        processed: list[tuple[float, int]] = []  # (arrival, the node's body_frames_processed) from /diagnostics
+
+        def on_diagnostics(msg: DiagnosticArray) -> None:
+            for status in msg.status:
+                values = {kv.key: kv.value for kv in status.values}
+                if status.name.endswith(": model") and "body_frames_processed" in values:
+                    processed.append((time.monotonic(), int(values["body_frames_processed"])))
+
+        bench.create_subscription(DiagnosticArray, "/diagnostics", on_diagnostics, 10)
         qos = QoSProfile(depth=10, reliability=ReliabilityPolicy.RELIABLE)
         image_pub = bench.create_publisher(Image, IMAGE_TOPIC, qos)
         info_pub = bench.create_publisher(CameraInfo, INFO_TOPIC, qos)
@@ -122,10 +132,12 @@ def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed
             info.header.frame_id = FRAME_ID
             info.k = [1.2 * size, 0.0, size / 2, 0.0, 1.2 * size, size / 2, 0.0, 0.0, 1.0]
             start = time.monotonic()
+            late_ms = 0.0  # how far behind schedule the stream fell (the bench's own stalls)
             for i, rgb in enumerate(frames):
                 due = start + i / RATE_HZ
                 while (left := due - time.monotonic()) > 0:
                     rclpy.spin_once(bench, timeout_sec=min(left, 0.005))
+                late_ms = max(late_ms, (time.monotonic() - due) * 1e3)
                 sec, nanosec = 1000 + i // 30, int((i % 30) * 1e9 / 30)
                 msg = make_image(rgb, sec, nanosec)
                 info.header.stamp.sec, info.header.stamp.nanosec = sec, nanosec
@@ -160,6 +172,8 @@ def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed
                 age += (msg.header.stamp.nanosec - body.contact_stamp.nanosec) * 1e-6
                 ages.append(age)
     span = window[1] - window[0]
+    inside = [n for t, n in processed if window[0] <= t <= window[1]]
+    node_hz = (inside[-1] - inside[0]) / span if len(inside) >= 2 else float("nan")
     contact_count = sum(1 for t in contacts if window[0] <= t <= window[1])
     return {
         "frames_sent": count,
@@ -170,6 +184,8 @@ def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed
         "contact_hz": contact_count / span,
         "latencies": latencies,
         "worst_at_s": worst[1],
+        "node_body_hz": node_hz,
+        "late_ms": late_ms,
         "ages": ages,
         "node_log_tail": log[-1500:],
     }
@@ -207,6 +223,10 @@ def main() -> None:
     )
     print(f"body latency ms: {_stats(figures['latencies'])}; worst for the frame sent at {figures['worst_at_s']:.1f} s")
     print(f"contact age ms: {_stats(figures['ages'])}")
+    print(
+        f"node side: body loop {figures['node_body_hz']:.2f} frames/s by its diagnostics (body_frames_processed); "
+        f"the bench's stream fell at most {figures['late_ms']:.0f} ms behind schedule"
+    )
     if not figures["tracked_frames"]:
         print("nobody tracked; node log tail:\n" + figures["node_log_tail"])
     latency = statistics.median(figures["latencies"]) if figures["latencies"] else float("nan")
