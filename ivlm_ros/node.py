@@ -164,6 +164,8 @@ def projected_box(placement: Any, camera_k: np.ndarray | None) -> tuple[float, f
     return (float(x0), float(y0), float(x1), float(y1))
 
 
+# A body-loop frame slower than this logs where its time went (throttled).
+SLOW_BODY_FRAME_S = 0.5
 # Niceness of the contact and object-fit threads: on a small CPU the camera-rate body loop must win.
 BACKGROUND_NICE = 10
 
@@ -254,6 +256,7 @@ class IvlmNode(LifecycleNode):
         self.body_loop = LoopMeter()
         self.contact_loop = LoopMeter()
         self.object_refits_on_motion = 0
+        self._last_track_timings: dict[str, int] = {}
         self._pairer: StampPairer[Image | CompressedImage, CameraInfo] | None = None
         self._sync_lock = threading.Lock()
         self._body_params_arrived = threading.Condition(self._sync_lock)
@@ -695,7 +698,9 @@ class IvlmNode(LifecycleNode):
         pipeline = self._pipeline
         if pipeline is None:
             raise RuntimeError("model not loaded")
+        decoded = time.monotonic()
         bodies, status = self._track(frame, rgb, camera_k, pipeline)
+        tracked = time.monotonic()
         fresh = [b for b in bodies if b.missing_s == 0.0]
         coasting = [b for b in bodies if b.missing_s != 0.0]
         snapshot = BodiesSnapshot(frame.image.header, rgb, camera_k, frame.info, fresh, status, settings, coasting)
@@ -711,6 +716,13 @@ class IvlmNode(LifecycleNode):
         self.stats.timings_ms["body_loop"] = (now - start) * 1e3
         self.body_loop.record(latency_ms)
         self.monitor.processed.tick()
+        if now - start > SLOW_BODY_FRAME_S:  # say where a camera-rate frame lost its time
+            self.get_logger().warning(
+                f"slow body frame: {(now - start) * 1e3:.0f} ms (decode {(decoded - start) * 1e3:.0f}, track "
+                f"{(tracked - decoded) * 1e3:.0f} {self._last_track_timings}, publish {(now - tracked) * 1e3:.0f} "
+                f"ms); tracker: {escape_inline(status, 300)}",
+                throttle_duration_sec=5.0,
+            )
 
     def _track(
         self, frame: Frame, rgb: np.ndarray, camera_k: np.ndarray | None, pipeline: Any
@@ -735,6 +747,8 @@ class IvlmNode(LifecycleNode):
         fit_ms = (time.monotonic() - t0) * 1e3
         bodies = [PersonBody.from_tracked(b) for b in update.bodies]
         self.stats.timings_ms["body_track"] = fit_ms
+        self._last_track_timings = {k: round(v) for k, v in update.timings_ms.items()}
+        self._last_track_timings["reinitialised"] = sum(int(b.reinitialised) for b in bodies)
         fresh = [b for b in bodies if b.missing_s == 0.0]
         for body in fresh:
             self.monitor.body.record(bool(body.placement.placed), body.placement.status or "", fit_ms, body.source)

@@ -158,6 +158,8 @@ def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed
     stamps_seen: set[tuple[int, int]] = set()
     latencies, ages, tracked = [], [], 0
     worst = (0.0, 0.0)  # (latency ms, when the frame was sent, s after the stream started)
+    sources: dict[str, int] = {}  # how the tracked people were found (full_image, crop_search, ...)
+    reinitialised = 0  # bodies re-fitted from scratch
     for t, msg in in_window:
         stamp = (msg.header.stamp.sec, msg.header.stamp.nanosec)
         if stamp in stamps_seen or stamp not in sent:
@@ -166,6 +168,9 @@ def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed
         latencies.append((t - sent[stamp]) * 1e3)
         worst = max(worst, (latencies[-1], sent[stamp] - start))
         tracked += int(bool(msg.bodies))
+        for body in msg.bodies:
+            sources[body.source] = sources.get(body.source, 0) + 1
+            reinitialised += int(body.reinitialised)
         for body in msg.bodies:
             if body.has_contact:
                 age = (msg.header.stamp.sec - body.contact_stamp.sec) * 1e3
@@ -186,8 +191,11 @@ def run(seconds: float, size: int, max_people: int, contact_delay_s: float, seed
         "worst_at_s": worst[1],
         "node_body_hz": node_hz,
         "late_ms": late_ms,
+        "sources": sources,
+        "reinitialised": reinitialised,
         "ages": ages,
         "node_log_tail": log[-1500:],
+        "node_log": log,
     }
 
 
@@ -219,7 +227,8 @@ def main() -> None:
     print(f"load average at end: {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}")
     print(
         f"frames sent {figures['frames_sent']}; in the {figures['window_s']:.1f} s window: "
-        f"{figures['body_frames']} body frames ({figures['tracked_frames']} with a tracked person)"
+        f"{figures['body_frames']} body frames ({figures['tracked_frames']} with a tracked person; found by "
+        f"{figures['sources']}; {figures['reinitialised']} re-initialised)"
     )
     print(f"body latency ms: {_stats(figures['latencies'])}; worst for the frame sent at {figures['worst_at_s']:.1f} s")
     print(f"contact age ms: {_stats(figures['ages'])}")
@@ -229,6 +238,9 @@ def main() -> None:
     )
     if not figures["tracked_frames"]:
         print("nobody tracked; node log tail:\n" + figures["node_log_tail"])
+    slow = [line for line in figures["node_log"].splitlines() if "slow body frame" in line]
+    for line in slow[:5]:
+        print("node:", line.split("]: ", 1)[-1])
     latency = statistics.median(figures["latencies"]) if figures["latencies"] else float("nan")
     age = statistics.median(figures["ages"]) if figures["ages"] else float("nan")
     print(
