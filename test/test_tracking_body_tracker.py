@@ -103,6 +103,16 @@ def test_jump_reinitialises_and_keeps_the_single_track(body_dir):
     assert not body.reinitialised and body.placement.smoothed
 
 
+def test_a_gap_between_processed_frames_is_not_an_absence(body_dir):
+    """A busy node may process frames 1.5 s apart: a person seen in both keeps the id."""
+    tracker, detector = _tracker(body_dir, max_missing_s=1.0)
+    _show(tracker, detector, _pose(0.0))
+    first = tracker.update(IMAGE, CAMERA_K, 0.0).bodies[0].track_id
+    _show(tracker, detector, _pose(1.5))
+    [body] = tracker.update(IMAGE, CAMERA_K, 1.5).bodies
+    assert body.track_id == first and body.missing_s == 0
+
+
 def test_track_id_survives_a_short_gap_and_not_a_long_one(body_dir):
     tracker, detector = _tracker(body_dir, max_missing_s=1.0)
     stamp = 0.0

@@ -5,7 +5,8 @@ and fit each body with a few warm-started iterations from the track's previous s
 A track is re-initialised (cold fit, no smoothing) when its person jumps (box shift in the image, body jump in
 3D, or a warm fit that no longer reprojects) and when its keypoints come back after a loss. A track survives
 `max_missing_s` without its person, judged on image stamps (not wall time, so bag replays behave like live
-streams); its id is never reused. Like `CameraBodyPlacer`, a missing optional asset (SMPL-X files, mediapipe)
+streams) and only over frames where it was looked for and missed (a node that processes frames 2 s apart keeps
+the id of a person seen in both); its id is never reused. Like `CameraBodyPlacer`, a missing optional asset (SMPL-X files, mediapipe)
 never raises: `available` is False and every update says why.
 """
 
@@ -13,7 +14,7 @@ from __future__ import annotations
 
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field
 from pathlib import Path
 
@@ -177,10 +178,9 @@ class BodyTracker:
             notes.append(f"stamp went back {self._last_stamp_s - stamp_s:.3f} s (a new stream?): tracks reset")
             self.reset()
         self._last_stamp_s = stamp_s
-        expired = [t.track_id for t in self._tracks if stamp_s - t.last_seen_s > self.config.max_missing_s]
-        if expired:
-            notes.append(f"tracks {expired} lost for over {self.config.max_missing_s:g} s")
-        self._tracks = [t for t in self._tracks if t.track_id not in expired]
+        # Only an absence seen in processed frames ends a track: a gap between processed frames (a busy node,
+        # a paused bag) with the person still there keeps the id.
+        self._expire(lambda t: t.missed_frames > 0 and stamp_s - t.last_seen_s > self.config.max_missing_s, notes)
         last_search = self._last_search_s
         search_due = last_search is None or stamp_s - last_search >= self.config.crop_search_interval_s
         try:
@@ -201,6 +201,9 @@ class BodyTracker:
             else:
                 notes.append(f"a person found by {person.source} could not be fitted (too few confident keypoints)")
         fit_ms = (time.perf_counter() - fit_start) * 1e3
+        self._expire(
+            lambda t: t.track_id not in fresh and stamp_s - t.last_seen_s > self.config.max_missing_s, notes
+        )
         bodies = []
         for track in self._tracks:
             if track.track_id in fresh:
@@ -225,6 +228,12 @@ class BodyTracker:
             found.tried if found is not None else [],
             found.detector_calls if found is not None else 0,
         )
+
+    def _expire(self, lost: Callable[[_Track], bool], notes: list[str]) -> None:
+        expired = [t.track_id for t in self._tracks if lost(t)]
+        if expired:
+            notes.append(f"tracks {expired} lost for over {self.config.max_missing_s:g} s")
+            self._tracks = [t for t in self._tracks if t.track_id not in expired]
 
     # -- matching --------------------------------------------------------------------------------------------
     def _match(self, people: list[FoundPerson]) -> list[tuple[FoundPerson, _Track | None]]:
