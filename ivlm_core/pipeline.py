@@ -436,10 +436,14 @@ class InteractionPipeline:
 
     def new_body_tracker(self, max_people: int = 1, max_missing_s: float = 1.0) -> Any:
         """A fresh multi-person `ivlm_core.tracking.BodyTracker` on the configured SMPL-X model (camera-rate
-        bodies, warm-started per track); without the model files it is `.available = False` with the reason."""
+        bodies, warm-started per track); without the model files it is `.available = False` with the reason.
+        It shares the body placer's SMPL-X layer when one is loaded, so the node holds the model once."""
         from ivlm_core.tracking import BodyTracker, TrackerConfig
 
         config = TrackerConfig.from_dict({"max_people": max_people, "max_missing_s": max_missing_s})
+        placer = self.body_placer
+        if placer is not None and placer.available:  # share the loaded SMPL-X layer (read-only in both)
+            return BodyTracker(placer.layer, config)
         return BodyTracker.from_body_model_dir(self.cfg.body_model_dir, config=config)
 
     def _interaction(self, image: np.ndarray, query: str) -> tuple[HumanContactEstimate, ObjectContactEstimate]:

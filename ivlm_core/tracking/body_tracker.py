@@ -6,8 +6,8 @@ A track is re-initialised (cold fit, no smoothing) when its person jumps (box sh
 3D, or a warm fit that no longer reprojects) and when its keypoints come back after a loss. A track survives
 `max_missing_s` without its person, judged on image stamps (not wall time, so bag replays behave like live
 streams) and only over frames where it was looked for and missed (a node that processes frames 2 s apart keeps
-the id of a person seen in both); its id is never reused. Like `CameraBodyPlacer`, a missing optional asset (SMPL-X files, mediapipe)
-never raises: `available` is False and every update says why.
+the id of a person seen in both); its id is never reused. Like `CameraBodyPlacer`, a missing optional asset
+(SMPL-X files, mediapipe) never raises: `available` is False and every update says why.
 """
 
 from __future__ import annotations
