@@ -224,8 +224,9 @@ def _layer_coverage(
         step_len = torch.repeat_interleave(0.5 / n, 2)
         pose_of_point = pose_idx[edge_of_point]
         counts = torch.bincount(pose_of_point, minlength=batch)
-        slot = torch.arange(len(t)) - (torch.cumsum(counts, 0) - counts)[pose_of_point]
         width = int(counts.max())
+        # row of each point in the (batch * width) padded layout, pose after pose
+        row = torch.arange(len(t)) - (torch.cumsum(counts, 0) - counts)[pose_of_point] + pose_of_point * width
     a, b = start[edge_of_point], end[edge_of_point]
     points = a + t[:, None] * (b - a)
     dy = (b[:, 1] - a[:, 1]) * step_len * weight[pose_idx, edge_idx][edge_of_point]
@@ -239,9 +240,9 @@ def _layer_coverage(
     z2_y = ((points[:, None, 1] - rows[None, :]) / sigma) ** 2
     gauss_y = torch.where(z2_y < _GAUSS_CUT_SQ, torch.exp(-0.5 * z2_y.clamp(max=_GAUSS_CUT_SQ)), 0.0)
     gauss_y = gauss_y * (dy[:, None] / (sigma * math.sqrt(2 * math.pi)))  # (Q, H)
-    index = (pose_of_point, slot)
-    padded_y = cell.new_zeros((batch, width, grid.height)).index_put(index, gauss_y)
-    padded_x = cell.new_zeros((batch, width, grid.width)).index_put(index, phi_x)
+    # a 1-D index_copy (backward: index_select), several times cheaper than index_put's 2-D indexing
+    padded_y = cell.new_zeros((batch * width, grid.height)).index_copy(0, row, gauss_y).view(batch, width, -1)
+    padded_x = cell.new_zeros((batch * width, grid.width)).index_copy(0, row, phi_x).view(batch, width, -1)
     coverage = padded_y.transpose(1, 2) @ padded_x  # (B, H, W)
     return coverage.clamp(0.0, 1.0)
 
