@@ -6,6 +6,7 @@ from scipy.spatial.transform import Rotation
 from ivlm_core.fitting.silhouette import (
     EdgeTable,
     SilhouetteGrid,
+    _SeparableKernels,
     decimate_by_clustering,
     project_points,
     silhouette_centroid,
@@ -96,3 +97,15 @@ def test_blurred_mask_target_matches_the_silhouette_of_the_true_pose():
     sil = soft_silhouette(verts, torch.as_tensor(mesh.faces), K, grid, sigma=0.5)
     blurred = grid.blurred_mask(hard, 0.5)
     assert float((sil - blurred).abs().mean()) < 0.3 * float((sil - area_target).abs().mean())
+
+
+def test_separable_kernels_gradient_matches_finite_differences():
+    """The hand-written gradient of the Phi/Gaussian kernels (points near and beyond the cut-offs)."""
+    gen = torch.Generator().manual_seed(0)
+    x = (torch.rand(200, dtype=torch.float64, generator=gen) * 40 - 5).requires_grad_()
+    y = (torch.rand(200, dtype=torch.float64, generator=gen) * 30 - 2).requires_grad_()
+    amplitude = torch.randn(200, dtype=torch.float64, generator=gen).requires_grad_()
+    cols, rows = torch.arange(30, dtype=torch.float64), torch.arange(25, dtype=torch.float64)
+    assert torch.autograd.gradcheck(
+        lambda x, y, a: _SeparableKernels.apply(x, y, a, cols, rows, 0.5), (x, y, amplitude)
+    )
