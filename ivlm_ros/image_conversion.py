@@ -1,4 +1,4 @@
-"""sensor_msgs/Image and CompressedImage -> RGB uint8 numpy, without cv_bridge.
+"""sensor_msgs/Image and CompressedImage -> RGB uint8 numpy, and CameraInfo -> K, without cv_bridge.
 
 cv_bridge is not on PyPI and drags OpenCV in; the few encodings a colour camera publishes are simple enough to
 decode with numpy (raw) and PIL (compressed). Every rejection says which encoding/size was wrong and why.
@@ -11,12 +11,16 @@ the header) is compared with ``max_pixels`` first and the frame is refused with 
 from __future__ import annotations
 
 import io
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from PIL import Image as PILImage
 
 from ivlm_core.errors import InvalidInputError
+from ivlm_core.geometry.intrinsics import usable_camera_k
+
+if TYPE_CHECKING:
+    from sensor_msgs.msg import CameraInfo
 
 # encoding -> (channels, bytes per channel, channel order as RGB indices or None for grey)
 _RAW_ENCODINGS: dict[str, tuple[int, int, tuple[int, ...] | None]] = {
@@ -183,3 +187,17 @@ def rgb_to_image_fields(rgb: np.ndarray) -> dict[str, Any]:
         "is_bigendian": 0,
         "data": np.ascontiguousarray(rgb).tobytes(),
     }
+
+
+def raw_camera_k(info: CameraInfo | None) -> np.ndarray | None:
+    """K (3, 3) as sent, or None when absent or uncalibrated (all-zero K, the ROS convention)."""
+    if info is None:
+        return None
+    k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
+    return k if np.any(k) else None
+
+
+def camera_matrix(info: CameraInfo | None) -> tuple[np.ndarray | None, str]:
+    """(K, '') when usable; (None, '') when absent/uncalibrated; (None, 'invalid camera_info: <why>') when K is
+    present but unusable (NaN/inf, fx <= 0, K[2][2] != 1, ...): contacts are then published unplaced."""
+    return usable_camera_k(raw_camera_k(info))

@@ -56,16 +56,19 @@ from visualization_msgs.msg import MarkerArray
 
 from ivlm_core.errors import InvalidInputError, IvlmError
 from ivlm_core.geometry.intrinsics import usable_camera_k
-from ivlm_core.user_text import escape_for_log, escape_inline, validate_query
+from ivlm_core.user_text import escape_for_log, escape_inline
 from ivlm_ros.component_status import ComponentMonitor
 from ivlm_ros.contact_board import WHOLE_IMAGE, ContactBoard, PersonBody, PersonContact, PersonObject
 from ivlm_ros.debug_image import compose_debug_image
 from ivlm_ros.diagnostics import LoopMeter, RecentOutcomes, SequenceGapCounter, Stats, frame_health
+from ivlm_ros.estimate_request import estimate_arguments
 from ivlm_ros.image_conversion import (
     ImageTooLargeError,
+    camera_matrix,
     compressed_msg_to_rgb,
     image_msg_to_rgb,
     mask_msg_to_bool,
+    raw_camera_k,
     rgb_to_image_fields,
 )
 from ivlm_ros.latest_slot import LatestSlot
@@ -186,20 +189,6 @@ GIL_SWITCH_INTERVAL_S = 0.0005
 
 def _stamp_seconds(stamp: Time) -> float:
     return stamp.sec + stamp.nanosec * 1e-9
-
-
-def raw_camera_k(info: CameraInfo | None) -> np.ndarray | None:
-    """K (3, 3) as sent, or None when absent or uncalibrated (all-zero K, the ROS convention)."""
-    if info is None:
-        return None
-    k = np.asarray(info.k, dtype=np.float64).reshape(3, 3)
-    return k if np.any(k) else None
-
-
-def camera_matrix(info: CameraInfo | None) -> tuple[np.ndarray | None, str]:
-    """(K, '') when usable; (None, '') when absent/uncalibrated; (None, 'invalid camera_info: <why>') when K is
-    present but unusable (NaN/inf, fx <= 0, K[2][2] != 1, ...): contacts are then published unplaced."""
-    return usable_camera_k(raw_camera_k(info))
 
 
 def fix_hint(exc: BaseException) -> str:
@@ -1086,60 +1075,27 @@ class IvlmNode(LifecycleNode):
         self, request: EstimateInteraction.Request, response: EstimateInteraction.Response
     ) -> EstimateInteraction.Response:
         settings = self.settings
-        query = request.object_query.strip() or settings.object_query
-        task = request.task or settings.task
         try:
-            query = validate_query(query)  # the same validator as the topic and the parameter
-            if validate_parameter("task", task):
-                raise InvalidInputError(validate_parameter("task", task) or "")
-            rgb = image_msg_to_rgb(request.image, settings.max_image_pixels)
-            # The pipeline validates K: an unusable one gives contacts without placement ("invalid camera_info").
-            camera_k = raw_camera_k(request.camera_info if request.camera_info.width > 0 else None)
-            roi = request.object_box
-            box = None
-            if roi.width > 0 and roi.height > 0:
-                box = (
-                    float(roi.x_offset),
-                    float(roi.y_offset),
-                    float(roi.x_offset + roi.width),
-                    float(roi.y_offset + roi.height),
-                )
-            mask = None
-            if request.object_mask.width > 0:
-                mask = mask_msg_to_bool(request.object_mask)
-                if mask.shape != rgb.shape[:2]:
-                    raise InvalidInputError(
-                        f"object_mask is {mask.shape[1]}x{mask.shape[0]} but the image is "
-                        f"{rgb.shape[1]}x{rgb.shape[0]}"
-                    )
-            external_body = None
-            if request.use_body_params:
-                frame = request.body_params.header.frame_id
-                if frame and frame != request.image.header.frame_id:
-                    raise InvalidInputError(
-                        f"body_params are in frame '{frame}' but the image is in "
-                        f"'{request.image.header.frame_id}'; give the body in the camera frame"
-                    )
-                external_body = smplx_params_from_msg(request.body_params)
+            args = estimate_arguments(request, settings)
             with self._model_lock:
                 pipeline = self._pipeline
                 if pipeline is None:
                     raise RuntimeError(f"model not loaded ({self._load_error or 'node not configured'})")
                 result = pipeline.estimate(
-                    rgb,
-                    query,
-                    task=task,
-                    camera_k=camera_k,
-                    object_mask=mask,
-                    object_box=box,
-                    external_body=external_body,
+                    args.rgb,
+                    args.query,
+                    task=args.task,
+                    camera_k=args.camera_k,
+                    object_mask=args.object_mask,
+                    object_box=args.object_box,
+                    external_body=args.external_body,
                 )
             header = make_header(request.image.header.stamp, request.image.header.frame_id)
             response.estimate = interaction_estimate_msg(
                 header, result, pipeline.model_id, settings.human_threshold, settings.object_threshold
             )
             response.success = True
-            response.message = f"{task} for {escape_for_log(query)} in {result.timings_ms['total']:.0f} ms"
+            response.message = f"{args.task} for {escape_for_log(args.query)} in {result.timings_ms['total']:.0f} ms"
         except Exception as exc:  # the service answers every request; failures are reported, not raised
             response.success = False
             response.message = escape_inline(f"{type(exc).__name__}: {exc}", 1000)
