@@ -55,7 +55,6 @@ from std_msgs.msg import String
 from visualization_msgs.msg import MarkerArray
 
 from ivlm_core.errors import InvalidInputError, IvlmError
-from ivlm_core.geometry.intrinsics import usable_camera_k
 from ivlm_core.user_text import escape_for_log, escape_inline
 from ivlm_ros.component_status import ComponentMonitor
 from ivlm_ros.contact_board import WHOLE_IMAGE, ContactBoard, PersonBody, PersonContact, PersonObject
@@ -688,13 +687,13 @@ class IvlmNode(LifecycleNode):
         queue_age_ms = (start - frame.received_s) * 1e3
         settings = frame.settings
         rgb = decode_image(frame.image, settings.max_image_pixels)
-        camera_k = self._frame_camera_k(frame.info, rgb.shape[:2])
+        camera_k, k_problem = self._frame_camera_k(frame.info, rgb.shape[:2])
         self._check_frame_id(frame.image.header.frame_id)
         pipeline = self._pipeline
         if pipeline is None:
             raise RuntimeError("model not loaded")
         decoded = time.monotonic()
-        bodies, status = self._track(frame, rgb, camera_k, pipeline)
+        bodies, status = self._track(frame, rgb, camera_k, k_problem, pipeline)
         tracked = time.monotonic()
         fresh = [b for b in bodies if b.missing_s == 0.0]
         coasting = [b for b in bodies if b.missing_s != 0.0]
@@ -720,15 +719,14 @@ class IvlmNode(LifecycleNode):
             )
 
     def _track(
-        self, frame: Frame, rgb: np.ndarray, camera_k: np.ndarray | None, pipeline: Any
+        self, frame: Frame, rgb: np.ndarray, camera_k: np.ndarray | None, k_problem: str, pipeline: Any
     ) -> tuple[list[PersonBody], str]:
         """This frame's people: the external body (``~/body_params``) when one matches, else the tracker's."""
         external = self.external_body_for(frame.image.header)
         if external is not None:
-            raw_k, problem = usable_camera_k(raw_camera_k(frame.info))
-            placement = pipeline.external_body_placement(external, raw_k, problem)
+            placement = pipeline.external_body_placement(external, camera_k, k_problem)
             self.monitor.body.record(bool(placement.placed), placement.status or "", source="external")
-            body = PersonBody(WHOLE_IMAGE, placement, projected_box(placement, raw_k), "external")
+            body = PersonBody(WHOLE_IMAGE, placement, projected_box(placement, camera_k), "external")
             return [body], placement.status or ""
         tracker = self._tracker
         if tracker is None:
@@ -736,7 +734,7 @@ class IvlmNode(LifecycleNode):
         if not tracker.available:
             return [], tracker.unavailable_reason
         if camera_k is None:
-            return [], f"body not placed: {self.stats.last_camera_info_problem or 'no camera intrinsics (CameraInfo)'}"
+            return [], f"body not placed: {k_problem or 'no camera intrinsics (CameraInfo)'}"
         t0 = time.monotonic()
         update = tracker.update(rgb, camera_k, _stamp_seconds(frame.image.header.stamp), self._person_boxes_now())
         fit_ms = (time.monotonic() - t0) * 1e3
@@ -1019,8 +1017,9 @@ class IvlmNode(LifecycleNode):
                 self._pubs["object_pose"].publish(pose)
         self._body_slot.wake()
 
-    def _frame_camera_k(self, info: CameraInfo | None, image_hw: tuple[int, int]) -> np.ndarray | None:
-        """The frame's usable K, or None; an unusable K is counted and warned about, never a failed frame."""
+    def _frame_camera_k(self, info: CameraInfo | None, image_hw: tuple[int, int]) -> tuple[np.ndarray | None, str]:
+        """The frame's usable K (or None) and why it is unusable (or ''); an unusable K is counted and warned
+        about, never a failed frame."""
         camera_k, problem = camera_matrix(info)
         if problem:
             self.stats.camera_info_invalid += 1
@@ -1037,7 +1036,7 @@ class IvlmNode(LifecycleNode):
                     "to another resolution, so placement will be off; publish the CameraInfo of this stream",
                     throttle_duration_sec=5.0,
                 )
-        return camera_k
+        return camera_k, problem
 
     def _check_frame_id(self, frame_id: str) -> None:
         if not frame_id and not self._warned_empty_frame_id:
