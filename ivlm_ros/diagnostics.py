@@ -42,6 +42,7 @@ class Stats:
     body_params_rejected: int = 0  # malformed, or stamp-matched but in another frame_id
     service_requests: int = 0
     service_busy: int = 0  # answered at once with success=false, "busy: ..."
+    republish_failed: int = 0  # the idle body loop could not republish the last frame with new contacts
     last_latency_ms: float = float("nan")
     mean_latency_ms: float = float("nan")
     last_queue_age_ms: float = float("nan")

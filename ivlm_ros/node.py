@@ -775,7 +775,8 @@ class IvlmNode(LifecycleNode):
             return
         try:
             self._publish_bodies(snapshot, pipeline)
-        except Exception as exc:  # counted like a frame failure: nothing goes unreported
+        except Exception as exc:  # counted and reported: nothing goes unreported
+            self.stats.republish_failed += 1
             self.stats.last_error = escape_inline(f"republishing bodies: {type(exc).__name__}: {exc}", 400)
             self.get_logger().warning(self.stats.last_error, throttle_duration_sec=5.0)
 
@@ -1154,6 +1155,7 @@ class IvlmNode(LifecycleNode):
             "service_requests": stats.service_requests,
             "service_busy": stats.service_busy,
             "service_queued": self._service_waiting,
+            "republish_failed": stats.republish_failed,
             "latency_ms_last": stats.last_latency_ms,
             "latency_ms_mean": stats.mean_latency_ms,
             "processing_rate_hz": self.monitor.processed.rate_hz(),
