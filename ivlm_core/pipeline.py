@@ -370,14 +370,8 @@ class InteractionPipeline:
         `external_body` (see `ExternalBody`) replaces the keypoint body fit for this frame; it is checked before
         the model runs, so a malformed body fails fast with InvalidInputError / MissingAssetError.
         """
-        if self.model is None:
-            raise IvlmError("the pipeline was released; load it again")
-        image = check_image(image_rgb)
+        image, query, task = self._checked_request(image_rgb, object_query, task)
         k, k_problem = usable_camera_k(camera_k)  # a bad K: contacts without placement, not a failed frame
-        task = task or self.cfg.task
-        if task not in ("human_contact", "object_contact", "interaction"):
-            raise InvalidInputError(f"unknown task '{task}'")
-        query = validate_query(object_query)  # length cap, no control characters or special tokens
         timings: dict[str, float] = {}
         body_placement = object_placement = None
         t_all = time.perf_counter()
@@ -403,13 +397,18 @@ class InteractionPipeline:
     def estimate_contacts(self, image_rgb: np.ndarray, object_query: str, task: str | None = None) -> ContactEstimate:
         """Only the VLM step (human / object / 2D contact) of `estimate()`: the node's contact loop runs it at
         its own rate while bodies are tracked at camera rate (`new_body_tracker`)."""
+        return self._contacts(*self._checked_request(image_rgb, object_query, task))
+
+    def _checked_request(self, image_rgb: np.ndarray, object_query: str,
+                         task: str | None) -> tuple[np.ndarray, str, str]:
+        """(image, query, task) checked before any model work; the task defaults to the configured one."""
         if self.model is None:
             raise IvlmError("the pipeline was released; load it again")
         image = check_image(image_rgb)
         task = task or self.cfg.task
         if task not in ("human_contact", "object_contact", "interaction"):
             raise InvalidInputError(f"unknown task '{task}'")
-        return self._contacts(image, validate_query(object_query), task)
+        return image, validate_query(object_query), task  # query: length cap, no control chars / special tokens
 
     def _contacts(self, image: np.ndarray, query: str, task: str) -> ContactEstimate:
         timings: dict[str, float] = {}
