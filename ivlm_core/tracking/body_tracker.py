@@ -32,6 +32,7 @@ from ivlm_core.fitting.body_fit import (
 )
 from ivlm_core.fitting.body_layer import BodyLayer
 from ivlm_core.fitting.keypoints import HumanKeypoints
+from ivlm_core.geometry.intrinsics import camera_k_problem
 from ivlm_core.tracking.person_box import PersonBox
 from ivlm_core.tracking.person_finder import FoundPerson, KeypointDetector, PersonFinder
 from ivlm_core.tracking.tracker_config import TrackerConfig
@@ -168,9 +169,10 @@ class BodyTracker:
         image = np.asarray(image_rgb)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 16:
             raise InvalidInputError(f"tracker needs an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
+        problem = camera_k_problem(camera_k)  # the one K check the pipeline and the node use
+        if problem:
+            raise InvalidInputError(f"camera_k is not a usable intrinsic matrix: {problem}")
         k = np.asarray(camera_k, dtype=np.float64)
-        if k.shape != (3, 3) or not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
-            raise InvalidInputError(f"camera_k must be a finite 3x3 intrinsic matrix, focal lengths > 0; got {k}")
         if self.layer is None:
             return TrackingUpdate(stamp_s, [], self.unavailable_reason)
         notes: list[str] = []
