@@ -1,7 +1,9 @@
-"""What the node reports on /diagnostics: its counters, the health level, and frames lost before the callback.
+"""What the node reports on /diagnostics: its counters, the health level, frames lost before the callback, and
+the DiagnosticArray built from them (:func:`diagnostic_array`).
 
 Kept apart from the node so the level rules and the key names are in one place (an aggregator analyzer
-config or a renamed status entry touches only this module and ``messages.diagnostics_msg``).
+config or a renamed status entry touches only this module and ``messages.diagnostics_msg``). The node only
+gathers its state into a :class:`NodeReport` and publishes the array.
 
 Level rules (the ``ivlm: model`` status):
 - ERROR: the model is not loaded because of an error, or every one of the recent frames failed (>= 3 frames);
@@ -15,11 +17,14 @@ from __future__ import annotations
 import threading
 from collections import deque
 from dataclasses import dataclass, field
+from typing import Any
 
 import numpy as np
-from diagnostic_msgs.msg import DiagnosticStatus
+from builtin_interfaces.msg import Time
+from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
 
-from ivlm_ros.component_status import RateMeter
+from ivlm_ros.component_status import ComponentMonitor, RateMeter
+from ivlm_ros.messages import diagnostics_msg
 
 RECENT_FRAMES = 20
 FAILURE_WARN_RATIO = 0.2
@@ -156,3 +161,130 @@ class SequenceGapCounter:
         if self._last is not None and sequence_number > self._last:
             self.lost += sequence_number - self._last - 1
         self._last = sequence_number
+
+
+# Keys of the 'model' status that the 'input' status repeats.
+INPUT_KEYS = ("frames_received", "frames_dropped", "frames_unpaired_dropped")
+
+
+@dataclass(frozen=True)
+class NodeReport:
+    """The node's state at one /diagnostics tick: its meters, and the counts only its queues know."""
+
+    node_name: str
+    lifecycle_state: str
+    error: str  # why the model is not loaded (a load or parameter error); "" otherwise
+    pipeline: Any  # the loaded InteractionPipeline, None when not loaded
+    settings: Any  # NodeSettings
+    stats: Stats
+    outcomes: RecentOutcomes
+    monitor: ComponentMonitor
+    body_loop: LoopMeter
+    contact_loop: LoopMeter
+    object_region: str  # see object_region()
+    frames_lost_before_callback: int
+    frames_lost_dds_event: int
+    frames_dropped: int  # skipped by the body loop or superseded before pairing with CameraInfo
+    frames_unpaired_dropped: int
+    contact_frames_skipped: int
+    service_queued: int
+    object_refits_on_motion: int
+    max_people: int
+    tf_backend: str
+
+
+def object_region(has_mask: bool, has_box: bool, box_parameter: str) -> str:
+    """Where the object fit looks: 'mask' / 'box' (from the topics), 'box parameter', or 'none'."""
+    if has_mask:
+        return "mask"
+    if has_box:
+        return "box"
+    return "box parameter" if box_parameter.strip() else "none"
+
+
+def model_health(report: NodeReport) -> tuple[bytes, str]:
+    """Level and message of the 'model' status (the rules are in the module docstring)."""
+    stats = report.stats
+    if report.error:
+        return DiagnosticStatus.ERROR, f"model not loaded: {report.error}"
+    if report.pipeline is None:
+        return DiagnosticStatus.WARN, f"node {report.lifecycle_state}: model not loaded"
+    if report.lifecycle_state != "active":
+        return DiagnosticStatus.WARN, f"model loaded, node {report.lifecycle_state}"
+    failing = frame_health(report.outcomes)
+    if failing is not None:
+        return failing
+    if stats.last_answer_status.startswith("truncated"):
+        return DiagnosticStatus.WARN, f"last {stats.last_answer_status}; raise max_new_tokens"
+    return DiagnosticStatus.OK, f"active, {stats.processed} frames processed"
+
+
+def model_values(report: NodeReport) -> dict[str, Any]:
+    """Key/values of the 'model' status: counters, both loops' rates and latencies, per-stage timings."""
+    stats, pipeline, settings = report.stats, report.pipeline, report.settings
+    recent, recent_failed = report.outcomes.counts()
+    values: dict[str, Any] = {
+        "lifecycle_state": report.lifecycle_state,
+        "model_loaded": pipeline is not None,
+        "model_id": getattr(pipeline, "model_id", ""),
+        "device": getattr(pipeline, "device", settings.device),
+        "dtype": getattr(pipeline, "dtype", settings.dtype),
+        "task": settings.task,
+        "object_query": settings.object_query,
+        "object_region": report.object_region,
+        "frames_received": stats.received,
+        "frames_lost_before_callback": report.frames_lost_before_callback,
+        "frames_lost_dds_event": report.frames_lost_dds_event,
+        "frames_processed": stats.processed,
+        "frames_dropped": report.frames_dropped,
+        "frames_unpaired_dropped": report.frames_unpaired_dropped,
+        "frames_failed": stats.failed,
+        "frames_too_large": stats.too_large,
+        "frames_ignored_inactive": stats.ignored_inactive,
+        "recent_frames": recent,
+        "recent_frames_failed": recent_failed,
+        "camera_info_invalid": stats.camera_info_invalid,
+        "camera_info_size_mismatch": stats.camera_info_size_mismatch,
+        "last_camera_info_problem": stats.last_camera_info_problem,
+        "body_params_received": stats.body_params_received,
+        "body_params_used": stats.body_params_used,
+        "body_params_rejected": stats.body_params_rejected,
+        "service_requests": stats.service_requests,
+        "service_busy": stats.service_busy,
+        "service_queued": report.service_queued,
+        "republish_failed": stats.republish_failed,
+        "latency_ms_last": stats.last_latency_ms,
+        "latency_ms_mean": stats.mean_latency_ms,
+        "processing_rate_hz": report.monitor.processed.rate_hz(),
+        **report.body_loop.values("body"),
+        **report.contact_loop.values("contact"),
+        "contact_frames_skipped": report.contact_frames_skipped,
+        "contact_age_ms": stats.contact_age_ms,
+        "object_refits_on_motion": report.object_refits_on_motion,
+        "max_people": report.max_people,
+        "queue_age_ms": stats.last_queue_age_ms,
+        "last_error": report.error or stats.last_error,
+        "answers_truncated": stats.answers_truncated,
+        "last_answer_status": stats.last_answer_status,
+    }
+    for name, ms in list(stats.timings_ms.items()):  # a copy: both loops write timings
+        values[f"timing_ms_{name}"] = float(ms)
+    return values
+
+
+def diagnostic_array(stamp: Time, report: NodeReport) -> DiagnosticArray:
+    """The four statuses: 'model' (built here) and the monitor's 'input', 'body tracker' and 'object fit'."""
+    level, message = model_health(report)
+    values = model_values(report)
+    array = diagnostics_msg(stamp, report.node_name, level, message, values, str(values["device"]))
+    array.status.extend(
+        report.monitor.statuses(
+            report.node_name,
+            report.settings,
+            report.lifecycle_state == "active",
+            {k: values[k] for k in INPUT_KEYS},
+            report.tf_backend,
+            {k: v for k, v in values.items() if k.startswith(("body_", "contact_")) and "params" not in k},
+        )
+    )
+    return array

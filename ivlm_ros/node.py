@@ -39,7 +39,7 @@ from typing import Any
 import numpy as np
 import rclpy
 from builtin_interfaces.msg import Time
-from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus
+from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped
 from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact, SmplxParams, TrackedBodies
 from ivlm_msgs.srv import EstimateInteraction
@@ -59,7 +59,15 @@ from ivlm_core.user_text import escape_for_log, escape_inline
 from ivlm_ros.component_status import ComponentMonitor
 from ivlm_ros.contact_board import WHOLE_IMAGE, ContactBoard, PersonBody, PersonContact, PersonObject
 from ivlm_ros.debug_image import compose_debug_image
-from ivlm_ros.diagnostics import LoopMeter, RecentOutcomes, SequenceGapCounter, Stats, frame_health
+from ivlm_ros.diagnostics import (
+    LoopMeter,
+    NodeReport,
+    RecentOutcomes,
+    SequenceGapCounter,
+    Stats,
+    diagnostic_array,
+    object_region,
+)
 from ivlm_ros.estimate_request import estimate_arguments
 from ivlm_ros.image_conversion import (
     ImageTooLargeError,
@@ -75,7 +83,6 @@ from ivlm_ros.marker_cdr import encode_marker_array
 from ivlm_ros.markers import StaleMarkers, interaction_markers, person_namespace
 from ivlm_ros.messages import (
     box_from_roi,
-    diagnostics_msg,
     human_contact_msg,
     interaction_estimate_cdr,
     interaction_estimate_msg,
@@ -1103,89 +1110,33 @@ class IvlmNode(LifecycleNode):
 
     # ------------------------------------------------------------------ diagnostics
     def publish_diagnostics(self) -> None:
-        stats = self.stats
-        pipeline = self._pipeline
-        error = self._load_error or self._settings_error
-        failing = frame_health(self._outcomes)
-        if error:
-            level, message = DiagnosticStatus.ERROR, f"model not loaded: {error}"
-        elif pipeline is None:
-            level, message = DiagnosticStatus.WARN, f"node {self._state}: model not loaded"
-        elif self._state != "active":
-            level, message = DiagnosticStatus.WARN, f"model loaded, node {self._state}"
-        elif failing is not None:
-            level, message = failing
-        elif stats.last_answer_status.startswith("truncated"):
-            level, message = DiagnosticStatus.WARN, f"last {stats.last_answer_status}; raise max_new_tokens"
-        else:
-            level, message = DiagnosticStatus.OK, f"active, {stats.processed} frames processed"
-        recent, recent_failed = self._outcomes.counts()
-        values: dict[str, Any] = {
-            "lifecycle_state": self._state,
-            "model_loaded": pipeline is not None,
-            "model_id": getattr(pipeline, "model_id", ""),
-            "device": getattr(pipeline, "device", self.settings.device),
-            "dtype": getattr(pipeline, "dtype", self.settings.dtype),
-            "task": self.settings.task,
-            "object_query": self.settings.object_query,
-            "object_region": "mask"
-            if self._object_mask is not None
-            else "box"
-            if self._object_box
-            else "box parameter"
-            if self.settings.object_box.strip()
-            else "none",
-            "frames_received": stats.received,
-            "frames_lost_before_callback": self._image_gaps.lost,
-            "frames_lost_dds_event": self._dds_lost_events,
-            "frames_processed": stats.processed,
-            "frames_dropped": self._body_slot.dropped + (self._pairer.superseded_dropped if self._pairer else 0),
-            "frames_unpaired_dropped": self._pairer.unpaired_dropped if self._pairer else 0,
-            "frames_failed": stats.failed,
-            "frames_too_large": stats.too_large,
-            "frames_ignored_inactive": stats.ignored_inactive,
-            "recent_frames": recent,
-            "recent_frames_failed": recent_failed,
-            "camera_info_invalid": stats.camera_info_invalid,
-            "camera_info_size_mismatch": stats.camera_info_size_mismatch,
-            "last_camera_info_problem": stats.last_camera_info_problem,
-            "body_params_received": stats.body_params_received,
-            "body_params_used": stats.body_params_used,
-            "body_params_rejected": stats.body_params_rejected,
-            "service_requests": stats.service_requests,
-            "service_busy": stats.service_busy,
-            "service_queued": self._service_waiting,
-            "republish_failed": stats.republish_failed,
-            "latency_ms_last": stats.last_latency_ms,
-            "latency_ms_mean": stats.mean_latency_ms,
-            "processing_rate_hz": self.monitor.processed.rate_hz(),
-            **self.body_loop.values("body"),
-            **self.contact_loop.values("contact"),
-            "contact_frames_skipped": self._contact_slot.dropped,
-            "contact_age_ms": stats.contact_age_ms,
-            "object_refits_on_motion": self.object_refits_on_motion,
-            "max_people": self._max_people,
-            "queue_age_ms": stats.last_queue_age_ms,
-            "last_error": error or stats.last_error,
-            "answers_truncated": stats.answers_truncated,
-            "last_answer_status": stats.last_answer_status,
-        }
-        for name, ms in list(stats.timings_ms.items()):  # a copy: both loops write timings
-            values[f"timing_ms_{name}"] = float(ms)
-        array = diagnostics_msg(
-            self.get_clock().now().to_msg(), self.get_name(), level, message, values, str(values["device"])
+        """Publish the four statuses (assembled by ``diagnostics.diagnostic_array``) from the node's state."""
+        pairer = self._pairer
+        report = NodeReport(
+            node_name=self.get_name(),
+            lifecycle_state=self._state,
+            error=self._load_error or self._settings_error,
+            pipeline=self._pipeline,
+            settings=self.settings,
+            stats=self.stats,
+            outcomes=self._outcomes,
+            monitor=self.monitor,
+            body_loop=self.body_loop,
+            contact_loop=self.contact_loop,
+            object_region=object_region(
+                self._object_mask is not None, bool(self._object_box), self.settings.object_box
+            ),
+            frames_lost_before_callback=self._image_gaps.lost,
+            frames_lost_dds_event=self._dds_lost_events,
+            frames_dropped=self._body_slot.dropped + (pairer.superseded_dropped if pairer else 0),
+            frames_unpaired_dropped=pairer.unpaired_dropped if pairer else 0,
+            contact_frames_skipped=self._contact_slot.dropped,
+            service_queued=self._service_waiting,
+            object_refits_on_motion=self.object_refits_on_motion,
+            max_people=self._max_people,
+            tf_backend=self._tf.backend if self._tf is not None else "",
         )
-        array.status.extend(
-            self.monitor.statuses(
-                self.get_name(),
-                self.settings,
-                self._state == "active",
-                {k: values[k] for k in ("frames_received", "frames_dropped", "frames_unpaired_dropped")},
-                self._tf.backend if self._tf is not None else "",
-                {k: v for k, v in values.items() if k.startswith(("body_", "contact_")) and "params" not in k},
-            )
-        )
-        self._diag_pub.publish(array)
+        self._diag_pub.publish(diagnostic_array(self.get_clock().now().to_msg(), report))
 
 
 def settings_from_dict_partial(current: NodeSettings, changes: dict[str, Any]) -> NodeSettings:

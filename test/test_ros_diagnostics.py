@@ -53,3 +53,49 @@ def test_the_image_callback_receives_the_message_info() -> None:
     with pytest.raises(TypeError):
         inspect.signature(bound).bind(object())
     inspect.signature(bound).bind(object(), {})
+
+
+def _report(**changes):
+    from ivlm_ros.component_status import ComponentMonitor
+    from ivlm_ros.diagnostics import LoopMeter, NodeReport, Stats
+    from ivlm_ros.parameters import settings_from_dict
+
+    fields = dict(
+        node_name="ivlm", lifecycle_state="active", error="", pipeline=None, settings=settings_from_dict({}),
+        stats=Stats(), outcomes=RecentOutcomes(), monitor=ComponentMonitor(), body_loop=LoopMeter(),
+        contact_loop=LoopMeter(), object_region="none", frames_lost_before_callback=0, frames_lost_dds_event=0,
+        frames_dropped=3, frames_unpaired_dropped=1, contact_frames_skipped=0, service_queued=0,
+        object_refits_on_motion=0, max_people=1, tf_backend="",
+    )
+    fields.update(changes)
+    return NodeReport(**fields)
+
+
+def test_the_model_status_level_follows_load_state_then_frame_health_then_truncation() -> None:
+    from ivlm_ros.diagnostics import model_health
+
+    loaded = object()
+    assert model_health(_report(error="no weights"))[0] == DiagnosticStatus.ERROR
+    assert model_health(_report())[1] == "node active: model not loaded"
+    assert model_health(_report(pipeline=loaded, lifecycle_state="inactive"))[0] == DiagnosticStatus.WARN
+    assert model_health(_report(pipeline=loaded)) == (DiagnosticStatus.OK, "active, 0 frames processed")
+    truncated = _report(pipeline=loaded)
+    truncated.stats.last_answer_status = "truncated: cut"
+    assert model_health(truncated)[0] == DiagnosticStatus.WARN
+    assert model_health(_report(pipeline=loaded, outcomes=_outcomes(False, False, False)))[0] == DiagnosticStatus.ERROR
+
+
+def test_the_array_has_the_four_statuses_and_the_input_status_repeats_the_frame_counts() -> None:
+    from builtin_interfaces.msg import Time
+
+    from ivlm_ros.diagnostics import diagnostic_array, object_region
+
+    report = _report(object_region=object_region(False, True, ""))
+    report.stats.timings_ms["vlm"] = 2.0
+    array = diagnostic_array(Time(sec=3), report)
+    assert [s.name for s in array.status] == ["ivlm: model", "ivlm: input", "ivlm: body tracker", "ivlm: object fit"]
+    model = {kv.key: kv.value for kv in array.status[0].values}
+    assert model["object_region"] == "box" and model["timing_ms_vlm"] == "2.000" and model["republish_failed"] == "0"
+    inputs = {kv.key: kv.value for kv in array.status[1].values}
+    assert inputs["frames_dropped"] == "3" and inputs["frames_unpaired_dropped"] == "1"
+    assert [object_region(True, True, "1,2,3,4"), object_region(False, False, " 1,2,3,4 ")] == ["mask", "box parameter"]
