@@ -76,9 +76,9 @@ def private_tiny_models(tiny_checkpoints, tiny_body_assets):
 # ROS node (engineer D): rclpy session + tiny-model node parameters, defined in test/ros_fixtures.py
 # ==================================================================================================
 from ros_fixtures import (  # noqa: E402, F401
+    node,
+    probe,
     ros_context,
     ros_node_params,
     ros_object_library,
-    ros_tiny_node,
-    ros_tiny_probe,
 )

@@ -1,4 +1,9 @@
-"""pytest fixtures of the ROS tests (engineer D); registered in conftest.py by one import line."""
+"""pytest fixtures of the ROS tests (engineer D); registered in conftest.py by one import line.
+
+``node`` and ``probe`` are the default node under test and its probe: one real tiny-model node process per
+test module. A module that needs another node (a slow contact model, a bag, missing weights) defines its own
+``node`` fixture, which ``probe`` then waits for, or its own ``probe`` (pytest's module-level override).
+"""
 
 from __future__ import annotations
 
@@ -55,7 +60,7 @@ def ros_node_params(
 
 
 @pytest.fixture(scope="module")
-def ros_tiny_node(ros_context, ros_node_params, tmp_path_factory) -> Iterator[NodeProcess]:
+def node(ros_context, ros_node_params, tmp_path_factory) -> Iterator[NodeProcess]:
     """One real node process per test module with the tiny model; it must exit cleanly (rc 0)."""
     log = tmp_path_factory.mktemp("ivlm_node") / "node.log"
     proc = NodeProcess(dict(ros_node_params), log)
@@ -65,10 +70,10 @@ def ros_tiny_node(ros_context, ros_node_params, tmp_path_factory) -> Iterator[No
 
 
 @pytest.fixture(scope="module")
-def ros_tiny_probe(ros_tiny_node: NodeProcess) -> Iterator[Probe]:
-    """A probe node matched to the active ``ros_tiny_node``'s camera inputs."""
+def probe(node: NodeProcess) -> Iterator[Probe]:
+    """A probe node matched to the active ``node``'s camera inputs."""
     probe = Probe()
-    probe.wait_active(ros_tiny_node)
+    probe.wait_active(node)
     probe.wait_matched(probe.image_pub)
     probe.wait_matched(probe.info_pub)
     yield probe

@@ -16,16 +16,6 @@ NODE = "/ivlm"
 RESULT_S = 60.0
 
 
-@pytest.fixture(scope="module")
-def node(ros_tiny_node: NodeProcess) -> NodeProcess:
-    return ros_tiny_node
-
-
-@pytest.fixture(scope="module")
-def probe(ros_tiny_probe: Probe) -> Probe:
-    return ros_tiny_probe
-
-
 def _info(width: int, height: int, sec: int, k: list[float] | None = None):
     from sensor_msgs.msg import CameraInfo
 

@@ -21,16 +21,6 @@ STARTUP_S = 90.0
 RESULT_S = 30.0
 
 
-@pytest.fixture(scope="module")
-def node(ros_tiny_node: NodeProcess) -> NodeProcess:
-    return ros_tiny_node
-
-
-@pytest.fixture(scope="module")
-def probe(ros_tiny_probe: Probe) -> Probe:
-    return ros_tiny_probe
-
-
 def _synthetic_smplx_size(ros_node_params: dict) -> tuple[int, int]:
     import smplx  # noqa: F401  (the body model file format is smplx's)
 
