@@ -27,6 +27,8 @@ INFO_TOPIC = "/camera/color/camera_info"
 # The node with an artificially slow contact model (see ivlm_ros.testing.slow_contact_node).
 SLOW_CONTACT_NODE = "ivlm_ros.testing.slow_contact_node"
 CONTACT_DELAY_ENV = "IVLM_TEST_CONTACT_DELAY_S"
+# The node whose idle republish of the last frame fails (see ivlm_ros.testing.failing_republish_node).
+FAILING_REPUBLISH_NODE = "ivlm_ros.testing.failing_republish_node"
 
 
 def ensure_ros_test_env() -> None:
