@@ -65,8 +65,9 @@ def test_batched_hypotheses_refine_exactly_as_one_at_a_time(box_scene):
         torch.testing.assert_close(together.rotation[b], alone.rotation[0], atol=5e-4, rtol=0)
         torch.testing.assert_close(together.translation[b], alone.translation[0], atol=2e-4, rtol=0)
         torch.testing.assert_close(together.loss[b], alone.loss[0], atol=1e-3, rtol=1e-3)
-        other = (b + 1) % 4  # ... while the hypotheses themselves stay far apart (no cross-talk)
-        assert float((together.rotation[b] - together.rotation[other]).abs().max()) > 0.05
+        other = (b + 1) % 4  # ... while the hypotheses themselves stay apart (not all one pose)
+        relative = (together.rotation[b] @ together.rotation[other].T).double().numpy()
+        assert np.degrees(np.arccos(np.clip((np.trace(relative) - 1) / 2, -1, 1))) > 1.0
 
 
 def test_start_rotations_cover_contact_axes_and_cube(box_scene):
@@ -134,7 +135,7 @@ def test_mask_term_compares_only_what_the_body_leaves_visible():
     naive, _ = _prepared(s, cfg, use_occlusion=False)
     with torch.no_grad():
         vis = of._visibility(visible_aware, *true)
-        assert vis is not None and float(vis.mean()) < 0.95
+        assert vis is not None and float((vis > 0).float().mean()) < 0.95
         aware = float(of._losses(visible_aware, cfg, *true, vis)["mask"][0])
         plain = float(of._losses(naive, cfg, *true, None)["mask"][0])
     assert aware < 0.15 and plain > aware + 0.1
@@ -187,22 +188,29 @@ def test_near_tie_on_a_symmetric_object_is_reported_as_ambiguous_unless_declared
 
 @pytest.mark.parametrize("grow", [False, True])
 def test_mask_term_tolerates_a_mask_too_narrow_or_too_wide(box_scene, grow):
-    """A mask eroded / dilated by 4 px (a predicted mask's outline error) must not move the object's best
-    depth along its viewing ray; compared as given (mask_shift_px 0) it does."""
+    """A mask eroded / dilated by 4 px (a predicted mask's outline error) is matched at the true pose by the
+    silhouette's outline moved by about 4 px, and does not pull the object along its viewing ray (a depth
+    change is a scale change, which the shift absorbs: contacts fix the depth); compared as given
+    (mask_shift_px 0) it pulls the object nearer (too wide) or away (too narrow)."""
     s = box_scene
     disk = np.hypot(*np.mgrid[-4:5, -4:5]) <= 4
     changed = dict(s, mask=(ndimage.binary_dilation if grow else ndimage.binary_erosion)(s["mask"], disk))
     steps = np.arange(-0.06, 0.061, 0.03)
-    best = {}
+    true_depth = int(np.argmin(np.abs(steps)))
+    losses, shifts = {}, {}
     for shift_px in (8, 0):
         cfg = of.FitConfig(mask_shift_px=shift_px)
         scene, (rot, trans, scale) = _prepared(changed, cfg, use_occlusion=False)
         moved = trans * torch.tensor(1.0 + steps / float(trans[0, 2]), dtype=torch.float32)[:, None]
         with torch.no_grad():
             loss = of._losses(scene, cfg, rot.expand(len(steps), 3, 3), moved, scale.expand(len(steps)), None)
-        best[shift_px] = steps[int(torch.argmin(loss["mask"]))]
-    assert best[8] == 0.0
-    assert best[0] != 0.0 and (best[0] < 0) == grow  # too wide pulls it nearer, too narrow pushes it away
+        losses[shift_px] = loss["mask"].numpy()
+        shifts[shift_px] = scene.mask_shifts[loss["mask_shift_index"]].numpy()
+    assert abs(shifts[8][true_depth] - (4 if grow else -4)) <= 1
+    assert losses[8][true_depth] < 0.12 and losses[8][true_depth] <= losses[8].min() + 0.005
+    assert losses[0][true_depth] > losses[8][true_depth] + 0.1
+    best_plain = steps[int(np.argmin(losses[0]))]
+    assert best_plain != 0.0 and (best_plain < 0) == grow  # too wide pulls it nearer, too narrow away
 
 
 def test_contact_region_far_from_the_mask_is_ignored(box_scene):

@@ -3,8 +3,9 @@
 Port of the reference ``optim/`` fit (spec 5) with its bugs fixed (spec 8.2): Adam over the object's 6D
 rotation, translation (and optionally scale) minimising
   w_mask * (1 - IoU(soft silhouette, mask)) on the part of the image the body does not hide (z-buffer), with a
-  TRUE union (the reference divides by sum(S + M)), against the best of the mask's outlines moved by up to
-  +-mask_shift_px (a predicted mask too wide or too narrow by a few pixels), at a small cost per pixel,
+  TRUE union (the reference divides by sum(S + M)), the silhouette's outline moved out or in by the best of
+  up to +-mask_shift_px (a predicted mask too wide or too narrow by a few pixels, thin parts erased
+  included), at a small cost per pixel,
   w_centroid * |silhouette centroid - mask centre|^2 (pixels),
   w_contact * a robust two-sided contact distance (ivlm; the reference's all-pairs mean distance pulls the
   object towards the middle of every contact, the other hand included): each object contact to its nearest
@@ -88,8 +89,9 @@ class FitConfig:
     contact_tolerance_m: float = 0.01
     mask_boundary_band_px: int = 0
     mask_shift_px: int = 8
-    mask_shift_step_px: int = 2
+    mask_shift_step_px: int = 1
     mask_shift_cost: float = 0.002
+    mask_shift_window: int = 1
     object_contact_threshold: float = 0.3
     human_contact_threshold: float = 0.5
     human_contact_mask_margin: float = 0.5
@@ -205,8 +207,8 @@ class _Scene:
     sil_edges: EdgeTable
     cull: bool
     grid: SilhouetteGrid
-    mask: torch.Tensor  # (K,h,w) block-averaged object mask, its outline moved by each of mask_shifts pixels
-    mask_shifts: torch.Tensor  # (K,) pixels (> 0: grown, < 0: shrunk); 0 = the mask as given
+    mask: torch.Tensor  # (h,w) the object mask on the grid (block-averaged, or blurred like the silhouette)
+    mask_shifts: torch.Tensor  # (K,) pixels the silhouette's outline is moved by (> 0: out); one is 0
     mask_weight: torch.Tensor  # (h,w) 0 in the don't-care band along the mask outline, else 1 (averaged)
     centroid_target: torch.Tensor  # (2,) image (u, v)
     camera_k: torch.Tensor
@@ -486,15 +488,20 @@ def _refine(scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int) -> _B
                   torch.full((len(start.labels),), float("inf")), list(start.labels))
     since = torch.zeros(len(start.labels), dtype=torch.int64)
     visibility = None
+    shift_rows = None  # None: every outline shift; else each pose's window around its last best one
+    window = torch.arange(-cfg.mask_shift_window, cfg.mask_shift_window + 1)
     half = max(1, iterations // 2)
     for step in range(iterations + 1):  # the last pass only scores the pose the last step reached
         rot = rotation_6d_to_matrix(rot6d)
-        if step % max(1, cfg.occlusion_update_every) == 0:
+        if step % max(1, cfg.occlusion_update_every) == 0:  # the body's occlusion and every shift, refreshed
             visibility = _visibility(scene, rot.detach(), trans.detach(), scale.detach())
+            shift_rows = None
         # blur annealed from silhouette_sigma_start to silhouette_sigma over the first half: a wider basin
         frac = min(1.0, step / half)
         sigma = float(cfg.silhouette_sigma_start ** (1 - frac) * cfg.silhouette_sigma**frac)
-        losses = _losses(scene, cfg, rot, trans, scale, visibility, sigma)
+        losses = _losses(scene, cfg, rot, trans, scale, visibility, sigma, shift_rows)
+        if shift_rows is None and len(window) < len(scene.mask_shifts):
+            shift_rows = (losses["mask_shift_index"][:, None] + window).clamp(0, len(scene.mask_shifts) - 1)
         total = losses["total"].detach()
         if sigma <= cfg.silhouette_sigma * 1.0001:  # only losses at the final blur are comparable
             better = total < best.loss
@@ -613,7 +620,7 @@ def _prepare(
 
     rows, cols = np.nonzero(mask)
     box = (cols.min(), rows.min(), cols.max(), rows.max())
-    shifts = _mask_shifts(cfg, mask)
+    shifts = _mask_shifts(cfg)
     grid = SilhouetteGrid.around_box(box, mask.shape, resolution or cfg.silhouette_resolution, cfg.silhouette_margin)
     if cfg.centroid_target == "mask_centroid":
         target = np.array([cols.mean(), rows.mean()])
@@ -645,7 +652,7 @@ def _prepare(
     return _Scene(
         local=t32(local), sil_vertices=t32(sil_v), sil_faces=torch.as_tensor(sil_f, dtype=torch.int64),
         sil_edges=EdgeTable.from_faces(sil_f), cull=cull, grid=grid,
-        mask=_mask_target(grid, mask, cfg, shifts), mask_shifts=torch.as_tensor(shifts, dtype=torch.float32),
+        mask=_mask_target(grid, mask, cfg), mask_shifts=torch.as_tensor(shifts, dtype=torch.float32),
         mask_weight=_mask_weight(grid, mask, cfg.mask_boundary_band_px),
         centroid_target=t32(target), camera_k=t32(k),
         obj_contact_local=t32(local[obj_idx]), obj_contact_p=t32(obj_w),
@@ -666,40 +673,21 @@ def _density(points: np.ndarray, radius: float) -> np.ndarray:
     return counts / counts.max()
 
 
-def _mask_shifts(cfg: FitConfig, mask: np.ndarray) -> np.ndarray:
-    """Outline shifts (pixels) the mask term tries: 0 and up to +-mask_shift_px in mask_shift_step_px steps,
-    shrinking by no more than leaves a third of the mask (a thin object cannot lose 8 px a side)."""
-    if cfg.mask_shift_px <= 0 or cfg.mask_shift_step_px <= 0:
+def _mask_shifts(cfg: FitConfig) -> np.ndarray:
+    """Outline shifts (pixels) the mask term tries: 0 and up to +-mask_shift_px in mask_shift_step_px steps.
+    None when the scale is optimised: a uniformly wider outline is also a larger object, and the mask's
+    outline is then what tells the scale."""
+    if cfg.mask_shift_px <= 0 or cfg.mask_shift_step_px <= 0 or cfg.optimise_scale:
         return np.zeros(1)
     steps = np.arange(-cfg.mask_shift_px, cfg.mask_shift_px + 1, cfg.mask_shift_step_px, dtype=np.float64)
-    steps = np.union1d(steps, [0.0])
-    inside = ndimage.distance_transform_edt(mask)
-    keep = [d for d in steps if d >= 0 or (inside > -d).sum() >= mask.sum() / 3]
-    return np.asarray(keep)
+    return np.union1d(steps, [0.0])
 
 
-def _mask_target(grid: SilhouetteGrid, mask: np.ndarray, cfg: FitConfig, shifts: np.ndarray) -> torch.Tensor:
-    """(K,h,w): the mask with its outline moved by each shift (> 0: grown), block-averaged onto the grid.
-
-    A predicted mask is often uniformly too wide or too narrow by a few pixels, which on a small object is a
-    quarter of its size: compared as given, it drags the object nearer or further (or turns it to fill the
-    error). The mask term instead compares the silhouette with the best of these shifted masks, so a uniform
-    outline error costs only ``mask_shift_cost`` per pixel, while a wrong SHAPE still costs. (Tolerating a
-    band of that width instead, in which the silhouette may or may not be, loosened clean fits to 5-75 deg.)"""
-    if cfg.mask_target == "blurred":  # shifted at full resolution, then blurred like the silhouette
-        outside = ndimage.distance_transform_edt(~mask)
-        inside = ndimage.distance_transform_edt(mask)
-        return torch.stack([
-            grid.blurred_mask((outside <= d) if d >= 0 else (inside > -d), cfg.silhouette_sigma) for d in shifts
-        ])
-    crop = grid.crop(mask.astype(np.float32)) > 0.5
-    outside = ndimage.distance_transform_edt(~crop)
-    inside = ndimage.distance_transform_edt(crop)
-    targets = []
-    for d in shifts:
-        shifted = (outside <= d) if d >= 0 else (inside > -d)
-        targets.append(shifted.astype(np.float32).reshape(grid.height, grid.step, grid.width, grid.step).mean((1, 3)))
-    return torch.from_numpy(np.stack(targets))
+def _mask_target(grid: SilhouetteGrid, mask: np.ndarray, cfg: FitConfig) -> torch.Tensor:
+    """(h,w): the mask's cover of each cell ("area"), or the mask blurred like the silhouette ("blurred")."""
+    if cfg.mask_target == "blurred":
+        return grid.blurred_mask(mask, cfg.silhouette_sigma)
+    return grid.downsample_mask(mask)
 
 
 def _mask_weight(grid: SilhouetteGrid, mask: np.ndarray, band_px: int) -> torch.Tensor:
@@ -731,13 +719,16 @@ def _grid_camera(scene: _Scene) -> np.ndarray:
 def _visibility(
     scene: _Scene, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor
 ) -> torch.Tensor | None:
-    """(B,h,w): cells where the body is in front of the object at each pose are hidden (0); no gradient."""
+    """(B,h,w) clearance of each cell from the body at each pose: 0 where the body is in front of the object
+    (hidden), else the distance (cells) to the nearest hidden cell (inf when none is); no gradient.
+    ``clearance > 0`` is the visible part; ``clearance > r`` is it eroded by r cells, as a mask whose outline
+    is eroded also recedes from the body's edge."""
     if scene.human_depth is None or not torch.isfinite(scene.human_depth).any():
         return None
     g = scene.grid
     camera = _grid_camera(scene)
     human_depth = scene.human_depth.numpy()
-    out = np.ones((len(rot), g.height, g.width), dtype=np.float32)
+    out = np.full((len(rot), g.height, g.width), np.inf, dtype=np.float32)
     posed = (scale[:, None, None] * scene.sil_vertices @ rot.transpose(1, 2) + trans[:, None]).detach().double()
     for b, verts in enumerate(posed.numpy()):
         obj_depth = render_depth([(verts, scene.sil_faces.numpy())], camera, (g.height, g.width)).depth
@@ -748,32 +739,41 @@ def _visibility(
             _, (ri, ci) = ndimage.distance_transform_edt(~covered, return_indices=True)
             obj_depth = obj_depth[ri, ci]
         # a margin keeps the body surface the object rests on from "occluding" the object's own rim
-        out[b] = human_depth >= obj_depth - scene.occlusion_margin
+        visible = human_depth >= obj_depth - scene.occlusion_margin
+        if not visible.all():
+            out[b] = ndimage.distance_transform_edt(visible)
     return torch.from_numpy(out)
 
 
 def _losses(
     scene: _Scene, cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor,
-    visibility: torch.Tensor | None, sigma: float | None = None,
+    visibility: torch.Tensor | None, sigma: float | None = None, shift_rows: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
-    """Each term as a (B,) tensor for the B poses rot (B,3,3), trans (B,3), scale (B,)."""
+    """Each term as a (B,) tensor for the B poses rot (B,3,3), trans (B,3), scale (B,); visibility: the body
+    clearance (``_visibility``). shift_rows: (B,k) indices of the outline shifts tried per pose (default all);
+    "mask_shift_index" says which one the mask term took."""
     scale3 = scale[:, None, None]
     rot_t = rot.transpose(1, 2)
     sil_verts = scale3 * scene.sil_vertices @ rot_t + trans[:, None]
+    sigma = sigma or cfg.silhouette_sigma
+    visible = None if visibility is None else (visibility > 0).to(sil_verts.dtype)
     sil = soft_silhouette(
-        sil_verts, scene.sil_faces, scene.camera_k, scene.grid, sigma or cfg.silhouette_sigma, scene.sil_edges,
-        scene.cull, visibility,
+        sil_verts, scene.sil_faces, scene.camera_k, scene.grid, sigma, scene.sil_edges, scene.cull, visible,
     )
     # only the visible part counts: where the body hides the object, neither silhouette nor mask is compared;
     # nor in the band along the mask's outline, where a predicted mask is too wide or too narrow
-    weight = scene.mask_weight[None] if visibility is None else scene.mask_weight[None] * visibility
+    weight = scene.mask_weight[None] if visible is None else scene.mask_weight[None] * visible
     weight = weight.expand_as(sil)
-    # IoU with each outline shift of the mask (B,K); the best one counts, plus a small cost per shifted pixel
-    inter = torch.einsum("bhw,khw->bk", weight * sil, scene.mask)
-    target_area = torch.einsum("bhw,khw->bk", weight, scene.mask)
-    union = ((weight * sil).sum((1, 2))[:, None] + target_area - inter).clamp(min=1e-6)
-    shifted = 1.0 - inter / union + cfg.mask_shift_cost * scene.mask_shifts.abs()
-    losses = {"mask": shifted.min(dim=1).values}
+    # IoU of the silhouette, its outline moved by each tried shift, with the mask; the best shift counts, plus
+    # a small cost per pixel of shift
+    if shift_rows is None:
+        shift_rows = torch.arange(len(scene.mask_shifts)).expand(len(sil), -1)
+    moved = _moved_silhouettes(scene, sil_verts, sil, sigma, visibility, shift_rows) * weight[:, None]
+    inter = torch.einsum("bkhw,hw->bk", moved, scene.mask)
+    union = (moved.sum((2, 3)) + (weight * scene.mask).sum((1, 2))[:, None] - inter).clamp(min=1e-6)
+    shifted = 1.0 - inter / union + cfg.mask_shift_cost * scene.mask_shifts[shift_rows].abs()
+    best = shifted.min(dim=1)
+    losses = {"mask": best.values, "mask_shift_index": shift_rows.gather(1, best.indices[:, None])[:, 0]}
     centres = scene.grid.cell_centres().to(sil.dtype)
     weights = sil.reshape(len(sil), -1)
     centroid = weights @ centres / weights.sum(1, keepdim=True).clamp(min=1e-6)
@@ -815,6 +815,37 @@ def _losses(
         + cfg.weight_penetration * losses["penetration"]
     )
     return losses
+
+
+def _moved_silhouettes(
+    scene: _Scene, sil_verts: torch.Tensor, sil: torch.Tensor, sigma: float, clearance: torch.Tensor | None,
+    shift_rows: torch.Tensor,
+) -> torch.Tensor:
+    """(B,k,h,w): each pose's silhouette with its outline moved by the shifts scene.mask_shifts[shift_rows]
+    (pixels, > 0: out): what a mask too wide or too narrow by that much shows, thin parts erased by the
+    shrinking included (moving the MASK's outline back instead cannot restore what was erased).
+
+    The silhouette blurred wide enough to reach the largest shift gives each cell's signed distance to the
+    outline (exact for straight edges: blur = Phi(distance / wide)); moved by d, the outline is
+    Phi((distance + d) / sigma) again. Shift 0 keeps the sharp silhouette itself, so a correct mask is
+    matched as precisely as without shifts. Where the body hides the object, a shrunken outline recedes from
+    the body's edge too (clearance > -d)."""
+    cells = (scene.mask_shifts / scene.grid.step)[shift_rows]  # (B,k)
+    zero = cells == 0
+    moved = sil[:, None].expand(-1, cells.shape[1], -1, -1)
+    if bool(zero.all()):
+        return moved
+    # one blur for every pose and window (a batch gives what each pose alone gives)
+    wide = max(sigma, float(scene.mask_shifts.abs().max()) / scene.grid.step / 3.0)
+    blurred = soft_silhouette(sil_verts, scene.sil_faces, scene.camera_k, scene.grid, wide, scene.sil_edges,
+                              scene.cull, None)
+    # float64: the distance is read off the blur's tails (down to 1e-30 outside, 1 - 2e-7 inside)
+    inside = (torch.special.ndtri(blurred.double().clamp(1e-30, 1.0 - 2e-7)) * wide).to(sil.dtype)
+    shifted = torch.special.ndtr((inside[:, None] + cells[:, :, None, None]) / sigma)
+    moved = torch.where(zero[:, :, None, None], moved, shifted)
+    if clearance is not None:
+        moved = moved * (clearance[:, None] > (-cells).clamp(min=0)[:, :, None, None]).to(moved.dtype)
+    return moved
 
 
 def _trimmed_mean(distance: torch.Tensor, weight: torch.Tensor, keep: float) -> torch.Tensor:
