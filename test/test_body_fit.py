@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+import dataclasses
+
 import numpy as np
 import pytest
 import torch
@@ -13,9 +15,11 @@ from ivlm_core.fitting.body_fit import (
     BodyFitConfig,
     CameraBodyPlacer,
     KeypointBodyFitter,
+    StreamBodyFitter,
     camera_ray_rotation,
     is_jump,
     load_body_layer,
+    result_with_params,
     smooth_params,
     solve_translation,
 )
@@ -149,6 +153,62 @@ def test_placer_stream_smooths_and_resets_on_jumps(layer):
     assert [r.smoothed for r in results] == [False, True, False]  # the 1.5 m jump restarts smoothing
     assert results[1].warm_started
     assert abs(results[2].params["transl"][0] - frames[2]["transl"][0]) < 0.1
+
+
+def test_stream_fitter_is_the_warm_fit_smoothed_and_its_jump_policy_is_a_setting(layer):
+    """The one frame-to-frame fit CameraBodyPlacer and BodyTracker share, against its parts called by hand: a
+    warm frame is the warm fit smoothed with the previous body; a body jump restarts the smoothing (placer) or
+    is re-fitted cold (tracker)."""
+    config = BodyFitConfig(iters_pose_init=30, iters_camera=25, iters_full=70, iters_warm=40, reset_translation_m=0.3)
+    fitter = KeypointBodyFitter(layer, config)
+    base = _true_params(seed=5)
+    near = _synthetic_keypoints(fitter, dict(base, transl=base["transl"] + np.float32(0.02)))
+    far = _synthetic_keypoints(fitter, dict(base, transl=base["transl"] + np.array([0.6, 0, 0], np.float32)))
+    frames = StreamBodyFitter(fitter)
+    first = frames.fit_frame(_synthetic_keypoints(fitter, base), CAMERA_K)
+    assert first.result.placed and first.reinit_reason == "no previous body" and not first.result.smoothed
+
+    warm = frames.fit_frame(near, CAMERA_K, first.result)
+    by_hand = fitter.fit(near, CAMERA_K, init=first.result.params)
+    expected = result_with_params(fitter, by_hand, smooth_params(first.result.params, by_hand.params, 0.6))
+    assert warm.reinit_reason == "" and warm.result.smoothed and warm.result.warm_started
+    for name, value in expected.params.items():
+        np.testing.assert_allclose(warm.result.params[name], value, atol=1e-6)
+    np.testing.assert_allclose(warm.result.vertices, expected.vertices, atol=1e-6)
+    assert warm.result.reprojection_error_rel == pytest.approx(expected.reprojection_error_rel, abs=1e-7)
+
+    restart = frames.fit_frame(far, CAMERA_K, warm.result)  # placer policy: the warm fit, unsmoothed
+    assert restart.reinit_reason == "" and restart.result.warm_started and not restart.result.smoothed
+    assert is_jump(warm.result.params, restart.result.params, config)
+    refit = StreamBodyFitter(fitter, refit_on_jump=True).fit_frame(far, CAMERA_K, warm.result)  # tracker policy
+    assert refit.reinit_reason == "body jump" and not refit.result.warm_started and not refit.result.smoothed
+    assert refit.result.reprojection_error_rel < restart.result.reprojection_error_rel
+
+
+def test_stream_fitter_drift_limit_follows_the_previous_error(layer):
+    """drift_factor: a warm fit worse than refit_error is still kept when the previous frame was as bad."""
+    config = dataclasses.replace(BodyFitConfig.fast(), refit_error=1e-5)
+    fitter = KeypointBodyFitter(layer, config)
+    keypoints = _synthetic_keypoints(fitter, _true_params(seed=6))
+    first = StreamBodyFitter(fitter).fit_frame(keypoints, CAMERA_K).result
+    assert first.reprojection_error_rel > config.refit_error
+    absolute = StreamBodyFitter(fitter).fit_frame(keypoints, CAMERA_K, first)
+    assert absolute.reinit_reason == "warm fit drifted"
+    relative = StreamBodyFitter(fitter, drift_factor=1e6).fit_frame(keypoints, CAMERA_K, first)
+    assert relative.reinit_reason == "" and relative.result.warm_started
+
+
+def test_placer_never_keeps_a_diverged_fit(layer):
+    """NaN keypoints give a stated not-placed result and leave the stream state alone (warm start next frame)."""
+    placer = CameraBodyPlacer(layer, BodyFitConfig.fast(), stream=True)
+    base = _true_params(seed=7)
+    assert placer.place(None, CAMERA_K, keypoints=_synthetic_keypoints(placer.fitter, base)).placed
+    broken = _synthetic_keypoints(placer.fitter, base)
+    broken.pose_2d[:] = np.nan
+    result = placer.place(None, CAMERA_K, keypoints=broken)
+    assert not result.placed and "non-finite" in result.status
+    after = placer.place(None, CAMERA_K, keypoints=_synthetic_keypoints(placer.fitter, base))
+    assert after.placed and after.warm_started and np.all(np.isfinite(after.vertices))
 
 
 def test_placer_without_body_model_says_why(tmp_path):

@@ -10,8 +10,9 @@ object fit and the ROS node can use it as the human in the scene. Terms (weights
 * a Gaussian (L2) pose prior around a relaxed pose, elbow/knee hyper-extension penalties, an L2 shape prior;
 * depth from height: the initial depth is where the nominal-height body (mean shape) projects to the detected
   keypoints, and a weak term keeps the depth there (monocular scale is otherwise ambiguous);
-* for streams: warm start from the previous frame, a temporal term, exponential smoothing with a reset on
-  large jumps (`CameraBodyPlacer`).
+* for streams: warm start from the previous frame, a temporal term, a cold re-fit when the warm fit drifts,
+  exponential smoothing with a reset on large jumps (`StreamBodyFitter`, shared by `CameraBodyPlacer` and the
+  tracker).
 
 Without SMPL-X files or mediapipe the placer reports `placed=False` and a status that says why.
 """
@@ -669,12 +670,94 @@ def is_jump(previous: Mapping[str, np.ndarray], current: Mapping[str, np.ndarray
     return moved > config.reset_translation_m or np.degrees(turn.magnitude()) > config.reset_rotation_deg
 
 
+# -- streams: one person's body frame after frame -----------------------------------------------------------
+@dataclass
+class FrameFit:
+    """One frame of `StreamBodyFitter.fit_frame`."""
+
+    result: BodyFitResult  # placed: full mesh, `smoothed` set; not placed: the fit's reason
+    reinit_reason: str = ""  # why the body was fitted cold; "" when the warm fit from the previous frame was kept
+
+
+class StreamBodyFitter:
+    """Fits one person's body frame after frame; `CameraBodyPlacer` (one person) and `BodyTracker` (one per
+    track) share it, so warm start, re-fit and smoothing behave the same in both.
+
+    A frame is warm-started from the previous frame's body (the warm fitter's `iters_warm`, with a temporal
+    term). It is fitted cold (from scratch) instead when there is no previous body, when the caller gives a
+    `reinit_reason` (a track that jumped in the image or came back after a loss), or when the warm fit drifted:
+    not placed, or reprojecting worse than `refit_error` and than `drift_factor` x the previous frame's error (a
+    person whose keypoints no body fits well, e.g. cut by the image edge, would otherwise be re-fitted every
+    frame). A body jump between frames (`is_jump`) either triggers the same cold re-fit (`refit_on_jump`) or
+    only restarts the smoothing. The cold fit replaces the warm one only when it reprojects better. A kept warm
+    fit is smoothed with the previous body (`smooth_params`); the full mesh is skinned once, at the end.
+    Thresholds and smoothing weight come from the warm fitter's `BodyFitConfig`.
+    """
+
+    def __init__(
+        self,
+        warm: KeypointBodyFitter,
+        cold: KeypointBodyFitter | None = None,
+        drift_factor: float = 0.0,
+        refit_on_jump: bool = False,
+    ) -> None:
+        self.warm = warm
+        self.cold = cold or warm
+        self.drift_factor = drift_factor
+        self.refit_on_jump = refit_on_jump
+
+    def fit_frame(
+        self,
+        keypoints: HumanKeypoints,
+        camera_k: np.ndarray,
+        previous: BodyFitResult | None = None,
+        reinit_reason: str = "",
+    ) -> FrameFit:
+        """This frame's body; `previous` is the last frame's placed body (None: the person is new)."""
+        cfg = self.warm.config
+        reason = reinit_reason or ("" if previous is not None else "no previous body")
+        result = None
+        if not reason:
+            assert previous is not None
+            result = self.warm.fit(keypoints, camera_k, init=previous.params, mesh=False)
+            limit = max(cfg.refit_error, self.drift_factor * previous.reprojection_error_rel)
+            if not result.placed or result.reprojection_error_rel > limit:
+                reason = "warm fit drifted"
+            elif self.refit_on_jump and is_jump(previous.params, result.params, cfg):
+                reason = "body jump"
+        if reason:
+            cold = self.cold.fit(keypoints, camera_k, mesh=False)
+            better = cold.placed and (
+                result is None or not result.placed or cold.reprojection_error_rel < result.reprojection_error_rel
+            )
+            if result is None or better:
+                result = cold
+            else:
+                reason = ""  # the cold fit did no better: keep the warm one
+        if not result.placed:
+            return FrameFit(result, reason)
+        if not all(np.all(np.isfinite(value)) for value in result.params.values()):
+            status = "body not placed: the fit diverged (non-finite parameters; broken keypoints?)"
+            return FrameFit(BodyFitResult(False, status, targets=result.targets), reason)
+        params = {name: value.copy() for name, value in result.params.items()}
+        smoothed = not reason and cfg.smoothing < 1
+        if smoothed and not self.refit_on_jump:  # a jump was not re-fitted: it only restarts the smoothing
+            smoothed = not is_jump(previous.params, params, cfg)
+        if smoothed:
+            params = smooth_params(previous.params, params, cfg.smoothing)
+        result = result_with_params(self.warm, result, params)  # the one full-mesh skinning of this frame
+        result.smoothed = smoothed
+        return FrameFit(result, reason)
+
+
 # -- placer: what the pipeline / node use ------------------------------------------------------------------
 class CameraBodyPlacer:
     """Places an SMPL-X body in the camera frame from an RGB image and K; keeps stream state.
 
     Never raises for a missing optional asset: `place()` returns `placed=False` with the reason (no SMPL-X
-    files, no mediapipe, nobody detected), so contacts are still reported on the canonical body.
+    files, no mediapipe, nobody detected), so contacts are still reported on the canonical body. In a stream,
+    frames are fitted by `StreamBodyFitter` (as the tracker's): a jump in the body only restarts the smoothing,
+    and a warm fit is re-fitted cold when it reprojects worse than `config.refit_error`.
     """
 
     def __init__(
@@ -688,10 +771,11 @@ class CameraBodyPlacer:
         self.layer = layer
         self.config = config or BodyFitConfig()
         self.fitter = KeypointBodyFitter(layer, self.config) if layer is not None else None
+        self._frames = StreamBodyFitter(self.fitter) if self.fitter is not None else None
         self._detector = detector
         self.unavailable_reason = unavailable_reason
         self.stream = stream
-        self._previous: dict[str, np.ndarray] | None = None
+        self._previous: BodyFitResult | None = None
 
     @classmethod
     def from_body_model_dir(
@@ -727,7 +811,7 @@ class CameraBodyPlacer:
         self, image_rgb: np.ndarray | None, camera_k: np.ndarray, keypoints: HumanKeypoints | None = None
     ) -> BodyFitResult:
         """Fit the body of the most prominent person (keypoints are detected unless given)."""
-        if self.fitter is None:
+        if self._frames is None:
             return BodyFitResult(False, self.unavailable_reason)
         if keypoints is None:
             if image_rgb is None:
@@ -739,24 +823,10 @@ class CameraBodyPlacer:
         if keypoints is None:
             self.reset()
             return BodyFitResult(False, "body not placed: no person detected in the image")
-        previous = self._previous if self.stream else None
-        result = self.fitter.fit(keypoints, camera_k, init=previous)
-        if previous is not None and (not result.placed or result.reprojection_error_rel > self.config.refit_error):
-            cold = self.fitter.fit(keypoints, camera_k)
-            if cold.placed and (not result.placed or cold.reprojection_error_rel < result.reprojection_error_rel):
-                result = cold
-                previous = None
-        if not result.placed:
-            return result
-        if self.stream:
-            if previous is not None and not is_jump(previous, result.params, self.config) and self.config.smoothing < 1:
-                result = self._with_params(result, smooth_params(previous, result.params, self.config.smoothing))
-                result.smoothed = True
-            self._previous = {name: value.copy() for name, value in result.params.items()}
+        result = self._frames.fit_frame(keypoints, camera_k, self._previous if self.stream else None).result
+        if result.placed and self.stream:  # the next frame starts from a copy: callers may change theirs
+            self._previous = replace(result, params={name: value.copy() for name, value in result.params.items()})
         return result
-
-    def _with_params(self, result: BodyFitResult, params: dict[str, np.ndarray]) -> BodyFitResult:
-        return result_with_params(self.fitter, result, params)
 
 
 def result_with_params(

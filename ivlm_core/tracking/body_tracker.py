@@ -25,10 +25,8 @@ from ivlm_core.fitting.body_fit import (
     BodyFitConfig,
     BodyFitResult,
     KeypointBodyFitter,
-    is_jump,
+    StreamBodyFitter,
     load_optional_body_layer,
-    result_with_params,
-    smooth_params,
 )
 from ivlm_core.fitting.body_layer import BodyLayer
 from ivlm_core.fitting.keypoints import HumanKeypoints
@@ -104,8 +102,16 @@ class BodyTracker:
             self.finder = detector
         else:
             self.finder = PersonFinder(self.config, detector)
-        self._warm = KeypointBodyFitter(layer, self.config.warm_fit_config(body_fit)) if layer is not None else None
-        self._cold = KeypointBodyFitter(layer, self.config.cold_fit_config(body_fit)) if layer is not None else None
+        self._frames: StreamBodyFitter | None = None
+        if layer is not None:
+            # Like CameraBodyPlacer's, but warm fits drift only when clearly worse than the track's own last
+            # frame too, and a jump in 3D is re-fitted cold (it may be another person taking the track's place).
+            self._frames = StreamBodyFitter(
+                KeypointBodyFitter(layer, self.config.warm_fit_config(body_fit)),
+                KeypointBodyFitter(layer, self.config.cold_fit_config(body_fit)),
+                drift_factor=2.0,
+                refit_on_jump=True,
+            )
         self._tracks: list[_Track] = []
         self._next_id = 1
         self._last_stamp_s: float | None = None
@@ -131,7 +137,7 @@ class BodyTracker:
     @property
     def fitter(self) -> KeypointBodyFitter | None:
         """The per-frame (warm) keypoint fitter; None when unavailable."""
-        return self._warm
+        return self._frames.warm if self._frames is not None else None
 
     @property
     def track_ids(self) -> list[int]:
@@ -265,52 +271,31 @@ class BodyTracker:
     def _fit(
         self, person: FoundPerson, track: _Track | None, camera_k: np.ndarray, stamp_s: float
     ) -> TrackedBody | None:
-        assert self._warm is not None and self._cold is not None
-        cfg = self.config
-        # Cold (re-)fit for a new track, a person back after a loss, a jump in the image or in 3D, or a warm fit
-        # that no longer reprojects onto the keypoints.
+        assert self._frames is not None
+        # Cold (re-)fit for a new track, a person back after a loss or a jump in the image; the shared stream
+        # fit adds a jump in 3D and a warm fit that no longer reprojects onto the keypoints.
         reason = ""
         if track is None:
             reason = "new track"
-        elif track.missed_frames and stamp_s - track.last_seen_s > cfg.reinit_after_missing_s:
+        elif track.missed_frames and stamp_s - track.last_seen_s > self.config.reinit_after_missing_s:
             reason = "back after a loss"
         elif self._box_jumped(track, person.box):
             reason = "box jump"
-        result = None
-        if not reason:
-            result = self._warm.fit(person.keypoints, camera_k, init=track.params, mesh=False)
-            # Drifted: clearly worse than the threshold and than this track's own last frame (a person whose
-            # keypoints no body fits well, e.g. cut by the image edge, would otherwise be re-fitted every frame).
-            limit = max(cfg.refit_error, 2.0 * track.placement.reprojection_error_rel)
-            if not result.placed or result.reprojection_error_rel > limit:
-                reason = "warm fit drifted"
-            elif is_jump(track.params, result.params, self._warm.config):
-                reason = "body jump"
-        if reason:
-            cold = self._cold.fit(person.keypoints, camera_k, mesh=False)
-            better = cold.placed and (
-                result is None or not result.placed or cold.reprojection_error_rel < result.reprojection_error_rel
-            )
-            if result is None or better:
-                result = cold
-            else:
-                reason = ""  # the cold fit did no better: keep the warm one
-        warm = not reason
-        if not result.placed or not all(np.all(np.isfinite(v)) for v in result.params.values()):
+        previous = track.placement if track is not None else None
+        frame = self._frames.fit_frame(person.keypoints, camera_k, previous, reason)
+        result = frame.result
+        if not result.placed:
             return None  # the track keeps its last good state
-        params = {name: value.copy() for name, value in result.params.items()}
-        smoothed = warm and cfg.smoothing < 1
-        if smoothed:
-            params = smooth_params(track.params, params, cfg.smoothing)
-        result = result_with_params(self._warm, result, params)  # the one full-mesh skinning of this frame
-        result.smoothed = smoothed
         if track is None:
-            track = _Track(self._next_id, params, result, person.box, person.source, stamp_s)
+            track = _Track(self._next_id, result.params, result, person.box, person.source, stamp_s)
             self._next_id += 1
             self._tracks.append(track)
-        track.params, track.placement, track.box, track.source = params, result, person.box, person.source
+        track.params, track.placement, track.box, track.source = result.params, result, person.box, person.source
         track.last_seen_s, track.missed_frames = stamp_s, 0
-        return TrackedBody(track.track_id, result, person.box, person.source, not warm, 0.0, person.keypoints, reason)
+        return TrackedBody(
+            track.track_id, result, person.box, person.source, bool(frame.reinit_reason), 0.0, person.keypoints,
+            frame.reinit_reason,
+        )
 
     def _box_jumped(self, track: _Track, box: PersonBox) -> bool:
         (ax, ay), (bx, by) = track.box.centre, box.centre
