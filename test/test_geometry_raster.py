@@ -8,7 +8,7 @@ import numpy as np
 import pytest
 
 from ivlm_core.errors import InvalidInputError
-from ivlm_core.geometry.raster import rasterize, rasterize_pinhole, rasterize_views
+from ivlm_core.geometry.raster import checked_vertices, rasterize, rasterize_pinhole, rasterize_views
 from ivlm_core.geometry.views import (
     CameraView,
     camera_position,
@@ -240,6 +240,38 @@ def test_concurrent_calls_from_threads_agree() -> None:
 def test_malformed_meshes_raise(verts: np.ndarray, faces: np.ndarray, match: str) -> None:
     with pytest.raises(InvalidInputError, match=match):
         rasterize(verts, faces, FRONT, 8)
+
+
+def test_every_vertex_entry_point_rejects_bad_vertices_alike() -> None:
+    """Renders, mesh / point-cloud normalisation and OSX bodies share one (N, 3) finite-vertex check."""
+    from ivlm_core.fitting.external_body import load_osx_npz
+    from ivlm_core.geometry.point_splat import normalize_point_cloud
+    from ivlm_core.geometry.shading import normalize_mesh
+
+    def osx(vertices: np.ndarray) -> object:
+        return load_osx_npz({"smpl_vertices": vertices[None], "smpl_faces": np.array([[0, 1, 2]]),
+                             "bbox_2": np.zeros((1, 4))}, expected_vertices=None)  # fmt: skip
+
+    entry_points = {
+        "rasterize": lambda vertices: rasterize(vertices, np.array([[0, 1, 2]]), FRONT, 8),
+        "normalize_mesh": normalize_mesh,
+        "normalize_point_cloud": normalize_point_cloud,
+        "load_osx_npz": osx,
+    }
+    for name, call in entry_points.items():
+        with pytest.raises(InvalidInputError, match="NaN or inf"):
+            call(np.array([[0.0, 0, 0], [1, 0, 0], [np.nan, 1, 0]]))
+        with pytest.raises(InvalidInputError, match=r"\(N, 3\)"):
+            call(np.eye(3)[:, :2])
+        assert call(np.eye(3) + 1) is not None, name
+    assert checked_vertices([[1, 2, 3]]).dtype == np.float64
+    assert checked_vertices(np.zeros((0, 3)), allow_empty=True).shape == (0, 3)
+    with pytest.raises(InvalidInputError, match="N > 0"):
+        checked_vertices(np.zeros((0, 3)))
+    with pytest.raises(InvalidInputError, match="numbers"):
+        checked_vertices([["a", "b", "c"]])
+    with pytest.raises(InvalidInputError, match="array of numbers"):
+        checked_vertices([[1, 2, 3], [1, 2]])
 
 
 def test_parallel_render_keeps_the_torch_thread_count() -> None:

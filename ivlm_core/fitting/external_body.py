@@ -17,6 +17,7 @@ import torch
 from ivlm_core.errors import InvalidInputError, MissingAssetError
 from ivlm_core.fitting.body_fit import BodyFitResult, CameraBodyPlacer, solve_translation
 from ivlm_core.fitting.body_layer import BodyLayer
+from ivlm_core.geometry.raster import checked_vertices
 
 SMPLX_NUM_VERTICES = 10475
 # OSX crops the person to a 256x192 (h x w) input and predicts with a virtual focal length of 5000 px.
@@ -70,10 +71,9 @@ def load_osx_npz(source: str | Path | Mapping[str, Any], expected_vertices: int 
     missing = [key for key in ("smpl_vertices", "smpl_faces", "bbox_2") if key not in arrays]
     if missing:
         raise InvalidInputError(f"{where} lacks {missing}; expected keys smpl_vertices, smpl_faces, bbox_2")
-    vertices = np.asarray(arrays["smpl_vertices"], dtype=np.float32)
+    vertices = np.asarray(arrays["smpl_vertices"])
     vertices = vertices[0] if vertices.ndim == 3 else vertices
-    if vertices.ndim != 2 or vertices.shape[1] != 3:
-        raise InvalidInputError(f"{where}: smpl_vertices must be (1, N, 3) or (N, 3), got {vertices.shape}")
+    vertices = checked_vertices(vertices, f"{where}: smpl_vertices", "re-run OSX on the image").astype(np.float32)
     if expected_vertices is not None and len(vertices) != expected_vertices:
         raise InvalidInputError(
             f"{where}: smpl_vertices has {len(vertices)} vertices, expected the SMPL-X mesh ({expected_vertices}); "

@@ -63,6 +63,7 @@ from ivlm_core.fitting.silhouette import (
 )
 from ivlm_core.fitting.symmetry import NO_SYMMETRY, Symmetry
 from ivlm_core.fitting.zbuffer import render_depth
+from ivlm_core.geometry.raster import checked_vertices
 
 DEFAULT_CONFIG_PATH = Path(__file__).resolve().parents[2] / "config" / "fitting.yaml"
 
@@ -585,11 +586,9 @@ def fit_object_to_body(
 def _check_mesh(
     name: str, vertices: np.ndarray, faces: np.ndarray, contact: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
-    v = np.asarray(vertices, dtype=np.float64)
+    v = checked_vertices(vertices, f"{name} vertices")
     f = np.asarray(faces, dtype=np.int64)
     p = np.asarray(contact, dtype=np.float64).reshape(-1)
-    if v.ndim != 2 or v.shape[1] != 3 or len(v) == 0 or not np.isfinite(v).all():
-        raise InvalidInputError(f"{name} vertices must be a finite (N,3) array, got shape {v.shape}")
     if f.ndim != 2 or f.shape[1] != 3 or len(f) == 0 or f.min() < 0 or f.max() >= len(v):
         raise InvalidInputError(f"{name} faces must be (F,3) indices into {len(v)} vertices")
     if p.shape[0] != len(v) or not np.isfinite(p).all():

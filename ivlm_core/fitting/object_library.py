@@ -29,6 +29,7 @@ import yaml
 
 from ivlm_core.errors import InvalidInputError, MissingAssetError
 from ivlm_core.fitting.symmetry import NO_SYMMETRY, Symmetry, measure_symmetry
+from ivlm_core.geometry.raster import checked_vertices
 
 
 @dataclass(frozen=True)
@@ -75,8 +76,7 @@ def load_object_mesh(
             f"object mesh '{path}' has {len(vertices)} vertices and {len(faces)} faces; a triangle mesh is "
             "needed (point clouds cannot be fitted to a silhouette)."
         )
-    if not np.isfinite(vertices).all():
-        raise InvalidInputError(f"object mesh '{path}' contains NaN/inf vertex coordinates; repair the file.")
+    vertices = checked_vertices(vertices, f"object mesh '{path}': vertices", "repair the file")
     if faces.min() < 0 or faces.max() >= len(vertices):
         raise InvalidInputError(f"object mesh '{path}' has face indices outside [0, {len(vertices)}).")
     metric = (vertices * float(scale)).astype(np.float32)

@@ -21,6 +21,7 @@ import numpy as np
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.geometry.point_lifting import PointMaps
+from ivlm_core.geometry.raster import checked_vertices
 from ivlm_core.geometry.shading import to_uint8, xyz_vertex_colours
 from ivlm_core.geometry.views import CameraView, get_view_set, pixel_centers_ndc, world_to_ndc
 
@@ -33,11 +34,7 @@ _Z_MIN = 1e-8
 
 def normalize_point_cloud(points: np.ndarray) -> np.ndarray:
     """Centre on the mean and scale so the farthest point is at distance 1 (PIAD's `pc_normalize`)."""
-    pts = np.asarray(points, dtype=np.float64)
-    if pts.ndim != 2 or pts.shape[1] != 3 or pts.shape[0] == 0:
-        raise InvalidInputError(f"a point cloud must be (N>0, 3), got {pts.shape}.")
-    if not np.all(np.isfinite(pts)):
-        raise InvalidInputError("the point cloud contains NaN or inf coordinates.")
+    pts = checked_vertices(points, "Point cloud coordinates", "clean the point cloud first")
     centred = pts - pts.mean(axis=0)
     radius = float(np.sqrt((centred**2).sum(axis=1)).max())
     if radius <= 0.0:

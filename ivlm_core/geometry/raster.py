@@ -38,6 +38,7 @@ import math
 import threading
 from collections.abc import Sequence
 from dataclasses import dataclass
+from typing import Any
 
 import numba
 import numpy as np
@@ -76,12 +77,32 @@ class Fragments:
         return self.face_index >= 0
 
 
+def checked_vertices(
+    vertices: Any, what: str = "Mesh vertices", fix: str = "clean the mesh first", allow_empty: bool = False
+) -> np.ndarray:
+    """`vertices` as float64 (N, 3) (N > 0 unless `allow_empty`), or InvalidInputError naming `what` and, for
+    NaN/inf, how to `fix` it: the one check of mesh vertices and point clouds, so every entry point (renders,
+    normalisation, object fit, mesh files) rejects the same input with the same words."""
+    try:
+        points = np.asarray(vertices)
+    except ValueError as err:  # ragged nested lists
+        raise InvalidInputError(f"{what} must be an (N, 3) array of numbers: {err}") from err
+    if points.ndim != 2 or points.shape[1] != 3 or (points.shape[0] == 0 and not allow_empty):
+        size = "(N, 3)" if allow_empty else "(N, 3) with N > 0"
+        raise InvalidInputError(f"{what} must have shape {size}, got {points.shape}.")
+    try:
+        points = points.astype(np.float64, copy=False)
+    except (TypeError, ValueError) as err:
+        raise InvalidInputError(f"{what} must be numbers, got dtype {points.dtype}: {err}") from err
+    if not np.all(np.isfinite(points)):
+        raise InvalidInputError(f"{what} contain NaN or inf; {fix}.")
+    return points
+
+
 def validate_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """Return (float64 (N,3) vertices, int64 (F,3) faces) or raise InvalidInputError saying what is wrong."""
-    verts = np.asarray(vertices)
+    verts = checked_vertices(vertices, fix="clean the mesh before rendering", allow_empty=True)
     tris = np.asarray(faces)
-    if verts.ndim != 2 or verts.shape[1] != 3:
-        raise InvalidInputError(f"Mesh vertices must have shape (N, 3), got {verts.shape}.")
     if tris.ndim != 2 or tris.shape[1] != 3:
         raise InvalidInputError(f"Mesh faces must have shape (F, 3), got {tris.shape}.")
     if verts.shape[0] == 0 or tris.shape[0] == 0:
@@ -91,9 +112,6 @@ def validate_mesh(vertices: np.ndarray, faces: np.ndarray) -> tuple[np.ndarray, 
         )
     if not np.issubdtype(tris.dtype, np.integer):
         raise InvalidInputError(f"Mesh faces must be integer vertex indices, got dtype {tris.dtype}.")
-    verts = verts.astype(np.float64, copy=False)
-    if not np.all(np.isfinite(verts)):
-        raise InvalidInputError("Mesh vertices contain NaN or inf; clean the mesh before rendering.")
     tris = tris.astype(np.int64, copy=False)
     if tris.min() < 0 or tris.max() >= verts.shape[0]:
         raise InvalidInputError(

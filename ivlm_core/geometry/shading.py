@@ -19,7 +19,7 @@ from typing import Literal
 import numpy as np
 
 from ivlm_core.errors import InvalidInputError
-from ivlm_core.geometry.raster import Fragments, rasterize_views, validate_mesh
+from ivlm_core.geometry.raster import Fragments, checked_vertices, rasterize_views, validate_mesh
 from ivlm_core.geometry.views import CameraView, camera_center, camera_position
 
 AMBIENT = 0.5
@@ -41,11 +41,7 @@ of the body. The shipped renders were made that way, so ivlm's fallback render d
 
 def normalize_mesh(vertices: np.ndarray) -> np.ndarray:
     """Centre on the vertex mean, scale so the largest bounding-box side is 1 (reference normalize_mesh)."""
-    verts = np.asarray(vertices, dtype=np.float64)
-    if verts.ndim != 2 or verts.shape[1] != 3 or verts.shape[0] == 0:
-        raise InvalidInputError(f"normalize_mesh needs (N>0, 3) vertices, got {verts.shape}.")
-    if not np.all(np.isfinite(verts)):
-        raise InvalidInputError("Mesh vertices contain NaN or inf; clean the mesh before normalising.")
+    verts = checked_vertices(vertices, fix="clean the mesh before normalising")
     centred = verts - verts.mean(axis=0)
     side = float((verts.max(axis=0) - verts.min(axis=0)).max())
     if side <= 0.0:
