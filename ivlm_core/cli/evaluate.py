@@ -90,14 +90,34 @@ def predict_samples(args: argparse.Namespace, samples: list, num_vertices: int) 
     return {"pred": matrix, "found": np.array(found), "text": np.array(texts)}
 
 
-def load_predictions(path: Path, samples: list) -> dict[str, np.ndarray]:
+def read_predictions(path: Path, required: set[str], written_by: str) -> dict[str, np.ndarray]:
+    """The arrays of a `predictions.npz` an earlier run wrote (no pickles), or an error that says what is wrong."""
     if not path.is_file():
         raise MissingAssetError("predictions file", path, "Pass the predictions.npz an earlier `ivlm eval` wrote.")
     with np.load(path, allow_pickle=False) as data:
-        missing = {"pred", "image_id", "object"} - set(data.files)
+        missing = required - set(data.files)
         if missing:
-            raise InvalidInputError(f"'{path}' lacks {sorted(missing)}: not a predictions.npz of `ivlm eval`")
-        loaded = {k: data[k] for k in data.files}
+            raise InvalidInputError(f"'{path}' lacks {sorted(missing)}: not a predictions.npz of `{written_by}`")
+        return {k: data[k] for k in data.files}
+
+
+def write_results(out: Path, predictions: dict[str, np.ndarray], fieldnames: list[str], rows: list[dict[str, Any]],
+                  metrics: dict[str, Any], summary: str) -> None:
+    """The three files of an evaluation in `out` (predictions.npz, samples.csv, metrics.json); prints the summary
+    and where the files are."""
+    out.mkdir(parents=True, exist_ok=True)
+    np.savez_compressed(out / PREDICTIONS_NAME, **predictions)
+    with (out / SAMPLES_NAME).open("w", newline="") as handle:
+        table = csv.DictWriter(handle, fieldnames=fieldnames)
+        table.writeheader()
+        table.writerows(rows)
+    (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
+    print(summary)
+    print(f"files: {out / METRICS_NAME}, {out / SAMPLES_NAME}, {out / PREDICTIONS_NAME}")
+
+
+def load_predictions(path: Path, samples: list) -> dict[str, np.ndarray]:
+    loaded = read_predictions(path, {"pred", "image_id", "object"}, "ivlm eval")
     keys = [(s.image_id, s.object_name) for s in samples]
     stored = list(zip(loaded["image_id"].tolist(), loaded["object"].tolist()))
     if stored != keys:
@@ -199,15 +219,7 @@ def run_eval(args: argparse.Namespace) -> int:
     metrics, rows = damon_metrics(preds, gts, image_ids, objects, geodesic, args.threshold)
     metrics["dataset"] = str(args.dataset)
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
-    np.savez_compressed(out / PREDICTIONS_NAME, pred=preds, image_id=np.array(image_ids), object=np.array(objects),
-                        found=np.asarray(predicted["found"], bool), text=np.asarray(predicted["text"]).astype(str))
-    with (out / SAMPLES_NAME).open("w", newline="") as handle:
-        table = csv.DictWriter(handle, fieldnames=list(rows[0]))
-        table.writeheader()
-        table.writerows(rows)
-    (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
-    print(format_metrics(metrics, args.dataset))
-    print(f"files: {out / METRICS_NAME}, {out / SAMPLES_NAME}, {out / PREDICTIONS_NAME}")
+    predictions = {"pred": preds, "image_id": np.array(image_ids), "object": np.array(objects),
+                   "found": np.asarray(predicted["found"], bool), "text": np.asarray(predicted["text"]).astype(str)}
+    write_results(Path(args.out), predictions, list(rows[0]), rows, metrics, format_metrics(metrics, args.dataset))
     return 0

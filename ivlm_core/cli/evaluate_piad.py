@@ -16,19 +16,14 @@ model answer (what a robot gets). Files in --out: `metrics.json`, `samples.csv`,
 from __future__ import annotations
 
 import argparse
-import csv
-import json
 from collections import OrderedDict
 from pathlib import Path
 from typing import Any
 
 import numpy as np
 
+from ivlm_core.cli.evaluate import read_predictions, write_results
 from ivlm_core.errors import InvalidInputError, MissingAssetError
-
-METRICS_NAME = "metrics.json"
-SAMPLES_NAME = "samples.csv"
-PREDICTIONS_NAME = "predictions.npz"
 
 
 # ------------------------------------------------------------------------------------------------ inputs
@@ -104,14 +99,7 @@ def _keys(samples: list) -> list[str]:
 
 
 def load_predictions(path: Path, samples: list, points: list[np.ndarray]) -> dict[str, Any]:
-    if not path.is_file():
-        raise MissingAssetError("predictions file", path, "Pass the predictions.npz an earlier `ivlm eval` wrote.")
-    with np.load(path, allow_pickle=False) as data:
-        missing = {"pred", "offsets", "sample"} - set(data.files)
-        if missing:
-            raise InvalidInputError(f"'{path}' lacks {sorted(missing)}: not a predictions.npz of `ivlm eval "
-                                    "--format piad`")
-        loaded = {k: data[k] for k in data.files}
+    loaded = read_predictions(path, {"pred", "offsets", "sample"}, "ivlm eval --format piad")
     if loaded["sample"].tolist() != _keys(samples):
         raise InvalidInputError(f"'{path}' holds predictions for other samples than the dataset's {len(samples)}")
     offsets = loaded["offsets"]
@@ -208,21 +196,14 @@ def run_piad_eval(args: argparse.Namespace) -> int:
     if args.predictions is not None:
         metrics["inference_type"] = "from --predictions"
 
-    out = Path(args.out)
-    out.mkdir(parents=True, exist_ok=True)
     offsets = np.cumsum([0] + [len(p) for p in preds])
-    np.savez_compressed(out / PREDICTIONS_NAME, pred=np.concatenate(preds), offsets=offsets,
-                        sample=np.array(_keys(samples)), found=np.asarray(predicted["found"], bool),
-                        text=np.asarray(predicted["text"]).astype(str), maps=np.asarray(sources).astype(str))
-    with (out / SAMPLES_NAME).open("w", newline="") as handle:
-        fields = ["image", "point_file", "object", "affordance", "sim", "mae", "auc", "aiou", "gt_points",
-                  "found", "maps", "answer"]
-        table = csv.DictWriter(handle, fieldnames=fields)
-        table.writeheader()
-        for s, row, found, source, text in zip(samples, rows, predicted["found"], sources, predicted["text"]):
-            table.writerow({"image": s.image_path.name, "point_file": s.point_path.name, "object": s.object_name,
-                            "affordance": s.affordance, **row, "found": bool(found), "maps": source, "answer": text})
-    (out / METRICS_NAME).write_text(json.dumps(metrics, indent=2) + "\n")
-    print(format_metrics(metrics))
-    print(f"files: {out / METRICS_NAME}, {out / SAMPLES_NAME}, {out / PREDICTIONS_NAME}")
+    predictions = {"pred": np.concatenate(preds), "offsets": offsets, "sample": np.array(_keys(samples)),
+                   "found": np.asarray(predicted["found"], bool), "text": np.asarray(predicted["text"]).astype(str),
+                   "maps": np.asarray(sources).astype(str)}
+    fields = ["image", "point_file", "object", "affordance", "sim", "mae", "auc", "aiou", "gt_points", "found",
+              "maps", "answer"]
+    table = [{"image": s.image_path.name, "point_file": s.point_path.name, "object": s.object_name,
+              "affordance": s.affordance, **row, "found": bool(found), "maps": source, "answer": text}
+             for s, row, found, source, text in zip(samples, rows, predicted["found"], sources, predicted["text"])]
+    write_results(Path(args.out), predictions, fields, table, metrics, format_metrics(metrics))
     return 0
