@@ -20,7 +20,7 @@ import numpy as np
 import torch
 
 from ivlm_core.errors import InvalidInputError, IvlmError, MissingAssetError
-from ivlm_core.geometry.intrinsics import camera_k_problem, usable_camera_k
+from ivlm_core.geometry.intrinsics import checked_camera_k, usable_camera_k
 from ivlm_core.pipeline_config import PipelineConfig
 from ivlm_core.user_text import validate_query
 
@@ -180,12 +180,7 @@ def check_image(image_rgb: np.ndarray) -> np.ndarray:
 
 def check_camera_k(camera_k: np.ndarray | None) -> np.ndarray | None:
     """K or None; InvalidInputError when it cannot be used (see ivlm_core.geometry.intrinsics)."""
-    if camera_k is None:
-        return None
-    problem = camera_k_problem(camera_k)
-    if problem:
-        raise InvalidInputError(f"camera intrinsics must be a finite 3x3 K with fx, fy > 0: {problem}")
-    return np.asarray(camera_k, dtype=np.float64)
+    return None if camera_k is None else checked_camera_k(camera_k)
 
 
 def contact_vertex_ids(contact: np.ndarray | None, threshold: float) -> np.ndarray:

@@ -247,6 +247,16 @@ def test_too_few_keypoints_is_reported_not_raised(layer):
     assert not result.placed and "keypoints" in result.status
 
 
+def test_fit_rejects_an_unusable_k_like_the_pipeline_and_tracker(layer):
+    """The fit uses the one K check (geometry.intrinsics): NaN entries or a wrong last row are named, not fitted."""
+    fitter = KeypointBodyFitter(layer, BodyFitConfig.fast())
+    keypoints = _synthetic_keypoints(fitter, _true_params())
+    for bad, fragment in ((np.where(np.eye(3) == 1, np.nan, CAMERA_K), "NaN"), (CAMERA_K * 2, "last row"),
+                          (np.eye(2), "3x3")):  # fmt: skip
+        with pytest.raises(InvalidInputError, match=fragment):
+            fitter.fit(keypoints, bad)
+
+
 def test_translation_solve_and_ray_rotation_are_exact_on_clean_data():
     rng = np.random.default_rng(4)
     points = rng.normal(scale=0.4, size=(20, 3))

@@ -47,7 +47,7 @@ def test_input_checks() -> None:
         check_image(np.zeros((10, 10), np.uint8))
     with pytest.raises(InvalidInputError, match="too small"):
         check_image(np.zeros((4, 10, 3), np.uint8))
-    with pytest.raises(InvalidInputError, match="3x3 K"):
+    with pytest.raises(InvalidInputError, match="usable intrinsic matrix: K has NaN"):
         check_camera_k(np.full((3, 3), np.nan))
     assert check_camera_k(None) is None
     ids = contact_vertex_ids(np.array([0.1, 0.5, 0.7, 0.49]), 0.5)

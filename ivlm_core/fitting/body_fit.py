@@ -36,6 +36,7 @@ from smplx.joint_names import JOINT_NAMES
 from ivlm_core.errors import InvalidInputError, IvlmError
 from ivlm_core.fitting.body_layer import KEYPOINT_VERTEX_NAMES, BodyLayer
 from ivlm_core.fitting.keypoints import HAND_LANDMARK_NAMES, POSE_INDEX, HumanKeypoints
+from ivlm_core.geometry.intrinsics import checked_camera_k
 
 LOG = logging.getLogger(__name__)
 
@@ -328,7 +329,7 @@ class KeypointBodyFitter:
     ) -> BodyFitResult:
         start = time.perf_counter()
         cfg = self.config
-        k = _check_camera(camera_k)
+        k = checked_camera_k(camera_k)  # the pipeline's and the tracker's K check
         targets = build_targets(keypoints, self.layer, cfg.min_confidence)
         if np.count_nonzero(targets.weights) < 4:
             return BodyFitResult(False, "body not placed: fewer than 4 confident body keypoints", targets=targets)
@@ -555,13 +556,6 @@ def _project(points: torch.Tensor, camera_k: torch.Tensor) -> torch.Tensor:
     return (points[:, :2] / z) * torch.stack([camera_k[0, 0], camera_k[1, 1]]) + torch.stack(
         [camera_k[0, 2], camera_k[1, 2]]
     )
-
-
-def _check_camera(camera_k: np.ndarray) -> np.ndarray:
-    k = np.asarray(camera_k, dtype=np.float64)
-    if k.shape != (3, 3) or k[0, 0] <= 0 or k[1, 1] <= 0:
-        raise InvalidInputError(f"camera_k must be a 3x3 intrinsic matrix with positive focal lengths, got {k}")
-    return k
 
 
 @dataclass

@@ -12,6 +12,8 @@ from typing import Any
 
 import numpy as np
 
+from ivlm_core.errors import InvalidInputError
+
 # No real lens is this long: 1e6 px is a 40 m focal length on a 4 um pixel; anything above overflows the fit.
 MAX_FOCAL_PX = 1e6
 
@@ -43,3 +45,12 @@ def usable_camera_k(camera_k: Any) -> tuple[np.ndarray | None, str]:
     if problem:
         return None, f"invalid camera_info: {problem}"
     return np.asarray(camera_k, dtype=np.float64), ""
+
+
+def checked_camera_k(camera_k: Any) -> np.ndarray:
+    """K as float64 for code that cannot work without one (the body fit, the tracker); InvalidInputError naming
+    the `camera_k_problem` otherwise."""
+    problem = camera_k_problem(camera_k)
+    if problem:
+        raise InvalidInputError(f"camera_k is not a usable intrinsic matrix: {problem}")
+    return np.asarray(camera_k, dtype=np.float64)

@@ -30,7 +30,7 @@ from ivlm_core.fitting.body_fit import (
 )
 from ivlm_core.fitting.body_layer import BodyLayer
 from ivlm_core.fitting.keypoints import HumanKeypoints
-from ivlm_core.geometry.intrinsics import camera_k_problem
+from ivlm_core.geometry.intrinsics import checked_camera_k
 from ivlm_core.tracking.person_box import PersonBox
 from ivlm_core.tracking.person_finder import FoundPerson, KeypointDetector, PersonFinder
 from ivlm_core.tracking.tracker_config import TrackerConfig
@@ -175,10 +175,7 @@ class BodyTracker:
         image = np.asarray(image_rgb)
         if image.ndim != 3 or image.shape[2] != 3 or image.dtype != np.uint8 or min(image.shape[:2]) < 16:
             raise InvalidInputError(f"tracker needs an RGB uint8 image (H, W, 3), got {image.dtype} {image.shape}")
-        problem = camera_k_problem(camera_k)  # the one K check the pipeline and the node use
-        if problem:
-            raise InvalidInputError(f"camera_k is not a usable intrinsic matrix: {problem}")
-        k = np.asarray(camera_k, dtype=np.float64)
+        k = checked_camera_k(camera_k)  # the one K check the pipeline and the node use
         if self.layer is None:
             return TrackingUpdate(stamp_s, [], self.unavailable_reason)
         notes: list[str] = []
