@@ -74,8 +74,7 @@ class TrackingUpdate:
 @dataclass
 class _Track:
     track_id: int
-    params: dict[str, np.ndarray]
-    placement: BodyFitResult
+    placement: BodyFitResult  # the last fresh body; its params start the next frame's warm fit
     box: PersonBox
     source: str
     last_seen_s: float
@@ -284,10 +283,10 @@ class BodyTracker:
         if not result.placed:
             return None  # the track keeps its last good state
         if track is None:
-            track = _Track(self._next_id, result.params, result, person.box, person.source, stamp_s)
+            track = _Track(self._next_id, result, person.box, person.source, stamp_s)
             self._next_id += 1
             self._tracks.append(track)
-        track.params, track.placement, track.box, track.source = result.params, result, person.box, person.source
+        track.placement, track.box, track.source = result, person.box, person.source
         track.last_seen_s, track.missed_frames = stamp_s, 0
         return TrackedBody(
             track.track_id, result, person.box, person.source, bool(frame.reinit_reason), 0.0, person.keypoints,
