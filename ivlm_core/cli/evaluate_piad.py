@@ -22,7 +22,7 @@ from typing import Any
 
 import numpy as np
 
-from ivlm_core.cli.evaluate import read_predictions, write_results
+from ivlm_core.cli.eval_files import read_predictions, write_results
 from ivlm_core.errors import InvalidInputError, MissingAssetError
 
 
