@@ -207,7 +207,9 @@ def test_mask_term_tolerates_a_mask_too_narrow_or_too_wide(box_scene, grow):
         losses[shift_px] = loss["mask"].numpy()
         shifts[shift_px] = scene.mask_shifts[loss["mask_shift_index"]].numpy()
     assert abs(shifts[8][true_depth] - (4 if grow else -4)) <= 1
-    assert losses[8][true_depth] < 0.12 and losses[8][true_depth] <= losses[8].min() + 0.005
+    # within the cost of about 2 px of shift (a smaller object needs a smaller shift): no real pull
+    slack = 2.5 * of.FitConfig().mask_shift_cost
+    assert losses[8][true_depth] < 0.12 and losses[8][true_depth] <= losses[8].min() + slack
     assert losses[0][true_depth] > losses[8][true_depth] + 0.1
     best_plain = steps[int(np.argmin(losses[0]))]
     assert best_plain != 0.0 and (best_plain < 0) == grow  # too wide pulls it nearer, too narrow away

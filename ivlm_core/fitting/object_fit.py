@@ -92,7 +92,7 @@ class FitConfig:
     mask_boundary_band_px: int = 0
     mask_shift_px: int = 8
     mask_shift_step_px: int = 1
-    mask_shift_cost: float = 0.002
+    mask_shift_cost: float = 0.004
     mask_shift_window: int = 1
     object_contact_threshold: float = 0.3
     human_contact_threshold: float = 0.5
