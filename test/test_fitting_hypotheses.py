@@ -231,3 +231,39 @@ def test_contact_region_far_from_the_mask_is_ignored(box_scene):
     assert (kept[blob] == 0).all() and (kept[s["p_hum"] > 0.5] > 0.5).all()
     without_regions = of._usable_contacts(of.FitConfig(contact_cluster_m=0.0), *args)
     assert (without_regions[blob] > 0).all()  # the mask-box rule alone keeps it
+
+
+def test_an_eroded_mask_that_lost_a_thin_part_is_matched_at_the_true_pose():
+    """A paddle (plate + 2 cm handle, ~8 px wide in the image) whose mask is eroded by 6 px loses its handle:
+    the silhouette's outline moved in by ~6 px loses it too, so the true pose still matches (moving the
+    mask's outline back out could not restore the handle)."""
+    rot = Rotation.from_euler("xyz", [10, 0, 5], degrees=True).as_matrix()
+    plate = trimesh.creation.box((0.12, 0.10, 0.015))
+    handle = trimesh.creation.box((0.02, 0.16, 0.015))
+    handle.apply_translation((0.0, -0.13, 0.0))
+    s = _make(trimesh.util.concatenate([plate, handle]), rot)
+    disk = np.hypot(*np.mgrid[-6:7, -6:7]) <= 6
+    eroded = ndimage.binary_erosion(s["mask"], disk)
+    assert eroded.sum() < 0.6 * s["mask"].sum()
+    cfg = of.FitConfig()
+    scene, true = _prepared(dict(s, mask=eroded), cfg, use_occlusion=False)
+    with torch.no_grad():
+        loss = of._losses(scene, cfg, *true, None)
+    assert float(loss["mask"][0]) < 0.15
+    assert abs(float(scene.mask_shifts[loss["mask_shift_index"][0]]) + 6) <= 1
+
+
+def test_moved_outlines_stay_finite_on_a_coarse_grid(box_scene):
+    """On a grid so coarse that the silhouette's own blur reaches the largest shift, no second blur is made
+    (a zero-width one would be 0/0); losses and gradients stay finite."""
+    cfg = of.FitConfig()
+    s = box_scene
+    centre = s["obj_v"].mean(0)
+    scene = of._prepare(cfg, s["obj_v"] - centre, s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"],
+                        s["mask"], K, False, resolution=6)
+    assert float(scene.mask_shifts.abs().max()) / scene.grid.step / 3.0 <= cfg.silhouette_sigma
+    rot = torch.tensor(s["rot"], dtype=torch.float32)[None]
+    trans = torch.tensor(s["rot"] @ centre + s["trans"], dtype=torch.float32)[None].requires_grad_()
+    loss = of._losses(scene, cfg, rot, trans, torch.ones(1), None)["total"]
+    loss.sum().backward()
+    assert torch.isfinite(loss).all() and torch.isfinite(trans.grad).all()

@@ -31,6 +31,7 @@ near-tie is reported as an ambiguity.
 
 from __future__ import annotations
 
+import functools
 import math
 import time
 from dataclasses import dataclass, field, fields
@@ -826,22 +827,30 @@ def _moved_silhouettes(
     (pixels, > 0: out): what a mask too wide or too narrow by that much shows, thin parts erased by the
     shrinking included (moving the MASK's outline back instead cannot restore what was erased).
 
-    The silhouette blurred wide enough to reach the largest shift (a Gaussian convolution of the sharp one)
-    gives each cell's signed distance to the outline (exact for straight edges: blur = Phi(distance /
-    wide)); moved by d, the outline is
-    Phi((distance + d) / sigma) again. Shift 0 keeps the sharp silhouette itself, so a correct mask is
-    matched as precisely as without shifts. Where the body hides the object, a shrunken outline recedes from
-    the body's edge too (clearance > -d). unoccluded: the silhouette before the body hides any of it."""
+    The silhouette blurred wide enough to reach the largest shift (a Gaussian blur of the sharp one) gives
+    each cell's signed distance to the outline (exact for straight edges: blur = Phi(distance / wide));
+    moved by d, the outline is Phi((distance + d) / sigma) again. Shift 0 keeps the sharp silhouette itself,
+    so a correct mask is matched as precisely as without shifts. Where the body hides the object, a shrunken
+    outline recedes from the body's edge too (clearance > -d). unoccluded: the silhouette before the body
+    hides any of it."""
     cells = (scene.mask_shifts / scene.grid.step)[shift_rows]  # (B,k)
     zero = cells == 0
     moved = sil[:, None].expand(-1, cells.shape[1], -1, -1)
     if bool(zero.all()):
         return moved
     # one blur for every pose and window (a batch gives what each pose alone gives)
-    wide = max(sigma, float(scene.mask_shifts.abs().max()) / scene.grid.step / 3.0)
-    blurred = _gaussian_blur(unoccluded, math.sqrt(wide**2 - sigma**2), reach=float(cells.abs().max()) + 4 * wide)
-    # float64: the distance is read off the blur's tails (down to 1e-30 outside, 1 - 2e-7 inside)
-    inside = (torch.special.ndtri(blurred.double().clamp(1e-30, 1.0 - 2e-7)) * wide).to(sil.dtype)
+    largest = float(scene.mask_shifts.abs().max()) / scene.grid.step
+    wide = max(sigma, largest / 3.0)
+    extra = math.sqrt(wide**2 - sigma**2)
+    reach = largest + 4 * wide
+    if extra > 0:
+        rows, cols = (_blur_band(n, extra, reach) for n in unoccluded.shape[1:])
+        blurred = rows @ unoccluded @ cols
+    else:  # a coarse grid: the silhouette's own blur already reaches the largest shift
+        blurred = unoccluded
+    # the distance is read off the blur's tails (down to 1e-30 outside, 1 - 2e-7 inside), in float64: the
+    # gradient there (1 / pdf) overflows float32
+    inside = (torch.special.ndtri(blurred.double().clamp(1e-30, 1.0 - 2e-7)) * wide).to(blurred.dtype)
     shifted = torch.special.ndtr((inside[:, None] + cells[:, :, None, None]) / sigma)
     moved = torch.where(zero[:, :, None, None], moved, shifted)
     if clearance is not None:
@@ -849,21 +858,17 @@ def _moved_silhouettes(
     return moved
 
 
-def _gaussian_blur(images: torch.Tensor, sigma: float, reach: float) -> torch.Tensor:
-    """(B,h,w) images blurred by a separable Gaussian of ``sigma`` cells, cut beyond ``reach`` cells (beyond
-    the grid counts as empty). A silhouette blurred by s0 and then by sigma is the one blurred by
-    sqrt(s0^2 + sigma^2): a second, wider blur at the cost of two small matrix products (several times
-    faster than a one-channel convolution, backward included)."""
-    if sigma <= 0:
-        return images
-
-    def band(n: int) -> torch.Tensor:
-        offset = torch.arange(n, dtype=images.dtype)
-        offset = offset[:, None] - offset[None, :]
-        weights = torch.exp(-0.5 * (offset / sigma) ** 2) * (offset.abs() <= max(1.0, reach))
-        return weights / torch.exp(-0.5 * (torch.arange(-n, n + 1, dtype=images.dtype) / sigma) ** 2).sum()
-
-    return band(images.shape[1]) @ images @ band(images.shape[2])
+@functools.lru_cache(maxsize=64)
+def _blur_band(n: int, sigma: float, reach: float) -> torch.Tensor:
+    """(n,n) matrix of a Gaussian blur of ``sigma`` cells along one grid axis, cut beyond ``reach`` cells
+    (beyond the grid counts as empty): band @ image @ band blurs an image. A silhouette blurred by s0 and
+    then by sigma is the one blurred by sqrt(s0^2 + sigma^2): a second, wider blur for two small matrix
+    products (several times faster than a one-channel convolution, backward included). Cached: a fit asks
+    for the same few again and again; nothing writes into it."""
+    offset = torch.arange(n, dtype=torch.float32)
+    offset = offset[:, None] - offset[None, :]
+    weights = torch.exp(-0.5 * (offset / sigma) ** 2) * (offset.abs() <= max(1.0, reach))
+    return weights / torch.exp(-0.5 * (torch.arange(-n, n + 1, dtype=torch.float32) / sigma) ** 2).sum()
 
 
 def _trimmed_mean(distance: torch.Tensor, weight: torch.Tensor, keep: float) -> torch.Tensor:
