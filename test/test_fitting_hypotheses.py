@@ -267,3 +267,13 @@ def test_moved_outlines_stay_finite_on_a_coarse_grid(box_scene):
     loss = of._losses(scene, cfg, rot, trans, torch.ones(1), None)["total"]
     loss.sum().backward()
     assert torch.isfinite(loss).all() and torch.isfinite(trans.grad).all()
+
+
+def test_a_diverged_pose_ends_the_refinement_with_the_best_poses_seen(box_scene):
+    cfg = of.FitConfig()
+    scene, (rot, trans, _) = _prepared(box_scene, cfg, use_occlusion=False)
+    bad = trans.clone()
+    bad[0, 0] = float("nan")
+    start = of._Batch(rot.expand(2, 3, 3).clone(), torch.cat([trans, bad]), torch.ones(2), torch.zeros(2), ["a", "b"])
+    out = of._refine(scene, cfg, start, 5)  # no exception from the contact search on a NaN pose
+    assert torch.isfinite(out.rotation).all() and torch.isinf(out.loss).all()

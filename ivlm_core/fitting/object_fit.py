@@ -495,6 +495,8 @@ def _refine(scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int) -> _B
     window = torch.arange(-cfg.mask_shift_window, cfg.mask_shift_window + 1)
     half = max(1, iterations // 2)
     for step in range(iterations + 1):  # the last pass only scores the pose the last step reached
+        if not (torch.isfinite(rot6d).all() and torch.isfinite(trans).all() and torch.isfinite(scale).all()):
+            break  # a diverged step (non-finite pose): keep the best poses seen so far
         rot = rotation_6d_to_matrix(rot6d)
         if step % max(1, cfg.occlusion_update_every) == 0:  # the body's occlusion and every shift, refreshed
             visibility = _visibility(scene, rot.detach(), trans.detach(), scale.detach())
