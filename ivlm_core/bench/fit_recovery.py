@@ -339,6 +339,7 @@ class FitOutcome:
     fit_s: float
     failure: str = ""
     occluded: float = 0.0  # fraction of the object's image the body covers in this scene
+    ambiguous: bool = False  # the fit reported a near-tie with a different pose
 
     @property
     def success(self) -> bool:
@@ -365,7 +366,8 @@ def fit_scene(scene: Scene, cfg: FitConfig, start: str, rng: np.random.Generator
     rot_err = sym.rotation_error_deg(scene.rotation, result.rotation)
     true_centre = sym.centre_in_camera(scene.rotation, scene.translation)
     trans_err = 100 * float(np.linalg.norm(sym.centre_in_camera(result.rotation, result.translation) - true_centre))
-    return FitOutcome(rot_err, trans_err, seconds, occluded=scene.occluded), result
+    return FitOutcome(rot_err, trans_err, seconds, occluded=scene.occluded,
+                      ambiguous=bool(result.report["ambiguous"])), result
 
 
 def _write_outputs(stem: Path, scene: Scene, fitted_vertices: np.ndarray) -> None:
@@ -388,10 +390,13 @@ def _summary(name: str, outcomes: list[FitOutcome]) -> str:
         return f"mean {np.mean(x):.2f} median {np.median(x):.2f} p90 {np.percentile(x, 90):.2f} worst {np.max(x):.2f}"
 
     failed = sum(bool(o.failure) for o in outcomes)
+    misses = [o for o in outcomes if not o.success]
+    flagged = sum(o.ambiguous for o in misses)
     occ = np.array([o.occluded for o in outcomes])
     bins = np.histogram(occ, bins=(0.0, 0.1, 0.2, 0.3, 0.4 + 1e-9))[0]
     return (f"{name}: {len(outcomes)} fits, success {np.mean([o.success for o in outcomes]):.0%}"
-            f"{f' ({failed} refused)' if failed else ''}\n  rot_deg   {stats(rot)}\n  trans_cm  {stats(trans)}"
+            f"{f' ({failed} refused)' if failed else ''}; {flagged} of its {len(misses)} misses reported ambiguous"
+            f"\n  rot_deg   {stats(rot)}\n  trans_cm  {stats(trans)}"
             f"\n  fit_s     {stats(secs)}\n  occluded  {stats(100 * occ)} (%); scenes with 0-10/10-20/20-30/30-40 %: "
             f"{'/'.join(str(int(b)) for b in bins)}")
 
