@@ -220,3 +220,60 @@ def test_interaction_markers_from_a_pipeline_result() -> None:
     human.vertex_contact = np.zeros(4, np.float32)
     again = {m.ns: m for m in interaction_markers(result, 0.5, 0.5)}
     assert again["human_contact"].action == DELETE and again["human_mesh"].action == ADD
+
+
+def _three_people_markers() -> list[MarkerData]:
+    """The body loop's MarkerArray for three tracked people (fitted bodies in person_<id>/ namespaces), one of
+    them with no contact (a DELETE), plus the stale-marker DELETE of a person who left."""
+    from ivlm_ros.markers import StaleMarkers, person_namespace
+
+    rng = np.random.default_rng(3)
+    stale = StaleMarkers()
+    stale.with_deletes([MarkerData(ns=person_namespace(9) + "human_mesh", id=0, type=TRIANGLE_LIST)])
+    markers: list[MarkerData] = []
+    for track_id, contact_scale in ((1, 1.0), (4, 1.0), (7, 0.0)):
+        vertices = rng.normal(size=(30, 3)).astype(np.float32)  # float32, as a fit returns them
+        faces = rng.integers(0, 30, size=(40, 3))
+        human = SimpleNamespace(
+            vertex_contact=rng.random(30).astype(np.float32) * contact_scale, body_parts=["hands"], contact_found=True
+        )
+        result = SimpleNamespace(
+            object_query="mug",
+            human=human,
+            body_mesh=None,
+            body_placement=SimpleNamespace(placed=True, vertices=vertices, faces=faces),
+            object=None,
+        )
+        markers += interaction_markers(result, 0.5, 0.5, ns_prefix=person_namespace(track_id))
+    return stale.with_deletes(markers)
+
+
+def test_three_people_marker_array_equals_the_generic_message_encoder_byte_for_byte() -> None:
+    """The multi-person MarkerArray the node publishes (several large point/colour arrays, each kept as a view
+    until the one final join) is byte for byte what message_cdr writes for the equivalent rclpy message."""
+    from visualization_msgs.msg import MarkerArray
+
+    from ivlm_ros.message_cdr import encode_message
+
+    markers = _three_people_markers()
+    assert len(markers) == 10 and sum(m.action == DELETE for m in markers) == 2
+    stamp = (1700000001, 5, "camera_color_optical_frame")
+    raw = encode_marker_array(markers, *stamp)
+    assert raw == encode_message(MarkerArray(markers=[_marker_msg(m, *stamp) for m in markers]))
+    assert [m.ns for m in _decode(raw).markers] == [m.ns for m in markers]
+
+
+def test_cdr_encoding_does_not_depend_on_the_memory_layout_of_the_arrays() -> None:
+    """Strided, Fortran-order, float32 and big-endian inputs give the bytes of their packed little-endian copy."""
+    rng = np.random.default_rng(4)
+    points = rng.random((8, 6))[:, ::2]  # a strided view
+    colors = np.asfortranarray(rng.random((8, 4)).astype(">f4"))
+    packed = MarkerData(
+        ns="m", id=0, type=TRIANGLE_LIST, points=np.array(points, "<f8", order="C"),
+        colors=np.array(colors, "<f4", order="C"),
+    )  # fmt: skip
+    odd = MarkerData(ns="m", id=0, type=TRIANGLE_LIST, points=points, colors=colors)
+    assert encode_marker_array([odd], 1, 2, "f") == encode_marker_array([packed], 1, 2, "f")
+    as_float32 = MarkerData(ns="m", id=0, type=SPHERE_LIST, points=np.float32(0.5) * np.ones((3, 3), np.float32))
+    as_float64 = MarkerData(ns="m", id=0, type=SPHERE_LIST, points=np.full((3, 3), 0.5))
+    assert encode_marker_array([as_float32], 1, 2, "f") == encode_marker_array([as_float64], 1, 2, "f")
