@@ -48,7 +48,7 @@ def write_mesh(writer: CdrWriter, vertices: np.ndarray | None, faces: np.ndarray
     faces_u32 = np.asarray(faces).reshape(-1, 3)
     writer.uint32(len(faces_u32))
     if len(faces_u32):
-        writer.raw(np.ascontiguousarray(faces_u32, dtype="<u4").tobytes(), 4)
+        writer.array(faces_u32, "<u4")
     points = np.asarray(vertices).reshape(-1, 3)
     writer.uint32(len(points))
     if len(points):
@@ -82,8 +82,7 @@ def _write_elements(writer: CdrWriter, kind: str, values: Any) -> None:
     if not len(values):
         return  # an empty sequence has no element alignment
     if kind in _PRIMITIVES:
-        dtype = np.dtype(_PRIMITIVES[kind])
-        writer.raw(np.asarray(values, dtype=dtype).tobytes(), dtype.itemsize)
+        writer.array(values, _PRIMITIVES[kind])
         return
     for value in values:
         _write_value(writer, kind, value)

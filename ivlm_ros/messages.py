@@ -33,6 +33,7 @@ from std_msgs.msg import Header
 
 from ivlm_core.user_text import escape_inline
 from ivlm_ros.marker_cdr import CdrWriter
+from ivlm_ros.message_cdr import write_mesh
 
 
 def make_header(stamp: Time, frame_id: str) -> Header:
@@ -64,12 +65,7 @@ def mesh_msg(vertices: np.ndarray | None, faces: np.ndarray | None) -> Mesh:
     if vertices is None or faces is None:
         return Mesh()
     writer = CdrWriter()
-    faces_u32 = np.asarray(faces).reshape(-1, 3)
-    writer.uint32(len(faces_u32))
-    writer.raw(np.ascontiguousarray(faces_u32, dtype="<u4").tobytes(), 4)
-    points = np.asarray(vertices).reshape(-1, 3)
-    writer.uint32(len(points))
-    writer.float64s(points)
+    write_mesh(writer, vertices, faces)
     return deserialize_message(writer.getvalue(), Mesh)
 
 
