@@ -48,6 +48,62 @@ def colormap_rgba(values: np.ndarray, name: str = "viridis", alpha: float = 1.0)
     return rgba
 
 
+def corner_colours(
+    vertex_values: np.ndarray | None, faces: np.ndarray, colormap: str = "viridis", alpha: float = 1.0
+) -> np.ndarray:
+    """(3F, 4) float32 RGBA of every triangle corner: ``vertex_values`` through the colour map (grey when None)."""
+    faces = np.asarray(faces, dtype=np.intp)
+    if vertex_values is None:
+        return np.tile(np.array([0.7, 0.7, 0.7, alpha], dtype=np.float32), (faces.size, 1))
+    return colormap_rgba(vertex_values, colormap, alpha)[faces.reshape(-1)]
+
+
+class CornerColourCache:
+    """Remembers the corner colours of the last meshes, so an unchanged contact is not re-coloured per frame.
+
+    The body loop re-publishes every person's mesh at camera rate, but a contact changes only at the VLM's rate;
+    colouring and spreading it over the 62 724 corners of an SMPL-X TRIANGLE_LIST is ~0.8 ms a person a frame
+    (``python -m ivlm_ros.bench.marker_encoding``). Entries are found by content (copies of the contact values and
+    faces, compared in ~0.05 ms), so an array changed in place is never served stale; the colours handed out are
+    read-only, as several frames' markers share them. Not thread-safe: one publisher (the node's body loop) owns it.
+    """
+
+    def __init__(self, max_entries: int = 16) -> None:
+        self._max_entries = max_entries
+        self._entries: list[tuple[np.ndarray | None, np.ndarray, str, float, np.ndarray]] = []
+
+    def __len__(self) -> int:
+        return len(self._entries)
+
+    def corner_colours(
+        self, vertex_values: np.ndarray | None, faces: np.ndarray, colormap: str = "viridis", alpha: float = 1.0
+    ) -> np.ndarray:
+        """:func:`corner_colours`, from the cache when the same values, faces, map and alpha were coloured."""
+        values = None if vertex_values is None else np.asarray(vertex_values)
+        faces = np.asarray(faces)
+        for i, (known_values, known_faces, known_map, known_alpha, colours) in enumerate(self._entries):
+            if (
+                known_map == colormap
+                and known_alpha == alpha
+                and _same(known_values, values)
+                and _same(known_faces, faces)
+            ):
+                self._entries.append(self._entries.pop(i))  # most recently used last
+                return colours
+        colours = corner_colours(values, faces, colormap, alpha)
+        colours.flags.writeable = False
+        kept_values = None if values is None else values.copy()
+        self._entries.append((kept_values, faces.copy(), colormap, alpha, colours))
+        del self._entries[: -self._max_entries]
+        return colours
+
+
+def _same(known: np.ndarray | None, new: np.ndarray | None) -> bool:
+    if known is None or new is None:
+        return known is None and new is None
+    return known.shape == new.shape and known.dtype == new.dtype and bool(np.array_equal(known, new))
+
+
 def contact_mesh_marker(
     vertices: np.ndarray,
     faces: np.ndarray,
@@ -56,27 +112,27 @@ def contact_mesh_marker(
     marker_id: int,
     colormap: str = "viridis",
     alpha: float = 1.0,
+    colour_cache: CornerColourCache | None = None,
 ) -> MarkerData:
     """TRIANGLE_LIST of the mesh with per-vertex colours from ``vertex_values`` (grey when None)."""
     vertices = np.asarray(vertices, dtype=np.float64)
-    faces = np.asarray(faces, dtype=np.intp)
+    faces = np.asarray(faces)
     if faces.ndim != 2 or faces.shape[1] != 3:
         raise ValueError(f"faces must be (F, 3), got {faces.shape}")
-    if vertex_values is None:
-        vertex_rgba = np.tile(np.array([0.7, 0.7, 0.7, alpha], dtype=np.float32), (len(vertices), 1))
+    if vertex_values is not None and len(vertex_values) != len(vertices):
+        raise ValueError(f"{len(vertex_values)} contact values for a mesh of {len(vertices)} vertices")
+    if colour_cache is None:
+        colours = corner_colours(vertex_values, faces, colormap, alpha)
     else:
-        if len(vertex_values) != len(vertices):
-            raise ValueError(f"{len(vertex_values)} contact values for a mesh of {len(vertices)} vertices")
-        vertex_rgba = colormap_rgba(vertex_values, colormap, alpha)
-    flat = faces.reshape(-1)
+        colours = colour_cache.corner_colours(vertex_values, faces, colormap, alpha)
     return MarkerData(
         ns=ns,
         id=marker_id,
         type=TRIANGLE_LIST,
         scale=np.ones(3),
         color=np.array([1.0, 1.0, 1.0, alpha], dtype=np.float32),
-        points=vertices[flat],
-        colors=vertex_rgba[flat],
+        points=vertices[faces.reshape(-1).astype(np.intp, copy=False)],
+        colors=colours,
     )
 
 
@@ -128,13 +184,15 @@ def interaction_markers(
     display_distance_m: float = 2.5,
     max_spheres: int = 2000,
     ns_prefix: str = "",
+    colour_cache: CornerColourCache | None = None,
 ) -> list[MarkerData]:
     """Markers for an ``ivlm_core.pipeline.InteractionResult``: body and object meshes + contact spheres.
 
     Ids are fixed per namespace, so each frame replaces the previous one. Fitted meshes
     (``*_placement.placed``) are drawn where they were fitted in the camera frame, others in the display pose.
     ``ns_prefix`` puts every namespace under one person (:func:`person_namespace`), so several people show at
-    once and each can be hidden in RViz.
+    once and each can be hidden in RViz. ``colour_cache`` keeps the mesh colours of unchanged contacts between
+    calls (the node's body loop passes its own).
     """
     markers: list[MarkerData] = []
     human = result.human
@@ -149,7 +207,11 @@ def interaction_markers(
         contact = None if human is None else human.vertex_contact
         if contact is not None and len(contact) != len(body_vertices):
             contact = None  # a body-model mismatch must not hide the mesh; messages.py reports the values
-        markers.append(contact_mesh_marker(body_vertices, body_faces, contact, ns_prefix + "human_mesh", 0, colormap))
+        markers.append(
+            contact_mesh_marker(
+                body_vertices, body_faces, contact, ns_prefix + "human_mesh", 0, colormap, colour_cache=colour_cache
+            )
+        )
         ids = np.empty(0, np.intp) if contact is None else np.flatnonzero(contact >= human_threshold)
         markers.append(
             contact_points_marker(
@@ -174,7 +236,11 @@ def interaction_markers(
         contact = obj.vertex_contact
         if contact is not None and len(contact) != len(obj_vertices):
             contact = None
-        markers.append(contact_mesh_marker(obj_vertices, obj.faces, contact, ns_prefix + "object_mesh", 0, colormap))
+        markers.append(
+            contact_mesh_marker(
+                obj_vertices, obj.faces, contact, ns_prefix + "object_mesh", 0, colormap, colour_cache=colour_cache
+            )
+        )
         ids = np.empty(0, np.intp) if contact is None else np.flatnonzero(contact >= object_threshold)
         markers.append(
             contact_points_marker(

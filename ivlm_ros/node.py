@@ -80,7 +80,7 @@ from ivlm_ros.image_conversion import (
 )
 from ivlm_ros.latest_slot import LatestSlot
 from ivlm_ros.marker_cdr import encode_marker_array
-from ivlm_ros.markers import StaleMarkers, interaction_markers, person_namespace
+from ivlm_ros.markers import CornerColourCache, StaleMarkers, interaction_markers, person_namespace
 from ivlm_ros.messages import (
     box_from_roi,
     human_contact_msg,
@@ -253,6 +253,7 @@ class IvlmNode(LifecycleNode):
         self._last_bodies: BodiesSnapshot | None = None
         self._track_seen: dict[int, float] = {}
         self._stale_markers = StaleMarkers()
+        self._corner_colours = CornerColourCache()
         self._person_boxes: list[tuple[float, tuple[float, float, float, float]]] = []  # (arrival, box)
         self.body_loop = LoopMeter()
         self.contact_loop = LoopMeter()
@@ -573,6 +574,7 @@ class IvlmNode(LifecycleNode):
         self._last_bodies = None
         self._track_seen = {}
         self._stale_markers = StaleMarkers()
+        self._corner_colours = CornerColourCache()
         self._body_slot, self._contact_slot, self._fit_slot = LatestSlot(), LatestSlot(), LatestSlot()
         self._workers = [
             threading.Thread(target=target, name=name, daemon=True)
@@ -843,7 +845,7 @@ class IvlmNode(LifecycleNode):
                 markers += interaction_markers(
                     result, settings.human_threshold, settings.object_threshold, settings.marker_colormap,
                     settings.contact_sphere_radius_m, settings.display_distance_m,
-                    ns_prefix=person_namespace(track_id) if tracked else "",
+                    ns_prefix=person_namespace(track_id) if tracked else "", colour_cache=self._corner_colours,
                 )
         if transforms and self._tf is not None:
             self._tf.send(transforms)

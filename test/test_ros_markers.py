@@ -277,3 +277,30 @@ def test_cdr_encoding_does_not_depend_on_the_memory_layout_of_the_arrays() -> No
     as_float32 = MarkerData(ns="m", id=0, type=SPHERE_LIST, points=np.float32(0.5) * np.ones((3, 3), np.float32))
     as_float64 = MarkerData(ns="m", id=0, type=SPHERE_LIST, points=np.full((3, 3), 0.5))
     assert encode_marker_array([as_float32], 1, 2, "f") == encode_marker_array([as_float64], 1, 2, "f")
+
+
+def test_corner_colour_cache_gives_the_uncached_colours_and_never_stale_ones() -> None:
+    from ivlm_ros.markers import CornerColourCache
+
+    vertices, faces = _tetra()
+    contact = np.array([0.0, 1.0, 0.5, 0.25], dtype=np.float32)
+    cache = CornerColourCache(max_entries=2)
+    plain = contact_mesh_marker(vertices, faces, contact, "m", 0, "turbo")
+    first = contact_mesh_marker(vertices, faces, contact, "m", 0, "turbo", colour_cache=cache)
+    again = contact_mesh_marker(vertices + 1.0, faces, contact, "m", 0, "turbo", colour_cache=cache)
+    assert encode_marker_array([first], 1, 2, "f") == encode_marker_array([plain], 1, 2, "f")
+    assert again.colors is first.colors and not first.colors.flags.writeable  # shared, so read-only
+    np.testing.assert_array_equal(again.points, (vertices + 1.0)[faces.reshape(-1)])  # points are per call
+    contact[1] = 0.0  # changed in place: found by content, so re-coloured
+    np.testing.assert_array_equal(
+        contact_mesh_marker(vertices, faces, contact, "m", 0, "turbo", colour_cache=cache).colors,
+        colormap_rgba(contact, "turbo")[faces.reshape(-1)],
+    )
+    variants = (("viridis", 1.0, faces), ("turbo", 0.5, faces), ("turbo", 1.0, faces[::-1]))
+    for other_map, other_alpha, other_faces in variants:
+        cached = contact_mesh_marker(vertices, other_faces, contact, "m", 0, other_map, other_alpha, colour_cache=cache)
+        uncached = contact_mesh_marker(vertices, other_faces, contact, "m", 0, other_map, other_alpha)
+        np.testing.assert_array_equal(cached.colors, uncached.colors)
+    grey = contact_mesh_marker(vertices, faces, None, "m", 0, colour_cache=cache)
+    np.testing.assert_array_equal(grey.colors, contact_mesh_marker(vertices, faces, None, "m", 0).colors)
+    assert len(cache) == 2  # bounded
