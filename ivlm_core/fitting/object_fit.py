@@ -34,7 +34,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from dataclasses import dataclass, field, fields
+from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
 
@@ -109,6 +109,7 @@ class FitConfig:
     icp_robust_scale_m: float = 0.03
     silhouette_resolution: int = 96
     hypothesis_resolution: int = 32
+    hypothesis_sample_fraction: float = 0.5
     silhouette_margin: float = 0.5
     silhouette_sigma: float = 0.5
     silhouette_sigma_start: float = 0.5
@@ -288,7 +289,10 @@ def fit_object(
     # hypotheses are compared on a coarse silhouette grid (cheap), the finalists refined on the fine one
     depth = render_depth([(hum_v, hum_f)], k, mask.shape).depth if use_occlusion else None
     scene = _prepare(cfg, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion, body_depth=depth)
-    coarse = _prepare(cfg, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion,
+    # ... with fewer contact and surface samples too: it only ranks the hypotheses
+    sparse = replace(cfg, **{name: max(8, round(cfg.hypothesis_sample_fraction * getattr(cfg, name))) for name in (
+        "max_object_contact_points", "max_human_contact_points", "penetration_samples")})
+    coarse = _prepare(sparse, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion,
                       resolution=min(cfg.hypothesis_resolution, cfg.silhouette_resolution), body_depth=depth)
     candidates, icp_report = _start_poses(
         cfg, obj_v, obj_f, centre, p_obj, hum_v, hum_f, p_hum, mask, k, init_rotation, init_translation
