@@ -202,39 +202,49 @@ def test_bad_frames_are_counted_and_never_stop_the_node(probe: Probe, node: Node
 
 def test_only_the_newest_frame_is_processed_and_drops_are_counted(probe: Probe) -> None:
     """Both loops take the newest frame: the body loop counts what it skipped in frames_dropped, the contact
-    loop (the VLM, far slower) in contact_frames_skipped; every frame is accounted for in each."""
-    start = probe.fresh_status()
-    stamps = list(range(200, 208))
-    rgb = sample_rgb(96)
-    for sec in stamps:  # back to back, far faster than the model: the contact loop must skip stale frames
-        probe.publish_frame(rgb, sec)
-    _result(probe, "human", stamps[-1])  # the newest frame is always processed
+    loop (the VLM, far slower) in contact_frames_skipped; every frame is accounted for in each.
 
-    def delta(status: dict, key: str) -> int:
-        return int(status[key]) - int(start[key])
+    The contact loop is held to 1 Hz here: on a quiet machine the tiny model keeps up with a burst of small
+    frames, and which loop then skips depends on timing. With the slot closed for a second, the frames the
+    body loop passes on pile up in the contact loop's slot, so at least one loop must skip a stale frame."""
+    assert probe.set_parameter(NODE, "max_rate_hz", 1.0).successful
+    try:
+        start = probe.fresh_status()
+        stamps = list(range(200, 208))
+        rgb = sample_rgb(96)
+        for sec in stamps:  # back to back, far faster than the contact loop's slots
+            probe.publish_frame(rgb, sec)
+        _result(probe, "human", stamps[-1])  # the newest frame is always processed
 
-    status = probe.wait_status(
-        lambda s: delta(s, "frames_received") > 0
-        and delta(s, "frames_processed") + delta(s, "frames_dropped") == delta(s, "frames_received")
-        and delta(s, "contact_frames_processed") + delta(s, "contact_frames_skipped") == delta(s, "frames_processed"),
-        10,
-        "every received frame to be processed or counted as dropped, by both loops",
-    )
-    processed = delta(status, "frames_processed")
-    contact_processed, skipped = delta(status, "contact_frames_processed"), delta(status, "contact_frames_skipped")
-    assert skipped >= 1, status
+        def delta(status: dict, key: str) -> int:
+            return int(status[key]) - int(start[key])
 
-    def results(key: str) -> list[int]:
-        return [m.header.stamp.sec for m in probe.received[key] if m.header.stamp.sec in stamps]
+        status = probe.wait_status(
+            lambda s: delta(s, "frames_received") > 0
+            and delta(s, "frames_processed") + delta(s, "frames_dropped") == delta(s, "frames_received")
+            and delta(s, "contact_frames_processed") + delta(s, "contact_frames_skipped")
+            == delta(s, "frames_processed"),
+            10,
+            "every received frame to be processed or counted as dropped, by both loops",
+        )
+        processed = delta(status, "frames_processed")
+        contact_processed, skipped = delta(status, "contact_frames_processed"), delta(status, "contact_frames_skipped")
+        assert skipped + delta(status, "frames_dropped") >= 1, status
+        assert contact_processed < len(stamps), status
 
-    probe.wait_for(lambda: len(results("human")) >= contact_processed, 10, "one contact per contact-loop frame")
-    probe.wait_for(lambda: len(set(results("estimate"))) >= processed, 10, "an estimate per body-loop frame")
-    probe.spin(0.3)
-    got = results("human")
-    assert got == sorted(got) and len(got) == contact_processed  # in order, one per frame the VLM saw
-    bodies = results("estimate")
-    assert bodies == sorted(bodies) and len(set(bodies)) == processed  # never back in time
-    assert float(status["queue_age_ms"]) >= 0.0
+        def results(key: str) -> list[int]:
+            return [m.header.stamp.sec for m in probe.received[key] if m.header.stamp.sec in stamps]
+
+        probe.wait_for(lambda: len(results("human")) >= contact_processed, 10, "one contact per contact-loop frame")
+        probe.wait_for(lambda: len(set(results("estimate"))) >= processed, 10, "an estimate per body-loop frame")
+        probe.spin(0.3)
+        got = results("human")
+        assert got == sorted(got) and len(got) == contact_processed  # in order, one per frame the VLM saw
+        bodies = results("estimate")
+        assert bodies == sorted(bodies) and len(set(bodies)) == processed  # never back in time
+        assert float(status["queue_age_ms"]) >= 0.0
+    finally:
+        assert probe.set_parameter(NODE, "max_rate_hz", 0.0).successful
 
 
 def test_rate_limit_skips_frames_between_allowed_slots(probe: Probe) -> None:
