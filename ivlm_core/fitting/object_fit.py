@@ -591,6 +591,8 @@ def fit_object_to_body(
         object_vertices, object_faces, object_contact, body_vertices, body_faces, body_contact, object_mask,
         camera_k, config, init_rotation=init_rotation, init_translation=init_translation, symmetry=symmetry,
     )
+
+
 def _check_mesh(
     name: str, vertices: np.ndarray, faces: np.ndarray, contact: np.ndarray
 ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
