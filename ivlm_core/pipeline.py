@@ -562,23 +562,28 @@ class InteractionPipeline:
     def place_object(self, image_rgb: np.ndarray, human: HumanContactEstimate | None,
                      obj: ObjectContactEstimate | None, body: BodyPlacement | None, camera_k: np.ndarray | None,
                      object_mask: np.ndarray | None = None,
-                     object_box: tuple[float, float, float, float] | None = None) -> ObjectPlacement:
+                     object_box: tuple[float, float, float, float] | None = None,
+                     previous: ObjectPlacement | None = None) -> ObjectPlacement:
         """Fit the object to a placed body by the given contacts (the object step of `estimate()`, callable on
         its own: the node refits when a new contact arrives or the body moved, off its camera-rate path).
 
         Never raises for a missing input: the placement says why it was not placed. A box is turned into a
         mask with the loaded SAM; callers running the VLM in another thread pass the mask instead.
+        previous: this object's last placement in a stream (moved with the body if it moved): a start pose,
+        and the pose kept when two fit almost equally well, so the placement does not flip between them. It
+        is ignored when it is of another mesh (its vertex count differs).
         """
         if self.fit_config is None:
             return ObjectPlacement(False, "object not placed: fit_object is off")
         image = check_image(image_rgb)
         k, k_problem = usable_camera_k(camera_k)
-        return self._place_object(image, human, obj, body, k, object_mask, object_box, k_problem)
+        return self._place_object(image, human, obj, body, k, object_mask, object_box, k_problem, previous)
 
     def _place_object(self, image: np.ndarray, human: HumanContactEstimate | None,
                       obj: ObjectContactEstimate | None, body: BodyPlacement | None, k: np.ndarray | None,
                       object_mask: np.ndarray | None,
-                      object_box: tuple[float, float, float, float] | None, k_problem: str = "") -> ObjectPlacement:
+                      object_box: tuple[float, float, float, float] | None, k_problem: str = "",
+                      previous: ObjectPlacement | None = None) -> ObjectPlacement:
         from ivlm_core.fitting.object_fit import ObjectFitFailure, fit_object_to_body
 
         reasons = []
@@ -601,12 +606,17 @@ class InteractionPipeline:
         if not np.asarray(mask).any():
             source = "the given object mask" if object_mask is not None else f"SAM's mask for box {object_box}"
             return ObjectPlacement(False, f"object not placed: {source} is empty; check the box or mask")
+        previous_pose = None
+        if previous is not None and previous.placed and previous.vertices is not None and (
+            len(previous.vertices) == len(obj.vertices)  # the same mesh (the object may have changed)
+        ):
+            previous_pose = (previous.rotation, previous.translation)
         try:
             fit = fit_object_to_body(
                 object_vertices=obj.vertices, object_faces=obj.faces, object_contact=obj.vertex_contact,
                 body_vertices=body.vertices, body_faces=body.faces, body_contact=human.vertex_contact,
                 object_mask=mask, camera_k=k, config=self.fit_config,
-                symmetry=self.object_library.get(obj.label).symmetry)
+                symmetry=self.object_library.get(obj.label).symmetry, previous_pose=previous_pose)
         except ObjectFitFailure as exc:  # e.g. mask too small, no contacts above threshold
             return ObjectPlacement(False, f"object not placed: {exc}")
         return ObjectPlacement(**fit.placement_kwargs())

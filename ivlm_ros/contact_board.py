@@ -9,7 +9,7 @@ ROS-free apart from the stamp objects it stores; one lock, held only to swap ref
 from __future__ import annotations
 
 import threading
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
@@ -76,6 +76,22 @@ class PersonObject:
     placement: ObjectPlacement
     pelvis: np.ndarray | None
     stamp_s: float
+
+
+def moved_with_pelvis(fitted: PersonObject, pelvis: np.ndarray | None) -> ObjectPlacement | None:
+    """The object's last placement shifted by how far the person's pelvis moved since its fit (the object is
+    held: it moves with them), or None when it was not placed. Unshifted when either pelvis is unknown."""
+    placement = fitted.placement
+    if not placement.placed:
+        return None
+    if fitted.pelvis is None or pelvis is None:
+        return placement
+    moved = np.asarray(pelvis, dtype=np.float64) - np.asarray(fitted.pelvis, dtype=np.float64)
+    if moved.shape != (3,) or not np.isfinite(moved).all():
+        return placement
+    vertices = None if placement.vertices is None else (placement.vertices + moved).astype(placement.vertices.dtype)
+    return replace(placement, translation=np.asarray(placement.translation, dtype=np.float64) + moved,
+                   vertices=vertices)
 
 
 class ContactBoard:

@@ -34,7 +34,7 @@ import time
 import traceback
 from collections.abc import Callable
 from dataclasses import dataclass, field
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import rclpy
@@ -57,7 +57,14 @@ from visualization_msgs.msg import MarkerArray
 from ivlm_core.errors import InvalidInputError, IvlmError
 from ivlm_core.user_text import escape_for_log, escape_inline
 from ivlm_ros.component_status import ComponentMonitor
-from ivlm_ros.contact_board import WHOLE_IMAGE, ContactBoard, PersonBody, PersonContact, PersonObject
+from ivlm_ros.contact_board import (
+    WHOLE_IMAGE,
+    ContactBoard,
+    PersonBody,
+    PersonContact,
+    PersonObject,
+    moved_with_pelvis,
+)
 from ivlm_ros.debug_image import compose_debug_image
 from ivlm_ros.diagnostics import (
     LoopMeter,
@@ -104,6 +111,9 @@ from ivlm_ros.parameters import (
 )
 from ivlm_ros.stamp_sync import StampedBuffer, StampPairer
 from ivlm_ros.tf_frames import TfBroadcaster, interaction_transforms
+
+if TYPE_CHECKING:
+    from ivlm_core.pipeline import ObjectPlacement
 
 NODE_NAME = "ivlm"
 _EXPIRY_PERIOD_S = 0.05
@@ -1012,7 +1022,8 @@ class IvlmNode(LifecycleNode):
                 mask = pipeline.segment_object_box(snapshot.rgb, job.object_box)
         contacts = job.contact.contacts
         placement = pipeline.place_object(
-            snapshot.rgb, contacts.human, contacts.object, job.body.placement, raw_camera_k(snapshot.info), mask
+            snapshot.rgb, contacts.human, contacts.object, job.body.placement, raw_camera_k(snapshot.info), mask,
+            previous=self._previous_object(job.body),
         )
         report = placement.report or {}
         self.monitor.object.record(bool(placement.placed), placement.status or "",
@@ -1026,6 +1037,12 @@ class IvlmNode(LifecycleNode):
             if pose is not None:
                 self._pubs["object_pose"].publish(pose)
         self._body_slot.wake()
+
+    def _previous_object(self, body: PersonBody) -> ObjectPlacement | None:
+        """This person's last object placement, moved with the pelvis since: the fit's extra start pose and
+        the pose it keeps when two fit almost equally well, so the object does not flip between refits."""
+        last = self._board.object_for(body.track_id)
+        return None if last is None else moved_with_pelvis(last, body.pelvis)
 
     def _frame_camera_k(self, info: CameraInfo | None, image_hw: tuple[int, int]) -> tuple[np.ndarray | None, str]:
         """The frame's usable K (or None) and why it is unusable (or ''); an unusable K is counted and warned

@@ -9,6 +9,7 @@ from scipy.spatial.transform import Rotation
 
 from ivlm_core.fitting import object_fit as of
 from ivlm_core.fitting.hypotheses import start_rotations
+from ivlm_core.fitting.rotation import rotation_angle_deg
 from ivlm_core.fitting.silhouette import SilhouetteGrid, soft_silhouette
 from ivlm_core.fitting.symmetry import Symmetry
 from ivlm_core.testing.held_object import CAMERA_K as K
@@ -277,3 +278,25 @@ def test_a_diverged_pose_ends_the_refinement_with_the_best_poses_seen(box_scene)
     start = of._Batch(rot.expand(2, 3, 3).clone(), torch.cat([trans, bad]), torch.ones(2), torch.zeros(2), ["a", "b"])
     out = of._refine(scene, cfg, start, 5)  # no exception from the contact search on a NaN pose
     assert torch.isfinite(out.rotation).all() and torch.isinf(out.loss).all()
+
+
+def test_a_stream_keeps_the_pose_nearer_its_previous_fit_when_two_poses_tie():
+    """A cylinder fits as well turned end for end (no symmetry declared: ambiguous). Given the previous fit
+    of a stream, the fit keeps whichever of the two is nearer it, so the placement does not flip."""
+    torch.set_num_threads(1)
+    rot = Rotation.from_euler("xyz", [80, 10, 0], degrees=True).as_matrix()
+    s = _make(trimesh.creation.cylinder(radius=0.03, height=0.16, sections=24), rot)
+    cfg = of.FitConfig(iterations=30, warmup_iterations=10, start_candidates_without_pose=8, finalists=2,
+                       hypothesis_resolution=of.FitConfig().silhouette_resolution)
+    plain = of.fit_object(**_fit_args(s), config=cfg)
+    assert plain.report["ambiguous"] == 1.0 and plain.runner_up is not None
+    rival_rot, rival_trans = plain.runner_up
+    assert rotation_angle_deg(rival_rot, plain.rotation) > 90.0
+    flipped = of.fit_object(**_fit_args(s), config=cfg, previous_pose=plain.runner_up)
+    assert rotation_angle_deg(flipped.rotation, rival_rot) < 20.0
+    assert flipped.report["kept_previous"] == 1.0 and "nearer the previous fit" in flipped.status
+    assert np.linalg.norm(flipped.translation - rival_trans) < 0.02
+    same = of.fit_object(**_fit_args(s), config=cfg, previous_pose=(plain.rotation, plain.translation))
+    assert rotation_angle_deg(same.rotation, plain.rotation) < 10.0
+    with pytest.raises(of.InvalidInputError, match="previous_pose"):
+        of.fit_object(**_fit_args(s), config=cfg, previous_pose=(np.eye(3), np.array([np.nan, 0.0, 1.0])))

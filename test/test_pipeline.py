@@ -106,6 +106,13 @@ def test_interaction_places_body_and_object(tiny_checkpoints, tiny_body_assets, 
     assert "contacts" in contacts.timings_ms and contacts.task == "interaction"
     apart = pipe.place_object(photo, contacts.human, contacts.object, body, k, object_box=(230, 30, 390, 170))
     assert apart.placed, apart.status
+    again = pipe.place_object(photo, contacts.human, contacts.object, body, k, object_box=(230, 30, 390, 170),
+                              previous=apart)  # a stream's next fit starts from (and breaks ties by) the last
+    assert again.placed and again.report["start_candidates"] == apart.report["start_candidates"] + 1, again.status
+    other_mesh = replace(apart, vertices=apart.vertices[:3])  # another object's placement: ignored
+    other = pipe.place_object(photo, contacts.human, contacts.object, body, k, object_box=(230, 30, 390, 170),
+                              previous=other_mesh)
+    assert other.placed and other.report["start_candidates"] == apart.report["start_candidates"]
     unplaced = pipe.place_object(photo, contacts.human, contacts.object, no_k.body_placement, k)
     assert not unplaced.placed and "intrinsics" in unplaced.status and "mask or box" in unplaced.status
     tracker = pipe.new_body_tracker(max_people=2, max_missing_s=0.5)

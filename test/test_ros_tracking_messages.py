@@ -146,6 +146,21 @@ def test_contact_board_whole_image_fallback_and_ended_tracks() -> None:
     assert board.contact_for(WHOLE_IMAGE, whole_image=False) is not None  # whole-image entries stay
 
 
+def test_the_previous_object_moves_with_the_pelvis_for_the_next_fit() -> None:
+    from ivlm_ros.contact_board import PersonObject, moved_with_pelvis
+
+    vertices = np.array([[0.0, 0.0, 1.0], [0.1, 0.0, 1.0]], dtype=np.float32)
+    placed = ObjectPlacement(True, "ok", np.eye(3), np.array([0.0, 0.0, 1.0]), 1.0, vertices)
+    fitted = PersonObject(placed, np.array([0.0, 0.0, 2.0]), 1.0)
+    moved = moved_with_pelvis(fitted, np.array([0.1, -0.05, 2.0]))
+    np.testing.assert_allclose(moved.translation, [0.1, -0.05, 1.0])
+    np.testing.assert_allclose(moved.vertices, vertices + np.array([0.1, -0.05, 0.0], dtype=np.float32))
+    np.testing.assert_allclose(placed.translation, [0.0, 0.0, 1.0])  # the board's entry is not changed
+    assert moved_with_pelvis(fitted, None) is placed  # pelvis unknown now: where it was
+    assert moved_with_pelvis(fitted, np.array([np.nan, 0.0, 2.0])) is placed
+    assert moved_with_pelvis(PersonObject(ObjectPlacement(False, "not placed"), None, 1.0), np.zeros(3)) is None
+
+
 def test_the_rate_bench_stream_drifts_a_few_pixels_per_frame() -> None:
     from ivlm_ros.bench.tracking_rate import drifting_frames
 

@@ -174,6 +174,7 @@ class ObjectFitResult:
     vertices: np.ndarray  # (M,3) float32 posed mesh, camera frame, original vertex order
     report: dict[str, float] = field(default_factory=dict)
     status: str = "ok"  # "ok", or "ok; ambiguous: ..." when a different pose fits almost as well
+    runner_up: tuple[np.ndarray, np.ndarray] | None = None  # the best different pose (rotation, translation)
 
     @property
     def quaternion_xyzw(self) -> np.ndarray:
@@ -260,6 +261,7 @@ def fit_object(
     init_translation: np.ndarray | None = None,
     use_occlusion: bool = True,
     symmetry: Symmetry | None = None,
+    previous_pose: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ObjectFitResult:
     """Fit the object pose (mesh frame -> camera frame) against a fixed, camera-frame human mesh.
 
@@ -267,7 +269,10 @@ def fit_object(
     bool in the image of intrinsics camera_k. init_rotation/init_translation: an optional starting pose of the
     mesh frame; without a translation the object starts at the mask centre at the human contact depth, and
     without a rotation the multi-hypothesis start is used. symmetry: the object's (library) symmetry, used to
-    tell a rival pose from a twin; None = no symmetry.
+    tell a rival pose from a twin; None = no symmetry. previous_pose: (rotation, translation) of the last
+    fit of this object in a stream (mesh frame -> camera frame), or None: it joins the start poses and the
+    finalists, and when two different finalists fit almost equally well (an ambiguity) the one nearer it is
+    kept, so a stream does not flip between poses its frames cannot tell apart.
     Raises ObjectFitFailure saying why when the inputs cannot place the object (mask too small, no contacts
     above threshold, no human contact near the object in the image).
     report["iterations"] counts the batched Adam steps (short fit of all hypotheses + the finalists' fit).
@@ -297,6 +302,16 @@ def fit_object(
     candidates, icp_report = _start_poses(
         cfg, obj_v, obj_f, centre, p_obj, hum_v, hum_f, p_hum, mask, k, init_rotation, init_translation
     )
+    previous = None
+    if previous_pose is not None:  # as a centred-frame pose: x_cam = R (x - centre) + (R centre + t)
+        prev_rot = np.asarray(previous_pose[0], dtype=np.float64)
+        prev_trans = np.asarray(previous_pose[1], dtype=np.float64)
+        if prev_rot.shape != (3, 3) or prev_trans.shape != (3,) or not (
+            np.isfinite(prev_rot).all() and np.isfinite(prev_trans).all()
+        ):
+            raise InvalidInputError("previous_pose must be a finite (3x3 rotation, 3-vector translation)")
+        previous = (prev_rot, prev_rot @ centre + prev_trans)
+        candidates.append((*previous, "previous"))
     sym_centre = np.asarray(symmetry.centre) - centre  # the point every twin turn keeps in place
 
     def distinct(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
@@ -306,17 +321,26 @@ def fit_object(
     # score every start pose by the full loss; the best distinct ones are refined together
     scored = _score(coarse, cfg, candidates)
     keep = cfg.start_candidates if init_rotation is not None else cfg.start_candidates_without_pose
-    chosen = _best_distinct(scored, keep, distinct, fill=True)
+    chosen = _with_previous(scored, _best_distinct(scored, keep, distinct, fill=True), distinct)
     short = _refine(coarse, cfg, scored.take(chosen), min(cfg.warmup_iterations, cfg.iterations))
     short = _rescore(scene, cfg, short)
-    finalists = _best_distinct(short, cfg.finalists, distinct, fill=True)
+    finalists = _with_previous(short, _best_distinct(short, cfg.finalists, distinct, fill=True), distinct)
     final = _refine(scene, cfg, short.take(finalists), cfg.iterations)
     order = np.argsort(final.loss.numpy(), kind="stable")
     best = int(order[0])
+    kept_previous = False
+    if previous is not None:
+        # a near-tie between finalists that differ (modulo symmetry): keep the one nearer the last fit
+        tied = [int(i) for i in order if float(final.loss[int(i)] - final.loss[best]) < cfg.ambiguity_loss_gap
+                and (int(i) == best or distinct(_pose(final, best), _pose(final, int(i))))]
+        nearest = min(tied, key=lambda i: _pose_distance(symmetry, sym_centre, _pose(final, i), previous))
+        kept_previous = nearest != best
+        best = nearest
     rot_t, trans_t, scale_t = final.rotation[best], final.translation[best], final.scale[best]
     best_pose = (rot_t.double().numpy(), trans_t.double().numpy())
     # the runner-up: the best DIFFERENT pose (modulo symmetry) among the finalists, else among the short fits
-    rival = next(((final, int(i)) for i in order[1:] if distinct(best_pose, _pose(final, int(i)))), None)
+    rival = next(((final, int(i)) for i in order if int(i) != best and distinct(best_pose, _pose(final, int(i)))),
+                 None)
     if rival is None:
         rival = next(((short, int(i)) for i in np.argsort(short.loss.numpy(), kind="stable")
                       if distinct(best_pose, _pose(short, int(i)))), None)
@@ -333,13 +357,19 @@ def fit_object(
     report.update(icp_report)
     status = "ok"
     gap = rot_gap = trans_gap = float("nan")
+    runner_up = None
     if rival is not None:
         gap = float(rival[0].loss[rival[1]] - final.loss[best])
-        rot_gap, trans_gap = _pose_distance(symmetry, sym_centre, best_pose, _pose(*rival))
-        if gap < cfg.ambiguity_loss_gap:
+        rival_rot, rival_centred = _pose(*rival)
+        rot_gap, trans_gap = _pose_distance(symmetry, sym_centre, best_pose, (rival_rot, rival_centred))
+        rival_scale = float(rival[0].scale[rival[1]])
+        runner_up = (rival_rot, rival_centred - rival_scale * rival_rot @ centre)
+        if abs(gap) < cfg.ambiguity_loss_gap:  # < 0: the previous fit's pose was kept over a slightly better one
             status = (f"ok; ambiguous: a pose {rot_gap:.0f} deg / {100 * trans_gap:.1f} cm away (modulo the "
-                      f"object's symmetry: {symmetry.describe()}) fits almost as well (loss gap {gap:.3f} < "
-                      f"{cfg.ambiguity_loss_gap})")
+                      f"object's symmetry: {symmetry.describe()}) fits almost as well (loss gap {gap:.3f}, "
+                      f"|gap| < {cfg.ambiguity_loss_gap})")
+            if kept_previous:
+                status += "; kept the pose nearer the previous fit"
     report.update(
         {
             "loss_gap": gap,
@@ -348,12 +378,13 @@ def fit_object(
             "runner_up_translation_m": trans_gap,
             "hypotheses": float(len(chosen)),
             "init_choice_icp": float(final.labels[best].endswith("+icp")),
+            "kept_previous": float(kept_previous),
             "start_candidates": float(len(candidates)),
             "iterations": float(min(cfg.warmup_iterations, cfg.iterations) + cfg.iterations),
             "fit_time_s": time.perf_counter() - start_time,
         }
     )
-    return ObjectFitResult(rotation, translation, s, vertices, report, status)
+    return ObjectFitResult(rotation, translation, s, vertices, report, status, runner_up)
 
 
 def _usable_contacts(
@@ -460,6 +491,17 @@ def _best_distinct(batch: _Batch, count: int, distinct, fill: bool) -> list[int]
     if fill:
         chosen += [i for i in order if i not in chosen][: max(0, count - len(chosen))]
     return chosen
+
+
+def _with_previous(batch: _Batch, chosen: list[int], distinct) -> list[int]:
+    """chosen, with the previous fit's hypothesis (label "previous") in place of the last pick unless it or a
+    twin of it is already there: the tie-break needs it refined beside the others (its loss still decides)."""
+    if "previous" not in batch.labels:
+        return chosen
+    prev = batch.labels.index("previous")
+    if prev in chosen or any(not distinct(_pose(batch, prev), _pose(batch, i)) for i in chosen):
+        return chosen
+    return [*chosen[:-1], prev] if len(chosen) > 1 else [*chosen, prev]
 
 
 def _score(scene: _Scene, cfg: FitConfig, candidates: list[tuple[np.ndarray, np.ndarray, str]]) -> _Batch:
@@ -584,12 +626,13 @@ def fit_object_to_body(
     body_vertices: np.ndarray, body_faces: np.ndarray, body_contact: np.ndarray,
     object_mask: np.ndarray, camera_k: np.ndarray, config: FitConfig | None = None,
     init_rotation: np.ndarray | None = None, init_translation: np.ndarray | None = None,
-    symmetry: Symmetry | None = None,
+    symmetry: Symmetry | None = None, previous_pose: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> ObjectFitResult:
     """:func:`fit_object` with the pipeline's argument names (the human is the placed SMPL-X body)."""
     return fit_object(
         object_vertices, object_faces, object_contact, body_vertices, body_faces, body_contact, object_mask,
         camera_k, config, init_rotation=init_rotation, init_translation=init_translation, symmetry=symmetry,
+        previous_pose=previous_pose,
     )
 
 
