@@ -15,7 +15,7 @@ def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
     cfg.update(iterations=30, warmup_iterations=8, start_candidates_without_pose=6, finalists=2)
     path = tmp_path / "fit.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    fit_recovery.main(["--scenes", "2", "--config", str(path), "--out", str(tmp_path / "out")])
+    fit_recovery.main(["--scenes", "2", "--config", str(path), "--stream", "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out.strip().splitlines()
     number = r"(\d+\.\d+|inf|nan)"
     match = re.fullmatch(
@@ -25,8 +25,9 @@ def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
     assert 0.0 <= float(match.group(1)) <= 1.0 and 0.0 <= float(match.group(2)) <= 1.0
     assert any(line.startswith("clean: 2 fits") for line in out)
     assert any(line.startswith("noisy: 2 fits") for line in out)
+    assert any(line.startswith("stream: 2 fits") for line in out)
     assert any("p90" in line and "worst" in line for line in out)
-    # one overlay and one .glb per fit that placed the object (2 scenes x clean + noisy)
+    # one overlay and one .glb per fit that placed the object (2 scenes x clean + noisy + stream)
     placed = sum("REFUSED" not in line for line in out if line.startswith("scene "))
     assert len(list((tmp_path / "out").glob("*.png"))) == placed == len(list((tmp_path / "out").glob("*.glb")))
 
@@ -74,3 +75,21 @@ def test_noisy_view_hides_about_the_asked_fraction_and_keeps_the_truth_consisten
     assert np.allclose(np.linalg.norm(before - scene.body_vertices[scene.anchor], axis=1),
                        np.linalg.norm(posed - turned.body_vertices[turned.anchor], axis=1))
     assert turned.object_contact is scene.object_contact and turned.human_contact is scene.human_contact
+
+
+def test_a_streams_next_frame_keeps_the_view_and_pose_and_draws_fresh_noise():
+    import tempfile
+
+    objects = fit_recovery.make_objects()
+    with tempfile.TemporaryDirectory() as tmp:
+        poser = fit_recovery.BodyPoser(tmp)
+    rng = np.random.default_rng(0)
+    clean = fit_recovery.make_scene(objects[1], poser, rng, at_hand=True)
+    noisy = fit_recovery.add_noise(clean, poser, np.random.default_rng(1))
+    after = fit_recovery.next_frame(clean, noisy, poser, np.random.default_rng(2), 1.0)
+    np.testing.assert_array_equal(after.body_vertices, noisy.body_vertices)
+    np.testing.assert_array_equal(after.rotation, noisy.rotation)
+    assert after.occluded == noisy.occluded
+    assert not np.array_equal(after.mask, noisy.mask) and not np.array_equal(after.human_contact, noisy.human_contact)
+    # the mask is the same view's, re-noised: it still overlaps the noisy frame's mostly
+    assert (after.mask & noisy.mask).sum() > 0.3 * min(after.mask.sum(), noisy.mask.sum())

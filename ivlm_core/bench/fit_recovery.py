@@ -13,17 +13,21 @@ rarely covers any) and contact probabilities from the true surface distances. Ea
   (that many contacts missed and as many false contacts at random vertices), a false-positive blob on the
   other hand, and the mask eroded or dilated by 3-8 px.
 
+``--stream`` adds a third condition: each noisy scene's next frame (the same view, fresh contact and mask
+noise), fitted with the noisy fit as the previous frame's placement, as the node does when it refits a held
+object (the previous pose joins the start poses and decides near-ties).
+
 The fit starts from no pose (``--start none``, the product's path: multi-hypothesis start) or from the true
 pose perturbed by 10-20 degrees / 5-10 cm (``--start perturbed``). Errors are taken modulo the object's
 symmetry, measured from its mesh as the object library does: rotation = the smallest angle to a pose that looks
 the same, translation = distance between the fitted and true symmetry centres. Success: <= 5 deg and <= 2 cm.
 
     python -m ivlm_core.bench.fit_recovery [--scenes 40] [--noise 1] [--start none|perturbed] [--seed 0]
-                                           [--threads 1] [--config fit.yaml] [--out DIR]
+                                           [--threads 1] [--config fit.yaml] [--stream] [--out DIR]
 
 Prints one line per fit, mean / p90 / worst per condition (and the occlusion distribution), and last:
 ``success=<clean> success_noisy=<noisy> rot_err_deg=<median clean> trans_err_cm=<median clean>
-worst_rot_deg=<clean> fit_s=<median over all fits>``.
+worst_rot_deg=<clean> fit_s=<median over the clean and noisy fits>``.
 """
 
 from __future__ import annotations
@@ -320,6 +324,17 @@ def _flip_labels(p: np.ndarray, threshold: float, rng: np.random.Generator, leve
     return out
 
 
+def next_frame(clean: Scene, noisy: Scene, poser: BodyPoser, rng: np.random.Generator, level: float) -> Scene:
+    """The noisy scene's next frame in a stream: the same view (body, object and occlusion), fresh contact
+    and mask noise (the model's errors change from frame to frame; the pose does not)."""
+    vertices = np.asarray(clean.obj.mesh.vertices) @ noisy.rotation.T + noisy.translation
+    render = render_depth([(noisy.body_vertices, noisy.body_faces), (vertices, np.asarray(clean.obj.mesh.faces))],
+                          CAMERA_K, IMAGE_HW)
+    view = Scene(clean.obj, noisy.body_vertices, noisy.body_faces, noisy.rotation, noisy.translation,
+                 clean.object_contact, clean.human_contact, render.mesh_index == 1, noisy.occluded, noisy.anchor)
+    return add_noise(view, poser, rng, level, parts=("contacts", "mask"))
+
+
 def perturb(rotation: np.ndarray, translation: np.ndarray, centre: np.ndarray, rng: np.random.Generator):
     """Rotate 10-20 degrees about a random axis through the object centre and shift it by 5-10 cm."""
     axis = rng.normal(size=3)
@@ -346,9 +361,12 @@ class FitOutcome:
         return not self.failure and self.rot_err_deg <= 5.0 and self.trans_err_cm <= 2.0
 
 
-def fit_scene(scene: Scene, cfg: FitConfig, start: str, rng: np.random.Generator) -> tuple[FitOutcome, object]:
+def fit_scene(
+    scene: Scene, cfg: FitConfig, start: str, rng: np.random.Generator,
+    previous_pose: tuple[np.ndarray, np.ndarray] | None = None,
+) -> tuple[FitOutcome, object]:
     """Fit one scene; errors modulo the object's symmetry. A fit that refuses (ObjectFitFailure) counts as a
-    miss with infinite error."""
+    miss with infinite error. previous_pose: the fit of the stream's previous frame (the product's hint)."""
     obj, sym = scene.obj, scene.obj.symmetry
     init_rot = init_trans = None
     if start == "perturbed":
@@ -358,7 +376,7 @@ def fit_scene(scene: Scene, cfg: FitConfig, start: str, rng: np.random.Generator
         result = fit_object(
             np.asarray(obj.mesh.vertices), np.asarray(obj.mesh.faces), scene.object_contact,
             scene.body_vertices, scene.body_faces, scene.human_contact, scene.mask, CAMERA_K, cfg,
-            init_rotation=init_rot, init_translation=init_trans, symmetry=sym,
+            init_rotation=init_rot, init_translation=init_trans, symmetry=sym, previous_pose=previous_pose,
         )
     except ObjectFitFailure as exc:
         return FitOutcome(float("inf"), float("inf"), time.perf_counter() - tic, str(exc), scene.occluded), None
@@ -413,6 +431,9 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--noise", type=float, default=1.0,
                         help="noise level of the noisy condition (1 = flip 10-20%% of contact labels + a blob on "
                         "the other hand, mask eroded/dilated 3-8 px; 0 = clean scenes only)")
+    parser.add_argument("--stream", action="store_true",
+                        help="also fit each noisy scene's next frame (same view, fresh contact and mask noise) "
+                        "given the noisy fit as the previous frame's, as the node does on a refit")
     parser.add_argument("--out", default=None, help="folder for a PNG overlay and a .glb per fit")
     args = parser.parse_args(argv)
     torch.set_num_threads(args.threads)
@@ -427,6 +448,9 @@ def main(argv: list[str] | None = None) -> None:
           f"{cfg.warmup_iterations} steps, {cfg.finalists} finalists x {cfg.iterations} steps")
     print("symmetries (measured): " + "; ".join(f"{o.name} {o.symmetry.describe()}" for o in objects))
     conditions = {"clean": [], "noisy": []} if args.noise > 0 else {"clean": []}
+    if args.stream and args.noise > 0:
+        conditions["stream"] = []
+    stream_rng = np.random.default_rng(args.seed + 2)  # its own draws: the other conditions stay as they were
     for i in range(args.scenes):
         obj = objects[i % len(objects)]
         at_hand = i % 4 != 3
@@ -434,8 +458,14 @@ def main(argv: list[str] | None = None) -> None:
         scenes = {"clean": clean}
         if args.noise > 0:
             scenes["noisy"] = add_noise(clean, poser, noise_rng, args.noise)
+        if "stream" in conditions:
+            scenes["stream"] = next_frame(clean, scenes["noisy"], poser, stream_rng, args.noise)
+        results: dict[str, object] = {}
         for name, scene in scenes.items():
-            outcome, result = fit_scene(scene, cfg, args.start, rng)
+            previous = results.get("noisy") if name == "stream" else None
+            previous_pose = None if previous is None else (previous.rotation, previous.translation)
+            outcome, result = fit_scene(scene, cfg, args.start, rng, previous_pose)
+            results[name] = result
             conditions[name].append(outcome)
             line = (f"scene {i:02d} {name} {obj.name:12s} {'hand ' if at_hand else 'torso'} "
                     f"mask_px={int(scene.mask.sum()):5d} occluded={scene.occluded:.0%} -> ")
@@ -454,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
         print(_summary(name, outcomes))
     clean_out = conditions["clean"]
     noisy = conditions.get("noisy", [])
-    every = [o.fit_s for outcomes in conditions.values() for o in outcomes]
+    every = [o.fit_s for name in ("clean", "noisy") for o in conditions.get(name, [])]
     print(
         f"success={np.mean([o.success for o in clean_out]):.3f} "
         f"success_noisy={np.mean([o.success for o in noisy]) if noisy else float('nan'):.3f} "
