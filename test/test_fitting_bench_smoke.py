@@ -26,8 +26,9 @@ def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
     assert any(line.startswith("clean: 2 fits") for line in out)
     assert any(line.startswith("noisy: 2 fits") for line in out)
     assert any(line.startswith("stream: 2 fits") for line in out)
+    assert any(line.startswith("next: 2 fits") for line in out)
     assert any("p90" in line and "worst" in line for line in out)
-    # one overlay and one .glb per fit that placed the object (2 scenes x clean + noisy + stream)
+    # one overlay and one .glb per fit that placed the object (2 scenes x clean + noisy + next + stream)
     placed = sum("REFUSED" not in line for line in out if line.startswith("scene "))
     assert len(list((tmp_path / "out").glob("*.png"))) == placed == len(list((tmp_path / "out").glob("*.glb")))
 

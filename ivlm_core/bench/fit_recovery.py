@@ -13,9 +13,10 @@ rarely covers any) and contact probabilities from the true surface distances. Ea
   (that many contacts missed and as many false contacts at random vertices), a false-positive blob on the
   other hand, and the mask eroded or dilated by 3-8 px.
 
-``--stream`` adds a third condition: each noisy scene's next frame (the same view, fresh contact and mask
-noise), fitted with the noisy fit as the previous frame's placement, as the node does when it refits a held
-object (the previous pose joins the start poses and decides near-ties).
+``--stream`` adds two conditions on each noisy scene's next frame (the same view, fresh contact and mask
+noise): ``next``, fitted alone, and ``stream``, fitted with the noisy fit as the previous frame's placement,
+as the node does when it refits a held object (the previous pose joins the start poses and decides
+near-ties), so the two differ only by that hint.
 
 The fit starts from no pose (``--start none``, the product's path: multi-hypothesis start) or from the true
 pose perturbed by 10-20 degrees / 5-10 cm (``--start perturbed``). Errors are taken modulo the object's
@@ -449,6 +450,7 @@ def main(argv: list[str] | None = None) -> None:
     print("symmetries (measured): " + "; ".join(f"{o.name} {o.symmetry.describe()}" for o in objects))
     conditions = {"clean": [], "noisy": []} if args.noise > 0 else {"clean": []}
     if args.stream and args.noise > 0:
+        conditions["next"] = []  # the next frame alone (no previous placement): what the hint changes
         conditions["stream"] = []
     stream_rng = np.random.default_rng(args.seed + 2)  # its own draws: the other conditions stay as they were
     for i in range(args.scenes):
@@ -459,7 +461,7 @@ def main(argv: list[str] | None = None) -> None:
         if args.noise > 0:
             scenes["noisy"] = add_noise(clean, poser, noise_rng, args.noise)
         if "stream" in conditions:
-            scenes["stream"] = next_frame(clean, scenes["noisy"], poser, stream_rng, args.noise)
+            scenes["next"] = scenes["stream"] = next_frame(clean, scenes["noisy"], poser, stream_rng, args.noise)
         results: dict[str, object] = {}
         for name, scene in scenes.items():
             previous = results.get("noisy") if name == "stream" else None
