@@ -78,14 +78,9 @@ def test_noisy_view_hides_about_the_asked_fraction_and_keeps_the_truth_consisten
     assert turned.object_contact is scene.object_contact and turned.human_contact is scene.human_contact
 
 
-def test_a_streams_next_frame_keeps_the_view_and_pose_and_draws_fresh_noise():
-    import tempfile
-
-    objects = fit_recovery.make_objects()
-    with tempfile.TemporaryDirectory() as tmp:
-        poser = fit_recovery.BodyPoser(tmp)
-    rng = np.random.default_rng(0)
-    clean = fit_recovery.make_scene(objects[1], poser, rng, at_hand=True)
+def test_a_streams_next_frame_keeps_the_view_and_pose_and_draws_fresh_noise(tmp_path):
+    poser = fit_recovery.BodyPoser(str(tmp_path))
+    clean = fit_recovery.make_scene(fit_recovery.make_objects()[1], poser, np.random.default_rng(0), at_hand=True)
     noisy = fit_recovery.add_noise(clean, poser, np.random.default_rng(1))
     after = fit_recovery.next_frame(clean, noisy, poser, np.random.default_rng(2), 1.0)
     np.testing.assert_array_equal(after.body_vertices, noisy.body_vertices)

@@ -167,16 +167,22 @@ def test_failures_say_why(box_scene):
     assert issubclass(of.ObjectFitFailure, of.InvalidInputError)  # the pipeline's and node's error handling
 
 
-def test_near_tie_on_a_symmetric_object_is_reported_as_ambiguous_unless_declared():
-    """A cylinder looks the same rolled about its axis: without its symmetry every roll is a rival that ties
-    (ambiguous); with it, rolls are twins and the rival must differ by a tilt."""
+@pytest.fixture(scope="module")
+def cylinder_tie():
+    """A held cylinder, a short fit config and its plain fit (no symmetry declared: ambiguous)."""
     torch.set_num_threads(1)
     rot = Rotation.from_euler("xyz", [80, 10, 0], degrees=True).as_matrix()
     s = _make(trimesh.creation.cylinder(radius=0.03, height=0.16, sections=24), rot)
     # hypotheses compared on the finalists' grid: after only 10 coarse steps a rival is not yet comparable
     cfg = of.FitConfig(iterations=30, warmup_iterations=10, start_candidates_without_pose=8, finalists=2,
                        hypothesis_resolution=of.FitConfig().silhouette_resolution)
-    plain = of.fit_object(**_fit_args(s), config=cfg)
+    return rot, s, cfg, of.fit_object(**_fit_args(s), config=cfg)
+
+
+def test_near_tie_on_a_symmetric_object_is_reported_as_ambiguous_unless_declared(cylinder_tie):
+    """A cylinder looks the same rolled about its axis: without its symmetry every roll is a rival that ties
+    (ambiguous); with it, rolls are twins and the rival must differ by a tilt."""
+    rot, s, cfg, plain = cylinder_tie
     assert plain.report["ambiguous"] == 1.0 and "ambiguous" in plain.status
     assert plain.report["loss_gap"] < cfg.ambiguity_loss_gap
     axial = Symmetry("axial", (0.0, 0.0, 1.0), flip=True)
@@ -280,15 +286,10 @@ def test_a_diverged_pose_ends_the_refinement_with_the_best_poses_seen(box_scene)
     assert torch.isfinite(out.rotation).all() and torch.isinf(out.loss).all()
 
 
-def test_a_stream_keeps_the_pose_nearer_its_previous_fit_when_two_poses_tie():
+def test_a_stream_keeps_the_pose_nearer_its_previous_fit_when_two_poses_tie(cylinder_tie):
     """A cylinder fits as well turned end for end (no symmetry declared: ambiguous). Given the previous fit
     of a stream, the fit keeps whichever of the two is nearer it, so the placement does not flip."""
-    torch.set_num_threads(1)
-    rot = Rotation.from_euler("xyz", [80, 10, 0], degrees=True).as_matrix()
-    s = _make(trimesh.creation.cylinder(radius=0.03, height=0.16, sections=24), rot)
-    cfg = of.FitConfig(iterations=30, warmup_iterations=10, start_candidates_without_pose=8, finalists=2,
-                       hypothesis_resolution=of.FitConfig().silhouette_resolution)
-    plain = of.fit_object(**_fit_args(s), config=cfg)
+    _, s, cfg, plain = cylinder_tie
     assert plain.report["ambiguous"] == 1.0 and plain.runner_up is not None
     rival_rot, rival_trans = plain.runner_up
     assert rotation_angle_deg(rival_rot, plain.rotation) > 90.0
