@@ -117,7 +117,7 @@ class FitConfig:
     start_candidates: int = 2
     start_candidates_without_pose: int = 24
     warmup_iterations: int = 40
-    finalists: int = 3
+    finalists: int = 2
     distinct_rotation_deg: float = 10.0
     distinct_translation_m: float = 0.02
     ambiguity_loss_gap: float = 0.05
