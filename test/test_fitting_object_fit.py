@@ -42,8 +42,11 @@ def test_fit_recovers_a_perturbed_pose(scene):
     assert np.allclose(res.vertices, s["obj_v"] @ res.rotation.T + res.translation, atol=1e-5)
     rep = res.report
     for key in ("loss_mask", "loss_centroid", "loss_contact", "loss_penetration", "loss_total",
-                "contact_distance_m", "penetration_depth_m", "iterations", "fit_time_s"):
+                "contact_distance_m", "penetration_depth_m", "iterations", "fit_time_s", "mask_shift_px",
+                "mask_iou_soft"):
         assert np.isfinite(rep[key]), key
+    assert rep["mask_iou_soft"] == pytest.approx(1.0 - rep["loss_mask"])
+    assert abs(rep["mask_shift_px"]) <= FitConfig().mask_shift_px and "loss_mask_shift_index" not in rep
     assert rep["penetration_depth_m"] < 0.01 and rep["contact_distance_m"] < 0.03
 
 

@@ -352,7 +352,10 @@ def fit_object(
     s = float(scale_t)
     translation = trans_t.double().numpy() - s * rotation @ centre
     vertices = (s * obj_v @ rotation.T + translation).astype(np.float32)
+    shift_index = losses.pop("mask_shift_index")
     report = {f"loss_{name}": float(value[0]) for name, value in losses.items()}
+    report["mask_shift_px"] = float(scene.mask_shifts[shift_index[0]])  # > 0: the mask is wider than the object
+    report["mask_iou_soft"] = 1.0 - report["loss_mask"]
     report.update(_geometry_report(scene, vertices, p_obj, hum_v, p_hum, cfg, rot_t, trans_t, scale_t))
     report.update(icp_report)
     status = "ok"
@@ -727,7 +730,7 @@ def _density(points: np.ndarray, radius: float) -> np.ndarray:
 
 def _mask_shifts(cfg: FitConfig) -> np.ndarray:
     """Outline shifts (pixels) the mask term tries: 0 and up to +-mask_shift_px in mask_shift_step_px steps.
-    None when the scale is optimised: a uniformly wider outline is also a larger object, and the mask's
+    Only 0 when the scale is optimised: a uniformly wider outline is also a larger object, and the mask's
     outline is then what tells the scale."""
     if cfg.mask_shift_px <= 0 or cfg.mask_shift_step_px <= 0 or cfg.optimise_scale:
         return np.zeros(1)
@@ -936,8 +939,7 @@ def _geometry_report(
     scene: _Scene, vertices: np.ndarray, p_obj: np.ndarray, hum_v: np.ndarray, p_hum: np.ndarray,
     cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor,
 ) -> dict[str, float]:
-    """Contact distance (object contacts to the nearest human contact, p-weighted), penetration depth and the
-    soft IoU on the visible part."""
+    """Contact distance (object contacts to the nearest human contact, p-weighted) and penetration depth."""
     report = {"contact_distance_m": float("nan")}
     obj_sel = p_obj > cfg.object_contact_threshold
     hum_sel = p_hum > cfg.human_contact_threshold
@@ -949,7 +951,5 @@ def _geometry_report(
         _, nearest = scene.body_tree.query(samples.double().numpy())
         nearest = torch.as_tensor(nearest, dtype=torch.int64)
         signed = ((samples - scene.body_vertices[nearest]) * scene.body_normals[nearest]).sum(-1)
-        vis = _visibility(scene, rot[None], trans[None], scale[None])
-        report["mask_iou_soft"] = float(1.0 - _losses(scene, cfg, rot[None], trans[None], scale[None], vis)["mask"][0])
     report["penetration_depth_m"] = float(torch.relu(-signed).max())
     return report
