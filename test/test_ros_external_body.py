@@ -181,11 +181,12 @@ def test_a_frame_waits_for_lagging_body_params_while_they_flow(probe: Probe) -> 
     assert probe.set_parameter(NODE, "body_params_wait_s", 3.0).successful
     try:
         params = _body_params()
-        _publish_body(probe, params, 620)  # params are flowing
-        probe.publish_frame(sample_rgb(SIZE), 621)
-        probe.spin(0.4)  # the regressor's result for frame 621 comes after the frame
-        _publish_body(probe, params, 621)
-        estimate = _result(probe, "estimate", 621)
+        # stamps of their own: the refit test's 620/621 bodies and frames must not be paired with these
+        _publish_body(probe, params, 630)  # params are flowing
+        probe.publish_frame(sample_rgb(SIZE), 631)
+        probe.spin(0.4)  # the regressor's result for frame 631 comes after the frame
+        _publish_body(probe, params, 631)
+        estimate = _result(probe, "estimate", 631)
         assert estimate.human_placed, estimate.human_placement_status
         assert "external SMPL-X" in estimate.human_placement_status
     finally:
