@@ -15,7 +15,8 @@ def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
     cfg.update(iterations=30, warmup_iterations=8, start_candidates_without_pose=6, finalists=2)
     path = tmp_path / "fit.yaml"
     path.write_text(yaml.safe_dump(cfg))
-    fit_recovery.main(["--scenes", "2", "--config", str(path), "--stream", "--out", str(tmp_path / "out")])
+    fit_recovery.main(["--scenes", "2", "--config", str(path), "--stream", "--diagnose",
+                       "--out", str(tmp_path / "out")])
     out = capsys.readouterr().out.strip().splitlines()
     number = r"(\d+\.\d+|inf|nan)"
     match = re.fullmatch(
@@ -28,6 +29,11 @@ def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
     assert any(line.startswith("stream: 2 fits") for line in out)
     assert any(line.startswith("next: 2 fits") for line in out)
     assert any("p90" in line and "worst" in line for line in out)
+    # --diagnose: one verdict under each miss
+    fits = [line for line in out if line.startswith("scene ")]
+    errors = [re.search(r"rot=\s*([\d.]+)deg trans=\s*([\d.]+)cm", line) for line in fits]
+    misses = sum(m is None or float(m.group(1)) > 5 or float(m.group(2)) > 2 for m in errors)
+    assert sum(line.strip().startswith("from the true pose") for line in out) == misses
     # one overlay and one .glb per fit that placed the object (2 scenes x clean + noisy + next + stream)
     placed = sum("REFUSED" not in line for line in out if line.startswith("scene "))
     assert len(list((tmp_path / "out").glob("*.png"))) == placed == len(list((tmp_path / "out").glob("*.glb")))
@@ -89,3 +95,43 @@ def test_a_streams_next_frame_keeps_the_view_and_pose_and_draws_fresh_noise(tmp_
     assert not np.array_equal(after.mask, noisy.mask) and not np.array_equal(after.human_contact, noisy.human_contact)
     # the mask is the same view's, re-noised: it still overlaps the noisy frame's mostly
     assert (after.mask & noisy.mask).sum() > 0.3 * min(after.mask.sum(), noisy.mask.sum())
+
+
+def test_restricted_noise_keeps_the_scene_and_puts_back_the_true_labels_or_mask(tmp_path):
+    """--noise-parts compares the same scenes: restrict_noise keeps the noisy view and takes back the noise kinds
+    not asked for (the true labels; the exact visible mask of that view)."""
+    poser = fit_recovery.BodyPoser(str(tmp_path))
+    box = fit_recovery.make_objects()[0]
+    clean = fit_recovery.make_scene(box, poser, np.random.default_rng(0), at_hand=True)
+    noisy = fit_recovery.add_noise(clean, poser, np.random.default_rng(1))
+    view = fit_recovery.restrict_noise(clean, noisy, ())
+    contacts = fit_recovery.restrict_noise(clean, noisy, ("contacts",))
+    mask = fit_recovery.restrict_noise(clean, noisy, ("mask",))
+    for scene in (view, contacts, mask):
+        assert np.array_equal(scene.rotation, noisy.rotation)
+        assert np.array_equal(scene.body_vertices, noisy.body_vertices)
+    assert view.object_contact is clean.object_contact and contacts.object_contact is noisy.object_contact
+    assert mask.human_contact is clean.human_contact and np.array_equal(mask.mask, noisy.mask)
+    posed = np.asarray(box.mesh.vertices) @ noisy.rotation.T + noisy.translation
+    exact = render_depth([(noisy.body_vertices, noisy.body_faces), (posed, np.asarray(box.mesh.faces))],
+                         fit_recovery.CAMERA_K, fit_recovery.IMAGE_HW).mesh_index == 1
+    assert np.array_equal(view.mask, exact) and np.array_equal(contacts.mask, exact)
+    assert not np.array_equal(noisy.mask, exact)  # the mask noise is really taken back
+
+
+def test_diagnose_tells_a_search_limited_miss_from_an_objective_limited_one(tmp_path):
+    """A miss whose true pose the fit keeps, at a lower loss, is search-limited; with a mask of another pose the
+    observations themselves favour a wrong pose, and the fit from the truth leaves it: objective-limited."""
+    cfg = fit_recovery.FitConfig.load(None)
+    poser = fit_recovery.BodyPoser(str(tmp_path))
+    box = fit_recovery.make_objects()[0]
+    scene = fit_recovery.make_scene(box, poser, np.random.default_rng(2), at_hand=True)
+    wrong = fit_recovery.FitOutcome(90.0, 10.0, 1.0)
+    limit, line = fit_recovery.diagnose_miss(scene, cfg, wrong, None)  # a miss that placed nothing: inf loss
+    assert limit == "search" and "search-limited" in line
+    # the mask drawn 12 cm to the side: the fit from the true pose follows the mask away from the truth
+    moved = fit_recovery.Scene(scene.obj, scene.body_vertices, scene.body_faces, scene.rotation, scene.translation,
+                               scene.object_contact, scene.human_contact, np.roll(scene.mask, 36, axis=1),
+                               scene.occluded, scene.anchor)
+    limit, line = fit_recovery.diagnose_miss(moved, cfg, wrong, None)
+    assert limit == "objective" and "objective-limited" in line

@@ -13,6 +13,13 @@ rarely covers any) and contact probabilities from the true surface distances. Ea
   (that many contacts missed and as many false contacts at random vertices), a false-positive blob on the
   other hand, and the mask eroded or dilated by 3-8 px.
 
+``--noise-parts`` keeps only some kinds of noise in the noisy condition (the scenes stay the same: the noise is
+drawn in full, then the labels or the mask it was not asked for are put back to the true ones of the same
+view), which says which kind the misses come from. ``--diagnose`` refits each miss from its true pose: a fit
+that stays there at a lower loss than the miss's is search-limited (a better search would have found it);
+one that drifts away, or stays but at a higher loss, is objective-limited (these observations favour the wrong
+pose: no search fixes it).
+
 ``--stream`` adds two conditions on each noisy scene's next frame (the same view, fresh contact and mask
 noise): ``next``, fitted alone, and ``stream``, fitted with the noisy fit as the previous frame's placement,
 as the node does when it refits a held object (the previous pose joins the start poses and decides
@@ -25,6 +32,7 @@ the same, translation = distance between the fitted and true symmetry centres. S
 
     python -m ivlm_core.bench.fit_recovery [--scenes 40] [--noise 1] [--start none|perturbed] [--seed 0]
                                            [--threads 1] [--config fit.yaml] [--stream] [--out DIR]
+                                           [--noise-parts contacts,mask] [--diagnose]
 
 Prints one line per fit, mean / p90 / worst per condition (and the occlusion distribution), and last:
 ``success=<clean> success_noisy=<noisy> rot_err_deg=<median clean> trans_err_cm=<median clean>
@@ -325,15 +333,33 @@ def _flip_labels(p: np.ndarray, threshold: float, rng: np.random.Generator, leve
     return out
 
 
-def next_frame(clean: Scene, noisy: Scene, poser: BodyPoser, rng: np.random.Generator, level: float) -> Scene:
-    """The noisy scene's next frame in a stream: the same view (body, object and occlusion), fresh contact
-    and mask noise (the model's errors change from frame to frame; the pose does not)."""
+def restrict_noise(clean: Scene, noisy: Scene, parts: tuple[str, ...]) -> Scene:
+    """The noisy scene with only the noise ``parts`` (of "contacts", "mask") left: the others are put back to
+    the truth of the same (occluded) view, so scenes compared across part selections are the same scenes."""
+    contacts = "contacts" in parts
+    mask = noisy.mask
+    if "mask" not in parts:  # the exact visible mask of the noisy view
+        vertices = np.asarray(clean.obj.mesh.vertices) @ noisy.rotation.T + noisy.translation
+        render = render_depth([(noisy.body_vertices, noisy.body_faces), (vertices, np.asarray(clean.obj.mesh.faces))],
+                              CAMERA_K, IMAGE_HW)
+        mask = render.mesh_index == 1
+    return Scene(noisy.obj, noisy.body_vertices, noisy.body_faces, noisy.rotation, noisy.translation,
+                 noisy.object_contact if contacts else clean.object_contact,
+                 noisy.human_contact if contacts else clean.human_contact, mask, noisy.occluded, noisy.anchor)
+
+
+def next_frame(
+    clean: Scene, noisy: Scene, poser: BodyPoser, rng: np.random.Generator, level: float,
+    parts: tuple[str, ...] = ("contacts", "mask"),
+) -> Scene:
+    """The noisy scene's next frame in a stream: the same view (body, object and occlusion), fresh noise of
+    the kinds ``parts`` (the model's errors change from frame to frame; the pose does not)."""
     vertices = np.asarray(clean.obj.mesh.vertices) @ noisy.rotation.T + noisy.translation
     render = render_depth([(noisy.body_vertices, noisy.body_faces), (vertices, np.asarray(clean.obj.mesh.faces))],
                           CAMERA_K, IMAGE_HW)
     view = Scene(clean.obj, noisy.body_vertices, noisy.body_faces, noisy.rotation, noisy.translation,
                  clean.object_contact, clean.human_contact, render.mesh_index == 1, noisy.occluded, noisy.anchor)
-    return add_noise(view, poser, rng, level, parts=("contacts", "mask"))
+    return add_noise(view, poser, rng, level, parts=tuple(p for p in parts if p in ("contacts", "mask")))
 
 
 def perturb(rotation: np.ndarray, translation: np.ndarray, centre: np.ndarray, rng: np.random.Generator):
@@ -356,6 +382,7 @@ class FitOutcome:
     failure: str = ""
     occluded: float = 0.0  # fraction of the object's image the body covers in this scene
     ambiguous: bool = False  # the fit reported a near-tie with a different pose
+    limit: str = ""  # --diagnose, for a miss: "search" or "objective" (see the module docstring)
 
     @property
     def success(self) -> bool:
@@ -389,6 +416,28 @@ def fit_scene(
                       ambiguous=bool(result.report["ambiguous"])), result
 
 
+def diagnose_miss(scene: Scene, cfg: FitConfig, outcome: FitOutcome, result) -> tuple[str, str]:
+    """("search" | "objective", a line saying why) for a miss: the fit is run again from the true pose."""
+    sym = scene.obj.symmetry
+    try:
+        truth_fit = fit_object(
+            np.asarray(scene.obj.mesh.vertices), np.asarray(scene.obj.mesh.faces), scene.object_contact,
+            scene.body_vertices, scene.body_faces, scene.human_contact, scene.mask, CAMERA_K, cfg,
+            init_rotation=scene.rotation, init_translation=scene.translation, symmetry=sym,
+        )
+    except ObjectFitFailure as exc:  # these inputs cannot place the object from any start
+        return "objective", f"from the true pose: refused ({exc}) -> objective-limited"
+    rot = sym.rotation_error_deg(scene.rotation, truth_fit.rotation)
+    true_centre = sym.centre_in_camera(scene.rotation, scene.translation)
+    trans = 100 * float(np.linalg.norm(sym.centre_in_camera(truth_fit.rotation, truth_fit.translation) - true_centre))
+    stays = rot <= 5.0 and trans <= 2.0
+    loss = truth_fit.report["loss_total"]
+    missed = float("inf") if result is None else result.report["loss_total"]
+    limit = "search" if stays and loss < missed else "objective"
+    return limit, (f"from the true pose: rot={rot:.2f}deg trans={trans:.2f}cm loss={loss:.4f} (the miss: "
+                   f"{missed:.4f}) -> {limit}-limited")
+
+
 def _write_outputs(stem: Path, scene: Scene, fitted_vertices: np.ndarray) -> None:
     """Overlay PNG (fitted object + body on a grey image with the true mask tinted green) and a .glb."""
     meshes = scene_meshes(scene.body_vertices, scene.body_faces, scene.human_contact, fitted_vertices,
@@ -413,8 +462,12 @@ def _summary(name: str, outcomes: list[FitOutcome]) -> str:
     flagged = sum(o.ambiguous for o in misses)
     occ = np.array([o.occluded for o in outcomes])
     bins = np.histogram(occ, bins=(0.0, 0.1, 0.2, 0.3, 0.4 + 1e-9))[0]
+    diagnosed = [o.limit for o in misses if o.limit]
+    limits = (f"; diagnosed: {diagnosed.count('objective')} objective-limited, {diagnosed.count('search')} "
+              "search-limited" if diagnosed else "")
     return (f"{name}: {len(outcomes)} fits, success {np.mean([o.success for o in outcomes]):.0%}"
             f"{f' ({failed} refused)' if failed else ''}; {flagged} of its {len(misses)} misses reported ambiguous"
+            f"{limits}"
             f"\n  rot_deg   {stats(rot)}\n  trans_cm  {stats(trans)}"
             f"\n  fit_s     {stats(secs)}\n  occluded  {stats(100 * occ)} (%); scenes with 0-10/10-20/20-30/30-40 %: "
             f"{'/'.join(str(int(b)) for b in bins)}")
@@ -435,8 +488,16 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stream", action="store_true",
                         help="also fit each noisy scene's next frame (same view, fresh contact and mask noise) "
                         "given the noisy fit as the previous frame's, as the node does on a refit")
+    parser.add_argument("--noise-parts", default="contacts,mask",
+                        help="noise kinds kept in the noisy condition besides the occluded view, comma-separated "
+                        "from contacts, mask (or 'view' for the view alone); the same scenes either way")
+    parser.add_argument("--diagnose", action="store_true",
+                        help="refit each miss from its true pose: search- or objective-limited")
     parser.add_argument("--out", default=None, help="folder for a PNG overlay and a .glb per fit")
     args = parser.parse_args(argv)
+    parts = tuple(p for p in args.noise_parts.split(",") if p and p != "view")
+    if set(parts) - {"contacts", "mask"}:
+        parser.error(f"--noise-parts: contacts, mask or view, not {args.noise_parts}")
     torch.set_num_threads(args.threads)
     cfg = FitConfig.load(args.config)
     rng = np.random.default_rng(args.seed)
@@ -446,7 +507,8 @@ def main(argv: list[str] | None = None) -> None:
         poser = BodyPoser(tmp)
     print(f"body: synthetic SMPL-X, {len(poser.faces)} faces; camera 640x480 fx=fy=600; torch threads "
           f"{args.threads}; start: {args.start}; {cfg.start_candidates_without_pose} hypotheses x "
-          f"{cfg.warmup_iterations} steps, {cfg.finalists} finalists x {cfg.iterations} steps")
+          f"{cfg.warmup_iterations} steps, {cfg.finalists} finalists x {cfg.iterations} steps; noisy: view"
+          f"{''.join(' + ' + p for p in parts)}")
     print("symmetries (measured): " + "; ".join(f"{o.name} {o.symmetry.describe()}" for o in objects))
     conditions = {"clean": [], "noisy": []} if args.noise > 0 else {"clean": []}
     if args.stream and args.noise > 0:
@@ -459,9 +521,10 @@ def main(argv: list[str] | None = None) -> None:
         clean = make_scene(obj, poser, rng, at_hand=at_hand)
         scenes = {"clean": clean}
         if args.noise > 0:
-            scenes["noisy"] = add_noise(clean, poser, noise_rng, args.noise)
+            scenes["noisy"] = restrict_noise(clean, add_noise(clean, poser, noise_rng, args.noise), parts)
         if "stream" in conditions:
-            scenes["next"] = scenes["stream"] = next_frame(clean, scenes["noisy"], poser, stream_rng, args.noise)
+            scenes["next"] = scenes["stream"] = next_frame(clean, scenes["noisy"], poser, stream_rng, args.noise,
+                                                             parts)
         results: dict[str, object] = {}
         for name, scene in scenes.items():
             previous = results.get("noisy") if name == "stream" else None
@@ -481,6 +544,9 @@ def main(argv: list[str] | None = None) -> None:
                          f"{' AMBIGUOUS' if rep['ambiguous'] else ''} t={outcome.fit_s:.2f}s")
                 if args.out:
                     _write_outputs(Path(args.out) / f"scene_{i:02d}_{name}_{obj.name}", scene, result.vertices)
+            if args.diagnose and not outcome.success:
+                outcome.limit, why = diagnose_miss(scene, cfg, outcome, result)
+                line += f"\n    {why}"
             print(line, flush=True)
     for name, outcomes in conditions.items():
         print(_summary(name, outcomes))
