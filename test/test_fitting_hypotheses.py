@@ -173,9 +173,11 @@ def cylinder_tie():
     torch.set_num_threads(1)
     rot = Rotation.from_euler("xyz", [80, 10, 0], degrees=True).as_matrix()
     s = _make(trimesh.creation.cylinder(radius=0.03, height=0.16, sections=24), rot)
-    # hypotheses compared on the finalists' grid: after only 10 coarse steps a rival is not yet comparable
+    # hypotheses compared on the finalists' grid: after only 10 coarse steps a rival is not yet comparable.
+    # Without the label term: the labels (touched on the side against the torso) tell the rolls apart
+    # (test_contact_labels_tell_a_cylinders_rolls_apart); here the rolls are to tie.
     cfg = of.FitConfig(iterations=30, warmup_iterations=10, start_candidates_without_pose=8, finalists=2,
-                       hypothesis_resolution=of.FitConfig().silhouette_resolution)
+                       hypothesis_resolution=of.FitConfig().silhouette_resolution, weight_labels=0.0)
     return rot, s, cfg, of.fit_object(**_fit_args(s), config=cfg)
 
 
@@ -298,6 +300,7 @@ def test_a_stream_keeps_the_pose_nearer_its_previous_fit_when_two_poses_tie(cyli
     assert flipped.report["kept_previous"] == 1.0 and "nearer the previous fit" in flipped.status
     assert np.linalg.norm(flipped.translation - rival_trans) < 0.02
     same = of.fit_object(**_fit_args(s), config=cfg, previous_pose=(plain.rotation, plain.translation))
-    assert rotation_angle_deg(same.rotation, plain.rotation) < 10.0
+    # the same end forward (its roll about the axis ties too, and may drift along that valley)
+    assert Symmetry("axial", (0.0, 0.0, 1.0), flip=False).rotation_error_deg(same.rotation, plain.rotation) < 10.0
     with pytest.raises(of.InvalidInputError, match="previous_pose"):
         of.fit_object(**_fit_args(s), config=cfg, previous_pose=(np.eye(3), np.array([np.nan, 0.0, 1.0])))

@@ -12,9 +12,14 @@ rotation, translation (and optionally scale) minimising
   human contact and each human contact to its nearest object contact, less contact_tolerance_m (a label
   means "within about a centimetre"), p- and density-weighted, averaged over the closest
   contact_keep_fraction (a trimmed mean),
-plus an ivlm term the reference lacks, w_penetration * mean depth of object surface samples inside the body
-(signed distance along the nearest body vertex's normal), which stops the contact term from pulling the object
-into the hand.
+plus two ivlm terms the reference lacks, both on a sample of the object's vertices measured against dense samples
+of the body surface near its contacts:
+  w_penetration * mean depth inside the body, which stops the contact term from pulling the object into the
+  hand, and
+  w_labels * the negative log-likelihood of the object's contact labels given each vertex's distance to the body
+  (touched with probability sigmoid((label_distance_m - d) / label_softness_m), label_outlier_rate of labels
+  anything): both halves of each label count, so a pose that presses unlabelled surface onto the body (which
+  the contact term alone rewards: every labelled point a little nearer) loses to the true one.
 
 Body contacts are first split into regions; only those projecting next to the object's mask are kept (a
 model's false blob on the other hand is a whole region, which no robust kernel tells from the true one).
@@ -87,6 +92,12 @@ class FitConfig:
     weight_centroid: float = 1e-4
     weight_contact: float = 10.0
     weight_penetration: float = 100.0
+    weight_labels: float = 1.0
+    label_distance_m: float = 0.02
+    label_softness_m: float = 0.004
+    label_outlier_rate: float = 0.1
+    object_test_points: int = 512
+    body_surface_samples: int = 5000
     contact_keep_fraction: float = 1.0
     contact_density_radius: float = 0.15
     contact_tolerance_m: float = 0.01
@@ -124,7 +135,6 @@ class FitConfig:
     max_silhouette_faces: int = 4000
     max_object_contact_points: int = 128
     max_human_contact_points: int = 256
-    penetration_samples: int = 256
     occlusion_update_every: int = 10
     occlusion_margin_m: float = 0.015
     early_stop_patience: int = 30
@@ -223,12 +233,58 @@ class _Scene:
     human_contact_p: torch.Tensor  # (Ch,)
     human_tree: cKDTree  # over human_contact
     obj_contact_tree: cKDTree  # over obj_contact_local
-    samples_local: torch.Tensor  # (S,3) object surface samples
-    body_tree: cKDTree
-    body_vertices: torch.Tensor
-    body_normals: torch.Tensor
+    test_local: torch.Tensor  # (L,3) object vertices tested against the body (penetration, contact labels)
+    test_p: torch.Tensor  # (L,) their contact probabilities
+    test_weight: torch.Tensor  # (L,) each one's share of the mesh's vertices (sums to 1)
+    surface: _BodySurface  # dense samples of the body surface
     human_depth: torch.Tensor | None  # (h,w) on the grid, inf where no body
     occlusion_margin: float
+
+
+@dataclass
+class _BodySurface:
+    """Dense samples of the body's surface with their face normals: the distance of a point to the body
+    surface (a body vertex can be centimetres from the surface point nearest it)."""
+
+    points: torch.Tensor  # (K,3)
+    normals: torch.Tensor  # (K,3)
+    tree: cKDTree
+
+    @classmethod
+    def sample(
+        cls, vertices: np.ndarray, faces: np.ndarray, count: int, seed: int,
+        near: np.ndarray | None = None, radius: float = np.inf,
+    ) -> _BodySurface:
+        """``count`` samples of the faces with a corner within ``radius`` of a point in ``near`` (the whole
+        body when near is None or no face is that close): the object can only touch the body there, so the
+        samples are spent where they are needed."""
+        mesh = trimesh.Trimesh(vertices, faces, process=False, validate=False)
+        if near is not None and len(near) and np.isfinite(radius):
+            close = cKDTree(near).query(vertices, distance_upper_bound=radius)[0] < radius
+            kept = close[faces].any(axis=1)
+            if kept.any():
+                mesh = trimesh.Trimesh(vertices, faces[kept], process=False, validate=False)
+        points, face_index = trimesh.sample.sample_surface(mesh, max(1, count), seed=seed)
+        normals = np.asarray(mesh.face_normals)[face_index]
+        return cls(torch.as_tensor(points, dtype=torch.float32), torch.as_tensor(normals, dtype=torch.float32),
+                   cKDTree(points))
+
+    def nearest(self, points: torch.Tensor, reach: float) -> torch.Tensor:
+        """(...,) index of the sample nearest each point (...,3), -1 beyond ``reach``: the tree search stops
+        there, which makes the many points far from the body cheap. No gradient."""
+        _, index = self.tree.query(points.detach().reshape(-1, 3).double().numpy(), distance_upper_bound=reach)
+        index = torch.as_tensor(index, dtype=torch.int64).reshape(points.shape[:-1])
+        return torch.where(index < len(self.points), index, -1)
+
+    def signed_distance(self, points: torch.Tensor, nearest: torch.Tensor, reach: float) -> torch.Tensor:
+        """(...,) distance of points (...,3) to their samples ``nearest`` (``nearest()``), < 0 behind the sample's
+        face (inside); ``reach`` (no gradient) where the index is -1."""
+        found = nearest >= 0
+        index = nearest.clamp(min=0)
+        offset = points - self.points[index]
+        distance = (offset.pow(2).sum(-1) + 1e-12).sqrt()
+        signed = torch.where((offset * self.normals[index]).sum(-1) < 0, -distance, distance)
+        return torch.where(found, signed, torch.full_like(signed, reach))
 
 
 @dataclass
@@ -293,12 +349,19 @@ def fit_object(
     centre = obj_v.mean(axis=0)
     # hypotheses are compared on a coarse silhouette grid (cheap), the finalists refined on the fine one
     depth = render_depth([(hum_v, hum_f)], k, mask.shape).depth if use_occlusion else None
-    scene = _prepare(cfg, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion, body_depth=depth)
+    # the object touches the body's usable contacts, so it lies within its own size of them
+    reach = float(np.linalg.norm(np.ptp(obj_v, axis=0))) + _label_reach(cfg)
+    surface = _BodySurface.sample(hum_v, hum_f, cfg.body_surface_samples, cfg.seed,
+                                  near=hum_v[p_hum > cfg.human_contact_threshold], radius=reach)
+    scene = _prepare(cfg, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion,
+                     body_depth=depth,
+                     surface=surface)
     # ... with fewer contact and surface samples too: it only ranks the hypotheses
     sparse = replace(cfg, **{name: max(8, round(cfg.hypothesis_sample_fraction * getattr(cfg, name))) for name in (
-        "max_object_contact_points", "max_human_contact_points", "penetration_samples")})
+        "max_object_contact_points", "max_human_contact_points", "object_test_points")})
     coarse = _prepare(sparse, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion,
-                      resolution=min(cfg.hypothesis_resolution, cfg.silhouette_resolution), body_depth=depth)
+                      resolution=min(cfg.hypothesis_resolution, cfg.silhouette_resolution), body_depth=depth,
+                      surface=surface)
     candidates, icp_report = _start_poses(
         cfg, obj_v, obj_f, centre, p_obj, hum_v, hum_f, p_hum, mask, k, init_rotation, init_translation
     )
@@ -322,7 +385,9 @@ def fit_object(
     scored = _score(coarse, cfg, candidates)
     keep = cfg.start_candidates if init_rotation is not None else cfg.start_candidates_without_pose
     chosen = _with_previous(scored, _best_distinct(scored, keep, distinct, fill=True), distinct)
-    short = _refine(coarse, cfg, scored.take(chosen), min(cfg.warmup_iterations, cfg.iterations))
+    # the many short fits search the body surface again only with the occlusion; the finalists every step
+    short = _refine(coarse, cfg, scored.take(chosen), min(cfg.warmup_iterations, cfg.iterations),
+                    surface_search_every=cfg.occlusion_update_every)
     short = _rescore(scene, cfg, short)
     finalists = _with_previous(short, _best_distinct(short, cfg.finalists, distinct, fill=True), distinct)
     final = _refine(scene, cfg, short.take(finalists), cfg.iterations)
@@ -353,6 +418,7 @@ def fit_object(
     translation = trans_t.double().numpy() - s * rotation @ centre
     vertices = (s * obj_v @ rotation.T + translation).astype(np.float32)
     shift_index = losses.pop("mask_shift_index")
+    losses.pop("label_nearest")
     report = {f"loss_{name}": float(value[0]) for name, value in losses.items()}
     report["mask_shift_px"] = float(scene.mask_shifts[shift_index[0]])  # > 0: the mask is wider than the object
     report["mask_iou_soft"] = 1.0 - report["loss_mask"]
@@ -524,11 +590,15 @@ def _rescore(scene: _Scene, cfg: FitConfig, batch: _Batch) -> _Batch:
     return _Batch(batch.rotation, batch.translation, batch.scale, loss, list(batch.labels))
 
 
-def _refine(scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int) -> _Batch:
+def _refine(
+    scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int, surface_search_every: int = 1,
+) -> _Batch:
     """Adam on every pose of the batch at once; returns each one's best pose seen (the loss is not monotone).
 
     The batch loss is the SUM of the per-pose losses, so each pose gets exactly its own gradient, and Adam's
-    moments are per element: the result equals refining each pose alone."""
+    moments are per element: the result equals refining each pose alone. surface_search_every: steps between
+    searches for the body surface points nearest the object's (between them each keeps its partner, which
+    only overstates its distance a little while the pose moves)."""
     rot6d = matrix_to_rotation_6d(start.rotation).clone().requires_grad_()
     trans = start.translation.clone().requires_grad_()
     scale = start.scale.clone().requires_grad_(cfg.optimise_scale)
@@ -540,6 +610,7 @@ def _refine(scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int) -> _B
                   torch.full((len(start.labels),), float("inf")), list(start.labels))
     since = torch.zeros(len(start.labels), dtype=torch.int64)
     visibility = None
+    label_nearest = None  # the object points' nearest body surface samples
     shift_rows = None  # None: every outline shift; else each pose's window around its last best one
     window = torch.arange(-cfg.mask_shift_window, cfg.mask_shift_window + 1)
     half = max(1, iterations // 2)
@@ -550,10 +621,13 @@ def _refine(scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int) -> _B
         if step % max(1, cfg.occlusion_update_every) == 0:  # the body's occlusion and every shift, refreshed
             visibility = _visibility(scene, rot.detach(), trans.detach(), scale.detach())
             shift_rows = None
+        if step % max(1, surface_search_every) == 0:
+            label_nearest = None
         # blur annealed from silhouette_sigma_start to silhouette_sigma over the first half: a wider basin
         frac = min(1.0, step / half)
         sigma = float(cfg.silhouette_sigma_start ** (1 - frac) * cfg.silhouette_sigma**frac)
-        losses = _losses(scene, cfg, rot, trans, scale, visibility, sigma, shift_rows)
+        losses = _losses(scene, cfg, rot, trans, scale, visibility, sigma, shift_rows, label_nearest)
+        label_nearest = losses["label_nearest"]
         if shift_rows is None and len(window) < len(scene.mask_shifts):
             shift_rows = (losses["mask_shift_index"][:, None] + window).clamp(0, len(scene.mask_shifts) - 1)
         total = losses["total"].detach()
@@ -659,12 +733,11 @@ def _vertex_normals(vertices: np.ndarray, faces: np.ndarray) -> np.ndarray:
 def _prepare(
     cfg: FitConfig, local: np.ndarray, faces: np.ndarray, p_obj: np.ndarray, hum_v: np.ndarray,
     hum_f: np.ndarray, p_hum: np.ndarray, mask: np.ndarray, k: np.ndarray, use_occlusion: bool,
-    resolution: int | None = None, body_depth: np.ndarray | None = None,
+    resolution: int | None = None, body_depth: np.ndarray | None = None, surface: _BodySurface | None = None,
 ) -> _Scene:
     """The loss's inputs with the silhouette grid at ``resolution`` cells (default silhouette_resolution);
     body_depth: the body's depth image when already rendered."""
     rng = np.random.default_rng(cfg.seed)
-    mesh = trimesh.Trimesh(local, faces, process=False, validate=False)
     # The silhouette mesh may be merged/decimated: it only has to draw the outline.
     sil = trimesh.Trimesh(local.copy(), faces.copy(), process=False, validate=False)
     sil.merge_vertices()
@@ -690,8 +763,7 @@ def _prepare(
         hum_v, hum_f, p_hum, cfg.human_contact_threshold, cfg.max_human_contact_points, seed=cfg.seed
     )
 
-    samples, _ = trimesh.sample.sample_surface(mesh, cfg.penetration_samples, seed=cfg.seed)
-    body_normals = _vertex_normals(hum_v, hum_f)
+    test_idx, test_w = _test_points(p_obj, cfg, rng)
     human_depth = None
     if use_occlusion:
         depth = render_depth([(hum_v, hum_f)], k, mask.shape).depth if body_depth is None else body_depth
@@ -714,8 +786,9 @@ def _prepare(
         human_contact=t32(hum_points), human_contact_p=t32(hum_w),
         human_tree=cKDTree(np.asarray(hum_points, np.float32).astype(np.float64)),
         obj_contact_tree=cKDTree(np.asarray(local[obj_idx], np.float32).astype(np.float64)),
-        samples_local=t32(samples), body_tree=cKDTree(hum_v), body_vertices=t32(hum_v),
-        body_normals=t32(body_normals), human_depth=human_depth, occlusion_margin=cfg.occlusion_margin_m,
+        test_local=t32(local[test_idx]), test_p=t32(p_obj[test_idx]), test_weight=t32(test_w),
+        surface=surface or _BodySurface.sample(hum_v, hum_f, cfg.body_surface_samples, cfg.seed),
+        human_depth=human_depth, occlusion_margin=cfg.occlusion_margin_m,
     )
 
 
@@ -803,6 +876,7 @@ def _visibility(
 def _losses(
     scene: _Scene, cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor,
     visibility: torch.Tensor | None, sigma: float | None = None, shift_rows: torch.Tensor | None = None,
+    label_nearest: torch.Tensor | None = None,
 ) -> dict[str, torch.Tensor]:
     """Each term as a (B,) tensor for the B poses rot (B,3,3), trans (B,3), scale (B,); visibility: the body
     clearance (``_visibility``). shift_rows: (B,k) indices of the outline shifts tried per pose (default all);
@@ -858,17 +932,22 @@ def _losses(
     else:
         losses["contact"] = trans.sum(1) * 0.0
 
-    samples = scale3 * scene.samples_local @ rot_t + trans[:, None]  # (B,S,3)
-    _, nearest = scene.body_tree.query(samples.detach().reshape(-1, 3).double().numpy())
-    nearest = torch.as_tensor(nearest, dtype=torch.int64).reshape(samples.shape[:2])
-    signed = ((samples - scene.body_vertices[nearest]) * scene.body_normals[nearest]).sum(-1)
-    losses["penetration"] = torch.relu(-signed).mean(1)
+    # the object's sampled vertices against the body surface: depth inside it, and the contact labels
+    points = scale3 * scene.test_local @ rot_t + trans[:, None]  # (B,L,3)
+    reach = _label_reach(cfg)
+    if label_nearest is None or label_nearest.shape != points.shape[:2]:
+        label_nearest = scene.surface.nearest(points, reach)
+    signed = scene.surface.signed_distance(points, label_nearest, reach)
+    losses["penetration"] = (torch.relu(-signed) * scene.test_weight).sum(1)
+    losses["labels"] = _label_nll(scene, cfg, signed)
+    losses["label_nearest"] = label_nearest
 
     losses["total"] = (
         cfg.weight_mask * losses["mask"]
         + cfg.weight_centroid * losses["centroid"]
         + cfg.weight_contact * losses["contact"]
         + cfg.weight_penetration * losses["penetration"]
+        + cfg.weight_labels * losses["labels"]
     )
     return losses
 
@@ -925,6 +1004,48 @@ def _blur_band(n: int, sigma: float, reach: float) -> torch.Tensor:
     return weights / torch.exp(-0.5 * (torch.arange(-n, n + 1, dtype=torch.float32) / sigma) ** 2).sum()
 
 
+def _label_reach(cfg: FitConfig) -> float:
+    """Distance from the body beyond which a vertex is off it for the label term (q < 5e-5), however far:
+    the body surface search stops there."""
+    return cfg.label_distance_m + 10.0 * cfg.label_softness_m
+
+
+def _label_nll(scene: _Scene, cfg: FitConfig, signed: torch.Tensor) -> torch.Tensor:
+    """(B,) the object's contact labels' negative log-likelihood at each pose, per vertex (nats): a vertex at
+    distance d from the body (signed, along the nearest body vertex's normal) is in contact with probability
+    q = sigmoid((label_distance_m - d) / label_softness_m); a label p is then likely p q + (1 - p)(1 - q), and
+    a label_outlier_rate of labels are anything (a flipped label costs at most -log(rate / 2)).
+
+    Both halves of each label count: "touched" pulls a vertex to the body, and "not touched" keeps it off.
+    The contact term pulls labelled points to the body's contacts only, so alone it prefers a pose that
+    presses a whole face to the hand (every labelled point a little nearer) over the true one, whose
+    labelled points are up to a couple of centimetres off; a pose like that puts unlabelled surface on the
+    body, which this term charges for. signed: (B,L) the label points' signed distances to the body."""
+    if len(scene.test_p) == 0 or cfg.weight_labels <= 0:
+        return signed.new_zeros(len(signed))
+    q = torch.sigmoid((cfg.label_distance_m - signed) / cfg.label_softness_m)
+    p = scene.test_p
+    likely = p * q + (1.0 - p) * (1.0 - q)
+    rate = cfg.label_outlier_rate
+    return -(torch.log((1.0 - rate) * likely + 0.5 * rate) * scene.test_weight).sum(1)
+
+
+def _test_points(p_obj: np.ndarray, cfg: FitConfig, rng: np.random.Generator) -> tuple[np.ndarray, np.ndarray]:
+    """(indices, weights) of up to object_test_points object vertices tested against the body: the ones
+    labelled touched first (up to half: the label term needs them), the rest at random; each weighted by the
+    share of the mesh's vertices it stands for."""
+    count = cfg.object_test_points
+    touched = np.nonzero(p_obj > cfg.object_contact_threshold)[0]
+    others = np.nonzero(p_obj <= cfg.object_contact_threshold)[0]
+    n_touched = min(len(touched), max(count // 2, count - len(others)))
+    n_others = min(len(others), count - n_touched)
+    pick_t = np.sort(rng.choice(touched, n_touched, replace=False)) if n_touched < len(touched) else touched
+    pick_o = np.sort(rng.choice(others, n_others, replace=False)) if n_others < len(others) else others
+    weights = np.concatenate((np.full(len(pick_t), len(touched) / max(1, len(pick_t))),
+                              np.full(len(pick_o), len(others) / max(1, len(pick_o)))))
+    return np.concatenate((pick_t, pick_o)).astype(np.int64), weights / max(1, len(p_obj))
+
+
 def _trimmed_mean(distance: torch.Tensor, weight: torch.Tensor, keep: float) -> torch.Tensor:
     """(B,) p-weighted mean of the closest ``keep`` fraction of each row of (B,N) distances: false contacts
     (up to 1 - keep of them) are ignored, yet the term still grows without bound when the object leaves
@@ -947,9 +1068,8 @@ def _geometry_report(
         dist, _ = cKDTree(hum_v[hum_sel]).query(vertices[obj_sel].astype(np.float64))
         report["contact_distance_m"] = float((dist * p_obj[obj_sel]).sum() / p_obj[obj_sel].sum())
     with torch.no_grad():
-        samples = scale * scene.samples_local @ rot.T + trans
-        _, nearest = scene.body_tree.query(samples.double().numpy())
-        nearest = torch.as_tensor(nearest, dtype=torch.int64)
-        signed = ((samples - scene.body_vertices[nearest]) * scene.body_normals[nearest]).sum(-1)
+        points = scale * scene.test_local @ rot.T + trans
+        signed = scene.surface.signed_distance(points, scene.surface.nearest(points, _label_reach(cfg)),
+                                               _label_reach(cfg))
     report["penetration_depth_m"] = float(torch.relu(-signed).max())
     return report
