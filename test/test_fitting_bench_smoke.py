@@ -126,12 +126,11 @@ def test_diagnose_tells_a_search_limited_miss_from_an_objective_limited_one(tmp_
     poser = fit_recovery.BodyPoser(str(tmp_path))
     box = fit_recovery.make_objects()[0]
     scene = fit_recovery.make_scene(box, poser, np.random.default_rng(2), at_hand=True)
-    wrong = fit_recovery.FitOutcome(90.0, 10.0, 1.0)
-    limit, line = fit_recovery.diagnose_miss(scene, cfg, wrong, None)  # a miss that placed nothing: inf loss
+    limit, line = fit_recovery.diagnose_miss(scene, cfg, None)  # a miss that placed nothing: inf loss
     assert limit == "search" and "search-limited" in line
     # the mask drawn 12 cm to the side: the fit from the true pose follows the mask away from the truth
     moved = fit_recovery.Scene(scene.obj, scene.body_vertices, scene.body_faces, scene.rotation, scene.translation,
                                scene.object_contact, scene.human_contact, np.roll(scene.mask, 36, axis=1),
                                scene.occluded, scene.anchor)
-    limit, line = fit_recovery.diagnose_miss(moved, cfg, wrong, None)
+    limit, line = fit_recovery.diagnose_miss(moved, cfg, None)
     assert limit == "objective" and "objective-limited" in line

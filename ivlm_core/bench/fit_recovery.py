@@ -333,16 +333,19 @@ def _flip_labels(p: np.ndarray, threshold: float, rng: np.random.Generator, leve
     return out
 
 
+def visible_mask(scene: Scene) -> np.ndarray:
+    """(H,W) bool: the exact mask of the object where the body does not hide it, at the scene's pose."""
+    vertices = np.asarray(scene.obj.mesh.vertices) @ scene.rotation.T + scene.translation
+    render = render_depth([(scene.body_vertices, scene.body_faces), (vertices, np.asarray(scene.obj.mesh.faces))],
+                          CAMERA_K, IMAGE_HW)
+    return render.mesh_index == 1
+
+
 def restrict_noise(clean: Scene, noisy: Scene, parts: tuple[str, ...]) -> Scene:
     """The noisy scene with only the noise ``parts`` (of "contacts", "mask") left: the others are put back to
     the truth of the same (occluded) view, so scenes compared across part selections are the same scenes."""
     contacts = "contacts" in parts
-    mask = noisy.mask
-    if "mask" not in parts:  # the exact visible mask of the noisy view
-        vertices = np.asarray(clean.obj.mesh.vertices) @ noisy.rotation.T + noisy.translation
-        render = render_depth([(noisy.body_vertices, noisy.body_faces), (vertices, np.asarray(clean.obj.mesh.faces))],
-                              CAMERA_K, IMAGE_HW)
-        mask = render.mesh_index == 1
+    mask = noisy.mask if "mask" in parts else visible_mask(noisy)  # else the exact mask of the noisy view
     return Scene(noisy.obj, noisy.body_vertices, noisy.body_faces, noisy.rotation, noisy.translation,
                  noisy.object_contact if contacts else clean.object_contact,
                  noisy.human_contact if contacts else clean.human_contact, mask, noisy.occluded, noisy.anchor)
@@ -354,11 +357,8 @@ def next_frame(
 ) -> Scene:
     """The noisy scene's next frame in a stream: the same view (body, object and occlusion), fresh noise of
     the kinds ``parts`` (the model's errors change from frame to frame; the pose does not)."""
-    vertices = np.asarray(clean.obj.mesh.vertices) @ noisy.rotation.T + noisy.translation
-    render = render_depth([(noisy.body_vertices, noisy.body_faces), (vertices, np.asarray(clean.obj.mesh.faces))],
-                          CAMERA_K, IMAGE_HW)
     view = Scene(clean.obj, noisy.body_vertices, noisy.body_faces, noisy.rotation, noisy.translation,
-                 clean.object_contact, clean.human_contact, render.mesh_index == 1, noisy.occluded, noisy.anchor)
+                 clean.object_contact, clean.human_contact, visible_mask(noisy), noisy.occluded, noisy.anchor)
     return add_noise(view, poser, rng, level, parts=tuple(p for p in parts if p in ("contacts", "mask")))
 
 
@@ -390,15 +390,19 @@ class FitOutcome:
 
 
 def fit_scene(
-    scene: Scene, cfg: FitConfig, start: str, rng: np.random.Generator,
+    scene: Scene, cfg: FitConfig, start: str, rng: np.random.Generator | None,
     previous_pose: tuple[np.ndarray, np.ndarray] | None = None,
 ) -> tuple[FitOutcome, object]:
     """Fit one scene; errors modulo the object's symmetry. A fit that refuses (ObjectFitFailure) counts as a
-    miss with infinite error. previous_pose: the fit of the stream's previous frame (the product's hint)."""
+    miss with infinite error. start: "none" (the product's path), "perturbed" (the true pose perturbed with
+    rng) or "truth" (the true pose itself). previous_pose: the fit of the stream's previous frame (the
+    product's hint)."""
     obj, sym = scene.obj, scene.obj.symmetry
     init_rot = init_trans = None
     if start == "perturbed":
         init_rot, init_trans = perturb(scene.rotation, scene.translation, np.asarray(sym.centre), rng)
+    elif start == "truth":
+        init_rot, init_trans = scene.rotation, scene.translation
     tic = time.perf_counter()
     try:
         result = fit_object(
@@ -416,26 +420,17 @@ def fit_scene(
                       ambiguous=bool(result.report["ambiguous"])), result
 
 
-def diagnose_miss(scene: Scene, cfg: FitConfig, outcome: FitOutcome, result) -> tuple[str, str]:
-    """("search" | "objective", a line saying why) for a miss: the fit is run again from the true pose."""
-    sym = scene.obj.symmetry
-    try:
-        truth_fit = fit_object(
-            np.asarray(scene.obj.mesh.vertices), np.asarray(scene.obj.mesh.faces), scene.object_contact,
-            scene.body_vertices, scene.body_faces, scene.human_contact, scene.mask, CAMERA_K, cfg,
-            init_rotation=scene.rotation, init_translation=scene.translation, symmetry=sym,
-        )
-    except ObjectFitFailure as exc:  # these inputs cannot place the object from any start
-        return "objective", f"from the true pose: refused ({exc}) -> objective-limited"
-    rot = sym.rotation_error_deg(scene.rotation, truth_fit.rotation)
-    true_centre = sym.centre_in_camera(scene.rotation, scene.translation)
-    trans = 100 * float(np.linalg.norm(sym.centre_in_camera(truth_fit.rotation, truth_fit.translation) - true_centre))
-    stays = rot <= 5.0 and trans <= 2.0
+def diagnose_miss(scene: Scene, cfg: FitConfig, result) -> tuple[str, str]:
+    """("search" | "objective", a line saying why) for a miss whose fit was ``result`` (None: refused): the
+    fit is run again from the true pose."""
+    again, truth_fit = fit_scene(scene, cfg, "truth", None)
+    if truth_fit is None:  # these inputs cannot place the object from any start
+        return "objective", f"from the true pose: refused ({again.failure}) -> objective-limited"
     loss = truth_fit.report["loss_total"]
     missed = float("inf") if result is None else result.report["loss_total"]
-    limit = "search" if stays and loss < missed else "objective"
-    return limit, (f"from the true pose: rot={rot:.2f}deg trans={trans:.2f}cm loss={loss:.4f} (the miss: "
-                   f"{missed:.4f}) -> {limit}-limited")
+    limit = "search" if again.success and loss < missed else "objective"
+    return limit, (f"from the true pose: rot={again.rot_err_deg:.2f}deg trans={again.trans_err_cm:.2f}cm "
+                   f"loss={loss:.4f} (the miss: {missed:.4f}) -> {limit}-limited")
 
 
 def _write_outputs(stem: Path, scene: Scene, fitted_vertices: np.ndarray) -> None:
@@ -545,7 +540,7 @@ def main(argv: list[str] | None = None) -> None:
                 if args.out:
                     _write_outputs(Path(args.out) / f"scene_{i:02d}_{name}_{obj.name}", scene, result.vertices)
             if args.diagnose and not outcome.success:
-                outcome.limit, why = diagnose_miss(scene, cfg, outcome, result)
+                outcome.limit, why = diagnose_miss(scene, cfg, result)
                 line += f"\n    {why}"
             print(line, flush=True)
     for name, outcomes in conditions.items():

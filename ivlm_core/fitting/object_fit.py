@@ -349,13 +349,9 @@ def fit_object(
     centre = obj_v.mean(axis=0)
     # hypotheses are compared on a coarse silhouette grid (cheap), the finalists refined on the fine one
     depth = render_depth([(hum_v, hum_f)], k, mask.shape).depth if use_occlusion else None
-    # the object touches the body's usable contacts, so it lies within its own size of them
-    reach = float(np.linalg.norm(np.ptp(obj_v, axis=0))) + _label_reach(cfg)
-    surface = _BodySurface.sample(hum_v, hum_f, cfg.body_surface_samples, cfg.seed,
-                                  near=hum_v[p_hum > cfg.human_contact_threshold], radius=reach)
+    surface = _body_surface(cfg, obj_v, hum_v, hum_f, p_hum)
     scene = _prepare(cfg, obj_v - centre, obj_f, p_obj, hum_v, hum_f, p_hum, mask, k, use_occlusion,
-                     body_depth=depth,
-                     surface=surface)
+                     body_depth=depth, surface=surface)
     # ... with fewer contact and surface samples too: it only ranks the hypotheses
     sparse = replace(cfg, **{name: max(8, round(cfg.hypothesis_sample_fraction * getattr(cfg, name))) for name in (
         "max_object_contact_points", "max_human_contact_points", "object_test_points")})
@@ -418,11 +414,12 @@ def fit_object(
     translation = trans_t.double().numpy() - s * rotation @ centre
     vertices = (s * obj_v @ rotation.T + translation).astype(np.float32)
     shift_index = losses.pop("mask_shift_index")
-    losses.pop("label_nearest")
+    kept_nearest = losses.pop("label_nearest")[0]
     report = {f"loss_{name}": float(value[0]) for name, value in losses.items()}
     report["mask_shift_px"] = float(scene.mask_shifts[shift_index[0]])  # > 0: the mask is wider than the object
     report["mask_iou_soft"] = 1.0 - report["loss_mask"]
-    report.update(_geometry_report(scene, vertices, p_obj, hum_v, p_hum, cfg, rot_t, trans_t, scale_t))
+    report.update(_geometry_report(scene, vertices, p_obj, hum_v, p_hum, cfg, rot_t, trans_t, scale_t,
+                                   kept_nearest))
     report.update(icp_report)
     status = "ok"
     gap = rot_gap = trans_gap = float("nan")
@@ -736,7 +733,7 @@ def _prepare(
     resolution: int | None = None, body_depth: np.ndarray | None = None, surface: _BodySurface | None = None,
 ) -> _Scene:
     """The loss's inputs with the silhouette grid at ``resolution`` cells (default silhouette_resolution);
-    body_depth: the body's depth image when already rendered."""
+    body_depth: the body's depth image, surface: its sampled surface, when already made."""
     rng = np.random.default_rng(cfg.seed)
     # The silhouette mesh may be merged/decimated: it only has to draw the outline.
     sil = trimesh.Trimesh(local.copy(), faces.copy(), process=False, validate=False)
@@ -787,7 +784,7 @@ def _prepare(
         human_tree=cKDTree(np.asarray(hum_points, np.float32).astype(np.float64)),
         obj_contact_tree=cKDTree(np.asarray(local[obj_idx], np.float32).astype(np.float64)),
         test_local=t32(local[test_idx]), test_p=t32(p_obj[test_idx]), test_weight=t32(test_w),
-        surface=surface or _BodySurface.sample(hum_v, hum_f, cfg.body_surface_samples, cfg.seed),
+        surface=surface or _body_surface(cfg, local, hum_v, hum_f, p_hum),
         human_depth=human_depth, occlusion_margin=cfg.occlusion_margin_m,
     )
 
@@ -935,7 +932,7 @@ def _losses(
     # the object's sampled vertices against the body surface: depth inside it, and the contact labels
     points = scale3 * scene.test_local @ rot_t + trans[:, None]  # (B,L,3)
     reach = _label_reach(cfg)
-    if label_nearest is None or label_nearest.shape != points.shape[:2]:
+    if label_nearest is None:
         label_nearest = scene.surface.nearest(points, reach)
     signed = scene.surface.signed_distance(points, label_nearest, reach)
     losses["penetration"] = (torch.relu(-signed) * scene.test_weight).sum(1)
@@ -1004,6 +1001,16 @@ def _blur_band(n: int, sigma: float, reach: float) -> torch.Tensor:
     return weights / torch.exp(-0.5 * (torch.arange(-n, n + 1, dtype=torch.float32) / sigma) ** 2).sum()
 
 
+def _body_surface(
+    cfg: FitConfig, obj_v: np.ndarray, hum_v: np.ndarray, hum_f: np.ndarray, p_hum: np.ndarray,
+) -> _BodySurface:
+    """The body surface the object's test points are measured against: the object touches the body's usable
+    contacts, so it lies within its own size (plus the label term's reach) of them."""
+    reach = float(np.linalg.norm(np.ptp(obj_v, axis=0))) + _label_reach(cfg)
+    return _BodySurface.sample(hum_v, hum_f, cfg.body_surface_samples, cfg.seed,
+                               near=hum_v[p_hum > cfg.human_contact_threshold], radius=reach)
+
+
 def _label_reach(cfg: FitConfig) -> float:
     """Distance from the body beyond which a vertex is off it for the label term (q < 5e-5), however far:
     the body surface search stops there."""
@@ -1012,7 +1019,7 @@ def _label_reach(cfg: FitConfig) -> float:
 
 def _label_nll(scene: _Scene, cfg: FitConfig, signed: torch.Tensor) -> torch.Tensor:
     """(B,) the object's contact labels' negative log-likelihood at each pose, per vertex (nats): a vertex at
-    distance d from the body (signed, along the nearest body vertex's normal) is in contact with probability
+    distance d from the body surface (signed: < 0 inside, ``_BodySurface``) is in contact with probability
     q = sigmoid((label_distance_m - d) / label_softness_m); a label p is then likely p q + (1 - p)(1 - q), and
     a label_outlier_rate of labels are anything (a flipped label costs at most -log(rate / 2)).
 
@@ -1058,9 +1065,10 @@ def _trimmed_mean(distance: torch.Tensor, weight: torch.Tensor, keep: float) -> 
 
 def _geometry_report(
     scene: _Scene, vertices: np.ndarray, p_obj: np.ndarray, hum_v: np.ndarray, p_hum: np.ndarray,
-    cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor,
+    cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor, nearest: torch.Tensor,
 ) -> dict[str, float]:
-    """Contact distance (object contacts to the nearest human contact, p-weighted) and penetration depth."""
+    """Contact distance (object contacts to the nearest human contact, p-weighted) and penetration depth;
+    nearest: the test points' body surface samples at this pose, as the loss found them."""
     report = {"contact_distance_m": float("nan")}
     obj_sel = p_obj > cfg.object_contact_threshold
     hum_sel = p_hum > cfg.human_contact_threshold
@@ -1069,7 +1077,6 @@ def _geometry_report(
         report["contact_distance_m"] = float((dist * p_obj[obj_sel]).sum() / p_obj[obj_sel].sum())
     with torch.no_grad():
         points = scale * scene.test_local @ rot.T + trans
-        signed = scene.surface.signed_distance(points, scene.surface.nearest(points, _label_reach(cfg)),
-                                               _label_reach(cfg))
+        signed = scene.surface.signed_distance(points, nearest, _label_reach(cfg))
     report["penetration_depth_m"] = float(torch.relu(-signed).max())
     return report
