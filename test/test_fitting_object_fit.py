@@ -97,6 +97,18 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
         FitConfig.load(bad)
 
 
+
+@pytest.mark.parametrize("bad, match", [
+    ({"object_test_points": 0}, "object_test_points"),
+    ({"body_surface_samples": 0}, "body_surface_samples"),
+    ({"iterations": "many"}, "iterations: expected int"),
+    ({"optimise_scale": "false"}, "optimise_scale: expected bool"),
+])
+def test_malformed_config_values_get_a_clear_error(bad, match):
+    with pytest.raises(InvalidInputError, match=match):
+        FitConfig.from_dict(bad)
+
+
 def test_bad_inputs_are_rejected(scene):
     s = scene
     args = [s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K]

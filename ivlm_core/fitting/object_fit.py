@@ -60,8 +60,10 @@ from ivlm_core.fitting.icp import (
     mask_centre_translation,
     sample_contact_surface,
 )
+from ivlm_core.fitting.nearest import TrackedNearest
 from ivlm_core.fitting.rotation import matrix_to_quaternion_xyzw, matrix_to_rotation_6d, rotation_6d_to_matrix
 from ivlm_core.fitting.silhouette import (
+    PHI_CUT,
     EdgeTable,
     SilhouetteGrid,
     decimate_by_clustering,
@@ -150,7 +152,17 @@ class FitConfig:
         unknown = sorted(set(data) - set(known))
         if unknown:
             raise InvalidInputError(f"unknown fitting config keys {unknown}; known: {sorted(known)}")
-        cfg = cls(**{k: type(getattr(cls(), k))(v) for k, v in data.items()})
+        defaults = cls()
+        values = {}
+        for name, value in data.items():
+            kind = type(getattr(defaults, name))
+            try:
+                if kind is bool and not isinstance(value, bool):  # bool("false") is True
+                    raise TypeError(name)
+                values[name] = kind(value)
+            except (TypeError, ValueError) as exc:
+                raise InvalidInputError(f"fitting config {name}: expected {kind.__name__}, got {value!r}") from exc
+        cfg = cls(**values)
         if cfg.mask_target not in ("area", "blurred"):
             raise InvalidInputError(f"mask_target: area|blurred, not {cfg.mask_target}")
         if cfg.centroid_target not in ("mask_centroid", "bbox_center"):
@@ -159,6 +171,9 @@ class FitConfig:
             raise InvalidInputError("fitting config: iterations >= 0, silhouette_resolution >= 4, sigma > 0")
         if min(cfg.start_candidates, cfg.start_candidates_without_pose, cfg.finalists) < 1:
             raise InvalidInputError("fitting config: start_candidates, start_candidates_without_pose, finalists >= 1")
+        if min(cfg.object_test_points, cfg.body_surface_samples) < 1:
+            raise InvalidInputError("fitting config: object_test_points, body_surface_samples >= 1 (the penetration "
+                                    "and contact-label terms need them; weight them 0 to turn those off)")
         return cfg
 
     @classmethod
@@ -269,10 +284,15 @@ class _BodySurface:
         return cls(torch.as_tensor(points, dtype=torch.float32), torch.as_tensor(normals, dtype=torch.float32),
                    cKDTree(points))
 
-    def nearest(self, points: torch.Tensor, reach: float) -> torch.Tensor:
+    def nearest(self, points: torch.Tensor, reach: float, tracked: TrackedNearest | None = None) -> torch.Tensor:
         """(...,) index of the sample nearest each point (...,3), -1 beyond ``reach``: the tree search stops
-        there, which makes the many points far from the body cheap. No gradient."""
-        _, index = self.tree.query(points.detach().reshape(-1, 3).double().numpy(), distance_upper_bound=reach)
+        there, which makes the many points far from the body cheap. tracked: the same answers, from the
+        last step's where the points moved little (:class:`TrackedNearest` over this tree and reach). No
+        gradient."""
+        flat = points.detach().reshape(-1, 3).double().numpy()
+        if tracked is not None:
+            return torch.as_tensor(tracked.query(flat), dtype=torch.int64).reshape(points.shape[:-1])
+        _, index = self.tree.query(flat, distance_upper_bound=reach)
         index = torch.as_tensor(index, dtype=torch.int64).reshape(points.shape[:-1])
         return torch.where(index < len(self.points), index, -1)
 
@@ -285,6 +305,22 @@ class _BodySurface:
         distance = (offset.pow(2).sum(-1) + 1e-12).sqrt()
         signed = torch.where((offset * self.normals[index]).sum(-1) < 0, -distance, distance)
         return torch.where(found, signed, torch.full_like(signed, reach))
+
+
+@dataclass
+class _Searches:
+    """The loss's nearest-neighbour searches over one run of steps, answered from the last step's where the
+    points moved little (exact: :class:`TrackedNearest`). surface: None to search the body surface afresh
+    whenever the caller asks (a partner kept over several steps is the caller's choice)."""
+
+    human: TrackedNearest  # object contacts -> the human contact nearest each
+    object: TrackedNearest  # human contacts, in each pose's object frame -> the object contact nearest each
+    surface: TrackedNearest | None  # object test points -> the body surface sample nearest each, within reach
+
+    @classmethod
+    def for_scene(cls, scene: _Scene, cfg: FitConfig, track_surface: bool) -> _Searches:
+        surface = TrackedNearest(scene.surface.tree, reach=_label_reach(cfg)) if track_surface else None
+        return cls(TrackedNearest(scene.human_tree), TrackedNearest(scene.obj_contact_tree), surface)
 
 
 @dataclass
@@ -595,7 +631,7 @@ def _refine(
     The batch loss is the SUM of the per-pose losses, so each pose gets exactly its own gradient, and Adam's
     moments are per element: the result equals refining each pose alone. surface_search_every: steps between
     searches for the body surface points nearest the object's (between them each keeps its partner, which
-    only overstates its distance a little while the pose moves)."""
+    only overstates its distance a little while the pose moves; every step: searched incrementally, exactly)."""
     rot6d = matrix_to_rotation_6d(start.rotation).clone().requires_grad_()
     trans = start.translation.clone().requires_grad_()
     scale = start.scale.clone().requires_grad_(cfg.optimise_scale)
@@ -608,6 +644,7 @@ def _refine(
     since = torch.zeros(len(start.labels), dtype=torch.int64)
     visibility = None
     label_nearest = None  # the object points' nearest body surface samples
+    searches = _Searches.for_scene(scene, cfg, track_surface=surface_search_every == 1)
     shift_rows = None  # None: every outline shift; else each pose's window around its last best one
     window = torch.arange(-cfg.mask_shift_window, cfg.mask_shift_window + 1)
     half = max(1, iterations // 2)
@@ -623,7 +660,7 @@ def _refine(
         # blur annealed from silhouette_sigma_start to silhouette_sigma over the first half: a wider basin
         frac = min(1.0, step / half)
         sigma = float(cfg.silhouette_sigma_start ** (1 - frac) * cfg.silhouette_sigma**frac)
-        losses = _losses(scene, cfg, rot, trans, scale, visibility, sigma, shift_rows, label_nearest)
+        losses = _losses(scene, cfg, rot, trans, scale, visibility, sigma, shift_rows, label_nearest, searches)
         label_nearest = losses["label_nearest"]
         if shift_rows is None and len(window) < len(scene.mask_shifts):
             shift_rows = (losses["mask_shift_index"][:, None] + window).clamp(0, len(scene.mask_shifts) - 1)
@@ -873,7 +910,7 @@ def _visibility(
 def _losses(
     scene: _Scene, cfg: FitConfig, rot: torch.Tensor, trans: torch.Tensor, scale: torch.Tensor,
     visibility: torch.Tensor | None, sigma: float | None = None, shift_rows: torch.Tensor | None = None,
-    label_nearest: torch.Tensor | None = None,
+    label_nearest: torch.Tensor | None = None, searches: _Searches | None = None,
 ) -> dict[str, torch.Tensor]:
     """Each term as a (B,) tensor for the B poses rot (B,3,3), trans (B,3), scale (B,); visibility: the body
     clearance (``_visibility``). shift_rows: (B,k) indices of the outline shifts tried per pose (default all);
@@ -912,10 +949,12 @@ def _losses(
         # nearest partners found without gradient (a k-d tree each way), distances differentiated per pair
         with torch.no_grad():
             flat = obj_c.detach().reshape(-1, 3).double().numpy()
-            to_hum = torch.as_tensor(scene.human_tree.query(flat)[1], dtype=torch.int64).reshape(obj_c.shape[:2])
+            to_hum = scene.human_tree.query(flat)[1] if searches is None else searches.human.query(flat)
+            to_hum = torch.as_tensor(to_hum, dtype=torch.int64).reshape(obj_c.shape[:2])
             # human contacts taken into each pose's object frame, matched against the object contacts there
             hum_local = ((hum[None] - trans[:, None].detach()) @ rot.detach()) / scale3.detach()
-            to_obj = scene.obj_contact_tree.query(hum_local.reshape(-1, 3).double().numpy())[1]
+            hum_flat = hum_local.reshape(-1, 3).double().numpy()
+            to_obj = scene.obj_contact_tree.query(hum_flat)[1] if searches is None else searches.object.query(hum_flat)
             to_obj = torch.as_tensor(to_obj, dtype=torch.int64).reshape(hum_local.shape[:2])
         batch = torch.arange(len(obj_c))[:, None]
         # contacts closer than the tolerance count as touching: a contact label means "within about a
@@ -933,7 +972,7 @@ def _losses(
     points = scale3 * scene.test_local @ rot_t + trans[:, None]  # (B,L,3)
     reach = _label_reach(cfg)
     if label_nearest is None:
-        label_nearest = scene.surface.nearest(points, reach)
+        label_nearest = scene.surface.nearest(points, reach, None if searches is None else searches.surface)
     signed = scene.surface.signed_distance(points, label_nearest, reach)
     losses["penetration"] = (torch.relu(-signed) * scene.test_weight).sum(1)
     losses["labels"] = _label_nll(scene, cfg, signed)
@@ -981,7 +1020,9 @@ def _moved_silhouettes(
     # the distance is read off the blur's tails (down to 1e-30 outside, 1 - 2e-7 inside), in float64: the
     # gradient there (1 / pdf) overflows float32
     inside = (torch.special.ndtri(blurred.double().clamp(1e-30, 1.0 - 2e-7)) * wide).to(blurred.dtype)
-    shifted = torch.special.ndtr((inside[:, None] + cells[:, :, None, None]) / sigma)
+    # cut where Phi is 0 or 1 to float precision: erf's gradient of far-out arguments underflows through a slow
+    # path (the cut's zero gradient there differs from it by < 1e-22)
+    shifted = torch.special.ndtr(((inside[:, None] + cells[:, :, None, None]) / sigma).clamp(-PHI_CUT, PHI_CUT))
     moved = torch.where(zero[:, :, None, None], moved, shifted)
     if clearance is not None:
         moved = moved * (clearance[:, None] > (-cells).clamp(min=0)[:, :, None, None]).to(moved.dtype)

@@ -189,7 +189,7 @@ def soft_silhouette(
 
 
 # Phi(-10) = 8e-24 and exp(-0.5 * 12^2) = 5e-32: below anything a float32 coverage in [0, 1] can hold
-_PHI_CUT = 10.0
+PHI_CUT = 10.0
 _GAUSS_CUT_SQ = 144.0
 
 
@@ -203,7 +203,7 @@ class _SeparableKernels(torch.autograd.Function):
         ctx: torch.autograd.function.FunctionCtx, x: torch.Tensor, y: torch.Tensor, amplitude: torch.Tensor,
         cols: torch.Tensor, rows: torch.Tensor, sigma: float,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        z_x = ((x[:, None] - cols[None, :]) / sigma).clamp_(-_PHI_CUT, _PHI_CUT)
+        z_x = ((x[:, None] - cols[None, :]) / sigma).clamp_(-PHI_CUT, PHI_CUT)
         phi_x = torch.special.ndtr(z_x)
         z_y = (y[:, None] - rows[None, :]) / sigma
         z2_y = z_y * z_y
@@ -219,7 +219,7 @@ class _SeparableKernels(torch.autograd.Function):
         z_x, z_y, gauss, amplitude = ctx.saved_tensors
         sigma = ctx.sigma
         # d Phi / dx = pdf(z) / sigma inside the cut, 0 outside (where the clamp holds it)
-        inside = z_x.abs() < _PHI_CUT
+        inside = z_x.abs() < PHI_CUT
         pdf = torch.exp(z_x * z_x * -0.5).mul_(inside)
         grad_x = (grad_phi * pdf).sum(1) / (sigma * math.sqrt(2 * math.pi))
         weighted = grad_gauss * gauss
