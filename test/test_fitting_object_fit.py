@@ -97,7 +97,6 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
         FitConfig.load(bad)
 
 
-
 @pytest.mark.parametrize("bad, match", [
     ({"object_test_points": 0}, "object_test_points"),
     ({"body_surface_samples": 0}, "body_surface_samples"),

@@ -41,7 +41,7 @@ class TrackedNearest:
             self._origin = points.copy()
             self._candidates = np.full((len(points), self.k), len(self.data), dtype=np.int64)
             self._bound = np.zeros(len(points))
-            self._search(np.arange(len(points)), points)
+            return self._search(np.arange(len(points)), points)
         moved = np.linalg.norm(points - self._origin, axis=1)
         found = self._candidates < len(self.data)
         offset = points[:, None] - self.data[np.minimum(self._candidates, len(self.data) - 1)]
