@@ -4,6 +4,9 @@
 #   bash scripts/gpu_check.sh                 # run everything (needs a CUDA GPU)
 #   bash scripts/gpu_check.sh --dry-run       # list the steps and check the tree has what they need (any machine)
 #   bash scripts/gpu_check.sh --wheels DIR    # first install missing Python packages offline from DIR (see below)
+#   bash scripts/gpu_check.sh --steps probe,cuda_tests,bench_bf16   # only these steps (a rerun after a fix)
+#   bash scripts/gpu_check.sh --steps probe,decode_profile            # where a decode step's time goes (not run
+#                                             # by default: ~2 minutes; see ivlm_core/bench/decode_profile.py)
 #   bash scripts/gpu_check.sh --fetch-wheels DIR --python-version 3.10,3.11,3.12 pytest pluggy iniconfig ...
 #                                             # on a machine WITH PyPI: download those packages' pinned wheels
 #
@@ -34,6 +37,7 @@ WHEELS="${IVLM_WHEELS:-}"
 FETCH=""
 PYVER=""
 FETCH_PKGS=()
+ONLY_STEPS=""
 BUDGET_S="${IVLM_GPU_CHECK_BUDGET_S:-460}"
 while [ $# -gt 0 ]; do
   case "$1" in
@@ -42,7 +46,8 @@ while [ $# -gt 0 ]; do
     --fetch-wheels) FETCH="$2"; shift ;;
     --python-version) PYVER="$2"; shift ;;
     --budget-s) BUDGET_S="$2"; shift ;;
-    -h|--help) sed -n '2,26p' "$0"; exit 0 ;;
+    --steps) ONLY_STEPS=",$2,"; shift ;;
+    -h|--help) sed -n '2,30p' "$0"; exit 0 ;;
     -*) echo "gpu_check: unknown option $1 (see --help)" >&2; exit 2 ;;
     *) FETCH_PKGS+=("$1") ;;
   esac
@@ -99,10 +104,12 @@ EOF
 
 # ---------------------------------------------------------------------------------------------- steps
 LOG_DIR="${OUT:-$ROOT/out}/gpu_check"
-STEPS=(probe cuda_tests bench_bf16 pipeline bench_int4 bench_int8)
-declare -A LIMIT=([probe]=60 [cuda_tests]=120 [bench_bf16]=190 [pipeline]=90 [bench_int4]=110 [bench_int8]=90)
+STEPS=(probe decode_profile cuda_tests bench_bf16 pipeline bench_int4 bench_int8)
+DEFAULT_STEPS=",probe,cuda_tests,bench_bf16,pipeline,bench_int4,bench_int8,"
+declare -A LIMIT=([probe]=60 [decode_profile]=200 [cuda_tests]=120 [bench_bf16]=190 [pipeline]=90 [bench_int4]=110 [bench_int8]=90)
 declare -A NEEDS=(
   [probe]=""
+  [decode_profile]="torch transformers numpy sentencepiece PIL"
   [cuda_tests]="torch transformers pytest numpy sentencepiece safetensors PIL numba trimesh yaml smplx"
   [bench_bf16]="torch transformers numpy sentencepiece PIL"
   [pipeline]="torch transformers numpy sentencepiece safetensors PIL numba trimesh yaml smplx scipy"
@@ -111,6 +118,7 @@ declare -A NEEDS=(
 )
 declare -A FILES=(
   [probe]="ivlm_core/__init__.py"
+  [decode_profile]="ivlm_core/bench/decode_profile.py ivlm_core/model/fused_layers.py"
   [cuda_tests]="test/test_model_decoding.py test/test_model_drafting.py test/test_geometry_point_lifting.py test/conftest.py test/ros_fixtures.py pyproject.toml ivlm_core/model/decoding.py ivlm_core/geometry/point_lifting.py ivlm_core/testing/tiny_checkpoint.py ivlm_core/testing/synthetic_body.py"
   [bench_bf16]="ivlm_core/bench/model_latency.py ivlm_core/model/decoding.py ivlm_core/model/drafting.py ivlm_core/model/quantization.py"
   [pipeline]="ivlm_core/bench/pipeline_samples.py ivlm_core/pipeline.py test/data/samples/tennis_racket__serve.png test/data/samples/bench__standing.png test/data/samples/surfboard__carrying.png"
@@ -121,6 +129,7 @@ declare -A FILES=(
 step_cmd() {
   case "$1" in
     probe) echo "$PY -c 'probe: python, torch, CUDA device, transformers, torchao, missing modules'" ;;
+    decode_profile) echo "$PY -m ivlm_core.bench.decode_profile --repeats 20" ;;
     cuda_tests) echo "$PY -m pytest -q -p no:cacheprovider -rs -m cuda test/test_model_decoding.py test/test_model_drafting.py test/test_geometry_point_lifting.py" ;;
     bench_bf16) echo "$PY -m ivlm_core.bench.model_latency --repeats 5 --naive-repeats 1 --draft" ;;
     pipeline) echo "$PY -m ivlm_core.bench.pipeline_samples --samples test/data/samples --device cuda --repeats 2" ;;
@@ -220,6 +229,9 @@ all_needed="$(for s in "${STEPS[@]}"; do echo "${NEEDS[$s]}"; done | tr ' ' '\n'
 AVAILABLE=" $(importable_modules $all_needed) "
 for s in "${STEPS[@]}"; do
   left=$((BUDGET_S - (SECONDS - start_all)))
+  if [[ "${ONLY_STEPS:-$DEFAULT_STEPS}" != *",$s,"* ]]; then
+    STATUS[$s]="SKIPPED"; KEY[$s]="not in --steps"; SECS[$s]=0; continue
+  fi
   if [ "$s" != probe ] && [[ "$AVAILABLE" != *" cuda "* ]]; then
     why="torch sees no CUDA device"; [[ "$AVAILABLE" == *" torch "* ]] || why="torch does not import with $PY"
     STATUS[$s]="SKIPPED"; KEY[$s]="$why"; SECS[$s]=0; continue
@@ -257,6 +269,7 @@ for s in "${STEPS[@]}"; do
     cuda_tests) KEY[$s]="$(grep -E '(passed|failed|skipped|error)' "$LOG_DIR/$s.log" | tail -n1)" ;;
     bench_*) KEY[$s]="$(grep -E '^frame_s=' "$LOG_DIR/$s.log" | tail -n1) | $(grep -E '^decode weights=' "$LOG_DIR/$s.log" | tail -n1) | $(grep -E '^static == eager' "$LOG_DIR/$s.log" | tail -n1) $(grep -E 'agreement, not accuracy' "$LOG_DIR/$s.log" | tail -n1)$(grep -hE '^(forwards_per_answer=|drafted == plain|draft frames:)' "$LOG_DIR/$s.log" | sed 's/^/ | /' | tr -d '\n')" ;;
     pipeline) KEY[$s]="$(grep -E '^samples=' "$LOG_DIR/$s.log" | tail -n1)" ;;
+    decode_profile) KEY[$s]="$(grep -E '^(copy_gbs|gemm_ms\[M=1\]|gemm_ms\[M=9\]|modules|fused)' "$LOG_DIR/$s.log" | tr '\n' ' ')" ;;
   esac
   [ "${STATUS[$s]}" = OK ] || KEY[$s]="${KEY[$s]} | last: $(grep -v '^\s*$' "$LOG_DIR/$s.log" | tail -n1 | cut -c1-200)"
 done

@@ -347,3 +347,58 @@ def test_cuda_graph_drafted_equals_plain(tiny_checkpoints, tiny_body_assets, dty
                 tol = 1e-4 if dtype == torch.float32 else 0.05
                 torch.testing.assert_close(d.seg_hidden.float(), p.seg_hidden.float(), atol=tol, rtol=0.02)
     assert drafted[0].accepted_drafts > 0
+
+
+@pytest.mark.cuda
+def test_cuda_drafting_switched_on_after_warm_up_captures_its_verify_graphs(tiny_checkpoints, tiny_body_assets) -> None:
+    from ivlm_core.model.checkpoint import load_checkpoint
+
+    assets, transfer, _ = tiny_body_assets
+    model = load_checkpoint(tiny_checkpoints["Gen"], device="cuda", dtype=torch.bfloat16, human_assets=assets,
+                            contact_transfer=transfer)
+    model.prepare()
+    dec = model.model.llava.decoder
+    assert dec.captured_verify == ()
+    assert dec.kernels.compiled and dec.kernels.failure is None  # 'auto' compiles the layer glue on CUDA
+    model.set_drafting(True, 4, PARTS)
+    assert dec.captured_verify == tuple((b, k) for b in (1, 2) for k in (0, 2, 4))
+
+
+def test_draft_length_backs_off_on_rejections_and_recovers_on_acceptance() -> None:
+    from ivlm_core.model.drafting import DraftLength
+
+    length = DraftLength(8, probe_every=2)
+    seen = []
+    for _ in range(9):  # every draft rejected
+        k = length.next()
+        seen.append(k)
+        length.update(k, 0)
+    assert seen == [8, 8, 4, 2, 1, 0, 0, 1, 0]  # one miss is normal on templates; then halve, then probe
+    length.update(1, 1)  # the probe's token accepted: full drafts again
+    assert length.next() == 8
+    length.update(8, 0)
+    length.update(8, 3)  # a partial acceptance also restores
+    assert length.next() == 8
+
+
+def test_all_rejected_drafting_shrinks_its_verify_width(gen_model) -> None:
+    """The decoder follows DraftLength: a run of wholly rejected drafts stops widening the verify forwards."""
+    model = gen_model
+    llava = model.model.llava
+    ids = model.processor.prompt_ids(human_contact_question("cup"))
+    pixels = model.processor.preprocess_image(_photo(2))
+    seg, eos = model.config.seg_token_ids, model.token_ids.eos
+    vocab = llava.llm.config.vocab_size
+    truth = llava.generate_static([ids], pixels, seg, eos, 30, stop_at_mask=False)[0].generated_ids
+    asked: list[int] = []
+
+    def wrong(row: int, answer, n: int) -> list[int]:
+        asked.append(n)
+        return [(truth[len(answer) + i] + 1) % vocab if len(answer) + i < len(truth) else 3 for i in range(n)]
+
+    with torch.inference_mode():
+        embeds = llava.embed(ids, llava.image_features(pixels))[0]
+        dec = llava.ensure_decoder(seg, eos, embeds.shape[0], 30)
+        res = dec.generate_drafted([embeds], 30, wrong, max_draft=8, stop_at_mask=False)
+    assert res.generated[0] == truth
+    assert len(truth) > 8 and asked[:6] == [8, 8, 4, 2, 1, 0]

@@ -35,6 +35,8 @@ from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from ivlm_core.errors import InvalidInputError
+from ivlm_core.model.drafting import DraftLength
+from ivlm_core.model.fused_layers import FusedLayer, LayerKernels, resolve_compile
 
 LOG = logging.getLogger(__name__)
 
@@ -56,6 +58,13 @@ class DecodeResult:
 
 Drafter = Callable[[int, Sequence[int], int], list[int]]
 """(row, answer so far incl. its last token, k) -> up to k draft tokens."""
+
+
+def verify_buckets(max_draft: int) -> list[int]:
+    """The draft widths that get a captured verify graph: 0 (plain step with a host read), the powers of two
+    below `max_draft`, and `max_draft` itself (a draft is padded up to the next one)."""
+    k = int(max_draft)
+    return sorted({0, k, *(2**i for i in range(1, k.bit_length()) if 2**i < k)})
 
 
 class _VerifyBuffers:
@@ -162,6 +171,8 @@ class StaticDecoder:
         max_new_tokens: int,
         max_batch: int = 2,
         read_every: int = 4,
+        compile_mode: str = "auto",
+        fuse: bool = True,
     ) -> None:
         cfg = llm.config
         self.llm = llm
@@ -193,6 +204,9 @@ class StaticDecoder:
         self._verify: dict[tuple[int, int], _VerifyBuffers] = {}
         self._verify_graphs: dict[tuple[int, int], torch.cuda.CUDAGraph] = {}
         self._verify_pool = None
+        # fused q/k/v and gate/up weights (views: no second copy) + the glue, compiled on CUDA (fused_layers)
+        self._fused = [FusedLayer.from_module(layer) if fuse else None for layer in self.layers]
+        self.kernels = LayerKernels(resolve_compile(compile_mode, self.device))
 
     # ----------------------------------------------------------------------------------------- forward
     @property
@@ -215,19 +229,28 @@ class StaticDecoder:
         cos, sin = self._cos[positions], self._sin[positions]
         x = embeds
         gqa = self.kv_heads != self.num_heads
+        kernels = self.kernels
         for i, layer in enumerate(self.layers):
+            fused = self._fused[i]
             attn = layer.self_attn
-            h = layer.input_layernorm(x)
-            q = attn.q_proj(h).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
-            k = attn.k_proj(h).view(batch, k_len, self.kv_heads, self.head_dim).transpose(1, 2)
-            v = attn.v_proj(h).view(batch, k_len, self.kv_heads, self.head_dim).transpose(1, 2)
-            q, k = apply_rotary_pos_emb(q, k, cos, sin)
+            if fused is not None:
+                q, k, v = kernels.pre(x, fused.input_norm, fused.qkv, cos, sin, fused.eps, self.num_heads,
+                                      self.kv_heads, self.head_dim)
+            else:
+                h = layer.input_layernorm(x)
+                q = attn.q_proj(h).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
+                k = attn.k_proj(h).view(batch, k_len, self.kv_heads, self.head_dim).transpose(1, 2)
+                v = attn.v_proj(h).view(batch, k_len, self.kv_heads, self.head_dim).transpose(1, 2)
+                q, k = apply_rotary_pos_emb(q, k, cos, sin)
             keys, values = cache.keys[i, :batch], cache.values[i, :batch]
             keys.index_copy_(2, cols, k)
             values.index_copy_(2, cols, v)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
-            x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, k_len, -1))
-            x = x + layer.mlp(layer.post_attention_layernorm(x))
+            if fused is not None:
+                x = kernels.post(x, out, fused.out, fused.post_norm, fused.gate_up, fused.down, fused.eps)
+            else:
+                x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, k_len, -1))
+                x = x + layer.mlp(layer.post_attention_layernorm(x))
         return self.model.norm(x)
 
     def prefill(self, embeds: Sequence[torch.Tensor]) -> torch.Tensor:
@@ -520,6 +543,7 @@ class StaticDecoder:
         for b in range(batch):
             emit(b, int(first[b]), last[b : b + 1])
         forwards = accepted = 0
+        lengths = [DraftLength(max_draft) for _ in range(batch)]
         answer_col = self.cache.length
         fed = [int(e.shape[0]) for e in embeds]  # each row's rotary position of its next fed token
         while not all(done):
@@ -528,11 +552,11 @@ class StaticDecoder:
             start = self.cache.length
             # the K+1 fed tokens need cache columns and rotary positions (rows with holes run ahead of columns)
             room = min(self.cache.max_len - start, self.cache.max_len - max(fed)) - 1
-            drafts = [[] if done[b] else drafter(b, generated[b], min(max_draft, room)) for b in range(batch)]
+            drafts = [[] if done[b] else drafter(b, generated[b], min(lengths[b].next(), room)) for b in range(batch)]
             k = self._bucket(batch, max(len(d) for d in drafts), room)
             rows = []
             for b, d in enumerate(drafts):
-                d = d[:k]
+                d = drafts[b] = d[:k]
                 rows.append([generated[b][-1], *d, *([d[-1] if d else generated[b][-1]] * (k - len(d)))])
             v = self._verify_buffers(batch, k)
             v.tokens.copy_(torch.tensor(rows, dtype=torch.long))
@@ -553,6 +577,7 @@ class StaticDecoder:
                 while j < k and out[j] == row[j + 1]:
                     j += 1
                 keep[b] = j + 1  # the fed token and the accepted drafts stay in the cache
+                lengths[b].update(len(drafts[b]), min(j, len(drafts[b])))
                 for i in range(j + 1):
                     accepted += int(i < j)
                     if emit(b, int(out[i]), v.hidden[b, i : i + 1]):

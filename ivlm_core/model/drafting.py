@@ -242,16 +242,48 @@ class TemplateDrafter:
     def replay(self, answer: Sequence[int], k: int, prompt: Sequence[int] = ()) -> tuple[int, int]:
         """(verify forwards, accepted draft tokens) the draft-and-verify loop needs when the model's greedy
         answer is `answer`: the first token comes from the prefill, then each forward accepts the drafts
-        that match the answer plus the model's own next token. Model-free: measures the drafter."""
+        that match the answer plus the model's own next token, with the decoder's `DraftLength` policy.
+        Model-free: measures the drafter."""
         answer = [int(t) for t in answer]
         done, forwards, accepted = 1, 0, 0
+        length = DraftLength(k)
         while done < len(answer):
-            draft = self.propose(answer[:done], k, prompt)
+            draft = self.propose(answer[:done], length.next(), prompt)
             match = 0
             while match < len(draft) and done + match < len(answer) and draft[match] == answer[done + match]:
                 match += 1
+            length.update(len(draft), match)
             take = min(match + 1, len(answer) - done)
             forwards += 1
             accepted += min(match, take)
             done += take
         return forwards, accepted
+
+
+class DraftLength:
+    """How many tokens one row drafts next. A rejected draft is not free: its tokens widen the verify forward
+    (on a GPU a 9-token forward costs more than a 1-token one). A single rejected draft is normal on template
+    answers (the first token of a body-part name the trie ranked second), so the length stays at `max_draft`
+    until drafts are rejected outright twice in a row; then it halves with each further miss, and at 0 the row
+    decodes plainly, probing with one drafted token every `probe_every` forwards. Any accepted token restores
+    `max_draft`. On an answer the templates do not predict, the cost thus falls back to plain decoding's."""
+
+    def __init__(self, max_draft: int, probe_every: int = 4) -> None:
+        self.max_draft = int(max_draft)
+        self.probe_every = int(probe_every)
+        self.misses = 0
+        self.idle = 0
+
+    def next(self) -> int:
+        length = self.max_draft >> max(0, self.misses - 1)
+        if length > 0:
+            return length
+        self.idle += 1
+        return 1 if self.idle > self.probe_every else 0
+
+    def update(self, drafted: int, accepted: int) -> None:
+        """Record how many of the `drafted` tokens the model accepted."""
+        if drafted <= 0:
+            return
+        self.idle = 0
+        self.misses = self.misses + 1 if accepted == 0 else 0

@@ -23,6 +23,7 @@ from ivlm_core.errors import InvalidInputError, MissingAssetError
 from ivlm_core.geometry.lifting import LiftingMaps, lift_human_legacy, lift_human_soft, lift_object_mesh
 from ivlm_core.geometry.point_lifting import PointMaps, affordance_heat_maps, lift_point_heat
 from ivlm_core.geometry.views import OBJECT_MESH_RENDER_DIST, cam_params_tensor, get_view_set
+from ivlm_core.model.decoding import verify_buckets
 from ivlm_core.model.llava import GenerationOutput
 from ivlm_core.model.modeling import InteractVLMModel
 from ivlm_core.model.processing import (
@@ -270,6 +271,10 @@ class InteractVLMPredictor:
             self.processor.prompt_tokenizer, self.config.token_type, self.token_ids.eos, body_parts
         )
         llava.max_draft_tokens = int(max_draft_tokens)
+        decoder = llava.decoder
+        if decoder is not None and decoder.captured_batches:  # warmed up on CUDA: the verify graphs too, now
+            with torch.inference_mode():
+                decoder.capture_verify(decoder.captured_batches, verify_buckets(llava.max_draft_tokens))
 
     @torch.inference_mode()
     def warm_up(self) -> None:
@@ -287,7 +292,7 @@ class InteractVLMPredictor:
         decoder.capture((1, 2))
         if llava.drafter is not None:
             k = llava.max_draft_tokens
-            decoder.capture_verify((1, 2), sorted({0, k, *(2**i for i in range(1, k.bit_length()) if 2**i < k)}))
+            decoder.capture_verify((1, 2), verify_buckets(k))
         size = int(llava.vision_tower.config.image_size)
         photo = np.zeros((size, size, 3), np.uint8)
         self.run_language_batch(photo, questions[:1], max_new_tokens=2)

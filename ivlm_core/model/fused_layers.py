@@ -1,0 +1,169 @@
+"""The LLaMA decoder layer as few, large GPU kernels: fused projection weights and compiled glue.
+
+A decode step of the 13B LLM is bound by reading its weights (~26 GB), but written as the HF modules run
+it, each of its 40 layers also launches ~45 small kernels (RMSNorm alone is 6, rotary 10, separate q/k/v
+and gate/up matrix-vector products). On an H200 those add several milliseconds per token on top of the
+weight reads. Two changes remove most of that, without touching the released weights or the numerics:
+
+- `FusedLayer` concatenates q/k/v and gate/up into one weight each and points the HF modules' weights at
+  views of it, so there is no second copy in memory and the model stays loadable and savable as before;
+- `LayerKernels` runs the glue around the attention (norm + one q/k/v product + rotary before it; output
+  projection, residual, norm, one gate/up product, SiLU and the down projection after it) as plain
+  functions, optionally through `torch.compile` (inductor fuses the element-wise work into a few kernels;
+  the matrix products stay cuBLAS). The cache write and the attention itself stay outside the compiled
+  region: in-place cache writes are what a CUDA graph replays most reliably.
+
+Layers whose weights are not plain tensors (torchao-quantised) or that have biases are left to the modules.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import torch
+from torch import nn
+from torch.nn import functional as F
+from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
+
+LOG = logging.getLogger(__name__)
+
+COMPILE_MODES = ("auto", "on", "off")
+
+
+def _plain(weight: torch.Tensor) -> bool:
+    """A dense strided tensor that concatenating and viewing keeps bit-identical (not a quantised subclass)."""
+    return type(weight) in (torch.Tensor, nn.Parameter) and weight.layout == torch.strided and not weight.is_meta
+
+
+def _fuse(linears: list[nn.Linear]) -> torch.Tensor | None:
+    """One (sum of outputs, in) weight for several Linear layers of the same input; each layer's weight becomes
+    a view of it (the old tensors are freed). None when any of them cannot be fused."""
+    if any(m.bias is not None or not _plain(m.weight) for m in linears):
+        return None
+    fused = torch.cat([m.weight.detach() for m in linears], dim=0)
+    start = 0
+    for m in linears:
+        rows = m.weight.shape[0]
+        m.weight = nn.Parameter(fused[start : start + rows], requires_grad=False)
+        start += rows
+    return fused
+
+
+@dataclass
+class FusedLayer:
+    """One decoder layer's weights in the shapes the fused kernels take."""
+
+    input_norm: torch.Tensor
+    qkv: torch.Tensor  # (q_out + 2 * kv_out, hidden)
+    out: torch.Tensor
+    post_norm: torch.Tensor
+    gate_up: torch.Tensor  # (2 * intermediate, hidden)
+    down: torch.Tensor
+    eps: float
+
+    @classmethod
+    def from_module(cls, layer: nn.Module) -> FusedLayer | None:
+        """Fuse an HF LlamaDecoderLayer in place; None (module left as it was) when it cannot be."""
+        attn, mlp = layer.self_attn, layer.mlp
+        if getattr(getattr(mlp, "config", None), "hidden_act", None) not in ("silu", "swish"):
+            return None
+        if any(m.bias is not None or not _plain(m.weight) for m in (attn.o_proj, mlp.down_proj)):
+            return None
+        if not all(_plain(n.weight) for n in (layer.input_layernorm, layer.post_attention_layernorm)):
+            return None
+        projections = [attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj]
+        if any(m.bias is not None or not _plain(m.weight) for m in projections):
+            return None
+        qkv = _fuse(projections[:3])
+        gate_up = _fuse(projections[3:])
+        assert qkv is not None and gate_up is not None  # checked above
+        eps = float(layer.input_layernorm.variance_epsilon)
+        if float(layer.post_attention_layernorm.variance_epsilon) != eps:
+            return None
+        return cls(layer.input_layernorm.weight, qkv, attn.o_proj.weight, layer.post_attention_layernorm.weight,
+                   gate_up, mlp.down_proj.weight, eps)
+
+
+def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
+    """LlamaRMSNorm exactly: the statistics in float32, the scale applied in the input dtype."""
+    h = x.to(torch.float32)
+    h = h * torch.rsqrt(h.pow(2).mean(-1, keepdim=True) + eps)
+    return weight * h.to(x.dtype)
+
+
+def attention_inputs(x: torch.Tensor, w_norm: torch.Tensor, w_qkv: torch.Tensor, cos: torch.Tensor,
+                     sin: torch.Tensor, eps: float, heads: int, kv_heads: int,
+                     head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B,K,H) residual stream -> rotated q (B,heads,K,D), rotated k and v (B,kv_heads,K,D)."""
+    batch, k_len, _ = x.shape
+    qkv = F.linear(rms_norm(x, w_norm, eps), w_qkv)
+    q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
+    q = q.reshape(batch, k_len, heads, head_dim).transpose(1, 2)
+    k = k.reshape(batch, k_len, kv_heads, head_dim).transpose(1, 2)
+    v = v.reshape(batch, k_len, kv_heads, head_dim).transpose(1, 2)
+    q, k = apply_rotary_pos_emb(q, k, cos, sin)
+    return q, k, v
+
+
+def attention_output_and_mlp(x: torch.Tensor, attended: torch.Tensor, w_out: torch.Tensor, w_norm: torch.Tensor,
+                             w_gate_up: torch.Tensor, w_down: torch.Tensor, eps: float) -> torch.Tensor:
+    """Residual stream after the layer, from the attention's (B,heads,K,D) output."""
+    batch, _, k_len, _ = attended.shape
+    x = x + F.linear(attended.transpose(1, 2).reshape(batch, k_len, -1), w_out)
+    gate, up = F.linear(rms_norm(x, w_norm, eps), w_gate_up).chunk(2, dim=-1)
+    return x + F.linear(F.silu(gate) * up, w_down)
+
+
+class LayerKernels:
+    """The two glue functions, eager or compiled once for every layer (the weights are arguments, so one
+    compiled graph serves all 40 layers; batch and token count are dynamic)."""
+
+    def __init__(self, compiled: bool, backend: str = "inductor") -> None:
+        self.compiled = compiled
+        self.failure: str | None = None
+        self.pre, self.post = attention_inputs, attention_output_and_mlp
+        if compiled:
+            self.pre = self._guarded(torch.compile(attention_inputs, dynamic=True, fullgraph=True, backend=backend),
+                                     attention_inputs)
+            self.post = self._guarded(
+                torch.compile(attention_output_and_mlp, dynamic=True, fullgraph=True, backend=backend),
+                attention_output_and_mlp,
+            )
+
+    def _guarded(self, compiled, eager):
+        """The compiled function, falling back for good to the eager one if compiling it fails (a missing
+        compiler, an inductor bug on this GPU): slower decoding, never a dead node. Compilation happens in the
+        warm-up that precedes every graph capture, so a fallback never lands inside a capture."""
+
+        def run(*args):
+            if self.failure is None:
+                try:
+                    return compiled(*args)
+                except Exception as err:  # torch._dynamo / inductor raise many types
+                    self.failure = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+                    self.compiled = False
+                    LOG.warning("compiling the decoder's layer glue failed (%s); it runs eagerly", self.failure)
+            return eager(*args)
+
+        return run
+
+
+def resolve_compile(mode: str, device: torch.device) -> bool:
+    """'auto' compiles on CUDA when inductor's GPU backend (Triton) imports; 'on' everywhere; 'off' never."""
+    if mode not in COMPILE_MODES:
+        from ivlm_core.errors import InvalidInputError
+
+        raise InvalidInputError(f"decoder compile mode must be one of {list(COMPILE_MODES)}, got {mode!r}")
+    if mode == "off":
+        return False
+    if mode == "on":
+        return True
+    if device.type != "cuda":
+        return False
+    try:
+        import triton  # noqa: F401
+    except Exception:  # no Triton: inductor cannot build GPU kernels; the eager glue still runs fused weights
+        LOG.info("triton is not importable: the decoder's layer glue runs eagerly")
+        return False
+    return True
