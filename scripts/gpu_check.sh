@@ -275,7 +275,7 @@ for s in "${STEPS[@]}"; do
 done
 
 {
-  echo "================ ivlm gpu_check summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git rev-parse --short HEAD 2>/dev/null || echo unknown), ${SECONDS}s)"
+  echo "================ ivlm gpu_check summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git describe --always --dirty 2>/dev/null || echo unknown), ${SECONDS}s)"
   [ -n "$miss" ] && echo "missing modules (module:package): $miss"
   for s in "${STEPS[@]}"; do
     printf '%-11s %-14s %4ss  %s\n' "$s" "${STATUS[$s]}" "${SECS[$s]}" "${KEY[$s]}"
