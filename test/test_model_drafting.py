@@ -402,3 +402,20 @@ def test_all_rejected_drafting_shrinks_its_verify_width(gen_model) -> None:
         res = dec.generate_drafted([embeds], 30, wrong, max_draft=8, stop_at_mask=False)
     assert res.generated[0] == truth
     assert len(truth) > 8 and asked[:6] == [8, 8, 4, 2, 1, 0]
+
+
+def test_part_lists_hold_every_part_and_every_ordered_pair() -> None:
+    from ivlm_core.model.drafting import part_lists
+
+    assert part_lists(("hips", "back", "feet")) == ("hips", "back", "feet", "hips, back", "hips, feet", "back, feet")
+    assert part_lists(()) == ()
+
+
+def test_drafter_drafts_a_later_part_after_a_part(tokenizer) -> None:
+    """Parts come in segmentation order: after the first part's comma a list goes on with a later part more often
+    than it ends, and the ordered pairs in the trie say so."""
+    drafter = TemplateDrafter.for_model(tokenizer, "Gen", 2, PARTS)
+    head = prompts.HCONTACT_PARTS_ANSWERS[0].split("{body_parts}")[0]
+    answer = tokenizer.encode(head + f"{PARTS[0]},", add_bos=False)
+    text = tokenizer.decode(answer + drafter.propose(answer, 6))
+    assert any(text.startswith(f"{head}{PARTS[0]}, {p}") for p in PARTS[1:]), text
