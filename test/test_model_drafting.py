@@ -247,15 +247,18 @@ def test_hseg_oseg_batch_of_two_equals_plain(joint_model) -> None:
         np.testing.assert_allclose(d_obj.contacts, obj.contacts, atol=1e-5)
 
 
+def _cup_question(model, photo_seed: int):
+    """(llava, prompt ids, pixels, mask-token ids, eos, vocab size) of a human-contact question about a cup."""
+    llava = model.model.llava
+    ids = model.processor.prompt_ids(human_contact_question("cup"))
+    pixels = model.processor.preprocess_image(_photo(photo_seed))
+    return llava, ids, pixels, model.config.seg_token_ids, model.token_ids.eos, llava.llm.config.vocab_size
+
+
 @pytest.mark.parametrize("k", [1, 3, 8])
 def test_every_draft_rejected_still_gives_plain_output(gen_model, k: int) -> None:
     """0 % acceptance: a drafter that always proposes wrong tokens costs forwards, never tokens."""
-    model = gen_model
-    llava = model.model.llava
-    ids = model.processor.prompt_ids(human_contact_question("cup"))
-    pixels = model.processor.preprocess_image(_photo(1))
-    seg, eos = model.config.seg_token_ids, model.token_ids.eos
-    vocab = llava.llm.config.vocab_size
+    llava, ids, pixels, seg, eos, vocab = _cup_question(gen_model, 1)
     for stop in (True, False):
         plain = llava.generate_static([ids], pixels, seg, eos, 30, stop_at_mask=stop)[0]
         truth = plain.generated_ids
@@ -383,12 +386,7 @@ def test_draft_length_backs_off_on_rejections_and_recovers_on_acceptance() -> No
 
 def test_all_rejected_drafting_shrinks_its_verify_width(gen_model) -> None:
     """The decoder follows DraftLength: a run of wholly rejected drafts stops widening the verify forwards."""
-    model = gen_model
-    llava = model.model.llava
-    ids = model.processor.prompt_ids(human_contact_question("cup"))
-    pixels = model.processor.preprocess_image(_photo(2))
-    seg, eos = model.config.seg_token_ids, model.token_ids.eos
-    vocab = llava.llm.config.vocab_size
+    llava, ids, pixels, seg, eos, vocab = _cup_question(gen_model, 2)
     truth = llava.generate_static([ids], pixels, seg, eos, 30, stop_at_mask=False)[0].generated_ids
     asked: list[int] = []
 
