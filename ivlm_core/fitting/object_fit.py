@@ -94,7 +94,7 @@ class FitConfig:
     weight_centroid: float = 1e-4
     weight_contact: float = 10.0
     weight_penetration: float = 100.0
-    weight_labels: float = 1.0
+    weight_labels: float = 6.0
     label_distance_m: float = 0.02
     label_softness_m: float = 0.004
     label_outlier_rate: float = 0.1
