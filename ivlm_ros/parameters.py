@@ -18,6 +18,7 @@ from typing import Any
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.pipeline_config import (
+    DECODER_COMPILE,
     DEFAULT_DRAFT_TOKENS,
     DEVICES,
     DTYPES,
@@ -198,6 +199,11 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         _choice(QUANTIZATIONS), False,
     ),
     ParamSpec(
+        "decoder_compile", "auto",
+        "compile the LLM decoder's layer glue with torch.compile: auto (on CUDA), on or off (~20 s more warm-up)",
+        _choice(DECODER_COMPILE), False,
+    ),
+    ParamSpec(
         "draft_tokens", DEFAULT_DRAFT_TOKENS,
         "draft-and-verify decoding: template tokens verified per LLM forward (same answers); 0 = off",
         _number(0, 32, integer=True), False,
@@ -369,6 +375,7 @@ class NodeSettings:
     device: str
     dtype: str
     quantization: str
+    decoder_compile: str
     draft_tokens: int
     task: str
     question_template: str
@@ -429,6 +436,7 @@ class NodeSettings:
             "device": self.device,
             "dtype": self.dtype,
             "quantization": self.quantization,
+            "decoder_compile": self.decoder_compile,
             "draft_tokens": self.draft_tokens,
             "task": self.task,
             "question_template": self.question_template,

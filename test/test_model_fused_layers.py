@@ -93,3 +93,24 @@ def test_compile_mode_is_resolved_per_device() -> None:
     assert resolve_compile("on", torch.device("cpu")) is True
     with pytest.raises(InvalidInputError, match="auto"):
         resolve_compile("fast", torch.device("cpu"))
+
+
+def test_decoder_compile_is_a_setting_of_the_model_and_the_pipeline(private_tiny_models) -> None:
+    from ivlm_core.pipeline_config import PipelineConfig
+
+    model = private_tiny_models["Gen"]
+    llava = model.model.llava
+    model.set_decoder_compile("off")
+    model.prepare()
+    first = llava.decoder
+    assert first.compile_mode == "off" and not first.kernels.compiled
+    model.set_decoder_compile("off")
+    assert llava.decoder is first  # same mode: kept
+    model.set_decoder_compile("on")
+    assert llava.decoder is not first and llava.decoder.compile_mode == "on" and llava.decoder.kernels.compiled
+    model.set_decoder_compile("auto")  # back to the default for the other tests of this module's models
+    assert not llava.decoder.kernels.compiled  # auto on a CPU: the eager glue
+    with pytest.raises(InvalidInputError, match="decoder compile mode"):
+        model.set_decoder_compile("max")
+    with pytest.raises(InvalidInputError, match="decoder_compile"):
+        PipelineConfig(checkpoint_dir="x", decoder_compile="fast")

@@ -112,6 +112,7 @@ class ContactPredictor:
             from ivlm_core.model.quantization import quantize_llm
 
             quantize_llm(self.model.model.llava.llm, args.quantization)
+        self.model.set_decoder_compile(args.decoder_compile)
         if args.draft_tokens:
             from ivlm_core.model.drafting import find_body_part_names
 

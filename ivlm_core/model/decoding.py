@@ -206,6 +206,7 @@ class StaticDecoder:
         self._verify_pool = None
         # fused q/k/v and gate/up weights (views: no second copy) + the glue, compiled on CUDA (fused_layers)
         self._fused = [FusedLayer.from_module(layer) if fuse else None for layer in self.layers]
+        self.compile_mode = compile_mode
         self.kernels = LayerKernels(resolve_compile(compile_mode, self.device))
 
     # ----------------------------------------------------------------------------------------- forward

@@ -26,9 +26,9 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
-LOG = logging.getLogger(__name__)
+from ivlm_core.pipeline_config import DECODER_COMPILE as COMPILE_MODES
 
-COMPILE_MODES = ("auto", "on", "off")
+LOG = logging.getLogger(__name__)
 
 
 def _plain(weight: torch.Tensor) -> bool:

@@ -137,6 +137,8 @@ class LlavaModel(nn.Module):
         self.drafter = None
         """A `drafting.TemplateDrafter`: the static path then decodes by draft-and-verify (same answers)."""
         self.max_draft_tokens = 8
+        self.decoder_compile = "auto"
+        """`StaticDecoder` compile_mode of the decoders built from now on (fused_layers: auto = on CUDA)."""
 
     @property
     def hidden_size(self) -> int:
@@ -264,6 +266,7 @@ class LlavaModel(nn.Module):
             and dec.max_new_tokens >= max_new_tokens
             and dec.seg_token_ids == seg
             and dec.eos_token_id == int(eos_token_id)
+            and dec.compile_mode == self.decoder_compile
         ):
             return dec
         captured = dec.captured_batches if dec is not None else ()
@@ -273,7 +276,8 @@ class LlavaModel(nn.Module):
         room = max(int(prompt_len), patches * patches + DECODER_TEXT_TOKENS)
         room = -(-room // 64) * 64
         new = max(int(max_new_tokens), DECODER_MAX_NEW_TOKENS)
-        self.decoder = StaticDecoder(self.llm, seg, int(eos_token_id), room + new, new)
+        self.decoder = StaticDecoder(self.llm, seg, int(eos_token_id), room + new, new,
+                                     compile_mode=self.decoder_compile)
         if captured:
             import logging
 

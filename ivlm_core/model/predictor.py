@@ -276,6 +276,20 @@ class InteractVLMPredictor:
             with torch.inference_mode():
                 decoder.capture_verify(decoder.captured_batches, verify_buckets(llava.max_draft_tokens))
 
+    def set_decoder_compile(self, mode: str) -> None:
+        """'auto' (compile the static decoder's layer glue on CUDA), 'on' or 'off'. On an H200 compiling takes
+        ~20 s of warm-up and a 13B decode step from 10.6 to 8.5 ms. Best called before `prepare()`; a decoder
+        already built with another mode is replaced and warmed up at once."""
+        from ivlm_core.model.fused_layers import resolve_compile
+
+        resolve_compile(mode, torch.device("cpu"))  # validates the name
+        llava = self.model.llava
+        old = llava.decoder
+        llava.decoder_compile = mode
+        if old is not None and old.compile_mode != mode:
+            llava.decoder = None
+            self.warm_up()  # the replacement is built (and on CUDA captured) now, not on the next frame
+
     @torch.inference_mode()
     def warm_up(self) -> None:
         """Build the static decoder for the longest task prompt, capture its CUDA graphs (batch 1 and 2; with
