@@ -102,6 +102,28 @@ for pair in sys.argv[1].split():
 EOF
 }
 
+# The libraries whose major/minor version the model code depends on: the machine's own must match the pins
+# (e.g. a GPU image of 2026-11 carried transformers 5.17; ivlm is built and tested on 4.57).
+PINNED_MODULES="transformers:transformers tokenizers:tokenizers huggingface_hub:huggingface-hub"
+
+mismatched_modules() {  # prints "module:package" for each of PINNED_MODULES installed at another major.minor
+  local pair pin
+  for pair in $PINNED_MODULES; do
+    pin="$(pin_of "${pair#*:}")"
+    [[ "$pin" == *"=="* ]] || continue
+    "$PY" -c '
+import importlib, sys
+mod, pinned, pair = sys.argv[1:]
+try:
+    version = importlib.import_module(mod).__version__
+except Exception:
+    sys.exit(0)  # missing: missing_modules reports it
+if version.split(".")[:2] != pinned.split(".")[:2]:
+    print(pair)
+' "${pair%%:*}" "${pin#*==}" "$pair" 2>/dev/null
+  done
+}
+
 # ---------------------------------------------------------------------------------------------- steps
 LOG_DIR="${OUT:-$ROOT/out}/gpu_check"
 STEPS=(probe decode_profile cuda_tests bench_bf16 pipeline bench_int4 bench_int8)
@@ -193,11 +215,18 @@ if [ "$DRY_RUN" = 1 ]; then
     done
     echo "      needs modules: ${NEEDS[$s]}"
   done
-  total=0; for s in "${STEPS[@]}"; do total=$((total + LIMIT[$s])); done
+  total=0; for s in "${STEPS[@]}"; do
+    [[ "${ONLY_STEPS:-$DEFAULT_STEPS}" == *",$s,"* ]] && total=$((total + LIMIT[$s]))
+  done
   echo "  sum of step timeouts ${total}s; the run stops starting steps when the ${BUDGET_S}s budget is spent"
   miss="$(missing_modules | tr '\n' ' ')"
   if [ -n "$miss" ]; then
     echo "  on THIS machine these modules are missing (module:package): $miss"
+  fi
+  mismatch="$(mismatched_modules | tr '\n' ' ')"
+  if [ -n "${mismatch// /}" ]; then
+    echo "  on THIS machine these modules have other major/minor versions than ivlm pins (module:package): $mismatch"
+    echo "  (give --wheels DIR to put the pinned ones first on PYTHONPATH)"
   fi
   if [ "$bad" = 0 ]; then echo "dry run OK: every file the steps need is in the tree"; exit 0; fi
   echo "dry run FAILED: files missing (see above)"; exit 1
@@ -205,7 +234,11 @@ fi
 
 # ---------------------------------------------------------------------------------------------- offline install
 miss="$(missing_modules | tr '\n' ' ')"
-if [ -n "$miss" ] && [ -n "$WHEELS" ]; then
+mismatch="$(mismatched_modules | tr '\n' ' ')"
+if [ -n "${mismatch// /}" ] && [ -n "$WHEELS" ]; then  # the pinned versions shadow the machine's (PYTHONPATH first)
+  miss="$miss $mismatch"
+fi
+if [ -n "${miss// /}" ] && [ -n "$WHEELS" ]; then
   SITE="${TMPDIR:-/tmp}/ivlm_gpu_check_site"  # a --target folder on PYTHONPATH: no venv/ensurepip needed,
   mkdir -p "$SITE"                          # the system torch stays the one imported
   echo "installing the missing packages offline from $WHEELS into $SITE"
@@ -216,6 +249,7 @@ if [ -n "$miss" ] && [ -n "$WHEELS" ]; then
   done
   export PYTHONPATH="$SITE${PYTHONPATH:+:$PYTHONPATH}"
   miss="$(missing_modules | tr '\n' ' ')"
+  mismatch="$(mismatched_modules | tr '\n' ' ')"
 fi
 
 mkdir -p "$LOG_DIR"
@@ -276,7 +310,8 @@ done
 
 {
   echo "================ ivlm gpu_check summary ($(date -u +%Y-%m-%dT%H:%M:%SZ), commit $(git describe --always --dirty 2>/dev/null || echo unknown), ${SECONDS}s)"
-  [ -n "$miss" ] && echo "missing modules (module:package): $miss"
+  [ -n "${miss// /}" ] && echo "missing modules (module:package): $miss"
+  [ -n "${mismatch// /}" ] && echo "WARNING: other major/minor versions than ivlm pins (module:package): $mismatch; these figures are not of the tested stack: rerun with --wheels DIR (made with --fetch-wheels DIR --python-version X.Y $(for p in $mismatch; do printf '%s ' "${p#*:}"; done))"
   for s in "${STEPS[@]}"; do
     printf '%-11s %-14s %4ss  %s\n' "$s" "${STATUS[$s]}" "${SECS[$s]}" "${KEY[$s]}"
   done
