@@ -14,7 +14,9 @@ kernel launches, a host sync to test for EOS - is overhead on top of that floor.
   what the mask decoder needs, and the body parts come before it in the answer;
 - on CUDA the whole single-token step (LM head, argmax, stop bookkeeping, embedding, 40-layer forward) is
   captured in a `torch.cuda.CUDAGraph` per batch size at warm-up and replayed per token. On CPU the same
-  step runs eagerly (that is what the CPU tests compare with the eager `DynamicCache` and naive paths).
+  step runs eagerly (that is what the CPU tests compare with the eager `DynamicCache` and naive paths);
+- each layer runs as few kernels as it can (`fused_layers`): q/k/v and gate/up as one product each, and the
+  glue around the attention compiled by torch.compile on CUDA (`compile_mode`), inside the captured graph.
 
 `step(tokens[B, K])` and `truncate(n)` are the verify-and-roll-back primitives; `generate_drafted` is the
 lossless draft-and-verify loop built on them (issue 13): each forward feeds the last accepted token plus up
@@ -157,9 +159,10 @@ class _LoopState:
 class StaticDecoder:
     """Static-cache greedy decoder over a `LlamaForCausalLM`'s own modules (weights shared, not copied).
 
-    The forward is written out layer by layer (norm, q/k/v, rotary, cache write, masked SDPA, o_proj, MLP)
-    on the HF modules, so quantised Linear layers (torchao) work unchanged and nothing in it depends on a
-    transformers cache class. `capture()` records the single-token step as CUDA graphs.
+    The forward is written out layer by layer (norm, q/k/v, rotary, cache write, masked SDPA, o_proj, MLP):
+    through `fused_layers` where a layer's weights are plain tensors (fused projections, optionally compiled
+    glue), else on the HF modules, so quantised Linear layers (torchao) work unchanged; nothing in it depends on
+    a transformers cache class. `capture()` records the single-token step as CUDA graphs.
     """
 
     def __init__(
