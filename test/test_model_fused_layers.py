@@ -45,6 +45,10 @@ def test_fused_weights_are_views_and_decode_like_the_modules(llm) -> None:
         for m in (mlp.gate_proj, mlp.up_proj):
             assert m.weight.untyped_storage().data_ptr() == f.gate_up.untyped_storage().data_ptr()
     assert sum(p.nelement() for p in llm.parameters()) == params
+    again = StaticDecoder(llm, [5], 2, 96, 16, compile_mode="off", fuse=True)  # a rebuilt decoder: no second copy
+    for f, g in zip(fused._fused, again._fused):
+        assert g.qkv.data_ptr() == f.qkv.data_ptr() and g.gate_up.data_ptr() == f.gate_up.data_ptr()
+        assert torch.equal(g.qkv, f.qkv) and torch.equal(g.gate_up, f.gate_up)
     states, ids = _decode(fused, prompts)
     assert ids == ref_ids
     torch.testing.assert_close(states, ref_states, atol=1e-5, rtol=1e-5)

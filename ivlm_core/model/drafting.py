@@ -87,8 +87,8 @@ def part_lists(parts: Sequence[str], longest: int = 2) -> tuple[str, ...]:
     The reference lists the touched parts in the segmentation file's order, so after a part the next one is
     a later one, and early parts start lists more often; pairs put exactly that into the trie's branch counts
     (`model_latency --draft`'s 200 drawn answers, its 13B-bench tokenizer: 8.04 -> 6.89 forwards for the
-    25-35-token ones). Longer lists re-anchor on
-    the last pair; all triples would multiply the trie by the number of parts / 3 for another ~0.4 forwards.
+    25-35-token ones). Longer lists re-anchor on the last pair; all triples would multiply the trie by the
+    number of parts / 3 for another ~0.4 forwards.
     """
     values = [*parts]
     for size in range(2, longest + 1):

@@ -36,17 +36,20 @@ def _plain(weight: torch.Tensor) -> bool:
     return type(weight) in (torch.Tensor, nn.Parameter) and weight.layout == torch.strided and not weight.is_meta
 
 
-def _fuse(linears: list[nn.Linear]) -> torch.Tensor | None:
-    """One (sum of outputs, in) weight for several Linear layers of the same input; each layer's weight becomes
-    a view of it (the old tensors are freed). None when any of them cannot be fused."""
-    if any(m.bias is not None or not _plain(m.weight) for m in linears):
-        return None
-    fused = torch.cat([m.weight.detach() for m in linears], dim=0)
-    start = 0
-    for m in linears:
-        rows = m.weight.shape[0]
-        m.weight = nn.Parameter(fused[start : start + rows], requires_grad=False)
-        start += rows
+def _fuse(linears: list[nn.Linear]) -> torch.Tensor:
+    """One (sum of outputs, in) weight for several bias-free Linear layers of the same input, their weights
+    plain tensors; each layer's weight becomes a view of it (the old tensors are freed). Weights that already
+    are consecutive rows of one tensor (fused by an earlier decoder) are taken as they lie, not copied again."""
+    weights = [m.weight for m in linears]
+    first, rows = weights[0], sum(w.shape[0] for w in weights)
+    row_bytes = first.shape[1] * first.element_size()
+    starts = [sum(w.shape[0] for w in weights[:i]) for i in range(len(weights))]
+    if all(w.is_contiguous() and w.untyped_storage().data_ptr() == first.untyped_storage().data_ptr()
+           and w.data_ptr() == first.data_ptr() + start * row_bytes for w, start in zip(weights, starts)):
+        return first.detach().as_strided((rows, first.shape[1]), (first.shape[1], 1))
+    fused = torch.cat([w.detach() for w in weights], dim=0)
+    for m, start in zip(linears, starts):
+        m.weight = nn.Parameter(fused[start : start + m.weight.shape[0]], requires_grad=False)
     return fused
 
 
@@ -66,23 +69,18 @@ class FusedLayer:
     def from_module(cls, layer: nn.Module) -> FusedLayer | None:
         """Fuse an HF LlamaDecoderLayer in place; None (module left as it was) when it cannot be."""
         attn, mlp = layer.self_attn, layer.mlp
-        if getattr(getattr(mlp, "config", None), "hidden_act", None) not in ("silu", "swish"):
+        norms = (layer.input_layernorm, layer.post_attention_layernorm)
+        linears = (attn.q_proj, attn.k_proj, attn.v_proj, attn.o_proj, mlp.gate_proj, mlp.up_proj, mlp.down_proj)
+        if (
+            getattr(getattr(mlp, "config", None), "hidden_act", None) not in ("silu", "swish")
+            or any(m.bias is not None or not _plain(m.weight) for m in linears)
+            or not all(_plain(n.weight) for n in norms)
+            or norms[0].variance_epsilon != norms[1].variance_epsilon
+        ):
             return None
-        if any(m.bias is not None or not _plain(m.weight) for m in (attn.o_proj, mlp.down_proj)):
-            return None
-        if not all(_plain(n.weight) for n in (layer.input_layernorm, layer.post_attention_layernorm)):
-            return None
-        projections = [attn.q_proj, attn.k_proj, attn.v_proj, mlp.gate_proj, mlp.up_proj]
-        if any(m.bias is not None or not _plain(m.weight) for m in projections):
-            return None
-        qkv = _fuse(projections[:3])
-        gate_up = _fuse(projections[3:])
-        assert qkv is not None and gate_up is not None  # checked above
-        eps = float(layer.input_layernorm.variance_epsilon)
-        if float(layer.post_attention_layernorm.variance_epsilon) != eps:
-            return None
-        return cls(layer.input_layernorm.weight, qkv, attn.o_proj.weight, layer.post_attention_layernorm.weight,
-                   gate_up, mlp.down_proj.weight, eps)
+        return cls(norms[0].weight, _fuse([attn.q_proj, attn.k_proj, attn.v_proj]), attn.o_proj.weight,
+                   norms[1].weight, _fuse([mlp.gate_proj, mlp.up_proj]), mlp.down_proj.weight,
+                   float(norms[0].variance_epsilon))
 
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
