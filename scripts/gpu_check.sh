@@ -107,21 +107,22 @@ EOF
 PINNED_MODULES="transformers:transformers tokenizers:tokenizers huggingface_hub:huggingface-hub"
 
 mismatched_modules() {  # prints "module:package" for each of PINNED_MODULES installed at another major.minor
-  local pair pin
+  local pair pin specs=""
   for pair in $PINNED_MODULES; do
     pin="$(pin_of "${pair#*:}")"
-    [[ "$pin" == *"=="* ]] || continue
-    "$PY" -c '
-import importlib, sys
-mod, pinned, pair = sys.argv[1:]
-try:
-    version = importlib.import_module(mod).__version__
-except Exception:
-    sys.exit(0)  # missing: missing_modules reports it
-if version.split(".")[:2] != pinned.split(".")[:2]:
-    print(pair)
-' "${pair%%:*}" "${pin#*==}" "$pair" 2>/dev/null
+    [[ "$pin" == *"=="* ]] && specs+="$pair:${pin#*==} "
   done
+  "$PY" - $specs <<'EOF' 2>/dev/null
+import importlib, sys
+for spec in sys.argv[1:]:
+    mod, pkg, pinned = spec.split(":")
+    try:
+        version = importlib.import_module(mod).__version__
+    except Exception:
+        continue  # missing: missing_modules reports it
+    if version.split(".")[:2] != pinned.split(".")[:2]:
+        print(f"{mod}:{pkg}")
+EOF
 }
 
 # ---------------------------------------------------------------------------------------------- steps
