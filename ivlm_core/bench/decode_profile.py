@@ -32,6 +32,7 @@ from torch.nn import functional as F
 
 from ivlm_core.bench.model_latency import build_random_model, decode_weight_bytes, memory_bandwidth_gbs
 from ivlm_core.model.decoding import StaticDecoder
+from ivlm_core.model.fused_layers import FusedLayer
 
 VARIANTS = (("modules", False, "off"), ("fused", True, "off"), ("fused+compiled", True, "on"))
 VERIFY_K = (0, 2, 4, 8)
@@ -89,9 +90,10 @@ def gemm_chain(llm, widths: tuple[int, ...], repeats: int, device: torch.device)
     gate/up as one product each, as the fused decoder runs them."""
     weights = []
     for layer in llm.model.layers:
-        a, m = layer.self_attn, layer.mlp
-        weights += [torch.cat([a.q_proj.weight, a.k_proj.weight, a.v_proj.weight]), a.o_proj.weight,
-                    torch.cat([m.gate_proj.weight, m.up_proj.weight]), m.down_proj.weight]
+        fused = FusedLayer.from_module(layer)  # the fused decoder's own tensors (no copy once fused)
+        if fused is None:
+            raise RuntimeError("decode_profile measures plain bf16/fp32 weights; this layer cannot be fused")
+        weights += [fused.qkv, fused.out, fused.gate_up, fused.down]
     weights.append(llm.lm_head.weight)
     out: dict[int, list[float]] = {}
     for width in widths:
