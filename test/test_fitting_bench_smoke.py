@@ -126,11 +126,33 @@ def test_diagnose_tells_a_search_limited_miss_from_an_objective_limited_one(tmp_
     poser = fit_recovery.BodyPoser(str(tmp_path))
     box = fit_recovery.make_objects()[0]
     scene = fit_recovery.make_scene(box, poser, np.random.default_rng(2), at_hand=True)
-    limit, line = fit_recovery.diagnose_miss(scene, cfg, None)  # a miss that placed nothing: inf loss
-    assert limit == "search" and "search-limited" in line
+    limit, exact, line = fit_recovery.diagnose_miss(scene, cfg, None)  # a miss that placed nothing: inf loss
+    assert limit == "search" and "search-limited" in line and not exact
     # the mask drawn 12 cm to the side: the fit from the true pose follows the mask away from the truth
     moved = fit_recovery.Scene(scene.obj, scene.body_vertices, scene.body_faces, scene.rotation, scene.translation,
                                scene.object_contact, scene.human_contact, np.roll(scene.mask, 36, axis=1),
                                scene.occluded, scene.anchor)
-    limit, line = fit_recovery.diagnose_miss(moved, cfg, None)
-    assert limit == "objective" and "objective-limited" in line
+    limit, exact, line = fit_recovery.diagnose_miss(moved, cfg, None)
+    assert limit == "objective" and "objective-limited" in line and not exact
+
+
+def test_exact_total_prefers_the_true_pose_under_a_dilated_mask(tmp_path):
+    """The fit's total with its mask term computed exactly: at the true pose, with the mask grown by 5 px (the
+    shift pays its cost, nothing else), it beats the same pose turned by 12 degrees."""
+    from scipy import ndimage
+    from scipy.spatial.transform import Rotation
+
+    cfg = fit_recovery.FitConfig.load(None)
+    poser = fit_recovery.BodyPoser(str(tmp_path))
+    box = fit_recovery.make_objects()[0]
+    scene = fit_recovery.make_scene(box, poser, np.random.default_rng(2), at_hand=True)
+    disk = np.hypot(*np.mgrid[-5:6, -5:6]) <= 5
+    grown = fit_recovery.Scene(scene.obj, scene.body_vertices, scene.body_faces, scene.rotation, scene.translation,
+                               scene.object_contact, scene.human_contact, ndimage.binary_dilation(scene.mask, disk),
+                               scene.occluded, scene.anchor)
+    centre = np.asarray(box.mesh.vertices).mean(0)
+    turn = Rotation.from_rotvec([0.0, 0.0, np.radians(12)]).as_matrix()
+    turned = (turn @ scene.rotation, scene.rotation @ centre + scene.translation - turn @ scene.rotation @ centre)
+    at_truth = fit_recovery.exact_total(grown, cfg, (scene.rotation, scene.translation))
+    assert np.isfinite(at_truth)
+    assert at_truth < fit_recovery.exact_total(grown, cfg, turned)

@@ -18,7 +18,10 @@ drawn in full, then the labels or the mask it was not asked for are put back to 
 view), which says which kind the misses come from. ``--diagnose`` refits each miss from its true pose: a fit
 that stays there at a lower loss than the miss's is search-limited (a better search would have found it);
 one that drifts away, or stays but at a higher loss, is objective-limited (these observations favour the wrong
-pose: no search fixes it).
+pose: no search fixes it). Each objective-limited miss is then judged again with the mask term computed
+exactly (``ExactMaskScore``: full-resolution render, the body's z-buffer, whole-pixel erosion or dilation): when
+that total prefers the true pose, the fit's mask approximations lost the scene ("mask model"), otherwise the
+observations themselves favour the wrong pose ("evidence").
 
 ``--stream`` adds two conditions on each noisy scene's next frame (the same view, fresh contact and mask
 noise): ``next``, fitted alone, and ``stream``, fitted with the noisy fit as the previous frame's placement,
@@ -44,7 +47,7 @@ from __future__ import annotations
 import argparse
 import tempfile
 import time
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from pathlib import Path
 
 import numpy as np
@@ -55,6 +58,7 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from ivlm_core.body.models import load_body_model, posed_mesh
+from ivlm_core.fitting.exact_mask import ExactMaskScore
 from ivlm_core.fitting.export import export_glb, save_overlay_png, scene_meshes
 from ivlm_core.fitting.object_fit import FitConfig, ObjectFitFailure, fit_object
 from ivlm_core.fitting.symmetry import Symmetry, measure_symmetry
@@ -383,6 +387,7 @@ class FitOutcome:
     occluded: float = 0.0  # fraction of the object's image the body covers in this scene
     ambiguous: bool = False  # the fit reported a near-tie with a different pose
     limit: str = ""  # --diagnose, for a miss: "search" or "objective" (see the module docstring)
+    exact_prefers_truth: bool = False  # --diagnose, for an objective-limited miss: the exact mask term would not miss
 
     @property
     def success(self) -> bool:
@@ -420,17 +425,39 @@ def fit_scene(
                       ambiguous=bool(result.report["ambiguous"])), result
 
 
-def diagnose_miss(scene: Scene, cfg: FitConfig, result) -> tuple[str, str]:
-    """("search" | "objective", a line saying why) for a miss whose fit was ``result`` (None: refused): the
-    fit is run again from the true pose."""
+def diagnose_miss(scene: Scene, cfg: FitConfig, result) -> tuple[str, bool, str]:
+    """("search" | "objective", whether the exact mask term prefers the true pose, lines saying why) for a miss
+    whose fit was ``result`` (None: refused): the fit is run again from the true pose."""
     again, truth_fit = fit_scene(scene, cfg, "truth", None)
     if truth_fit is None:  # these inputs cannot place the object from any start
-        return "objective", f"from the true pose: refused ({again.failure}) -> objective-limited"
+        return "objective", False, f"from the true pose: refused ({again.failure}) -> objective-limited"
     loss = truth_fit.report["loss_total"]
     missed = float("inf") if result is None else result.report["loss_total"]
     limit = "search" if again.success and loss < missed else "objective"
-    return limit, (f"from the true pose: rot={again.rot_err_deg:.2f}deg trans={again.trans_err_cm:.2f}cm "
-                   f"loss={loss:.4f} (the miss: {missed:.4f}) -> {limit}-limited")
+    why = (f"from the true pose: rot={again.rot_err_deg:.2f}deg trans={again.trans_err_cm:.2f}cm "
+           f"loss={loss:.4f} (the miss: {missed:.4f}) -> {limit}-limited")
+    if limit == "search" or result is None:
+        return limit, False, why
+    truth_exact, miss_exact = (exact_total(scene, cfg, pose) for pose in (
+        (scene.rotation, scene.translation), (result.rotation, result.translation)))
+    prefers = truth_exact < miss_exact
+    return limit, prefers, why + (f"\n    exact mask term: loss {truth_exact:.4f} at the true pose, {miss_exact:.4f} "
+                                  f"at the miss -> {'mask model' if prefers else 'evidence'}")
+
+
+def exact_total(scene: Scene, cfg: FitConfig, pose: tuple[np.ndarray, np.ndarray]) -> float:
+    """The fit's total loss at ``pose`` with its mask term replaced by the exact one (``ExactMaskScore``): the
+    other terms from a fit that starts at the pose and takes no step."""
+    still = replace(cfg, iterations=0, warmup_iterations=0, icp_iterations=0, start_candidates=1)
+    obj = scene.obj
+    _, held = fit_scene(Scene(obj, scene.body_vertices, scene.body_faces, pose[0], pose[1], scene.object_contact,
+                              scene.human_contact, scene.mask, scene.occluded, scene.anchor), still, "truth", None)
+    if held is None:
+        return float("inf")
+    score = ExactMaskScore.from_meshes(np.asarray(obj.mesh.vertices), np.asarray(obj.mesh.faces), scene.body_vertices,
+                                       scene.body_faces, scene.mask, CAMERA_K, cfg.mask_shift_px, cfg.mask_shift_cost)
+    report = held.report
+    return report["loss_total"] + cfg.weight_mask * (score(*pose)[0] - report["loss_mask"])
 
 
 def _write_outputs(stem: Path, scene: Scene, fitted_vertices: np.ndarray) -> None:
@@ -458,8 +485,9 @@ def _summary(name: str, outcomes: list[FitOutcome]) -> str:
     occ = np.array([o.occluded for o in outcomes])
     bins = np.histogram(occ, bins=(0.0, 0.1, 0.2, 0.3, 0.4 + 1e-9))[0]
     diagnosed = [o.limit for o in misses if o.limit]
-    limits = (f"; diagnosed: {diagnosed.count('objective')} objective-limited, {diagnosed.count('search')} "
-              "search-limited" if diagnosed else "")
+    exact = sum(o.exact_prefers_truth for o in misses)
+    limits = (f"; diagnosed: {diagnosed.count('objective')} objective-limited ({exact} of them mask model: the exact "
+              f"mask term prefers the true pose), {diagnosed.count('search')} search-limited" if diagnosed else "")
     return (f"{name}: {len(outcomes)} fits, success {np.mean([o.success for o in outcomes]):.0%}"
             f"{f' ({failed} refused)' if failed else ''}; {flagged} of its {len(misses)} misses reported ambiguous"
             f"{limits}"
@@ -540,7 +568,7 @@ def main(argv: list[str] | None = None) -> None:
                 if args.out:
                     _write_outputs(Path(args.out) / f"scene_{i:02d}_{name}_{obj.name}", scene, result.vertices)
             if args.diagnose and not outcome.success:
-                outcome.limit, why = diagnose_miss(scene, cfg, result)
+                outcome.limit, outcome.exact_prefers_truth, why = diagnose_miss(scene, cfg, result)
                 line += f"\n    {why}"
             print(line, flush=True)
     for name, outcomes in conditions.items():

@@ -1,0 +1,77 @@
+"""ExactMaskScore: the fit's mask term without approximations (full-resolution render, the body's z-buffer,
+whole-pixel erosion/dilation), on a box seen by a small camera with a plate in front of part of it."""
+
+import numpy as np
+import pytest
+import trimesh
+from scipy import ndimage
+from scipy.spatial.transform import Rotation
+
+from ivlm_core.errors import InvalidInputError
+from ivlm_core.fitting.exact_mask import ExactMaskScore
+from ivlm_core.fitting.zbuffer import render_depth
+
+K = np.array([[200.0, 0.0, 80.0], [0.0, 200.0, 60.0], [0.0, 0.0, 1.0]])
+HW = (120, 160)
+
+
+@pytest.fixture()
+def scene():
+    box = trimesh.creation.box((0.12, 0.08, 0.05))
+    rotation = Rotation.from_euler("xyz", [20, 30, 10], degrees=True).as_matrix()
+    translation = np.array([0.0, 0.0, 0.6])
+    # a plate nearer the camera, covering the box's left part: the body in front
+    plate = trimesh.creation.box((0.06, 0.2, 0.01))
+    plate_v = np.asarray(plate.vertices) + np.array([-0.06, 0.0, 0.5])
+    posed = np.asarray(box.vertices) @ rotation.T + translation
+    visible = render_depth([(plate_v, plate.faces), (posed, box.faces)], K, HW).mesh_index == 1
+    return box, rotation, translation, (plate_v, np.asarray(plate.faces)), visible
+
+
+def _disk(r):
+    return np.hypot(*np.mgrid[-r : r + 1, -r : r + 1]) <= r
+
+
+def test_the_visible_mask_grown_or_shrunk_is_matched_exactly_at_the_true_pose(scene):
+    box, rotation, translation, plate, visible = scene
+    full = render_depth([(np.asarray(box.vertices) @ rotation.T + translation, box.faces)], K, HW).mask
+    assert 0 < visible.sum() < full.sum()  # the plate hides part of the box
+    for mask, shift in ((visible, 0), (ndimage.binary_dilation(visible, _disk(5)), 5),
+                        (ndimage.binary_erosion(visible, _disk(3)), -3)):
+        score = ExactMaskScore.from_meshes(box.vertices, box.faces, *plate, mask, K, shift_cost=0.004)
+        loss, found = score(rotation, translation)
+        assert found == shift
+        assert loss == pytest.approx(0.004 * abs(shift), abs=1e-12)  # IoU 1: only the shift's cost
+
+
+def test_a_turned_or_moved_pose_scores_worse_and_the_body_hides_what_it_covers(scene):
+    box, rotation, translation, plate, visible = scene
+    mask = ndimage.binary_dilation(visible, _disk(4))
+    score = ExactMaskScore.from_meshes(box.vertices, box.faces, *plate, mask, K)
+    at_truth = score(rotation, translation)[0]
+    turned = Rotation.from_rotvec([0.0, 0.0, np.radians(8)]).as_matrix() @ rotation
+    assert score(turned, translation)[0] > at_truth + 0.02
+    assert score(rotation, translation + np.array([0.01, 0.0, 0.0]))[0] > at_truth + 0.02
+    # without the plate the whole box is drawn: the hidden part no longer matches the mask
+    no_body = ExactMaskScore.from_meshes(box.vertices, box.faces, None, None, mask, K)
+    assert no_body(rotation, translation)[0] > at_truth + 0.02
+
+
+def test_an_object_out_of_view_scores_one(scene):
+    box, rotation, _, plate, visible = scene
+    score = ExactMaskScore.from_meshes(box.vertices, box.faces, *plate, visible, K)
+    assert score(rotation, np.array([0.0, 0.0, -1.0])) == (1.0, 0)  # behind the camera
+    assert score(rotation, np.array([5.0, 0.0, 0.6])) == (1.0, 0)  # far to the side
+
+
+def test_bad_inputs_say_what_is_wrong(scene):
+    box, rotation, _, plate, visible = scene
+    with pytest.raises(InvalidInputError, match="non-empty"):
+        ExactMaskScore.from_meshes(box.vertices, box.faces, *plate, np.zeros(HW, bool), K)
+    with pytest.raises(InvalidInputError, match="faces"):
+        ExactMaskScore.from_meshes(box.vertices, np.array([[0, 1, 99]]), *plate, visible, K)
+    with pytest.raises(InvalidInputError, match="camera_k"):
+        ExactMaskScore.from_meshes(box.vertices, box.faces, *plate, visible, np.eye(2))
+    score = ExactMaskScore.from_meshes(box.vertices, box.faces, *plate, visible, K)
+    with pytest.raises(InvalidInputError, match="finite"):
+        score(rotation, np.array([0.0, np.nan, 0.6]))
