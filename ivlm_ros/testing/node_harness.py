@@ -221,13 +221,26 @@ class Probe:
             info.k = [300.0, 0.0, width / 2.0, 0.0, 300.0, height / 2.0, 0.0, 0.0, 1.0]
             self.info_pub.publish(info)
 
-    def call(self, srv_type: Any, name: str, request: Any, timeout_s: float = 30.0) -> Any:
+    def call(
+        self, srv_type: Any, name: str, request: Any, timeout_s: float = 30.0, resend_after_s: float | None = None,
+    ) -> Any:
+        """The service's response. resend_after_s (idempotent services only): send the request again when no
+        response came in that long. "Ready" covers only the request path: a request sent before the server has
+        matched the client's response reader can go unanswered, seen under load on a loaded CI machine."""
         client = self.node.create_client(srv_type, name)
         try:
             self.wait_for(client.service_is_ready, timeout_s, f"service {name}")
-            future = client.call_async(request)
-            self.wait_for(future.done, timeout_s, f"a response from {name}")
-            return future.result()
+            deadline = time.monotonic() + timeout_s
+            futures = [client.call_async(request)]
+            while resend_after_s is not None and time.monotonic() + resend_after_s < deadline:
+                try:
+                    done = self.wait_for(lambda: next((f for f in futures if f.done()), None), resend_after_s, "")
+                    return done.result()
+                except AssertionError:
+                    futures.append(client.call_async(request))
+            done = self.wait_for(lambda: next((f for f in futures if f.done()), None),
+                                 max(0.0, deadline - time.monotonic()), f"a response from {name}")
+            return done.result()
         finally:
             self.node.destroy_client(client)
 
@@ -243,7 +256,8 @@ class Probe:
         from rcl_interfaces.srv import GetParameters
         from rclpy.parameter import parameter_value_to_python
 
-        response = self.call(GetParameters, f"{node_name}/get_parameters", GetParameters.Request(names=names))
+        response = self.call(GetParameters, f"{node_name}/get_parameters", GetParameters.Request(names=names),
+                             resend_after_s=5.0)
         return {name: parameter_value_to_python(value) for name, value in zip(names, response.values)}
 
     def change_state(self, node_name: str, label: str) -> bool:
