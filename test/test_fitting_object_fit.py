@@ -88,7 +88,8 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
     assert dataclasses.asdict(from_yaml) == dataclasses.asdict(FitConfig())
     assert FitConfig.load_default() == from_yaml
     assert (from_yaml.weight_mask, from_yaml.weight_centroid, from_yaml.weight_contact) == (5.0, 1e-4, 10.0)
-    assert (from_yaml.lr_rotation, from_yaml.lr_translation, from_yaml.iterations) == (0.05, 0.01, 150)
+    assert (from_yaml.lr_rotation, from_yaml.lr_translation, from_yaml.iterations) == (0.05, 0.01, 80)
+    assert (from_yaml.exact_polish_rounds, from_yaml.exact_polish_starts, from_yaml.exact_polish_samples) == (6, 2, 12)
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     data["weights"]["mask_typo"] = 1.0
     bad = tmp_path / "bad.yaml"
@@ -102,6 +103,9 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
     ({"body_surface_samples": 0}, "body_surface_samples"),
     ({"iterations": "many"}, "iterations: expected int"),
     ({"optimise_scale": "false"}, "optimise_scale: expected bool"),
+    ({"exact_polish_rounds": -1}, "exact_polish_rounds >= 0"),
+    ({"exact_polish_samples": 0}, "exact_polish_samples >= 1"),
+    ({"exact_polish_turn_deg": -1.0}, "exact_polish_turn_deg"),
 ])
 def test_malformed_config_values_get_a_clear_error(bad, match):
     with pytest.raises(InvalidInputError, match=match):
@@ -131,3 +135,27 @@ def test_optional_scale_recovers_a_wrong_metric_scale(scene):
                      init_translation=s["trans"] + np.array([0.02, 0.01, 0.03]))
     assert abs(res.scale * 0.85 - 1.0) < 0.03
     assert np.allclose(res.vertices, res.scale * shrunk @ res.rotation.T + res.translation, atol=1e-5)
+
+
+def test_exact_polish_only_improves_and_finds_the_masks_widening(scene):
+    """The polish after the gradient fit: with one start, six rounds end at an exact total no higher than one
+    round (the same first draws, then only improvements), and on a mask grown by 4 px the exact mask term finds
+    that growth at the chosen pose; with 0 rounds there is no polish and no exact_* report."""
+    from scipy import ndimage
+
+    torch.set_num_threads(1)
+    s = scene
+    grown = ndimage.binary_dilation(s["mask"], np.hypot(*np.mgrid[-4:5, -4:5]) <= 4)
+    base = dict(iterations=30, start_candidates_without_pose=6, warmup_iterations=10, exact_polish_starts=1)
+    fits = {}
+    for rounds in (0, 1, 6):
+        cfg = FitConfig(**base, exact_polish_rounds=rounds)
+        fits[rounds] = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], grown, K,
+                                  cfg).report
+    assert not any(key.startswith("exact") for key in fits[0])
+    assert fits[6]["exact_total"] <= fits[1]["exact_total"]
+    # every pose of the pool, then the samples of each round
+    assert fits[6]["exact_evaluations"] - fits[1]["exact_evaluations"] == 5 * FitConfig().exact_polish_samples
+    assert fits[6]["exact_mask_shift_px"] in (3.0, 4.0, 5.0)
+    assert 0.0 <= fits[6]["exact_mask_loss"] < 0.1
+

@@ -12,7 +12,7 @@ which misses the exact model would have avoided) and is the ground for a derivat
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 
 import numpy as np
 from scipy import ndimage
@@ -38,6 +38,15 @@ class ExactMaskScore:
     camera_k: np.ndarray  # (3,3)
     max_shift_px: int = 8
     shift_cost: float = 0.004
+    mask_box: tuple[int, int, int, int] = field(init=False)  # (u_min, v_min, u_max, v_max) inclusive
+    mask_pixels: int = field(init=False)
+
+    def __post_init__(self) -> None:
+        rows, cols = np.nonzero(self.mask)
+        if not len(rows):
+            raise InvalidInputError("exact mask score: the mask is empty")
+        object.__setattr__(self, "mask_box", (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())))
+        object.__setattr__(self, "mask_pixels", len(rows))
 
     @classmethod
     def from_meshes(
@@ -77,33 +86,29 @@ class ExactMaskScore:
             raise InvalidInputError("exact mask score: the pose must be a finite 3x3 rotation and 3-vector")
         posed = self.object_vertices @ rot.T + trans
         visible, box = self._visible_object(posed)
-        shifts = np.arange(-self.max_shift_px, self.max_shift_px + 1)
-        target = self.mask[box[1] : box[3], box[0] : box[2]]
-        outside = int(self.mask.sum()) - int(target.sum())  # mask pixels beyond the window: never matched
         if visible is None or not visible.any():
             return 1.0, 0
-        # one zero pixel around the window: beyond the image nothing is visible, so an erosion eats the border
+        target = self.mask[box[1] : box[3], box[0] : box[2]]
+        # signed distance to the visible set's outline (one zero pixel around the window: beyond the image
+        # nothing is visible, so an erosion eats the border): the set moved out by r >= 0 is sd <= r (within r
+        # of it), moved in by r is sd < -r (farther than r from its complement)
         padded = np.pad(visible, 1)
-        outward = ndimage.distance_transform_edt(~padded)[1:-1, 1:-1]
-        inward = ndimage.distance_transform_edt(padded)[1:-1, 1:-1]
-        best = (np.inf, 0)
-        target_sum = int(target.sum()) + outside
-        for shift in shifts:
-            # dilation by r: within r of the visible set; erosion by r: farther than r from its complement
-            moved = outward <= shift if shift > 0 else (visible if shift == 0 else inward > -shift)
-            inter = int(np.count_nonzero(moved & target))
-            union = int(np.count_nonzero(moved)) + target_sum - inter
-            loss = 1.0 - inter / max(union, 1) + self.shift_cost * abs(int(shift))
-            if loss < best[0]:
-                best = (loss, int(shift))
-        return best
+        sd = np.where(visible, -ndimage.distance_transform_edt(padded)[1:-1, 1:-1],
+                      ndimage.distance_transform_edt(~padded)[1:-1, 1:-1])
+        every, on_mask = np.sort(sd, axis=None), np.sort(sd[target])
+        shifts = np.arange(-self.max_shift_px, self.max_shift_px + 1)
+        grown = shifts >= 0
+        moved = np.where(grown, np.searchsorted(every, shifts, "right"), np.searchsorted(every, shifts, "left"))
+        inter = np.where(grown, np.searchsorted(on_mask, shifts, "right"), np.searchsorted(on_mask, shifts, "left"))
+        loss = 1.0 - inter / np.maximum(moved + self.mask_pixels - inter, 1) + self.shift_cost * np.abs(shifts)
+        best = int(np.argmin(loss))  # the first minimum: the most eroded of equals, as the loop before
+        return float(loss[best]), int(shifts[best])
 
     def _visible_object(self, posed: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
         """(visible object pixels in the window, window (u0, v0, u1, v1) exclusive): the window covers the mask
         and the object's projection, grown by the largest shift, within the image."""
         height, width = self.mask.shape
-        rows, cols = np.nonzero(self.mask)
-        u_lo, u_hi, v_lo, v_hi = cols.min(), cols.max(), rows.min(), rows.max()
+        u_lo, v_lo, u_hi, v_hi = self.mask_box
         front = posed[posed[:, 2] > _Z_NEAR]
         if len(front):
             u = self.camera_k[0, 0] * front[:, 0] / front[:, 2] + self.camera_k[0, 2]
