@@ -6,8 +6,8 @@ Why: the fit's mask term (``object_fit``) must have gradients, so it compares a 
 grid, moves its outline through a blur level set, and lets the body hide the object only beyond a depth
 margin. On the benchmark's noisy scenes (masks eroded or dilated by 3-8 px, the body in front) those
 approximations are large enough that the fit's minimum sits 6-24 degrees from the true pose, while this exact
-score prefers the true pose. It has no gradient; it judges given poses (``fit_recovery --diagnose`` says
-which misses the exact model would have avoided) and is the ground for a derivative-free final polish.
+score prefers the true pose. It has no gradient: the object fit chooses and polishes its final pose with it
+(a seeded random search), and ``fit_recovery --diagnose`` says which misses it would have avoided.
 """
 
 from __future__ import annotations

@@ -32,6 +32,12 @@ gives exactly what one fit per hypothesis would) on a coarse silhouette grid (hy
 few are continued on the fine grid (silhouette_resolution), and the best is kept. The
 runner-up that is a different pose modulo the object's symmetry gives the confidence (its loss gap); a
 near-tie is reported as an ambiguity.
+
+The smooth mask term above is what gradients need, but its approximations (coarse grid, blurred outline, a
+depth margin before the body hides the object) misjudge masks that are too wide or too narrow behind the
+body. So the pose is chosen last by the exact mask term (``ExactMaskScore``) plus the image-free terms: the
+best distinct poses among the short fits, the finalists and their paths, each polished by a seeded random
+search (``exact_polish_*``; report: exact_total, exact_mask_loss, exact_mask_shift_px, exact_evaluations).
 """
 
 from __future__ import annotations
