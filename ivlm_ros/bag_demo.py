@@ -247,7 +247,17 @@ def run(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + 60.0
         while min(mcap.writer.counts[t] for t in per_frame) < frames and time.monotonic() < deadline:
             spin(0.1)
-        spin(1.0)
+        # ... and each frame's estimate is published again when its contact arrives, with its /tf: drain until
+        # those topics have been quiet for 2 s (a fixed 1 s wait lost the last /tf once on a loaded machine)
+        drained = [*per_frame, "/tf"]
+        last, quiet_since = -1, time.monotonic()
+        while time.monotonic() < deadline:
+            total = sum(mcap.writer.counts[t] for t in drained)
+            if total != last:
+                last, quiet_since = total, time.monotonic()
+            elif time.monotonic() - quiet_since >= 2.0:
+                break
+            spin(0.1)
         (out / "diagnostics.json").write_text(json.dumps(recorder.last_status, indent=2) + "\n")
         print(f"[demo] {frames} frames replayed; received {dict(recorder.counts)}; outputs in {out}")
         mcap.close()
