@@ -44,7 +44,7 @@ class ExactMaskScore:
     def __post_init__(self) -> None:
         rows, cols = np.nonzero(self.mask)
         if not len(rows):
-            raise InvalidInputError("exact mask score: the mask is empty")
+            raise InvalidInputError("exact mask score: the mask must be a non-empty 2-D image, it is empty")
         object.__setattr__(self, "mask_box", (int(cols.min()), int(rows.min()), int(cols.max()), int(rows.max())))
         object.__setattr__(self, "mask_pixels", len(rows))
 
@@ -57,7 +57,7 @@ class ExactMaskScore:
         """The score for this object, mask and camera, the camera-frame body (None: nothing hides the object)."""
         mask = np.asarray(mask).astype(bool)
         k = np.asarray(camera_k, dtype=np.float64)
-        if mask.ndim != 2 or not mask.any():
+        if mask.ndim != 2:  # (emptiness: __post_init__)
             raise InvalidInputError(f"exact mask score: the mask must be a non-empty 2-D image, got {mask.shape}")
         if k.shape != (3, 3) or not np.isfinite(k).all():
             raise InvalidInputError(f"exact mask score: camera_k must be a finite 3x3 matrix, got {k.shape}")

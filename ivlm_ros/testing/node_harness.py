@@ -230,17 +230,17 @@ class Probe:
         client = self.node.create_client(srv_type, name)
         try:
             self.wait_for(client.service_is_ready, timeout_s, f"service {name}")
-            deadline = time.monotonic() + timeout_s
             futures = [client.call_async(request)]
-            while resend_after_s is not None and time.monotonic() + resend_after_s < deadline:
-                try:
-                    done = self.wait_for(lambda: next((f for f in futures if f.done()), None), resend_after_s, "")
-                    return done.result()
-                except AssertionError:
+            sent = [time.monotonic()]
+
+            def answered() -> Any:
+                done = next((f for f in futures if f.done()), None)
+                if done is None and resend_after_s is not None and time.monotonic() - sent[-1] >= resend_after_s:
                     futures.append(client.call_async(request))
-            done = self.wait_for(lambda: next((f for f in futures if f.done()), None),
-                                 max(0.0, deadline - time.monotonic()), f"a response from {name}")
-            return done.result()
+                    sent.append(time.monotonic())
+                return done
+
+            return self.wait_for(answered, timeout_s, f"a response from {name}").result()
         finally:
             self.node.destroy_client(client)
 
