@@ -29,6 +29,11 @@ def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
     assert any(line.startswith("stream: 2 fits") for line in out)
     assert any(line.startswith("next: 2 fits") for line in out)
     assert any("p90" in line and "worst" in line for line in out)
+    # each condition splits its fits by the visible object's half-width, every fit in one bin
+    widths = [line for line in out if "successes by the visible object's half-width" in line]
+    assert len(widths) == 4
+    for line in widths:
+        assert sum(int(n) for n in re.findall(r": \d+/(\d+)", line)) == 2
     # --diagnose: one verdict under each miss
     fits = [line for line in out if line.startswith("scene ")]
     errors = [re.search(r"rot=\s*([\d.]+)deg trans=\s*([\d.]+)cm", line) for line in fits]
@@ -156,3 +161,23 @@ def test_exact_total_prefers_the_true_pose_under_a_dilated_mask(tmp_path):
     at_truth = fit_recovery.exact_total(grown, cfg, (scene.rotation, scene.translation))
     assert np.isfinite(at_truth)
     assert at_truth < fit_recovery.exact_total(grown, cfg, turned)
+
+
+def test_successes_are_split_by_the_visible_half_width():
+    def outcome(width: float, success: bool) -> fit_recovery.FitOutcome:
+        return fit_recovery.FitOutcome(1.0 if success else 30.0, 0.5, 1.0, half_width_px=width)
+
+    outcomes = [outcome(5.0, True), outcome(9.0, False), outcome(8.0, True), outcome(20.0, True), outcome(30.0, False)]
+    assert fit_recovery._successes_by_width(outcomes) == "0-8: 1/1, 8-12: 1/2, 12-16: 0/0, >=16: 1/2"
+
+
+def test_visible_half_width_is_the_thickest_visible_part(tmp_path):
+    objects = fit_recovery.make_objects()
+    poser = fit_recovery.BodyPoser(str(tmp_path))
+    scene = fit_recovery.make_scene(objects[0], poser, np.random.default_rng(3), at_hand=True)
+    visible = fit_recovery.visible_mask(scene)
+    width = fit_recovery.visible_half_width(scene)
+    rows, cols = np.nonzero(visible)
+    # a disc of that radius fits inside the visible object, which is at least that wide both ways
+    assert 1.0 <= width <= min(np.ptp(rows), np.ptp(cols)) / 2 + 1
+    assert width ** 2 * np.pi <= visible.sum() * 1.1

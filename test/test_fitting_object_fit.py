@@ -8,7 +8,13 @@ import yaml
 from scipy.spatial.transform import Rotation
 
 from ivlm_core.errors import InvalidInputError
-from ivlm_core.fitting.object_fit import DEFAULT_CONFIG_PATH, FitConfig, fit_object, fit_object_to_body
+from ivlm_core.fitting.object_fit import (
+    DEFAULT_CONFIG_PATH,
+    FitConfig,
+    fit_object,
+    fit_object_to_body,
+    mask_half_width_px,
+)
 from ivlm_core.fitting.rotation import rotation_angle_deg
 from ivlm_core.pipeline import ObjectPlacement
 from ivlm_core.testing.held_object import CAMERA_K as K
@@ -48,6 +54,16 @@ def test_fit_recovers_a_perturbed_pose(scene):
     assert rep["mask_iou_soft"] == pytest.approx(1.0 - rep["loss_mask"])
     assert abs(rep["mask_shift_px"]) <= FitConfig().mask_shift_px and "loss_mask_shift_index" not in rep
     assert rep["penetration_depth_m"] < 0.01 and rep["contact_distance_m"] < 0.03
+    assert rep["mask_half_width_px"] == mask_half_width_px(s["mask"]) > 3
+
+
+def test_mask_half_width_is_the_distance_from_its_thickest_point_to_the_outline():
+    mask = np.zeros((60, 80), dtype=bool)
+    mask[10:30, 5:55] = True  # 20 rows: the middle rows are 10 pixels from the outside
+    assert mask_half_width_px(mask) == 10.0
+    mask[0:3, 70:80] = True  # a thin strip at the border: the border counts as outline
+    assert mask_half_width_px(mask[0:3, 70:80]) == 2.0 and mask_half_width_px(mask) == 10.0
+    assert mask_half_width_px(np.zeros((4, 4), dtype=bool)) == 0.0
 
 
 def test_fit_without_a_start_pose_uses_the_mask_and_contacts(scene):
@@ -158,4 +174,5 @@ def test_exact_polish_only_improves_and_finds_the_masks_widening(scene):
     assert fits[6]["exact_evaluations"] - fits[1]["exact_evaluations"] == 5 * FitConfig().exact_polish_samples
     assert fits[6]["exact_mask_shift_px"] in (3.0, 4.0, 5.0)
     assert 0.0 <= fits[6]["exact_mask_loss"] < 0.1
+
 

@@ -37,7 +37,9 @@ the same, translation = distance between the fitted and true symmetry centres. S
                                            [--threads 1] [--config fit.yaml] [--stream] [--out DIR]
                                            [--noise-parts contacts,mask] [--diagnose]
 
-Prints one line per fit, mean / p90 / worst per condition (and the occlusion distribution), and last:
+Prints one line per fit, mean / p90 / worst per condition (and the occlusion distribution), the successes by
+the visible object's half-width in pixels (a mask eroded or dilated by 3-8 px takes or adds most of a thin
+object: that is where the noisy misses are), and last:
 ``success=<clean> success_noisy=<noisy> rot_err_deg=<median clean> trans_err_cm=<median clean>
 worst_rot_deg=<clean> fit_s=<median over the clean and noisy fits>``.
 """
@@ -60,7 +62,7 @@ from scipy.spatial.transform import Rotation
 from ivlm_core.body.models import load_body_model, posed_mesh
 from ivlm_core.fitting.exact_mask import ExactMaskScore
 from ivlm_core.fitting.export import export_glb, save_overlay_png, scene_meshes
-from ivlm_core.fitting.object_fit import FitConfig, ObjectFitFailure, fit_object
+from ivlm_core.fitting.object_fit import FitConfig, ObjectFitFailure, fit_object, mask_half_width_px
 from ivlm_core.fitting.symmetry import Symmetry, measure_symmetry
 from ivlm_core.fitting.zbuffer import render_depth
 from ivlm_core.testing.synthetic_body import surface_nets, write_synthetic_smplx
@@ -345,6 +347,12 @@ def visible_mask(scene: Scene) -> np.ndarray:
     return render.mesh_index == 1
 
 
+def visible_half_width(scene: Scene) -> float:
+    """Pixels from the object's visible image (``visible_mask``) to its outline at its thickest: against this a
+    mask eroded or dilated by 3-8 px loses or gains most of a thin object, and with it its shape."""
+    return mask_half_width_px(visible_mask(scene))
+
+
 def restrict_noise(clean: Scene, noisy: Scene, parts: tuple[str, ...]) -> Scene:
     """The noisy scene with only the noise ``parts`` (of "contacts", "mask") left: the others are put back to
     the truth of the same (occluded) view, so scenes compared across part selections are the same scenes."""
@@ -388,6 +396,7 @@ class FitOutcome:
     ambiguous: bool = False  # the fit reported a near-tie with a different pose
     limit: str = ""  # --diagnose, for a miss: "search" or "objective" (see the module docstring)
     exact_prefers_truth: bool = False  # --diagnose, for an objective-limited miss: the exact mask term would not miss
+    half_width_px: float = 0.0  # the visible object's half-width in the image (largest distance to its outline)
 
     @property
     def success(self) -> bool:
@@ -408,6 +417,7 @@ def fit_scene(
         init_rot, init_trans = perturb(scene.rotation, scene.translation, np.asarray(sym.centre), rng)
     elif start == "truth":
         init_rot, init_trans = scene.rotation, scene.translation
+    half_width = visible_half_width(scene)
     tic = time.perf_counter()
     try:
         result = fit_object(
@@ -416,13 +426,14 @@ def fit_scene(
             init_rotation=init_rot, init_translation=init_trans, symmetry=sym, previous_pose=previous_pose,
         )
     except ObjectFitFailure as exc:
-        return FitOutcome(float("inf"), float("inf"), time.perf_counter() - tic, str(exc), scene.occluded), None
+        return FitOutcome(float("inf"), float("inf"), time.perf_counter() - tic, str(exc), scene.occluded,
+                          half_width_px=half_width), None
     seconds = time.perf_counter() - tic
     rot_err = sym.rotation_error_deg(scene.rotation, result.rotation)
     true_centre = sym.centre_in_camera(scene.rotation, scene.translation)
     trans_err = 100 * float(np.linalg.norm(sym.centre_in_camera(result.rotation, result.translation) - true_centre))
     return FitOutcome(rot_err, trans_err, seconds, occluded=scene.occluded,
-                      ambiguous=bool(result.report["ambiguous"])), result
+                      ambiguous=bool(result.report["ambiguous"]), half_width_px=half_width), result
 
 
 def diagnose_miss(scene: Scene, cfg: FitConfig, result) -> tuple[str, bool, str]:
@@ -471,6 +482,20 @@ def _write_outputs(stem: Path, scene: Scene, fitted_vertices: np.ndarray) -> Non
     export_glb(stem.with_suffix(".glb"), meshes)
 
 
+WIDTH_BINS_PX = (0.0, 8.0, 12.0, 16.0)  # half-width bins of the summary (the last one open)
+
+
+def _successes_by_width(outcomes: list[FitOutcome]) -> str:
+    """'0-8: a/b, 8-12: ..., >=16: ...': successes / fits per bin of the visible object's half-width."""
+    parts = []
+    for i, lo in enumerate(WIDTH_BINS_PX):
+        hi = WIDTH_BINS_PX[i + 1] if i + 1 < len(WIDTH_BINS_PX) else np.inf
+        inside = [o for o in outcomes if lo <= o.half_width_px < hi]
+        label = f"{lo:.0f}-{hi:.0f}" if np.isfinite(hi) else f">={lo:.0f}"
+        parts.append(f"{label}: {sum(o.success for o in inside)}/{len(inside)}")
+    return ", ".join(parts)
+
+
 def _summary(name: str, outcomes: list[FitOutcome]) -> str:
     rot = np.array([o.rot_err_deg for o in outcomes])
     trans = np.array([o.trans_err_cm for o in outcomes])
@@ -484,6 +509,7 @@ def _summary(name: str, outcomes: list[FitOutcome]) -> str:
     flagged = sum(o.ambiguous for o in misses)
     occ = np.array([o.occluded for o in outcomes])
     bins = np.histogram(occ, bins=(0.0, 0.1, 0.2, 0.3, 0.4 + 1e-9))[0]
+    by_width = _successes_by_width(outcomes)
     diagnosed = [o.limit for o in misses if o.limit]
     exact = sum(o.exact_prefers_truth for o in misses)
     limits = (f"; diagnosed: {diagnosed.count('objective')} objective-limited ({exact} of them mask model: the exact "
@@ -493,7 +519,8 @@ def _summary(name: str, outcomes: list[FitOutcome]) -> str:
             f"{limits}"
             f"\n  rot_deg   {stats(rot)}\n  trans_cm  {stats(trans)}"
             f"\n  fit_s     {stats(secs)}\n  occluded  {stats(100 * occ)} (%); scenes with 0-10/10-20/20-30/30-40 %: "
-            f"{'/'.join(str(int(b)) for b in bins)}")
+            f"{'/'.join(str(int(b)) for b in bins)}"
+            f"\n  successes by the visible object's half-width (px): {by_width}")
 
 
 def main(argv: list[str] | None = None) -> None:
