@@ -18,10 +18,11 @@ drawn in full, then the labels or the mask it was not asked for are put back to 
 view), which says which kind the misses come from. ``--diagnose`` refits each miss from its true pose: a fit
 that stays there at a lower loss than the miss's is search-limited (a better search would have found it);
 one that drifts away, or stays but at a higher loss, is objective-limited (these observations favour the wrong
-pose: no search fixes it). Each objective-limited miss is then judged again with the mask term computed
-exactly (``ExactMaskScore``: full-resolution render, the body's z-buffer, whole-pixel erosion or dilation): when
-that total prefers the true pose, the fit's mask approximations lost the scene ("mask model"), otherwise the
-observations themselves favour the wrong pose ("evidence").
+pose: no search fixes it). Each objective-limited miss is then judged again by the energy the fit's exact
+polish minimises (``exact_total``: the image-free terms plus the mask term computed exactly, ``ExactMaskScore``:
+full-resolution render, the body's z-buffer, whole-pixel erosion or dilation): when it is lower at the true pose
+than where the fit ended, the gradient fit's smooth mask term led away and the polish's search did not find the
+way back ("polish search"), otherwise the observations themselves favour the wrong pose ("evidence").
 
 ``--stream`` adds two conditions on each noisy scene's next frame (the same view, fresh contact and mask
 noise): ``next``, fitted alone, and ``stream``, fitted with the noisy fit as the previous frame's placement,
@@ -60,7 +61,6 @@ from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
 from ivlm_core.body.models import load_body_model, posed_mesh
-from ivlm_core.fitting.exact_mask import ExactMaskScore
 from ivlm_core.fitting.export import export_glb, save_overlay_png, scene_meshes
 from ivlm_core.fitting.object_fit import FitConfig, ObjectFitFailure, fit_object, mask_half_width_px
 from ivlm_core.fitting.symmetry import Symmetry, measure_symmetry
@@ -395,7 +395,7 @@ class FitOutcome:
     occluded: float = 0.0  # fraction of the object's image the body covers in this scene
     ambiguous: bool = False  # the fit reported a near-tie with a different pose
     limit: str = ""  # --diagnose, for a miss: "search" or "objective" (see the module docstring)
-    exact_prefers_truth: bool = False  # --diagnose, for an objective-limited miss: the exact mask term would not miss
+    exact_prefers_truth: bool = False  # --diagnose, for an objective-limited miss: the exact total prefers the truth
     half_width_px: float = 0.0  # the visible object's half-width in the image (largest distance to its outline)
 
     @property
@@ -437,7 +437,7 @@ def fit_scene(
 
 
 def diagnose_miss(scene: Scene, cfg: FitConfig, result) -> tuple[str, bool, str]:
-    """("search" | "objective", whether the exact mask term prefers the true pose, lines saying why) for a miss
+    """("search" | "objective", whether the exact total prefers the true pose, lines saying why) for a miss
     whose fit was ``result`` (None: refused): the fit is run again from the true pose."""
     again, truth_fit = fit_scene(scene, cfg, "truth", None)
     if truth_fit is None:  # these inputs cannot place the object from any start
@@ -449,26 +449,26 @@ def diagnose_miss(scene: Scene, cfg: FitConfig, result) -> tuple[str, bool, str]
            f"loss={loss:.4f} (the miss: {missed:.4f}) -> {limit}-limited")
     if limit == "search" or result is None:
         return limit, False, why
-    truth_exact, miss_exact = (exact_total(scene, cfg, pose) for pose in (
-        (scene.rotation, scene.translation), (result.rotation, result.translation)))
+    truth_exact = exact_total(scene, cfg, (scene.rotation, scene.translation))
+    miss_exact = result.report.get("exact_total", float("nan"))  # the same energy, where the fit ended
     prefers = truth_exact < miss_exact
-    return limit, prefers, why + (f"\n    exact mask term: loss {truth_exact:.4f} at the true pose, {miss_exact:.4f} "
-                                  f"at the miss -> {'mask model' if prefers else 'evidence'}")
+    return limit, prefers, why + (f"\n    exact total: {truth_exact:.4f} at the true pose, {miss_exact:.4f} "
+                                  f"at the miss -> {'polish search' if prefers else 'evidence'}")
 
 
 def exact_total(scene: Scene, cfg: FitConfig, pose: tuple[np.ndarray, np.ndarray]) -> float:
-    """The fit's total loss at ``pose`` with its mask term replaced by the exact one (``ExactMaskScore``): the
-    other terms from a fit that starts at the pose and takes no step."""
-    still = replace(cfg, iterations=0, warmup_iterations=0, icp_iterations=0, start_candidates=1)
-    obj = scene.obj
-    _, held = fit_scene(Scene(obj, scene.body_vertices, scene.body_faces, pose[0], pose[1], scene.object_contact,
-                              scene.human_contact, scene.mask, scene.occluded, scene.anchor), still, "truth", None)
+    """The energy the fit's exact polish minimises (``report["exact_total"]``: the image-free terms plus the
+    exact mask term, ``ExactMaskScore``) at ``pose``: a fit that starts there, takes no step and polishes
+    with one sample that does not move. NaN when the fit has no polish (optimise_scale)."""
+    still = replace(cfg, iterations=0, warmup_iterations=0, icp_iterations=0, start_candidates=1,
+                    exact_polish_rounds=1, exact_polish_starts=1, exact_polish_samples=1, exact_polish_turn_deg=0.0,
+                    exact_polish_move_m=0.0)
+    _, held = fit_scene(Scene(scene.obj, scene.body_vertices, scene.body_faces, pose[0], pose[1],
+                              scene.object_contact, scene.human_contact, scene.mask, scene.occluded, scene.anchor),
+                        still, "truth", None)
     if held is None:
         return float("inf")
-    score = ExactMaskScore.from_meshes(np.asarray(obj.mesh.vertices), np.asarray(obj.mesh.faces), scene.body_vertices,
-                                       scene.body_faces, scene.mask, CAMERA_K, cfg.mask_shift_px, cfg.mask_shift_cost)
-    report = held.report
-    return report["loss_total"] + cfg.weight_mask * (score(*pose)[0] - report["loss_mask"])
+    return float(held.report.get("exact_total", float("nan")))
 
 
 def _write_outputs(stem: Path, scene: Scene, fitted_vertices: np.ndarray) -> None:
@@ -512,8 +512,8 @@ def _summary(name: str, outcomes: list[FitOutcome]) -> str:
     by_width = _successes_by_width(outcomes)
     diagnosed = [o.limit for o in misses if o.limit]
     exact = sum(o.exact_prefers_truth for o in misses)
-    limits = (f"; diagnosed: {diagnosed.count('objective')} objective-limited ({exact} of them mask model: the exact "
-              f"mask term prefers the true pose), {diagnosed.count('search')} search-limited" if diagnosed else "")
+    limits = (f"; diagnosed: {diagnosed.count('objective')} objective-limited ({exact} of them polish search: the "
+              f"exact total prefers the true pose), {diagnosed.count('search')} search-limited" if diagnosed else "")
     return (f"{name}: {len(outcomes)} fits, success {np.mean([o.success for o in outcomes]):.0%}"
             f"{f' ({failed} refused)' if failed else ''}; {flagged} of its {len(misses)} misses reported ambiguous"
             f"{limits}"
