@@ -48,7 +48,7 @@ class Recorder:
     def __init__(self, node: Any, out: Path, ns: str = "/ivlm") -> None:
         from diagnostic_msgs.msg import DiagnosticArray
         from geometry_msgs.msg import PoseStamped
-        from ivlm_msgs.msg import HumanContact, ObjectContact
+        from ivlm_msgs.msg import HumanContact, InteractionEstimate, ObjectContact
         from sensor_msgs.msg import Image
         from visualization_msgs.msg import MarkerArray
 
@@ -56,11 +56,13 @@ class Recorder:
         self.counts: dict[str, int] = defaultdict(int)
         self.last_status: dict[str, str] = {}
         self.frames_done: set[str] = set()  # stamps with a HumanContact or ObjectContact
+        self.estimated: set[str] = set()  # stamps with an InteractionEstimate that carries its own frame's contact
         node.create_subscription(HumanContact, f"{ns}/human_contact", self._human, 10)
         node.create_subscription(ObjectContact, f"{ns}/object_contact", self._object, 10)
         node.create_subscription(MarkerArray, f"{ns}/markers", self._markers, 10)
         node.create_subscription(PoseStamped, f"{ns}/object_pose", self._object_pose, 10)
         node.create_subscription(Image, f"{ns}/debug_image", self._debug, 10)
+        node.create_subscription(InteractionEstimate, f"{ns}/estimate", self._estimate, 10)
         node.create_subscription(DiagnosticArray, "/diagnostics", self._diagnostics, 10)
 
     def _human(self, msg: Any) -> None:
@@ -129,6 +131,12 @@ class Recorder:
         ]
         (self.out / f"{name}_markers.json").write_text(json.dumps(summary, indent=2) + "\n")
         self.counts["markers"] += 1
+
+    def _estimate(self, msg: Any) -> None:
+        self.counts["estimate"] += 1
+        stamp = msg.header.stamp
+        if (msg.contact_stamp.sec, msg.contact_stamp.nanosec) == (stamp.sec, stamp.nanosec):
+            self.estimated.add(_stamp_name(msg.header))
 
     def _debug(self, msg: Any) -> None:
         from PIL import Image as PILImage
@@ -247,8 +255,13 @@ def run(args: argparse.Namespace) -> int:
         deadline = time.monotonic() + 60.0
         while min(mcap.writer.counts[t] for t in per_frame) < frames and time.monotonic() < deadline:
             spin(0.1)
-        # ... and each frame's estimate is published again when its contact arrives, with its /tf: drain until
-        # those topics have been quiet for 2 s (a fixed 1 s wait lost the last /tf once on a loaded machine)
+        # ... and each frame's estimate is published again when its contact arrives, with its /tf: wait for
+        # every frame's estimate with its own contact (a quiet-time rule alone lost the last one on a loaded
+        # machine), then drain until those topics have been quiet for 2 s
+        while recorder.counts["estimate"] and not recorder.frames_done <= recorder.estimated:
+            if time.monotonic() > deadline:
+                break
+            spin(0.1)
         drained = [*per_frame, "/tf"]
         last, quiet_since = -1, time.monotonic()
         while time.monotonic() < deadline:
