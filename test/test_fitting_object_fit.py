@@ -176,3 +176,17 @@ def test_exact_polish_only_improves_and_finds_the_masks_widening(scene):
     assert 0.0 <= fits[6]["exact_mask_loss"] < 0.1
 
 
+
+
+def test_body_surface_search_answers_from_a_tracker_only_at_its_own_reach():
+    from ivlm_core.fitting import object_fit
+    from ivlm_core.fitting.nearest import TrackedNearest
+
+    box = trimesh.creation.box((0.2, 0.2, 0.2))
+    surface = object_fit._BodySurface.sample(np.asarray(box.vertices), np.asarray(box.faces), 500, seed=0)
+    points = torch.tensor([[0.0, 0.0, 0.13], [0.0, 0.0, 0.5]])
+    tracked = TrackedNearest(surface.tree, reach=0.05)
+    assert torch.equal(surface.nearest(points, 0.05, tracked), surface.nearest(points, 0.05))
+    assert int(surface.nearest(points, 0.05)[1]) == -1  # beyond reach
+    with pytest.raises(ValueError, match="stops at"):
+        surface.nearest(points, 0.1, tracked)

@@ -311,6 +311,8 @@ class _BodySurface:
         gradient."""
         flat = points.detach().reshape(-1, 3).double().numpy()
         if tracked is not None:
+            if tracked.reach != reach:  # its answers stop at its own reach
+                raise ValueError(f"the tracked search stops at {tracked.reach} m, not the {reach} m asked for")
             return torch.as_tensor(tracked.query(flat), dtype=torch.int64).reshape(points.shape[:-1])
         _, index = self.tree.query(flat, distance_upper_bound=reach)
         index = torch.as_tensor(index, dtype=torch.int64).reshape(points.shape[:-1])
