@@ -258,9 +258,8 @@ def run(args: argparse.Namespace) -> int:
         # ... and each frame's estimate is published again when its contact arrives, with its /tf: wait for
         # every frame's estimate with its own contact (a quiet-time rule alone lost the last one on a loaded
         # machine), then drain until those topics have been quiet for 2 s
-        while recorder.counts["estimate"] and not recorder.frames_done <= recorder.estimated:
-            if time.monotonic() > deadline:
-                break
+        while (recorder.counts["estimate"] and not recorder.frames_done <= recorder.estimated
+               and time.monotonic() < deadline):
             spin(0.1)
         drained = [*per_frame, "/tf"]
         last, quiet_since = -1, time.monotonic()

@@ -176,8 +176,6 @@ def test_exact_polish_only_improves_and_finds_the_masks_widening(scene):
     assert 0.0 <= fits[6]["exact_mask_loss"] < 0.1
 
 
-
-
 def test_body_surface_search_answers_from_a_tracker_only_at_its_own_reach():
     from ivlm_core.fitting import object_fit
     from ivlm_core.fitting.nearest import TrackedNearest

@@ -396,7 +396,7 @@ class FitOutcome:
     ambiguous: bool = False  # the fit reported a near-tie with a different pose
     limit: str = ""  # --diagnose, for a miss: "search" or "objective" (see the module docstring)
     exact_prefers_truth: bool = False  # --diagnose, for an objective-limited miss: the exact total prefers the truth
-    half_width_px: float = 0.0  # the visible object's half-width in the image (largest distance to its outline)
+    half_width_px: float = 0.0  # the visible object's half-width in the image (``visible_half_width``; main sets it)
 
     @property
     def success(self) -> bool:
@@ -417,7 +417,6 @@ def fit_scene(
         init_rot, init_trans = perturb(scene.rotation, scene.translation, np.asarray(sym.centre), rng)
     elif start == "truth":
         init_rot, init_trans = scene.rotation, scene.translation
-    half_width = visible_half_width(scene)
     tic = time.perf_counter()
     try:
         result = fit_object(
@@ -426,14 +425,13 @@ def fit_scene(
             init_rotation=init_rot, init_translation=init_trans, symmetry=sym, previous_pose=previous_pose,
         )
     except ObjectFitFailure as exc:
-        return FitOutcome(float("inf"), float("inf"), time.perf_counter() - tic, str(exc), scene.occluded,
-                          half_width_px=half_width), None
+        return FitOutcome(float("inf"), float("inf"), time.perf_counter() - tic, str(exc), scene.occluded), None
     seconds = time.perf_counter() - tic
     rot_err = sym.rotation_error_deg(scene.rotation, result.rotation)
     true_centre = sym.centre_in_camera(scene.rotation, scene.translation)
     trans_err = 100 * float(np.linalg.norm(sym.centre_in_camera(result.rotation, result.translation) - true_centre))
     return FitOutcome(rot_err, trans_err, seconds, occluded=scene.occluded,
-                      ambiguous=bool(result.report["ambiguous"]), half_width_px=half_width), result
+                      ambiguous=bool(result.report["ambiguous"])), result
 
 
 def diagnose_miss(scene: Scene, cfg: FitConfig, result) -> tuple[str, bool, str]:
@@ -580,6 +578,7 @@ def main(argv: list[str] | None = None) -> None:
             previous = results.get("noisy") if name == "stream" else None
             previous_pose = None if previous is None else (previous.rotation, previous.translation)
             outcome, result = fit_scene(scene, cfg, args.start, rng, previous_pose)
+            outcome.half_width_px = visible_half_width(scene)
             results[name] = result
             conditions[name].append(outcome)
             line = (f"scene {i:02d} {name} {obj.name:12s} {'hand ' if at_hand else 'torso'} "
