@@ -57,6 +57,34 @@ def test_a_turned_or_moved_pose_scores_worse_and_the_body_hides_what_it_covers(s
     assert no_body(rotation, translation)[0] > at_truth + 0.02
 
 
+def test_every_shift_is_scored_as_the_erosion_or_dilation_of_the_visible_object_would_be(scene):
+    """The counting by distances equals eroding / dilating the visible render with a disk and taking the IoU,
+    shift by shift, at poses away from the truth, where the mask is neither the visible part nor its outline
+    moved (the image border included: a box partly out of the picture)."""
+    box, rotation, translation, plate, visible = scene
+    mask = ndimage.binary_erosion(visible, _disk(2))
+    score = ExactMaskScore.from_meshes(box.vertices, box.faces, *plate, mask, K, max_shift_px=6,
+                                       shift_cost=0.003)
+    rng = np.random.default_rng(3)
+    poses = [(Rotation.from_rotvec(rng.normal(0.0, 0.2, 3)).as_matrix() @ rotation,
+              translation + rng.normal(0.0, 0.02, 3)) for _ in range(6)]
+    poses.append((rotation, translation + np.array([0.2, 0.0, 0.0])))  # the box's right part out of the image
+    for rot, trans in poses:
+        seen = render_depth([(plate[0], plate[1]), (np.asarray(box.vertices) @ rot.T + trans, box.faces)], K,
+                            HW).mesh_index == 1
+        losses = []
+        for shift in range(-6, 7):
+            if shift >= 0:
+                moved = ndimage.binary_dilation(seen, _disk(shift)) if shift else seen
+            else:  # beyond the image nothing is visible: the border erodes too
+                moved = ndimage.binary_erosion(np.pad(seen, 1), _disk(-shift))[1:-1, 1:-1]
+            iou = (moved & mask).sum() / (moved | mask).sum()
+            losses.append(1.0 - iou + 0.003 * abs(shift))
+        loss, found = score(rot, trans)
+        assert loss == pytest.approx(min(losses), abs=1e-12)
+        assert found == range(-6, 7)[int(np.argmin(losses))]
+
+
 def test_an_object_out_of_view_scores_one(scene):
     box, rotation, _, plate, visible = scene
     score = ExactMaskScore.from_meshes(box.vertices, box.faces, *plate, visible, K)

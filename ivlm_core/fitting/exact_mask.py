@@ -14,8 +14,8 @@ from __future__ import annotations
 
 from dataclasses import dataclass, field
 
+import cv2
 import numpy as np
-from scipy import ndimage
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.fitting.zbuffer import render_depth
@@ -89,19 +89,30 @@ class ExactMaskScore:
         if visible is None or not visible.any():
             return 1.0, 0
         target = self.mask[box[1] : box[3], box[0] : box[2]]
-        # signed distance to the visible set's outline (one zero pixel around the window: beyond the image
-        # nothing is visible, so an erosion eats the border): the set moved out by r >= 0 is sd <= r (within r
-        # of it), moved in by r is sd < -r (farther than r from its complement)
-        padded = np.pad(visible, 1)
-        sd = np.where(visible, -ndimage.distance_transform_edt(padded)[1:-1, 1:-1],
-                      ndimage.distance_transform_edt(~padded)[1:-1, 1:-1])
-        every, on_mask = np.sort(sd, axis=None), np.sort(sd[target])
+        # exact Euclidean distances (OpenCV's, as scipy's but several times faster on these small windows) of
+        # each visible pixel to the nearest hidden one and back, one hidden pixel around the window (beyond the
+        # image nothing is visible, so an erosion eats the border). Squared, they are whole numbers: the set
+        # moved out by r >= 0 is the visible pixels plus the hidden ones within r of them, moved in by s > 0
+        # the visible pixels farther than s from the hidden ones.
+        padded = np.pad(visible, 1).view(np.uint8)
+        inside = cv2.distanceTransform(padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
+        outside = cv2.distanceTransform(1 - padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)[1:-1, 1:-1]
         shifts = np.arange(-self.max_shift_px, self.max_shift_px + 1)
+        squares = shifts * shifts
+        top = int(squares.max()) + 1  # every squared distance beyond the largest shift is alike
+
+        def at_most(distance: np.ndarray) -> np.ndarray:  # [i]: how many distances are <= sqrt(i)
+            squared = np.minimum(np.rint(np.square(distance)), top).astype(np.int64)
+            return np.cumsum(np.bincount(squared, minlength=top + 1))
+
+        hidden = ~visible
+        vis_in, vis_out = at_most(inside[visible]), at_most(outside[hidden])
+        hit_in, hit_out = at_most(inside[visible & target]), at_most(outside[hidden & target])
         grown = shifts >= 0
-        moved = np.where(grown, np.searchsorted(every, shifts, "right"), np.searchsorted(every, shifts, "left"))
-        inter = np.where(grown, np.searchsorted(on_mask, shifts, "right"), np.searchsorted(on_mask, shifts, "left"))
+        moved = np.where(grown, vis_in[-1] + vis_out[squares], vis_in[-1] - vis_in[squares])
+        inter = np.where(grown, hit_in[-1] + hit_out[squares], hit_in[-1] - hit_in[squares])
         loss = 1.0 - inter / np.maximum(moved + self.mask_pixels - inter, 1) + self.shift_cost * np.abs(shifts)
-        best = int(np.argmin(loss))  # the first minimum: the most eroded of equals, as the loop before
+        best = int(np.argmin(loss))  # the first minimum: the most eroded of equals
         return float(loss[best]), int(shifts[best])
 
     def _visible_object(self, posed: np.ndarray) -> tuple[np.ndarray | None, tuple[int, int, int, int]]:
