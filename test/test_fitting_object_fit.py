@@ -71,8 +71,9 @@ def test_fit_without_a_start_pose_uses_the_mask_and_contacts(scene):
     s = scene
     cfg = FitConfig(iterations=120, start_candidates_without_pose=12, warmup_iterations=20)
     res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K, cfg)
-    # 8 contact-normal + 8 principal-axis + 24 cube rotations, each also refined by ICP
-    assert res.report["start_candidates"] == 80 and res.report["hypotheses"] == 12
+    # 8 contact-normal + 8 principal-axis + 24 cube rotations, each at the mask centre (also refined by ICP)
+    # and with its contact patch on the body's
+    assert res.report["start_candidates"] == 120 and res.report["hypotheses"] == 12
     assert res.report["iterations"] == 20 + 120
     assert _centre_error_cm(s, res) < 3.0
     rep = res.report
