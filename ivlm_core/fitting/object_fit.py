@@ -26,10 +26,12 @@ model's false blob on the other hand is a whole region, which no robust kernel t
 
 Without a start pose (the product's path) the fit is multi-hypothesis (``ivlm_core.fitting.hypotheses``):
 rotations about the contact normals, along the object's and the mask's principal axes, and the 24 rotations
-of the cube, each at the mask centre and contact depth and each also refined by contact ICP, are scored by the
-full loss; the best distinct ones get a short fit together in one batch (Adam is per element, so a batch
-gives exactly what one fit per hypothesis would) on a coarse silhouette grid (hypothesis_resolution), the best
-few are continued on the fine grid (silhouette_resolution), and the best is kept. The
+of the cube, each at the mask centre and contact depth (and refined from there by contact ICP) and each with
+its contact patch's centroid on the body's (an object seen end-on is tens of centimetres from the mask centre's
+depth), are scored by the full loss; the best distinct ones get a short fit together in one batch (Adam is
+per element, so a batch gives exactly what one fit per hypothesis would) on a coarse silhouette grid
+(hypothesis_resolution), the best few are continued on the fine grid (silhouette_resolution), and the best is
+kept. The
 runner-up that is a different pose modulo the object's symmetry gives the confidence (its loss gap); a
 near-tie is reported as an ambiguity.
 
@@ -382,7 +384,8 @@ def fit_object(
 
     object_contact / human_contact: per-vertex probabilities in the meshes' vertex order. object_mask: (H,W)
     bool in the image of intrinsics camera_k. init_rotation/init_translation: an optional starting pose of the
-    mesh frame; without a translation the object starts at the mask centre at the human contact depth, and
+    mesh frame; without a translation the object starts at the mask centre at the human contact depth and with
+    its contact centroid on the body's, and
     without a rotation the multi-hypothesis start is used. symmetry: the object's (library) symmetry, used to
     tell a rival pose from a twin; None = no symmetry. previous_pose: (rotation, translation) of the last
     fit of this object in a stream (mesh frame -> camera frame), or None: it joins the start poses and the
