@@ -31,9 +31,8 @@ its contact patch's centroid on the body's (an object seen end-on is tens of cen
 depth), are scored by the full loss; the best distinct ones get a short fit together in one batch (Adam is
 per element, so a batch gives exactly what one fit per hypothesis would) on a coarse silhouette grid
 (hypothesis_resolution), the best few are continued on the fine grid (silhouette_resolution), and the best is
-kept. The
-runner-up that is a different pose modulo the object's symmetry gives the confidence (its loss gap); a
-near-tie is reported as an ambiguity.
+kept. The runner-up that is a different pose modulo the object's symmetry gives the confidence (its loss gap);
+a near-tie is reported as an ambiguity.
 
 The smooth mask term above is what gradients need, but its approximations (coarse grid, blurred outline, a
 depth margin before the body hides the object) misjudge masks that are too wide or too narrow behind the
