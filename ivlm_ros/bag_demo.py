@@ -57,6 +57,7 @@ class Recorder:
         self.last_status: dict[str, str] = {}
         self.frames_done: set[str] = set()  # stamps with a HumanContact or ObjectContact
         self.estimated: set[str] = set()  # stamps with an InteractionEstimate that carries its own frame's contact
+        self.placed_estimates = 0  # estimates with a placed body: each comes with a /tf of its body frame
         node.create_subscription(HumanContact, f"{ns}/human_contact", self._human, 10)
         node.create_subscription(ObjectContact, f"{ns}/object_contact", self._object, 10)
         node.create_subscription(MarkerArray, f"{ns}/markers", self._markers, 10)
@@ -134,6 +135,7 @@ class Recorder:
 
     def _estimate(self, msg: Any) -> None:
         self.counts["estimate"] += 1
+        self.placed_estimates += bool(msg.human_placed)
         stamp = msg.header.stamp
         if (msg.contact_stamp.sec, msg.contact_stamp.nanosec) == (stamp.sec, stamp.nanosec):
             self.estimated.add(_stamp_name(msg.header))
@@ -256,10 +258,15 @@ def run(args: argparse.Namespace) -> int:
         while min(mcap.writer.counts[t] for t in per_frame) < frames and time.monotonic() < deadline:
             spin(0.1)
         # ... and each frame's estimate is published again when its contact arrives, with its /tf: wait for
-        # every frame's estimate with its own contact (a quiet-time rule alone lost the last one on a loaded
-        # machine), then drain until those topics have been quiet for 2 s
-        while (recorder.counts["estimate"] and not recorder.frames_done <= recorder.estimated
-               and time.monotonic() < deadline):
+        # every frame's estimate with its own contact and, once the node has sent any /tf (publish_tf may be
+        # off), a /tf message for every placed estimate (a quiet-time rule alone lost the last of either on a
+        # loaded machine), then drain until those topics have been quiet for 2 s
+        def tf_missing() -> bool:
+            sent_tf = mcap.writer.counts.get("/tf", 0)
+            return 0 < sent_tf < recorder.placed_estimates
+
+        while ((recorder.counts["estimate"] and not recorder.frames_done <= recorder.estimated)
+               or tf_missing()) and time.monotonic() < deadline:
             spin(0.1)
         drained = [*per_frame, "/tf"]
         last, quiet_since = -1, time.monotonic()

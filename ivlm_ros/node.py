@@ -837,8 +837,17 @@ class IvlmNode(LifecycleNode):
             contact = self._board.contact_for(body.track_id, self._max_people == 1)
             stamps[body.track_id] = contact.stamp if contact is not None else None
         pubs["bodies"].publish(tracked_bodies_msg(header, everyone, snapshot.status, stamps))
+        if settings.publish_tf and self._tf is not None:
+            # /tf before the estimates that name its frames: a consumer can look them up as an estimate arrives
+            transforms = [
+                transform for track_id, result, _ in people for transform in interaction_transforms(
+                    header, result, settings.tf_body_frame_prefix, settings.tf_object_frame_prefix, track_id
+                )
+            ]
+            if transforms:
+                self._tf.send(transforms)
+                self.monitor.tf_transforms_sent += len(transforms)
         markers = []
-        transforms = []
         for track_id, result, contact_stamp in people:
             pubs["estimate"].publish(
                 interaction_estimate_cdr(
@@ -846,10 +855,6 @@ class IvlmNode(LifecycleNode):
                     contact_stamp if contact_stamp is not None else Time(), track_id,
                 )
             )
-            if settings.publish_tf:
-                transforms += interaction_transforms(
-                    header, result, settings.tf_body_frame_prefix, settings.tf_object_frame_prefix, track_id
-                )
             if settings.publish_markers:
                 tracked = result.body_placement is not None and track_id != WHOLE_IMAGE
                 markers += interaction_markers(
@@ -857,9 +862,6 @@ class IvlmNode(LifecycleNode):
                     settings.contact_sphere_radius_m, settings.display_distance_m,
                     ns_prefix=person_namespace(track_id) if tracked else "", colour_cache=self._corner_colours,
                 )
-        if transforms and self._tf is not None:
-            self._tf.send(transforms)
-            self.monitor.tf_transforms_sent += len(transforms)
         if settings.publish_markers:
             markers = self._stale_markers.with_deletes(markers)
             pubs["markers"].publish(
