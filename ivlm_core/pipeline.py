@@ -283,10 +283,12 @@ class InteractionPipeline:
         fit_config = None
         if cfg.fit_object:
             from ivlm_core.fitting.object_fit import ObjectFitConfig
+            from ivlm_core.fitting.object_fit import warm_up as warm_up_object_fit
 
             fit_config = (
                 ObjectFitConfig.load(cfg.fit_config) if cfg.fit_config else ObjectFitConfig.load_default()
             )
+            warm_up_object_fit()  # the optimiser's first import: off the first placement
         model_2d = None
         if cfg.contact_2d_checkpoint_dir is not None:
             model_2d = load_checkpoint(cfg.contact_2d_checkpoint_dir, clip_dir=cfg.clip_dir, device=device,

@@ -1,4 +1,6 @@
 import dataclasses
+import subprocess
+import sys
 
 import numpy as np
 import pytest
@@ -189,3 +191,14 @@ def test_body_surface_search_answers_from_a_tracker_only_at_its_own_reach():
     assert int(surface.nearest(points, 0.05)[1]) == -1  # beyond reach
     with pytest.raises(ValueError, match="stops at"):
         surface.nearest(points, 0.1, tracked)
+
+
+def test_warm_up_takes_the_optimisers_one_time_import_off_the_first_fit() -> None:
+    """In a fresh process torch._dynamo is not loaded until the first optimiser is built; warm_up builds one."""
+    script = ("import sys\n"
+              "from ivlm_core.fitting import object_fit\n"
+              "assert 'torch._dynamo' not in sys.modules\n"
+              "object_fit.warm_up()\n"
+              "assert 'torch._dynamo' in sys.modules\n")
+    done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
+    assert done.returncode == 0, done.stderr

@@ -68,7 +68,7 @@ def test_human_contact_lands_on_the_smplx_display_body(tiny_checkpoints, tiny_bo
 
 
 def test_interaction_places_body_and_object(tiny_checkpoints, tiny_body_assets, object_library, photo,
-                                            tmp_path) -> None:
+                                            tmp_path, monkeypatch) -> None:
     pytest.importorskip("mediapipe")
     _, _, body_dir = tiny_body_assets
     fit_yaml = tmp_path / "fit.yaml"
@@ -76,8 +76,10 @@ def test_interaction_places_body_and_object(tiny_checkpoints, tiny_body_assets, 
     cfg = PipelineConfig(checkpoint_dir=str(tiny_checkpoints["Gen-Hu-Obj"]), body_model_dir=str(body_dir),
                          task="interaction", object_library=str(object_library), fit_human=True,
                          fit_object=True, fit_config=str(fit_yaml), max_new_tokens=16)
+    warmed = []
+    monkeypatch.setattr("ivlm_core.fitting.object_fit.warm_up", lambda: warmed.append(True))
     pipe = InteractionPipeline.load(cfg)
-    assert pipe.fit_config.iterations == 80
+    assert pipe.fit_config.iterations == 80 and warmed  # the fit's one-time start-up cost is paid at load
     k = _k(photo)
     no_box = pipe.estimate(photo, "tennis_racket", camera_k=k)
     assert no_box.body_placement.placed, no_box.body_placement.status

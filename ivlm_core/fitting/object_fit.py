@@ -530,6 +530,13 @@ def fit_object(
     return ObjectFitResult(rotation, translation, s, vertices, report, status, runner_up)
 
 
+def warm_up() -> None:
+    """Pay the fit's one-time start-up cost at load, not in the first fit: the first torch optimiser built in a
+    process imports torch._dynamo (about 1.1 s on the dev CPU), which a node would otherwise add to its first
+    object placement."""
+    torch.optim.Adam([torch.zeros(1, requires_grad=True)])
+
+
 def mask_half_width_px(mask: np.ndarray) -> float:
     """Pixels from the mask's thickest point to its outline (the image border counts as outline). A predicted
     mask's outline is off by a few pixels; on a mask only that thick, such an error takes or adds most of the
