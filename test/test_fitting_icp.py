@@ -5,7 +5,7 @@ from scipy.spatial.transform import Rotation
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.fitting.icp import (
-    contact_anchored_translation,
+    contact_anchored_translations,
     contact_icp,
     contact_region_depth,
     mask_centre_translation,
@@ -31,14 +31,16 @@ def test_contact_depth_prefers_confident_vertices():
 
 def test_anchored_translation_puts_the_turned_object_contact_centroid_on_the_body_one():
     rng = np.random.default_rng(1)
-    rot = Rotation.from_rotvec([0.3, -1.1, 0.4]).as_matrix()
+    rots = [Rotation.from_rotvec(v).as_matrix() for v in ([0.3, -1.1, 0.4], [0.0, 2.0, -0.5])]
     obj_points, obj_w = rng.normal(size=(20, 3)), rng.uniform(0.1, 1.0, 20)
     hum_points, hum_w = rng.normal(size=(30, 3)) + np.array([0.0, 0.0, 2.0]), rng.uniform(0.1, 1.0, 30)
-    trans = contact_anchored_translation(rot, obj_points, obj_w, hum_points, hum_w)
-    placed = obj_points @ rot.T + trans
-    assert np.allclose(obj_w @ placed / obj_w.sum(), hum_w @ hum_points / hum_w.sum())
+    translations = contact_anchored_translations(rots, obj_points, obj_w, hum_points, hum_w)
+    assert len(translations) == 2
+    for rot, trans in zip(rots, translations):
+        placed = obj_points @ rot.T + trans
+        assert np.allclose(obj_w @ placed / obj_w.sum(), hum_w @ hum_points / hum_w.sum())
     with pytest.raises(InvalidInputError, match="positive weight"):
-        contact_anchored_translation(rot, obj_points, np.zeros(20), hum_points, hum_w)
+        contact_anchored_translations(rots, obj_points, np.zeros(20), hum_points, hum_w)
 
 
 def test_umeyama_recovers_a_rigid_motion_and_never_reflects():

@@ -26,12 +26,12 @@ def mask_centre_translation(mask: np.ndarray, camera_k: np.ndarray, depth: float
     return np.array([(u - k[0, 2]) * depth / k[0, 0], (v - k[1, 2]) * depth / k[1, 1], depth])
 
 
-def contact_anchored_translation(
-    rotation: np.ndarray, object_points: np.ndarray, object_weights: np.ndarray, human_points: np.ndarray,
+def contact_anchored_translations(
+    rotations: list[np.ndarray], object_points: np.ndarray, object_weights: np.ndarray, human_points: np.ndarray,
     human_weights: np.ndarray,
-) -> np.ndarray:
-    """(3,) translation that puts the weighted centroid of the object's contact points (object frame), turned
-    by ``rotation``, on the weighted centroid of the body's contact points (camera frame)."""
+) -> list[np.ndarray]:
+    """(3,) translation per rotation that puts the weighted centroid of the object's contact points (object
+    frame), turned by that rotation, on the weighted centroid of the body's contact points (camera frame)."""
     obj_w = np.asarray(object_weights, dtype=np.float64)
     hum_w = np.asarray(human_weights, dtype=np.float64)
     if len(obj_w) == 0 or len(hum_w) == 0 or obj_w.sum() <= 0 or hum_w.sum() <= 0:
@@ -39,7 +39,7 @@ def contact_anchored_translation(
                                 "meshes")
     obj_centroid = obj_w @ np.asarray(object_points, dtype=np.float64) / obj_w.sum()
     hum_centroid = hum_w @ np.asarray(human_points, dtype=np.float64) / hum_w.sum()
-    return hum_centroid - np.asarray(rotation, dtype=np.float64) @ obj_centroid
+    return [hum_centroid - np.asarray(rotation, dtype=np.float64) @ obj_centroid for rotation in rotations]
 
 
 def contact_region_depth(

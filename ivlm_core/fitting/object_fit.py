@@ -66,7 +66,7 @@ from ivlm_core.errors import InvalidInputError, MissingAssetError
 from ivlm_core.fitting.exact_mask import ExactMaskScore
 from ivlm_core.fitting.hypotheses import start_rotations
 from ivlm_core.fitting.icp import (
-    contact_anchored_translation,
+    contact_anchored_translations,
     contact_icp,
     contact_region_depth,
     mask_centre_translation,
@@ -831,25 +831,25 @@ def _start_poses(
         else:
             poses.append((rot, rot @ centre + np.asarray(init_translation, dtype=np.float64), label))
     report = {"icp_iterations": 0.0, "icp_rmse_m": float("nan")}
+    touched, touched_normals, touched_p = (obj_v - centre)[obj_sel], obj_normals[obj_sel], p_obj[obj_sel]
     refined = []
     if cfg.icp_iterations > 0 and obj_sel.sum() >= 3 and len(hum_points) >= 3:
         for rot, trans, label in poses:
             icp = contact_icp(
-                (obj_v - centre)[obj_sel], obj_normals[obj_sel], hum_points, hum_normals, rot, trans,
-                p_obj[obj_sel], hum_p, cfg.icp_iterations, cfg.icp_normal_weight, cfg.icp_max_normal_angle_deg,
+                touched, touched_normals, hum_points, hum_normals, rot, trans, touched_p, hum_p,
+                cfg.icp_iterations, cfg.icp_normal_weight, cfg.icp_max_normal_angle_deg,
                 robust_scale_m=cfg.icp_robust_scale_m,
             )
             refined.append((icp.rotation, icp.translation, label + "+icp"))
             report = {"icp_iterations": float(icp.iterations), "icp_rmse_m": icp.rmse}
     anchored = []
-    if init_translation is None and p_obj[obj_sel].sum() > 0 and hum_p.sum() > 0:
+    if init_translation is None and touched_p.sum() > 0 and hum_p.sum() > 0:
         # each rotation again with its contact patch on the body's: for an elongated object seen end-on and
         # touching at one end, the mask centre at the contact depth is tens of centimetres from its centre, too
         # far for the ICP or the short fits to recover (fit_recovery: a racket against the torso, 62 degrees
         # off). Not refined by ICP as well: that did not change the benchmark's fits and cost 0.07 s a fit
-        anchored = [(rot, contact_anchored_translation(rot, (obj_v - centre)[obj_sel], p_obj[obj_sel],
-                                                       hum_points, hum_p), label + "+anchored")
-                    for rot, _, label in poses]
+        moved = contact_anchored_translations([rot for rot, _, _ in poses], touched, touched_p, hum_points, hum_p)
+        anchored = [(rot, trans, label + "+anchored") for (rot, _, label), trans in zip(poses, moved)]
     return poses + anchored + refined, report
 
 
