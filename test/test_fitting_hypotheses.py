@@ -117,6 +117,68 @@ def test_without_a_start_pose_each_rotation_also_starts_with_its_contact_patch_o
     assert not any("anchored" in label for _, _, label in given)
 
 
+def _far_blob(s, offset, radius):
+    """(V,) bool: body vertices within radius of the body vertex nearest the true contacts' centroid + offset."""
+    touching = s["body_v"][s["p_hum"] > 0.5].mean(0)
+    spot = s["body_v"][np.argmin(np.linalg.norm(s["body_v"] - (touching + np.asarray(offset)), axis=1))]
+    return np.linalg.norm(s["body_v"] - spot, axis=1) < radius
+
+
+def test_with_several_body_contact_regions_each_rotation_also_starts_on_each_region(box_scene):
+    """Two hands labelled touched: the centroid of both is on neither, so every rotation also starts with its
+    object contact patch on each region alone ("+region<r>")."""
+    s = box_scene
+    blob = _far_blob(s, [0.0, 0.35, 0.0], 0.04)
+    noisy = np.where(blob, 1.0, s["p_hum"])
+    cfg = of.FitConfig()
+    centre = s["obj_v"].mean(0)
+    args = (cfg, s["obj_v"], s["obj_f"], centre, s["p_obj"], s["body_v"], s["body_f"])
+    poses, _ = of._start_poses(*args, noisy, s["mask"], K, None, None)
+    plain = sorted(label for _, _, label in poses if "+" not in label)
+    hum_points, _, hum_p = of.sample_contact_surface(s["body_v"], s["body_f"], noisy, cfg.human_contact_threshold,
+                                                     seed=cfg.seed)
+    count, region = of._regions(hum_points, cfg.contact_cluster_m)
+    assert count == 2
+    touched = s["p_obj"] > cfg.object_contact_threshold
+    object_centroid = s["p_obj"][touched] @ (s["obj_v"] - centre)[touched] / s["p_obj"][touched].sum()
+    for r in range(count):
+        on_region = [(rot, trans) for rot, trans, label in poses if label.endswith(f"+region{r}")]
+        assert sorted(label.split("+")[0] for _, _, label in poses if label.endswith(f"+region{r}")) == plain
+        target = hum_p[region == r] @ hum_points[region == r] / hum_p[region == r].sum()
+        for rot, trans in on_region:
+            assert np.allclose(rot @ object_centroid + trans, target, atol=1e-9)
+    # one region: no per-region starts (they would repeat the anchored ones)
+    single, _ = of._start_poses(*args, s["p_hum"], s["mask"], K, None, None)
+    assert not any("+region" in label for _, _, label in single)
+
+
+def test_a_false_contact_region_heavier_than_the_true_one_costs_a_bounded_contact_term(box_scene):
+    """A false blob 40 cm away with more contact mass than the true contacts: without a cap the contact term
+    pulls the object towards it; with contact_cap_m each far contact costs at most the cap, so the best
+    position stays on the true contacts and the blob's whole cost stays below the cap."""
+    s = box_scene
+    blob = _far_blob(s, [-0.2, 0.35, 0.0], 0.06)
+    assert blob.sum() > (s["p_hum"] > 0.5).sum()
+    noisy = np.where(blob, 1.0, s["p_hum"])
+    towards = s["body_v"][blob].mean(0) - s["body_v"][s["p_hum"] > 0.5].mean(0)
+    towards[2] = 0.0
+    towards /= np.linalg.norm(towards)
+    shifts = np.arange(0, 0.121, 0.02)[:, None] * towards
+    best = {}
+    for cap in (of.FitConfig().contact_cap_m, 0.0):
+        cfg = of.FitConfig(contact_cap_m=cap)
+        scene, (rot, trans, scale) = _prepared(s, cfg, p_hum=noisy)
+        n = len(shifts)
+        with torch.no_grad():
+            moved = trans + torch.tensor(shifts, dtype=torch.float32)
+            contact = of._losses(scene, cfg, rot.expand(n, 3, 3), moved, scale.expand(n), None)["contact"]
+        best[cap] = shifts[int(torch.argmin(contact))] @ towards
+        if cap > 0:
+            assert float(contact[0]) < cap
+    assert best[of.FitConfig().contact_cap_m] <= of.FitConfig().contact_tolerance_m + 1e-6
+    assert best[0.0] > 0.05  # uncapped, the heavier blob wins
+
+
 def test_robust_contact_term_ignores_an_outlier_blob(box_scene):
     """A blob of false human contacts (the other hand) 25 cm away must not pull the object's best position."""
     s = box_scene

@@ -10,8 +10,8 @@ rotation, translation (and optionally scale) minimising
   w_contact * a robust two-sided contact distance (ivlm; the reference's all-pairs mean distance pulls the
   object towards the middle of every contact, the other hand included): each object contact to its nearest
   human contact and each human contact to its nearest object contact, less contact_tolerance_m (a label
-  means "within about a centimetre"), p- and density-weighted, averaged over the closest
-  contact_keep_fraction (a trimmed mean),
+  means "within about a centimetre") and saturating at contact_cap_m (a far contact is mostly a false one),
+  p- and density-weighted, averaged over the closest contact_keep_fraction (a trimmed mean),
 plus two ivlm terms the reference lacks, both on a sample of the object's vertices measured against dense samples
 of the body surface near its contacts:
   w_penetration * mean depth inside the body, which stops the contact term from pulling the object into the
@@ -28,11 +28,11 @@ Without a start pose (the product's path) the fit is multi-hypothesis (``ivlm_co
 rotations about the contact normals, along the object's and the mask's principal axes, and the 24 rotations
 of the cube, each at the mask centre and contact depth (and refined from there by contact ICP) and each with
 its contact patch's centroid on the body's (an object seen end-on is tens of centimetres from the mask centre's
-depth), are scored by the full loss; the best distinct ones get a short fit together in one batch (Adam is
-per element, so a batch gives exactly what one fit per hypothesis would) on a coarse silhouette grid
-(hypothesis_resolution), the best few are continued on the fine grid (silhouette_resolution), and the best is
-kept. The runner-up that is a different pose modulo the object's symmetry gives the confidence (its loss gap);
-a near-tie is reported as an ambiguity.
+depth), and on each body contact region's alone when there are several, are scored by the full loss; the
+best distinct ones get a short fit together in one batch (Adam is per element, so a batch gives exactly what
+one fit per hypothesis would) on a coarse silhouette grid (hypothesis_resolution), the best few are
+continued on the fine grid (silhouette_resolution), and the best is kept. The runner-up that is a different
+pose modulo the object's symmetry gives the confidence (its loss gap); a near-tie is reported as an ambiguity.
 
 The smooth mask term above is what gradients need, but its approximations (coarse grid, blurred outline, a
 depth margin before the body hides the object) misjudge masks that are too wide or too narrow behind the
@@ -115,6 +115,7 @@ class FitConfig:
     contact_keep_fraction: float = 1.0
     contact_density_radius: float = 0.15
     contact_tolerance_m: float = 0.01
+    contact_cap_m: float = 0.05
     mask_boundary_band_px: int = 0
     mask_shift_px: int = 8
     mask_shift_step_px: int = 1
@@ -193,6 +194,8 @@ class FitConfig:
         ) < 0:
             raise InvalidInputError("fitting config: exact_polish_rounds >= 0 (0 = off), exact_polish_starts and "
                                     "exact_polish_samples >= 1, exact_polish_turn_deg and exact_polish_move_m >= 0")
+        if not cfg.contact_cap_m >= 0:
+            raise InvalidInputError(f"fitting config: contact_cap_m >= 0 metres (0 = no cap), not {cfg.contact_cap_m}")
         if min(cfg.object_test_points, cfg.body_surface_samples) < 1:
             raise InvalidInputError("fitting config: object_test_points, body_surface_samples >= 1 (the penetration "
                                     "and contact-label terms need them; weight them 0 to turn those off)")
@@ -605,9 +608,7 @@ def _touching_clusters(
     above = np.nonzero(p_hum > cfg.human_contact_threshold)[0]
     if cfg.contact_cluster_m <= 0 or len(above) < 2:
         return p_hum
-    pairs = cKDTree(hum_v[above]).query_pairs(cfg.contact_cluster_m, output_type="ndarray")
-    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(above), len(above)))
-    count, label = connected_components(graph, directed=False)
+    count, label = _regions(hum_v[above], cfg.contact_cluster_m)
     if count == 1:
         return p_hum
     outside = ndimage.distance_transform_edt(~mask)
@@ -622,6 +623,13 @@ def _touching_clusters(
     out = p_hum.copy()
     out[above[~keep[label]]] = 0.0
     return out
+
+
+def _regions(points: np.ndarray, link_m: float) -> tuple[int, np.ndarray]:
+    """(count, (N,) region label) of points linked into regions by chains of neighbours within link_m."""
+    pairs = cKDTree(points).query_pairs(link_m, output_type="ndarray")
+    graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(points), len(points)))
+    return connected_components(graph, directed=False)
 
 
 def _pose(batch: _Batch, i: int) -> tuple[np.ndarray, np.ndarray]:
@@ -810,7 +818,8 @@ def _start_poses(
     With a given rotation: that pose only. Without: the multi-hypothesis rotations
     (:func:`ivlm_core.fitting.hypotheses.start_rotations`) at the mask centre and the contact depth, refined
     by ICP, and each also with its object contact centroid on the body's ("<label>+anchored", not refined;
-    only without a given translation).
+    only without a given translation) and, when the body's contacts form several regions, on each region's
+    ("<label>+region<r>")
     """
     obj_sel = p_obj > cfg.object_contact_threshold
     obj_normals = _vertex_normals(obj_v, obj_f)
@@ -848,8 +857,16 @@ def _start_poses(
         # touching at one end, the mask centre at the contact depth is tens of centimetres from its centre, too
         # far for the ICP or the short fits to recover (fit_recovery: a racket against the torso, 62 degrees
         # off). Not refined by ICP as well: that did not change the benchmark's fits and cost 0.07 s a fit
-        moved = contact_anchored_translations([rot for rot, _, _ in poses], touched, touched_p, hum_points, hum_p)
+        rots = [rot for rot, _, _ in poses]
+        moved = contact_anchored_translations(rots, touched, touched_p, hum_points, hum_p)
         anchored = [(rot, trans, label + "+anchored") for (rot, _, label), trans in zip(poses, moved)]
+        # ... and on each body contact region alone when there are several (the object may touch only one:
+        # the centroid of two hands is on neither)
+        count, region = _regions(hum_points, cfg.contact_cluster_m) if cfg.contact_cluster_m > 0 else (1, None)
+        for r in range(count if count > 1 else 0):
+            moved = contact_anchored_translations(rots, touched, touched_p, hum_points[region == r],
+                                                  hum_p[region == r])
+            anchored += [(rot, trans, f"{label}+region{r}") for (rot, _, label), trans in zip(poses, moved)]
     return poses + anchored + refined, report
 
 
@@ -1107,6 +1124,9 @@ def _body_terms(
         tol = cfg.contact_tolerance_m
         obj_dist = torch.relu(((obj_c - hum[to_hum]).pow(2).sum(-1) + 1e-12).sqrt() - tol)
         hum_dist = torch.relu(((obj_c[batch, to_obj] - hum[None]).pow(2).sum(-1) + 1e-12).sqrt() - tol)
+        if cfg.contact_cap_m > 0:  # a contact this far from the other mesh is mostly a false one: bounded cost
+            obj_dist = cfg.contact_cap_m * torch.tanh(obj_dist / cfg.contact_cap_m)
+            hum_dist = cfg.contact_cap_m * torch.tanh(hum_dist / cfg.contact_cap_m)
         obj_side = _trimmed_mean(obj_dist, scene.obj_contact_p, cfg.contact_keep_fraction)
         hum_side = _trimmed_mean(hum_dist, scene.human_contact_p, cfg.contact_keep_fraction)
         terms["contact"] = 0.5 * (obj_side + hum_side)
