@@ -90,6 +90,45 @@ def test_start_rotations_cover_contact_axes_and_cube(box_scene):
             assert turned[2] > 0.9
 
 
+def _patch_centroid(cfg, centred, p_obj):
+    """The object's contact patch centroid as the fit weighs its contacts: p times local density."""
+    touched = p_obj > cfg.object_contact_threshold
+    radius = cfg.contact_density_radius * float(np.linalg.norm(np.ptp(centred, axis=0)))
+    weights = p_obj[touched] * of._density(centred[touched], radius)
+    return weights @ centred[touched] / weights.sum()
+
+
+def test_stray_object_labels_do_not_move_the_contact_anchored_starts(box_scene):
+    """15 % of the object's labels flipped on at random over its surface (a model's stray false contacts) pull
+    the plain p-weighted patch centroid by most of a centimetre; the anchored starts, weighted by density as
+    the contact term is, move by under 2 mm."""
+    s = box_scene
+    cfg = of.FitConfig()
+    p_obj = s["p_obj"]
+    rng = np.random.default_rng(0)
+    off = np.nonzero(p_obj <= cfg.object_contact_threshold)[0]
+    stray = rng.choice(off, round(0.15 * (p_obj > cfg.object_contact_threshold).sum()), replace=False)
+    noisy = p_obj.copy()
+    noisy[stray] = rng.uniform(0.4, 1.0, len(stray))
+    centre = s["obj_v"].mean(0)
+
+    poses, _ = of._start_poses(cfg, s["obj_v"], s["obj_f"], centre, noisy, s["body_v"], s["body_f"], s["p_hum"],
+                               s["mask"], K, None, None)
+    hum_points, _, hum_p = of.sample_contact_surface(s["body_v"], s["body_f"], s["p_hum"],
+                                                     cfg.human_contact_threshold, seed=cfg.seed)
+    body_centroid = hum_p @ hum_points / hum_p.sum()
+    true_patch = _patch_centroid(cfg, s["obj_v"] - centre, p_obj)  # without the stray labels
+    anchored = [(rot, trans) for rot, trans, label in poses if label.endswith("+anchored")]
+    assert len(anchored) > 10
+    assert max(np.linalg.norm(rot @ true_patch + trans - body_centroid) for rot, trans in anchored) < 0.002
+
+    def plain(p):
+        touched = p > cfg.object_contact_threshold
+        return p[touched] @ s["obj_v"][touched] / p[touched].sum()
+
+    assert np.linalg.norm(plain(p_obj) - plain(noisy)) > 0.005  # the stray labels do matter
+
+
 def test_without_a_start_pose_each_rotation_also_starts_with_its_contact_patch_on_the_body(box_scene):
     """The mask centre at the contact depth can be tens of centimetres from an end-on object's centre: every
     rotation is also tried with its object contact centroid on the body's."""
@@ -106,8 +145,7 @@ def test_without_a_start_pose_each_rotation_also_starts_with_its_contact_patch_o
     hum_points, _, hum_p = of.sample_contact_surface(s["body_v"], s["body_f"], s["p_hum"],
                                                      cfg.human_contact_threshold, seed=cfg.seed)
     body_centroid = hum_p @ hum_points / hum_p.sum()
-    touched = p_obj > cfg.object_contact_threshold
-    object_centroid = p_obj[touched] @ (obj_v - centre)[touched] / p_obj[touched].sum()
+    object_centroid = _patch_centroid(cfg, obj_v - centre, p_obj)
     for rot, trans, label in poses:
         if label.endswith("+anchored"):
             assert np.allclose(rot @ object_centroid + trans, body_centroid, atol=1e-9)
@@ -139,8 +177,7 @@ def test_with_several_body_contact_regions_each_rotation_also_starts_on_each_reg
                                                      seed=cfg.seed)
     count, region = of._regions(hum_points, cfg.contact_cluster_m)
     assert count == 2
-    touched = s["p_obj"] > cfg.object_contact_threshold
-    object_centroid = s["p_obj"][touched] @ (s["obj_v"] - centre)[touched] / s["p_obj"][touched].sum()
+    object_centroid = _patch_centroid(cfg, s["obj_v"] - centre, s["p_obj"])
     for r in range(count):
         on_region = [(rot, trans) for rot, trans, label in poses if label.endswith(f"+region{r}")]
         assert sorted(label.split("+")[0] for _, _, label in poses if label.endswith(f"+region{r}")) == plain

@@ -858,13 +858,17 @@ def _start_poses(
         # far for the ICP or the short fits to recover (fit_recovery: a racket against the torso, 62 degrees
         # off). Not refined by ICP as well: that did not change the benchmark's fits and cost 0.07 s a fit
         rots = [rot for rot, _, _ in poses]
-        moved = contact_anchored_translations(rots, touched, touched_p, hum_points, hum_p)
+        # the object's patch weighted by its density as in the contact term: stray false labels scattered over
+        # the object would pull its centroid towards the object's centre
+        radius = cfg.contact_density_radius * float(np.linalg.norm(np.ptp(obj_v, axis=0)))
+        touched_w = touched_p * _density(touched, radius)
+        moved = contact_anchored_translations(rots, touched, touched_w, hum_points, hum_p)
         anchored = [(rot, trans, label + "+anchored") for (rot, _, label), trans in zip(poses, moved)]
         # ... and on each body contact region alone when there are several (the object may touch only one:
         # the centroid of two hands is on neither)
         count, region = _regions(hum_points, cfg.contact_cluster_m) if cfg.contact_cluster_m > 0 else (1, None)
         for r in range(count if count > 1 else 0):
-            moved = contact_anchored_translations(rots, touched, touched_p, hum_points[region == r],
+            moved = contact_anchored_translations(rots, touched, touched_w, hum_points[region == r],
                                                   hum_p[region == r])
             anchored += [(rot, trans, f"{label}+region{r}") for (rot, _, label), trans in zip(poses, moved)]
     return poses + anchored + refined, report
