@@ -90,6 +90,28 @@ def test_start_rotations_cover_contact_axes_and_cube(box_scene):
             assert turned[2] > 0.9
 
 
+def test_each_body_contact_region_gets_its_own_contact_rotations(box_scene):
+    """Two palms facing each other (normals +x and -x): their mean normal faces neither, so the contact family
+    is built for each region alone; the object's patch then faces each palm in turn."""
+    s = box_scene
+    local = s["obj_v"] - s["obj_v"].mean(0)
+    normals = np.asarray(trimesh.Trimesh(s["obj_v"], s["obj_f"], process=False).vertex_normals)
+    body_normals = np.concatenate((np.tile([1.0, 0.0, 0.0], (25, 1)), np.tile([-1.0, 0.0, 0.0], (25, 1))))
+    regions = np.repeat([0, 1], 25)
+    rotations = start_rotations(local, normals, s["p_obj"], 0.3, body_normals, np.ones(50), s["mask"],
+                                human_regions=regions)
+    contact = [rot for rot, label in rotations if label == "contact"]
+    assert len(contact) == 16  # 8 rolls per palm; the two together have no mean normal
+    patch = s["p_obj"] > 0.3
+    patch_normal = normals[patch].mean(0) / np.linalg.norm(normals[patch].mean(0))
+    facing = [float((rot @ patch_normal)[0]) for rot in contact]
+    assert sum(f < -0.9 for f in facing) == 8 and sum(f > 0.9 for f in facing) == 8
+    # one region: the family as before
+    single = start_rotations(local, normals, s["p_obj"], 0.3, body_normals[:25], np.ones(25), s["mask"],
+                             human_regions=regions[:25])
+    assert [label for _, label in single].count("contact") == 8
+
+
 def _patch_centroid(cfg, centred, p_obj):
     """The object's contact patch centroid as the fit weighs its contacts: p times local density."""
     touched = p_obj > cfg.object_contact_threshold

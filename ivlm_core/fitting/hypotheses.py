@@ -5,7 +5,8 @@ about a third of the scenes (flipped, rolled about the contact). The fit therefo
 rotations that the evidence suggests, refines them all (batched) and keeps the best by the full loss:
 
 * ``contact``: the object's contact patch faces the body's contact patch (its mean normal turned onto the
-  opposite of the body's), rolled about that normal in 8 steps;
+  opposite of the body's), rolled about that normal in 8 steps; when the body's contacts form several regions
+  (two hands), also each region's alone: the mean normal of two palms facing each other faces neither;
 * ``axes``: the object's longest principal axis along the mask's longest axis in the image (either way
   round), rolled about it in 4 steps;
 * ``grid``: the 24 rotations of the cube in the object's principal frame, a coarse cover of SO(3) for
@@ -23,13 +24,21 @@ from ivlm_core.fitting.symmetry import turn
 def start_rotations(
     object_local: np.ndarray, object_normals: np.ndarray, object_contact: np.ndarray, threshold: float,
     human_normals: np.ndarray, human_weights: np.ndarray, mask: np.ndarray,
-    contact_rolls: int = 8, axis_rolls: int = 4,
+    contact_rolls: int = 8, axis_rolls: int = 4, human_regions: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, str]]:
-    """(rotation, family) candidates; object_local is centred, human_normals are the body contact normals."""
+    """(rotation, family) candidates; object_local is centred, human_normals are the body contact normals.
+    human_regions: optional (N,) region label of each body contact (several: each region's contact family too)."""
     out: list[tuple[np.ndarray, str]] = []
     n_obj = _contact_normal(object_local, object_normals, object_contact, threshold)
-    n_hum = _unit((np.asarray(human_weights, float)[:, None] * np.asarray(human_normals, float)).sum(0))
-    if n_obj is not None and n_hum is not None:
+    weighted = np.asarray(human_weights, float)[:, None] * np.asarray(human_normals, float)
+    regions = [] if human_regions is None else np.unique(human_regions)
+    groups = [np.ones(len(weighted), dtype=bool)]
+    if len(regions) > 1:
+        groups += [np.asarray(human_regions) == r for r in regions]
+    for group in groups:
+        n_hum = _unit(weighted[group].sum(0))
+        if n_obj is None or n_hum is None:
+            continue
         base = _align(n_obj, -n_hum)
         for step in range(contact_rolls):
             out.append((turn(n_hum, 2 * np.pi * step / contact_rolls) @ base, "contact"))

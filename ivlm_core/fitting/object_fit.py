@@ -826,11 +826,15 @@ def _start_poses(
     hum_points, hum_normals, hum_p = sample_contact_surface(
         hum_v, hum_f, p_hum, cfg.human_contact_threshold, seed=cfg.seed
     )
+    # the body's contact regions (a false blob on the other hand is one): starts on each one alone too
+    count, region = _regions(hum_points, cfg.contact_cluster_m) if cfg.contact_cluster_m > 0 and len(
+        hum_points) > 1 else (1, np.zeros(len(hum_points), dtype=np.int64))
     if init_rotation is not None:
         rotations = [(np.asarray(init_rotation, dtype=np.float64), "given")]
     else:
         rotations = start_rotations(
-            obj_v - centre, obj_normals, p_obj, cfg.object_contact_threshold, hum_normals, hum_p, mask
+            obj_v - centre, obj_normals, p_obj, cfg.object_contact_threshold, hum_normals, hum_p, mask,
+            human_regions=region,
         )
     poses: list[tuple[np.ndarray, np.ndarray, str]] = []
     depth = contact_region_depth(hum_v, p_hum, cfg.human_contact_threshold)
@@ -866,7 +870,6 @@ def _start_poses(
         anchored = [(rot, trans, label + "+anchored") for (rot, _, label), trans in zip(poses, moved)]
         # ... and on each body contact region alone when there are several (the object may touch only one:
         # the centroid of two hands is on neither)
-        count, region = _regions(hum_points, cfg.contact_cluster_m) if cfg.contact_cluster_m > 0 else (1, None)
         for r in range(count if count > 1 else 0):
             moved = contact_anchored_translations(rots, touched, touched_w, hum_points[region == r],
                                                   hum_p[region == r])
