@@ -238,6 +238,22 @@ def test_a_false_contact_region_heavier_than_the_true_one_costs_a_bounded_contac
     assert best[0.0] > 0.05  # uncapped, the heavier blob wins
 
 
+def test_an_object_far_from_every_contact_is_still_pulled_to_the_body(box_scene):
+    """The cap bounds what a far BODY contact costs, not the object's own contacts: an object 10-40 cm from the
+    body (a stale start, a person who moved) is pulled back all the way, about as hard as without the cap."""
+    s = box_scene
+    cfg = of.FitConfig()
+    scene, (rot, trans, scale) = _prepared(s, cfg)
+    away = np.array([0.0, 0.0, 1.0])  # straight back from the camera, off the body's front
+    offsets = np.array([0.1, 0.2, 0.3, 0.4])
+    with torch.no_grad():
+        moved = trans + torch.tensor(offsets[:, None] * away, dtype=torch.float32)
+        n = len(offsets)
+        contact = of._losses(scene, cfg, rot.expand(n, 3, 3), moved, scale.expand(n), None)["contact"].numpy()
+    slope = np.diff(contact) / np.diff(offsets)  # loss per metre farther
+    assert (slope > 0.3).all(), contact  # the object side alone grows by half a metre per metre
+
+
 def test_robust_contact_term_ignores_an_outlier_blob(box_scene):
     """A blob of false human contacts (the other hand) 25 cm away must not pull the object's best position."""
     s = box_scene

@@ -10,8 +10,9 @@ rotation, translation (and optionally scale) minimising
   w_contact * a robust two-sided contact distance (ivlm; the reference's all-pairs mean distance pulls the
   object towards the middle of every contact, the other hand included): each object contact to its nearest
   human contact and each human contact to its nearest object contact, less contact_tolerance_m (a label
-  means "within about a centimetre") and saturating at contact_cap_m (a far contact is mostly a false one),
-  p- and density-weighted, averaged over the closest contact_keep_fraction (a trimmed mean),
+  means "within about a centimetre"), the body's side saturating at contact_cap_m (a body contact far from
+  the object is mostly a false one), p- and density-weighted, averaged over the closest contact_keep_fraction
+  (a trimmed mean),
 plus two ivlm terms the reference lacks, both on a sample of the object's vertices measured against dense samples
 of the body surface near its contacts:
   w_penetration * mean depth inside the body, which stops the contact term from pulling the object into the
@@ -1131,8 +1132,10 @@ def _body_terms(
         tol = cfg.contact_tolerance_m
         obj_dist = torch.relu(((obj_c - hum[to_hum]).pow(2).sum(-1) + 1e-12).sqrt() - tol)
         hum_dist = torch.relu(((obj_c[batch, to_obj] - hum[None]).pow(2).sum(-1) + 1e-12).sqrt() - tol)
-        if cfg.contact_cap_m > 0:  # a contact this far from the other mesh is mostly a false one: bounded cost
-            obj_dist = cfg.contact_cap_m * torch.tanh(obj_dist / cfg.contact_cap_m)
+        if cfg.contact_cap_m > 0:
+            # a body contact this far from the object is mostly a false one (a blob on the other hand): bounded
+            # cost. Not the object's side: each object contact is measured to the NEAREST body contact, which a
+            # far blob does not change, and capped it would stop pulling an object that is far from the body
             hum_dist = cfg.contact_cap_m * torch.tanh(hum_dist / cfg.contact_cap_m)
         obj_side = _trimmed_mean(obj_dist, scene.obj_contact_p, cfg.contact_keep_fraction)
         hum_side = _trimmed_mean(hum_dist, scene.human_contact_p, cfg.contact_keep_fraction)
