@@ -182,6 +182,8 @@ def fit_report_msg(placement: Any | None) -> FitReport:
     msg.iterations = int(report.get("iterations", 0))
     msg.hypotheses = int(report.get("hypotheses", 0))
     msg.ambiguous = bool(report.get("ambiguous", 0.0))
+    msg.contact_regions = int(report.get("contact_regions", 0))
+    msg.contact_regions_touched = int(report.get("contact_regions_touched", 0))
     for name in (
         "fit_time_s",
         "loss_total",

@@ -238,6 +238,24 @@ def test_a_false_contact_region_heavier_than_the_true_one_costs_a_bounded_contac
     assert best[0.0] > 0.05  # uncapped, the heavier blob wins
 
 
+def test_the_report_counts_the_body_contact_regions_and_those_the_object_touches(box_scene):
+    """A used contact region the placed object does not touch (a blob 40 cm away) is counted as used, not
+    touched: a planner sees that one hand's contact was taken as false."""
+    s = box_scene
+    cfg = of.FitConfig()
+    placed = s["obj_v"] @ s["rot"].T + s["trans"]
+    blob = _far_blob(s, [-0.2, 0.35, 0.0], 0.06)
+    assert of._regions_report(cfg, s["body_v"], s["p_hum"], placed, s["obj_f"]) == {
+        "contact_regions": 1.0, "contact_regions_touched": 1.0}
+    with_blob = np.where(blob, 1.0, s["p_hum"])
+    assert of._regions_report(cfg, s["body_v"], with_blob, placed, s["obj_f"]) == {
+        "contact_regions": 2.0, "contact_regions_touched": 1.0}
+    far = placed + np.array([0.0, 0.0, 0.3])  # placed 30 cm behind: touches neither
+    assert of._regions_report(cfg, s["body_v"], with_blob, far, s["obj_f"])["contact_regions_touched"] == 0.0
+    assert of._regions_report(cfg, s["body_v"], np.zeros(len(s["body_v"])), placed, s["obj_f"]) == {
+        "contact_regions": 0.0, "contact_regions_touched": 0.0}
+
+
 def test_an_object_far_from_every_contact_is_still_pulled_to_the_body(box_scene):
     """The cap bounds what a far BODY contact costs, not the object's own contacts: an object 10-40 cm from the
     body (a stale start, a person who moved) is pulled back all the way, about as hard as without the cap."""

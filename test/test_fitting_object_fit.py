@@ -82,6 +82,7 @@ def test_fit_without_a_start_pose_uses_the_mask_and_contacts(scene):
     assert rep["loss_gap"] >= 0 and (rep["runner_up_rotation_deg"] > cfg.distinct_rotation_deg
                                      or rep["runner_up_translation_m"] > cfg.distinct_translation_m)
     assert res.status.startswith("ok") and ("ambiguous" in res.status) == bool(res.report["ambiguous"])
+    assert rep["contact_regions"] == rep["contact_regions_touched"] == 1  # one hand, touched
 
 
 def test_result_converts_to_pose_and_placement(scene):

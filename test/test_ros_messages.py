@@ -229,9 +229,11 @@ def test_fit_report_carries_the_hypotheses_confidence_and_ambiguity() -> None:
 
     status = "ok; ambiguous: a pose 180 deg / 0.4 cm away fits almost as well (loss gap 0.010 < 0.05)"
     report = {"loss_total": 0.2, "iterations": 190, "hypotheses": 24, "loss_gap": 0.01, "ambiguous": 1.0,
-              "runner_up_rotation_deg": 180.0, "runner_up_translation_m": 0.004}
+              "runner_up_rotation_deg": 180.0, "runner_up_translation_m": 0.004, "contact_regions": 2.0,
+              "contact_regions_touched": 1.0}
     msg = fit_report_msg(ObjectPlacement(True, status, report=report))
     assert msg.success and msg.message == status and msg.ambiguous
+    assert (msg.contact_regions, msg.contact_regions_touched) == (2, 1)  # one region taken as a false contact
     assert msg.hypotheses == 24 and msg.iterations == 190
     assert msg.loss_gap == pytest.approx(0.01) and msg.runner_up_rotation_deg == pytest.approx(180.0)
     assert msg.runner_up_translation_m == pytest.approx(0.004)

@@ -497,6 +497,7 @@ def fit_object(
     report = {f"loss_{name}": float(value[0]) for name, value in losses.items()}
     report["mask_shift_px"] = float(scene.mask_shifts[shift_index[0]])  # > 0: the mask is wider than the object
     report["mask_iou_soft"] = 1.0 - report["loss_mask"]
+    report.update(_regions_report(cfg, hum_v, p_hum, vertices, obj_f))
     report.update(_geometry_report(scene, vertices, p_obj, hum_v, p_hum, cfg, rot_t, trans_t, scale_t,
                                    kept_nearest))
     report.update(icp_report)
@@ -1269,6 +1270,24 @@ def _trimmed_mean(distance: torch.Tensor, weight: torch.Tensor, keep: float) -> 
     kept, index = torch.topk(distance, count, dim=1, largest=False)
     w = weight[index]
     return (kept * w).sum(1) / w.sum(1).clamp(min=1e-12)
+
+
+def _regions_report(
+    cfg: FitConfig, hum_v: np.ndarray, p_hum: np.ndarray, vertices: np.ndarray, faces: np.ndarray
+) -> dict[str, float]:
+    """How many body contact regions the fit used (after the region choice) and how many of them the placed
+    object touches (a contact of the region within label_distance_m of its surface): a region left untouched
+    was taken as a false contact (the other hand, a blob), which a planner may want to know."""
+    above = p_hum > cfg.human_contact_threshold
+    if not above.any():
+        return {"contact_regions": 0.0, "contact_regions_touched": 0.0}
+    count, label = _regions(hum_v[above], cfg.contact_cluster_m) if cfg.contact_cluster_m > 0 and above.sum() > 1 else (
+        1, np.zeros(int(above.sum()), dtype=np.int64))
+    surface, _ = trimesh.sample.sample_surface(trimesh.Trimesh(vertices, faces, process=False, validate=False),
+                                               4096, seed=cfg.seed)
+    distance, _ = cKDTree(surface).query(hum_v[above])
+    touched = {int(r) for r in label[distance <= cfg.label_distance_m]}
+    return {"contact_regions": float(count), "contact_regions_touched": float(len(touched))}
 
 
 def _geometry_report(
