@@ -36,6 +36,15 @@ def _prepared(s, cfg, use_occlusion=True, p_hum=None):
     return scene, true
 
 
+def _contact_at_shifts(s, cfg, shifts, p_hum=None):
+    """(N,) the contact term at the true pose moved by each of the (N,3) shifts (metres, camera frame)."""
+    scene, (rot, trans, scale) = _prepared(s, cfg, p_hum=p_hum)
+    n = len(shifts)
+    with torch.no_grad():
+        moved = trans + torch.tensor(np.asarray(shifts), dtype=torch.float32)
+        return of._losses(scene, cfg, rot.expand(n, 3, 3), moved, scale.expand(n), None)["contact"]
+
+
 def test_batched_silhouettes_equal_one_at_a_time(box_scene):
     s = box_scene
     grid = SilhouetteGrid.around_box((250, 150, 400, 330), (480, 640), 40)
@@ -225,12 +234,7 @@ def test_a_false_contact_region_heavier_than_the_true_one_costs_a_bounded_contac
     shifts = np.arange(0, 0.121, 0.02)[:, None] * towards
     best = {}
     for cap in (of.FitConfig().contact_cap_m, 0.0):
-        cfg = of.FitConfig(contact_cap_m=cap)
-        scene, (rot, trans, scale) = _prepared(s, cfg, p_hum=noisy)
-        n = len(shifts)
-        with torch.no_grad():
-            moved = trans + torch.tensor(shifts, dtype=torch.float32)
-            contact = of._losses(scene, cfg, rot.expand(n, 3, 3), moved, scale.expand(n), None)["contact"]
+        contact = _contact_at_shifts(s, of.FitConfig(contact_cap_m=cap), shifts, noisy)
         best[cap] = shifts[int(torch.argmin(contact))] @ towards
         if cap > 0:
             assert float(contact[0]) < cap
@@ -260,14 +264,9 @@ def test_an_object_far_from_every_contact_is_still_pulled_to_the_body(box_scene)
     """The cap bounds what a far BODY contact costs, not the object's own contacts: an object 10-40 cm from the
     body (a stale start, a person who moved) is pulled back all the way, about as hard as without the cap."""
     s = box_scene
-    cfg = of.FitConfig()
-    scene, (rot, trans, scale) = _prepared(s, cfg)
     away = np.array([0.0, 0.0, 1.0])  # straight back from the camera, off the body's front
     offsets = np.array([0.1, 0.2, 0.3, 0.4])
-    with torch.no_grad():
-        moved = trans + torch.tensor(offsets[:, None] * away, dtype=torch.float32)
-        n = len(offsets)
-        contact = of._losses(scene, cfg, rot.expand(n, 3, 3), moved, scale.expand(n), None)["contact"].numpy()
+    contact = _contact_at_shifts(s, of.FitConfig(), offsets[:, None] * away).numpy()
     slope = np.diff(contact) / np.diff(offsets)  # loss per metre farther
     assert (slope > 0.3).all(), contact  # the object side alone grows by half a metre per metre
 
@@ -286,11 +285,7 @@ def test_robust_contact_term_ignores_an_outlier_blob(box_scene):
     shifts = np.arange(0, 0.081, 0.01)[:, None] * towards
     for keep in (of.FitConfig().contact_keep_fraction, 0.7):
         cfg = of.FitConfig(contact_keep_fraction=keep)
-        scene, (rot, trans, scale) = _prepared(s, cfg, p_hum=noisy)
-        n = len(shifts)
-        with torch.no_grad():
-            moved = trans + torch.tensor(shifts, dtype=torch.float32)
-            contact = of._losses(scene, cfg, rot.expand(n, 3, 3), moved, scale.expand(n), None)["contact"]
+        contact = _contact_at_shifts(s, cfg, shifts, noisy)
         # contacts within contact_tolerance_m count as touching: the best shift is within it, not towards the blob
         assert shifts[int(torch.argmin(contact))] @ towards <= cfg.contact_tolerance_m + 1e-6, (keep, contact)
     # the reference's all-pairs mean distance IS pulled towards the blob
