@@ -220,6 +220,27 @@ def test_with_several_body_contact_regions_each_rotation_also_starts_on_each_reg
     assert not any("+region" in label for _, _, label in single)
 
 
+def test_scattered_contact_regions_add_starts_for_the_heaviest_few_only(box_scene):
+    """A random model's contacts can make dozens of regions: only the max_start_regions with the most contact
+    mass get starts of their own, so the start set (and its memory) stays bounded."""
+    s = box_scene
+    cfg = of.FitConfig()
+    rng = np.random.default_rng(1)
+    p_hum = s["p_hum"].copy()
+    for spot in rng.choice(len(s["body_v"]), 40, replace=False):  # dozens of small blobs all over the body
+        p_hum[np.linalg.norm(s["body_v"] - s["body_v"][spot], axis=1) < 0.015] = 0.9
+    hum_points, _, _ = of.sample_contact_surface(s["body_v"], s["body_f"], p_hum, cfg.human_contact_threshold,
+                                                 seed=cfg.seed)
+    assert of._regions(hum_points, cfg.contact_cluster_m)[0] > 10
+    centre = s["obj_v"].mean(0)
+    poses, _ = of._start_poses(cfg, s["obj_v"], s["obj_f"], centre, s["p_obj"], s["body_v"], s["body_f"], p_hum,
+                               s["mask"], K, None, None)
+    regions = {label.rsplit("+region", 1)[1] for _, _, label in poses if "+region" in label}
+    assert regions == {str(r) for r in range(cfg.max_start_regions)}
+    rotations = 8 * (1 + cfg.max_start_regions) + 8 + 24  # contact (all + each region), axes, grid
+    assert len(poses) <= rotations * (3 + cfg.max_start_regions)
+
+
 def test_a_false_contact_region_heavier_than_the_true_one_costs_a_bounded_contact_term(box_scene):
     """A false blob 40 cm away with more contact mass than the true contacts: without a cap the contact term
     pulls the object towards it; with contact_cap_m each far contact costs at most the cap, so the best

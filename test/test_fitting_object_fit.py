@@ -127,6 +127,7 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
     ({"exact_polish_samples": 0}, "exact_polish_samples >= 1"),
     ({"exact_polish_turn_deg": -1.0}, "exact_polish_turn_deg"),
     ({"contact_cap_m": -0.05}, "contact_cap_m >= 0"),
+    ({"max_start_regions": 0}, "max_start_regions >= 1"),
     ({"contact_cap_m": float("nan")}, "contact_cap_m >= 0"),
 ])
 def test_malformed_config_values_get_a_clear_error(bad, match):

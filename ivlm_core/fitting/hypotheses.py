@@ -27,11 +27,12 @@ def start_rotations(
     contact_rolls: int = 8, axis_rolls: int = 4, human_regions: np.ndarray | None = None,
 ) -> list[tuple[np.ndarray, str]]:
     """(rotation, family) candidates; object_local is centred, human_normals are the body contact normals.
-    human_regions: optional (N,) region label of each body contact (several: each region's contact family too)."""
+    human_regions: optional (N,) region label of each body contact (several: each region's contact family too;
+    a negative label: the contact counts only in the family of all)."""
     out: list[tuple[np.ndarray, str]] = []
     n_obj = _contact_normal(object_local, object_normals, object_contact, threshold)
     weighted = np.asarray(human_weights, float)[:, None] * np.asarray(human_normals, float)
-    regions = [] if human_regions is None else np.unique(human_regions)
+    regions = [] if human_regions is None else [r for r in np.unique(human_regions) if r >= 0]
     groups = [np.ones(len(weighted), dtype=bool)]
     if len(regions) > 1:
         groups += [np.asarray(human_regions) == r for r in regions]

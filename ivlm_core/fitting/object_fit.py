@@ -117,6 +117,7 @@ class FitConfig:
     contact_density_radius: float = 0.15
     contact_tolerance_m: float = 0.01
     contact_cap_m: float = 0.05
+    max_start_regions: int = 3
     mask_boundary_band_px: int = 0
     mask_shift_px: int = 8
     mask_shift_step_px: int = 1
@@ -197,6 +198,8 @@ class FitConfig:
                                     "exact_polish_samples >= 1, exact_polish_turn_deg and exact_polish_move_m >= 0")
         if not cfg.contact_cap_m >= 0:
             raise InvalidInputError(f"fitting config: contact_cap_m >= 0 metres (0 = no cap), not {cfg.contact_cap_m}")
+        if cfg.max_start_regions < 1:
+            raise InvalidInputError(f"fitting config: max_start_regions >= 1, not {cfg.max_start_regions}")
         if min(cfg.object_test_points, cfg.body_surface_samples) < 1:
             raise InvalidInputError("fitting config: object_test_points, body_surface_samples >= 1 (the penetration "
                                     "and contact-label terms need them; weight them 0 to turn those off)")
@@ -828,9 +831,16 @@ def _start_poses(
     hum_points, hum_normals, hum_p = sample_contact_surface(
         hum_v, hum_f, p_hum, cfg.human_contact_threshold, seed=cfg.seed
     )
-    # the body's contact regions (a false blob on the other hand is one): starts on each one alone too
+    # the body's contact regions (a false blob on the other hand is one): starts on each one alone too, on the
+    # max_start_regions with the most contact mass (scattered labels can make dozens of regions)
     count, region = _regions(hum_points, cfg.contact_cluster_m) if cfg.contact_cluster_m > 0 and len(
         hum_points) > 1 else (1, np.zeros(len(hum_points), dtype=np.int64))
+    if count > 1:
+        mass = np.bincount(region, weights=hum_p, minlength=count)
+        top = np.argsort(-mass, kind="stable")[: cfg.max_start_regions]
+        rank = np.full(count, -1, dtype=np.int64)
+        rank[top] = np.arange(len(top))
+        count, region = len(top), rank[region]  # -1: a region with no starts of its own
     if init_rotation is not None:
         rotations = [(np.asarray(init_rotation, dtype=np.float64), "given")]
     else:
