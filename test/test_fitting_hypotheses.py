@@ -124,8 +124,7 @@ def test_each_body_contact_region_gets_its_own_contact_rotations(box_scene):
 def _patch_centroid(cfg, centred, p_obj):
     """The object's contact patch centroid as the fit weighs its contacts: p times local density."""
     touched = p_obj > cfg.object_contact_threshold
-    radius = cfg.contact_density_radius * float(np.linalg.norm(np.ptp(centred, axis=0)))
-    weights = p_obj[touched] * of._density(centred[touched], radius)
+    weights = of._density_weighted(cfg, centred, centred[touched], p_obj[touched])
     return weights @ centred[touched] / weights.sum()
 
 

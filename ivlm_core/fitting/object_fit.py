@@ -611,10 +611,8 @@ def _touching_clusters(
     contact_cluster_slack times the object's size in pixels of the nearest); smaller regions under
     contact_cluster_min_mass of the largest kept one are stray labels and dropped too."""
     above = np.nonzero(p_hum > cfg.human_contact_threshold)[0]
-    if cfg.contact_cluster_m <= 0 or len(above) < 2:
-        return p_hum
     count, label = _regions(hum_v[above], cfg.contact_cluster_m)
-    if count == 1:
+    if count <= 1:
         return p_hum
     outside = ndimage.distance_transform_edt(~mask)
     rows = np.clip(np.round(v[above]).astype(int), 0, mask.shape[0] - 1)
@@ -631,7 +629,10 @@ def _touching_clusters(
 
 
 def _regions(points: np.ndarray, link_m: float) -> tuple[int, np.ndarray]:
-    """(count, (N,) region label) of points linked into regions by chains of neighbours within link_m."""
+    """(count, (N,) region label) of points linked into regions by chains of neighbours within link_m; one
+    region (label 0 everywhere) when link_m <= 0 (no region choice) or there are fewer than two points."""
+    if link_m <= 0 or len(points) < 2:
+        return min(1, len(points)), np.zeros(len(points), dtype=np.int64)
     pairs = cKDTree(points).query_pairs(link_m, output_type="ndarray")
     graph = coo_matrix((np.ones(len(pairs)), (pairs[:, 0], pairs[:, 1])), shape=(len(points), len(points)))
     return connected_components(graph, directed=False)
@@ -833,8 +834,7 @@ def _start_poses(
     )
     # the body's contact regions (a false blob on the other hand is one): starts on each one alone too, on the
     # max_start_regions with the most contact mass (scattered labels can make dozens of regions)
-    count, region = _regions(hum_points, cfg.contact_cluster_m) if cfg.contact_cluster_m > 0 and len(
-        hum_points) > 1 else (1, np.zeros(len(hum_points), dtype=np.int64))
+    count, region = _regions(hum_points, cfg.contact_cluster_m)
     if count > 1:
         mass = np.bincount(region, weights=hum_p, minlength=count)
         top = np.argsort(-mass, kind="stable")[: cfg.max_start_regions]
@@ -876,8 +876,7 @@ def _start_poses(
         rots = [rot for rot, _, _ in poses]
         # the object's patch weighted by its density as in the contact term: stray false labels scattered over
         # the object would pull its centroid towards the object's centre
-        radius = cfg.contact_density_radius * float(np.linalg.norm(np.ptp(obj_v, axis=0)))
-        touched_w = touched_p * _density(touched, radius)
+        touched_w = _density_weighted(cfg, obj_v, touched, touched_p)
         moved = contact_anchored_translations(rots, touched, touched_w, hum_points, hum_p)
         anchored = [(rot, trans, label + "+anchored") for (rot, _, label), trans in zip(poses, moved)]
         # ... and on each body contact region alone when there are several (the object may touch only one:
@@ -963,9 +962,8 @@ def _prepare(
         depth = render_depth([(hum_v, hum_f)], k, mask.shape).depth if body_depth is None else body_depth
         human_depth = grid.downsample_depth(depth)
 
-    radius = cfg.contact_density_radius * float(np.linalg.norm(np.ptp(local, axis=0)))
-    obj_w = p_obj[obj_idx] * _density(local[obj_idx], radius)
-    hum_w = hum_p * _density(hum_points, radius)
+    obj_w = _density_weighted(cfg, local, local[obj_idx], p_obj[obj_idx])
+    hum_w = _density_weighted(cfg, local, hum_points, hum_p)
 
     def t32(x: np.ndarray) -> torch.Tensor:
         return torch.as_tensor(np.array(x), dtype=torch.float32)
@@ -984,6 +982,13 @@ def _prepare(
         surface=surface or _body_surface(cfg, local, hum_v, hum_f, p_hum),
         human_depth=human_depth, occlusion_margin=cfg.occlusion_margin_m,
     )
+
+
+def _density_weighted(cfg: FitConfig, object_vertices: np.ndarray, points: np.ndarray, p: np.ndarray) -> np.ndarray:
+    """Contact probabilities p of points times their density within contact_density_radius x the object's
+    size: the weights of the contact term (and of the contact-anchored starts)."""
+    radius = cfg.contact_density_radius * float(np.linalg.norm(np.ptp(object_vertices, axis=0)))
+    return p * _density(points, radius)
 
 
 def _density(points: np.ndarray, radius: float) -> np.ndarray:
@@ -1291,8 +1296,7 @@ def _regions_report(
     above = p_hum > cfg.human_contact_threshold
     if not above.any():
         return {"contact_regions": 0.0, "contact_regions_touched": 0.0}
-    count, label = _regions(hum_v[above], cfg.contact_cluster_m) if cfg.contact_cluster_m > 0 and above.sum() > 1 else (
-        1, np.zeros(int(above.sum()), dtype=np.int64))
+    count, label = _regions(hum_v[above], cfg.contact_cluster_m)
     surface, _ = trimesh.sample.sample_surface(trimesh.Trimesh(vertices, faces, process=False, validate=False),
                                                4096, seed=cfg.seed)
     distance, _ = cKDTree(surface).query(hum_v[above])
