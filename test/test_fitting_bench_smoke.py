@@ -66,6 +66,53 @@ def test_noise_flips_labels_adds_a_blob_and_changes_the_mask():
     assert clean.occluded <= fit_recovery.MAX_OCCLUDED
 
 
+def _outline_offsets(noisy: "fit_recovery.Scene") -> np.ndarray:
+    """Distances (px) of the noisy mask's outline pixels from the exact visible mask it was made from."""
+    from scipy import ndimage
+
+    exact = fit_recovery.visible_mask(noisy)
+    outline = noisy.mask & ~ndimage.binary_erosion(noisy.mask)
+    grown = noisy.mask.sum() > exact.sum()
+    return ndimage.distance_transform_edt(~exact if grown else exact)[outline]
+
+
+def test_mask_jitter_makes_the_outline_irregular_and_keeps_every_other_draw(tmp_path):
+    """--mask-jitter: the erosion or dilation varies along the outline (a real mask's errors), the same scene
+    otherwise; without it the outline is a uniform disk offset, to the pixel."""
+    poser = fit_recovery.BodyPoser(str(tmp_path))
+    objects = fit_recovery.make_objects()
+    for k, obj in enumerate(objects):
+        clean = fit_recovery.make_scene(obj, poser, np.random.default_rng(k), at_hand=True)
+        disk = fit_recovery.add_noise(clean, poser, np.random.default_rng(1))
+        jittered = fit_recovery.add_noise(clean, poser, np.random.default_rng(1), jitter_px=1.5,
+                                          jitter_rng=np.random.default_rng(5))
+        assert np.array_equal(jittered.rotation, disk.rotation)
+        assert np.array_equal(jittered.object_contact, disk.object_contact)
+        assert np.array_equal(jittered.human_contact, disk.human_contact)
+        uniform, irregular = _outline_offsets(disk), _outline_offsets(jittered)
+        assert uniform.std() < 0.5 < 1.0 < irregular.std(), (obj.name, uniform.std(), irregular.std())
+        assert abs(np.median(irregular) - np.median(uniform)) < 2.0  # about the same erosion / dilation
+        # one piece, nothing added away from the object: the offset moves the outline, nothing else
+        exact = fit_recovery.visible_mask(jittered)
+        if jittered.mask.sum() < exact.sum():
+            assert not (jittered.mask & ~exact).any()
+        else:
+            assert not (exact & ~jittered.mask).any()
+
+
+def test_the_bench_says_which_mask_outline_it_draws(tmp_path, capsys):
+    cfg = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    cfg.update(iterations=4, warmup_iterations=2, start_candidates_without_pose=2, finalists=1, exact_polish_rounds=1)
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    fit_recovery.main(["--scenes", "1", "--config", str(path), "--mask-jitter", "1"])
+    out = capsys.readouterr().out
+    assert "mask outline jittered 1 px" in out.splitlines()[0]
+    assert out.strip().splitlines()[-1].startswith("success=")
+    with pytest.raises(SystemExit):
+        fit_recovery.main(["--scenes", "1", "--mask-jitter", "-1"])
+
+
 def test_noisy_view_hides_about_the_asked_fraction_and_keeps_the_truth_consistent(tmp_path):
     """occluded_view turns body + object together (contacts stay true) so the body covers about the target
     share of the object, at most 40 %; the scene's mask and occlusion are what a render of its pose shows."""

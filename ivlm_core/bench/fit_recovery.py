@@ -298,12 +298,17 @@ NOISE_PARTS = ("view", "contacts", "mask")
 
 def add_noise(
     scene: Scene, poser: BodyPoser, rng: np.random.Generator, level: float = 1.0,
-    parts: tuple[str, ...] = NOISE_PARTS,
+    parts: tuple[str, ...] = NOISE_PARTS, jitter_px: float = 0.0, jitter_rng: np.random.Generator | None = None,
 ) -> Scene:
     """The scene with a real model's kind of errors (``level`` scales the ranges; 1 = the issue's):
     ``view``: seen from a side where the body covers a uniform random 0-40 % of the object
     (``occluded_view``); ``contacts``: 10-20 % of the contact labels flipped on each mesh and a false-positive
-    blob on the other hand; ``mask``: eroded or dilated by 3-8 px. ``parts`` picks some (for diagnosis)."""
+    blob on the other hand; ``mask``: eroded or dilated by 3-8 px. ``parts`` picks some (for diagnosis).
+
+    jitter_px: the erosion or dilation varies along the outline by this much (standard deviation, pixels; a
+    smooth random field, ``MASK_JITTER_SCALE_PX`` correlation length), as a real mask's errors do; 0 = a uniform
+    disk, which the fit's exact mask score (whole-pixel disk erosion) models exactly. jitter_rng: draws the field
+    (default rng; a generator of its own keeps every other draw as it is without jitter: the same scenes)."""
     if "view" in parts:
         scene = occluded_view(scene, rng, rng.uniform(0.0, MAX_OCCLUDED * min(level, 1.0)))
     object_contact, human_contact = scene.object_contact, scene.human_contact
@@ -320,12 +325,32 @@ def add_noise(
     mask = scene.mask
     radius = round(rng.uniform(3, 8) * level) if "mask" in parts else 0
     if radius > 0:
-        disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
-        eroded = ndimage.binary_erosion(mask, disk)
-        mask = eroded if rng.random() < 0.5 and eroded.sum() >= 0.3 * mask.sum() else ndimage.binary_dilation(
-            mask, disk)
+        if jitter_px > 0:
+            mask = _jittered_offset(mask, radius, jitter_px, rng, jitter_rng or rng)
+        else:
+            disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
+            eroded = ndimage.binary_erosion(mask, disk)
+            mask = eroded if rng.random() < 0.5 and eroded.sum() >= 0.3 * mask.sum() else ndimage.binary_dilation(
+                mask, disk)
     return Scene(scene.obj, scene.body_vertices, scene.body_faces, scene.rotation, scene.translation,
                  object_contact, human_contact, mask, scene.occluded, scene.anchor)
+
+
+MASK_JITTER_SCALE_PX = 6.0  # correlation length of --mask-jitter's offset field along the outline
+
+
+def _jittered_offset(
+    mask: np.ndarray, radius: int, jitter_px: float, rng: np.random.Generator, field_rng: np.random.Generator
+) -> np.ndarray:
+    """The mask eroded or dilated (rng chooses, as for the disk) by radius + jitter_px x a smooth unit random
+    field (drawn with field_rng): pixels kept while deeper than the local offset, or added while nearer."""
+    field = ndimage.gaussian_filter(field_rng.normal(size=mask.shape), MASK_JITTER_SCALE_PX)
+    # never below 0: the outline moves one way, by 0 to about radius + 2 jitter_px
+    offset = np.maximum(radius + jitter_px * field / max(float(field.std()), 1e-12), 0.0)
+    eroded = mask & (ndimage.distance_transform_edt(mask) > offset)
+    if rng.random() < 0.5 and eroded.sum() >= 0.3 * mask.sum():
+        return eroded
+    return mask | (ndimage.distance_transform_edt(~mask) <= offset)
 
 
 def _flip_labels(p: np.ndarray, threshold: float, rng: np.random.Generator, level: float) -> np.ndarray:
@@ -366,13 +391,14 @@ def restrict_noise(clean: Scene, noisy: Scene, parts: tuple[str, ...]) -> Scene:
 
 def next_frame(
     clean: Scene, noisy: Scene, poser: BodyPoser, rng: np.random.Generator, level: float,
-    parts: tuple[str, ...] = ("contacts", "mask"),
+    parts: tuple[str, ...] = ("contacts", "mask"), jitter_px: float = 0.0,
 ) -> Scene:
     """The noisy scene's next frame in a stream: the same view (body, object and occlusion), fresh noise of
     the kinds ``parts`` (the model's errors change from frame to frame; the pose does not)."""
     view = Scene(clean.obj, noisy.body_vertices, noisy.body_faces, noisy.rotation, noisy.translation,
                  clean.object_contact, clean.human_contact, visible_mask(noisy), noisy.occluded, noisy.anchor)
-    return add_noise(view, poser, rng, level, parts=tuple(p for p in parts if p in ("contacts", "mask")))
+    return add_noise(view, poser, rng, level, parts=tuple(p for p in parts if p in ("contacts", "mask")),
+                     jitter_px=jitter_px)
 
 
 def perturb(rotation: np.ndarray, translation: np.ndarray, centre: np.ndarray, rng: np.random.Generator):
@@ -540,6 +566,10 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--noise-parts", default="contacts,mask",
                         help="noise kinds kept in the noisy condition besides the occluded view, comma-separated "
                         "from contacts, mask (or 'view' for the view alone); the same scenes either way")
+    parser.add_argument("--mask-jitter", type=float, default=0.0, metavar="PX",
+                        help="the mask's erosion/dilation varies along its outline by PX (standard deviation): an "
+                        "irregular outline, as a real mask's; 0 (default) = a uniform disk, the issue's noise, which "
+                        "the exact mask score models exactly. Other noise draws stay the same: the same scenes")
     parser.add_argument("--diagnose", action="store_true",
                         help="refit each miss from its true pose: search- or objective-limited")
     parser.add_argument("--out", default=None, help="folder for a PNG overlay and a .glb per fit")
@@ -547,6 +577,8 @@ def main(argv: list[str] | None = None) -> None:
     parts = tuple(p for p in args.noise_parts.split(",") if p and p != "view")
     if set(parts) - {"contacts", "mask"}:
         parser.error(f"--noise-parts: contacts, mask or view, not {args.noise_parts}")
+    if not args.mask_jitter >= 0:
+        parser.error(f"--mask-jitter: pixels >= 0, not {args.mask_jitter}")
     torch.set_num_threads(args.threads)
     warm_up()  # the fit's one-time start-up cost, paid at load as the pipeline does: not in the first fit's time
     cfg = FitConfig.load(args.config)
@@ -558,23 +590,26 @@ def main(argv: list[str] | None = None) -> None:
     print(f"body: synthetic SMPL-X, {len(poser.faces)} faces; camera 640x480 fx=fy=600; torch threads "
           f"{args.threads}; start: {args.start}; {cfg.start_candidates_without_pose} hypotheses x "
           f"{cfg.warmup_iterations} steps, {cfg.finalists} finalists x {cfg.iterations} steps; noisy: view"
-          f"{''.join(' + ' + p for p in parts)}")
+          f"{''.join(' + ' + p for p in parts)}; mask outline "
+          f"{f'jittered {args.mask_jitter:g} px' if args.mask_jitter > 0 else 'a uniform disk erosion/dilation'}")
     print("symmetries (measured): " + "; ".join(f"{o.name} {o.symmetry.describe()}" for o in objects))
     conditions = {"clean": [], "noisy": []} if args.noise > 0 else {"clean": []}
     if args.stream and args.noise > 0:
         conditions["next"] = []  # the next frame alone (no previous placement): what the hint changes
         conditions["stream"] = []
     stream_rng = np.random.default_rng(args.seed + 2)  # its own draws: the other conditions stay as they were
+    jitter_rng = np.random.default_rng(args.seed + 3)  # the same: --mask-jitter changes only the outlines
     for i in range(args.scenes):
         obj = objects[i % len(objects)]
         at_hand = i % 4 != 3
         clean = make_scene(obj, poser, rng, at_hand=at_hand)
         scenes = {"clean": clean}
         if args.noise > 0:
-            scenes["noisy"] = restrict_noise(clean, add_noise(clean, poser, noise_rng, args.noise), parts)
+            scenes["noisy"] = restrict_noise(clean, add_noise(clean, poser, noise_rng, args.noise,
+                                                              jitter_px=args.mask_jitter, jitter_rng=jitter_rng), parts)
         if "stream" in conditions:
             scenes["next"] = scenes["stream"] = next_frame(clean, scenes["noisy"], poser, stream_rng, args.noise,
-                                                             parts)
+                                                             parts, args.mask_jitter)
         results: dict[str, object] = {}
         for name, scene in scenes.items():
             previous = results.get("noisy") if name == "stream" else None
