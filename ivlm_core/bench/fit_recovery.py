@@ -13,6 +13,10 @@ rarely covers any) and contact probabilities from the true surface distances. Ea
   (that many contacts missed and as many false contacts at random vertices), a false-positive blob on the
   other hand, and the mask eroded or dilated by 3-8 px.
 
+``--mask-jitter PX`` makes the mask's erosion or dilation vary along its outline (a smooth random offset of PX
+standard deviation): a real mask's errors are not a uniform disk, and the fit's exact mask score models that
+disk exactly, so the default noisy figures are an upper bound for masks with irregular outlines.
+
 ``--noise-parts`` keeps only some kinds of noise in the noisy condition (the scenes stay the same: the noise is
 drawn in full, then the labels or the mask it was not asked for are put back to the true ones of the same
 view), which says which kind the misses come from. ``--diagnose`` refits each miss from its true pose: a fit
@@ -36,7 +40,7 @@ the same, translation = distance between the fitted and true symmetry centres. S
 
     python -m ivlm_core.bench.fit_recovery [--scenes 40] [--noise 1] [--start none|perturbed] [--seed 0]
                                            [--threads 1] [--config fit.yaml] [--stream] [--out DIR]
-                                           [--noise-parts contacts,mask] [--diagnose]
+                                           [--noise-parts contacts,mask] [--mask-jitter PX] [--diagnose]
 
 The fit's one-time start-up cost (``object_fit.warm_up``, which the pipeline pays at load) is paid before
 the first fit, as in the product. Prints one line per fit, mean / p90 / worst per condition (and the occlusion
