@@ -329,13 +329,7 @@ def add_noise(
     mask = scene.mask
     radius = round(rng.uniform(3, 8) * level) if "mask" in parts else 0
     if radius > 0:
-        if jitter_px > 0:
-            mask = _jittered_offset(mask, radius, jitter_px, rng, jitter_rng or rng)
-        else:
-            disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
-            eroded = ndimage.binary_erosion(mask, disk)
-            mask = eroded if rng.random() < 0.5 and eroded.sum() >= 0.3 * mask.sum() else ndimage.binary_dilation(
-                mask, disk)
+        mask = _offset_mask(mask, radius, jitter_px, rng, jitter_rng or rng)
     return Scene(scene.obj, scene.body_vertices, scene.body_faces, scene.rotation, scene.translation,
                  object_contact, human_contact, mask, scene.occluded, scene.anchor)
 
@@ -343,18 +337,27 @@ def add_noise(
 MASK_JITTER_SCALE_PX = 6.0  # correlation length of --mask-jitter's offset field along the outline
 
 
-def _jittered_offset(
+def _offset_mask(
     mask: np.ndarray, radius: int, jitter_px: float, rng: np.random.Generator, field_rng: np.random.Generator
 ) -> np.ndarray:
-    """The mask eroded or dilated (rng chooses, as for the disk) by radius + jitter_px x a smooth unit random
-    field (drawn with field_rng): pixels kept while deeper than the local offset, or added while nearer."""
-    field = ndimage.gaussian_filter(field_rng.normal(size=mask.shape), MASK_JITTER_SCALE_PX)
-    # never below 0: the outline moves one way, by 0 to about radius + 2 jitter_px
-    offset = np.maximum(radius + jitter_px * field / max(float(field.std()), 1e-12), 0.0)
-    eroded = mask & (ndimage.distance_transform_edt(mask) > offset)
-    if rng.random() < 0.5 and eroded.sum() >= 0.3 * mask.sum():
-        return eroded
-    return mask | (ndimage.distance_transform_edt(~mask) <= offset)
+    """The mask eroded or dilated by radius px (rng chooses; an erosion only while 30 % of the mask is left): by a
+    disk, or with jitter_px > 0 by radius + jitter_px x a smooth unit random field (drawn with field_rng), pixels
+    kept while deeper than the local offset or added while nearer."""
+    if jitter_px > 0:
+        field = ndimage.gaussian_filter(field_rng.normal(size=mask.shape), MASK_JITTER_SCALE_PX)
+        # never below 0: the outline moves one way, by 0 to about radius + 2 jitter_px
+        offset = np.maximum(radius + jitter_px * field / max(float(field.std()), 1e-12), 0.0)
+        eroded = mask & (ndimage.distance_transform_edt(mask) > offset)
+
+        def dilated() -> np.ndarray:
+            return mask | (ndimage.distance_transform_edt(~mask) <= offset)
+    else:
+        disk = np.hypot(*np.mgrid[-radius : radius + 1, -radius : radius + 1]) <= radius
+        eroded = ndimage.binary_erosion(mask, disk)
+
+        def dilated() -> np.ndarray:
+            return ndimage.binary_dilation(mask, disk)
+    return eroded if rng.random() < 0.5 and eroded.sum() >= 0.3 * mask.sum() else dilated()
 
 
 def _flip_labels(p: np.ndarray, threshold: float, rng: np.random.Generator, level: float) -> np.ndarray:
@@ -573,7 +576,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--mask-jitter", type=float, default=0.0, metavar="PX",
                         help="the mask's erosion/dilation varies along its outline by PX (standard deviation): an "
                         "irregular outline, as a real mask's; 0 (default) = a uniform disk, the issue's noise, which "
-                        "the exact mask score models exactly. Other noise draws stay the same: the same scenes")
+                        "the exact mask score models exactly. The noisy condition's other draws stay the same: the "
+                        "same scenes (--stream's next frames draw their outlines from their own generator)")
     parser.add_argument("--diagnose", action="store_true",
                         help="refit each miss from its true pose: search- or objective-limited")
     parser.add_argument("--out", default=None, help="folder for a PNG overlay and a .glb per fit")
