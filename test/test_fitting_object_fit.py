@@ -129,6 +129,7 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
     ({"contact_cap_m": -0.05}, "contact_cap_m >= 0"),
     ({"max_start_regions": 0}, "max_start_regions >= 1"),
     ({"contact_cap_m": float("nan")}, "contact_cap_m >= 0"),
+    ({"warmup_keep": -1}, "warmup_keep >= 0"),
 ])
 def test_malformed_config_values_get_a_clear_error(bad, match):
     with pytest.raises(InvalidInputError, match=match):
@@ -206,3 +207,27 @@ def test_warm_up_takes_the_optimisers_one_time_import_off_the_first_fit() -> Non
               "assert 'torch._dynamo' in sys.modules\n")
     done = subprocess.run([sys.executable, "-c", script], capture_output=True, text=True, timeout=120)
     assert done.returncode == 0, done.stderr
+
+
+@pytest.mark.parametrize("keep, after_half", [(2, 2), (0, 6)])
+def test_after_half_the_short_fit_only_the_kept_hypotheses_go_on(scene, monkeypatch, keep, after_half):
+    """warmup_keep: the short fit refines every hypothesis for half its steps, then only the best distinct few
+    (0: all of them to the end); the dropped ones are still ranked (rescored with the others) for the finalists."""
+    from ivlm_core.fitting import object_fit as of
+
+    s = scene
+    sizes = []
+    real = of._losses
+
+    def counted(scene_, cfg_, rot, *args, **kwargs):
+        sizes.append(len(rot))
+        return real(scene_, cfg_, rot, *args, **kwargs)
+
+    monkeypatch.setattr(of, "_losses", counted)
+    cfg = FitConfig(iterations=8, warmup_iterations=8, start_candidates_without_pose=6, warmup_keep=keep,
+                    exact_polish_rounds=0)
+    res = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K, cfg)
+    assert res.report["hypotheses"] == 6
+    # after scoring every start pose: steps 0-4 of the short fit on all 6, steps 5-8 (the last one only scores) on
+    # the kept ones, then all 6 rescored on the fine grid
+    assert sizes[1:11] == [6] * 5 + [after_half] * 4 + [6]

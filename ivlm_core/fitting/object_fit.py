@@ -31,8 +31,9 @@ of the cube, each at the mask centre and contact depth (and refined from there b
 its contact patch's centroid on the body's (an object seen end-on is tens of centimetres from the mask centre's
 depth), and on each body contact region's alone when there are several, are scored by the full loss; the
 best distinct ones get a short fit together in one batch (Adam is per element, so a batch gives exactly what
-one fit per hypothesis would) on a coarse silhouette grid (hypothesis_resolution), the best few are
-continued on the fine grid (silhouette_resolution), and the best is kept. The runner-up that is a different
+one fit per hypothesis would) on a coarse silhouette grid (hypothesis_resolution; after half of it only the
+warmup_keep best distinct ones go on), the best few are continued on the fine grid (silhouette_resolution),
+and the best is kept. The runner-up that is a different
 pose modulo the object's symmetry gives the confidence (its loss gap); a near-tie is reported as an ambiguity.
 
 The smooth mask term above is what gradients need, but its approximations (coarse grid, blurred outline, a
@@ -145,6 +146,7 @@ class FitConfig:
     start_candidates: int = 2
     start_candidates_without_pose: int = 24
     warmup_iterations: int = 40
+    warmup_keep: int = 8
     finalists: int = 2
     distinct_rotation_deg: float = 10.0
     distinct_translation_m: float = 0.02
@@ -198,6 +200,8 @@ class FitConfig:
                                     "exact_polish_samples >= 1, exact_polish_turn_deg and exact_polish_move_m >= 0")
         if not cfg.contact_cap_m >= 0:
             raise InvalidInputError(f"fitting config: contact_cap_m >= 0 metres (0 = no cap), not {cfg.contact_cap_m}")
+        if cfg.warmup_keep < 0:
+            raise InvalidInputError(f"fitting config: warmup_keep >= 0 (0 = every hypothesis), not {cfg.warmup_keep}")
         if cfg.max_start_regions < 1:
             raise InvalidInputError(f"fitting config: max_start_regions >= 1, not {cfg.max_start_regions}")
         if min(cfg.object_test_points, cfg.body_surface_samples) < 1:
@@ -435,7 +439,7 @@ def fit_object(
     chosen = _with_previous(scored, _best_distinct(scored, keep, distinct, fill=True), distinct)
     # the many short fits search the body surface again only with the occlusion; the finalists every step
     short = _refine(coarse, cfg, scored.take(chosen), min(cfg.warmup_iterations, cfg.iterations),
-                    surface_search_every=cfg.occlusion_update_every)
+                    surface_search_every=cfg.occlusion_update_every, keep=cfg.warmup_keep, distinct=distinct)
     short = _rescore(scene, cfg, short)
     finalists = _with_previous(short, _best_distinct(short, cfg.finalists, distinct, fill=True), distinct)
     trail: list[tuple[torch.Tensor, torch.Tensor]] = []
@@ -682,14 +686,16 @@ def _rescore(scene: _Scene, cfg: FitConfig, batch: _Batch) -> _Batch:
 
 def _refine(
     scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int, surface_search_every: int = 1,
-    trail: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+    trail: list[tuple[torch.Tensor, torch.Tensor]] | None = None, keep: int = 0, distinct=None,
 ) -> _Batch:
     """Adam on every pose of the batch at once; returns each one's best pose seen (the loss is not monotone).
 
     The batch loss is the SUM of the per-pose losses, so each pose gets exactly its own gradient, and Adam's
     moments are per element: the result equals refining each pose alone. surface_search_every: steps between
     searches for the body surface points nearest the object's (between them each keeps its partner, which
-    only overstates its distance a little while the pose moves; every step: searched incrementally, exactly)."""
+    only overstates its distance a little while the pose moves; every step: searched incrementally, exactly).
+    keep > 0: after half the steps only the keep best poses so far that differ (``distinct(a, b)``, twins
+    filling up) go on; the others return their best pose of the first half."""
     rot6d = matrix_to_rotation_6d(start.rotation).clone().requires_grad_()
     trans = start.translation.clone().requires_grad_()
     scale = start.scale.clone().requires_grad_(cfg.optimise_scale)
@@ -700,6 +706,7 @@ def _refine(
     best = _Batch(start.rotation.clone(), start.translation.clone(), start.scale.clone(),
                   torch.full((len(start.labels),), float("inf")), list(start.labels))
     since = torch.zeros(len(start.labels), dtype=torch.int64)
+    active = torch.arange(len(start.labels))  # the poses still refined (keep: the others stop half-way)
     visibility = None
     label_nearest = None  # the object points' nearest body surface samples
     # the body surface searched every step: incrementally (exact), from the last step's answers. The contact
@@ -712,31 +719,40 @@ def _refine(
     for step in range(iterations + 1):  # the last pass only scores the pose the last step reached
         if not (torch.isfinite(rot6d).all() and torch.isfinite(trans).all() and torch.isfinite(scale).all()):
             break  # a diverged step (non-finite pose): keep the best poses seen so far
-        rot = rotation_6d_to_matrix(rot6d)
-        if step % max(1, cfg.occlusion_update_every) == 0:  # the body's occlusion and every shift, refreshed
-            visibility = _visibility(scene, rot.detach(), trans.detach(), scale.detach())
+        refresh = step % max(1, cfg.occlusion_update_every) == 0
+        if 0 < keep < len(active) and step == half + 1:  # past the blur's annealing: the losses compare
+            so_far = _Batch(best.rotation[active], best.translation[active], best.scale[active], best.loss[active],
+                            [best.labels[int(i)] for i in active])
+            active = active[torch.as_tensor(_best_distinct(so_far, keep, distinct, fill=True))]
+            refresh, label_nearest = True, None
+        rot = rotation_6d_to_matrix(rot6d[active])
+        pose_trans, pose_scale = trans[active], scale[active]
+        if refresh:  # the body's occlusion and every shift, refreshed
+            visibility = _visibility(scene, rot.detach(), pose_trans.detach(), pose_scale.detach())
             shift_rows = None
             if trail is not None:
-                trail.append((rot.detach().clone(), trans.detach().clone()))
+                trail.append((rot.detach().clone(), pose_trans.detach().clone()))
         if step % max(1, surface_search_every) == 0:
             label_nearest = None
         # blur annealed from silhouette_sigma_start to silhouette_sigma over the first half: a wider basin
         frac = min(1.0, step / half)
         sigma = float(cfg.silhouette_sigma_start ** (1 - frac) * cfg.silhouette_sigma**frac)
-        losses = _losses(scene, cfg, rot, trans, scale, visibility, sigma, shift_rows, label_nearest, surface_search)
+        losses = _losses(scene, cfg, rot, pose_trans, pose_scale, visibility, sigma, shift_rows, label_nearest,
+                         surface_search)
         label_nearest = losses["label_nearest"]
         if shift_rows is None and len(window) < len(scene.mask_shifts):
             shift_rows = (losses["mask_shift_index"][:, None] + window).clamp(0, len(scene.mask_shifts) - 1)
         total = losses["total"].detach()
         if sigma <= cfg.silhouette_sigma * 1.0001:  # only losses at the final blur are comparable
-            better = total < best.loss
-            improved = total < best.loss - cfg.early_stop_tolerance
-            best.rotation[better] = rot.detach()[better]
-            best.translation[better] = trans.detach()[better]
-            best.scale[better] = scale.detach()[better]
-            best.loss = torch.where(better, total, best.loss)
-            since = torch.where(improved, 0, since + 1)
-            if cfg.early_stop_patience > 0 and bool((since > cfg.early_stop_patience).all()):
+            better = total < best.loss[active]
+            improved = total < best.loss[active] - cfg.early_stop_tolerance
+            rows = active[better]
+            best.rotation[rows] = rot.detach()[better]
+            best.translation[rows] = pose_trans.detach()[better]
+            best.scale[rows] = pose_scale.detach()[better]
+            best.loss[rows] = total[better]
+            since[active] = torch.where(improved, 0, since[active] + 1)
+            if cfg.early_stop_patience > 0 and bool((since[active] > cfg.early_stop_patience).all()):
                 break
         if step == iterations:
             break
