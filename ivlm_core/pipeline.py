@@ -14,7 +14,7 @@ import time
 from collections.abc import Mapping
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any, TypeAlias
+from typing import TYPE_CHECKING, Any, TypeAlias
 
 import numpy as np
 import torch
@@ -23,6 +23,9 @@ from ivlm_core.errors import InvalidInputError, IvlmError, MissingAssetError
 from ivlm_core.geometry.intrinsics import checked_camera_k, usable_camera_k
 from ivlm_core.pipeline_config import PipelineConfig
 from ivlm_core.user_text import validate_query
+
+if TYPE_CHECKING:  # the fit's modules load only with the object fit (heavy imports)
+    from ivlm_core.fitting.object_fit import FrameEvidence
 
 LOG = logging.getLogger(__name__)
 
@@ -119,6 +122,9 @@ class ObjectPlacement:
     scale: float = 1.0
     vertices: np.ndarray | None = None
     report: dict[str, float] = field(default_factory=dict)
+    # the object's last fitted frames' evidence, newest first, at most the fit config's pool_frames (none when
+    # it is 0): the next refit of a held object pools them (not published)
+    history: tuple[FrameEvidence, ...] = ()
 
 
 @dataclass
@@ -611,16 +617,22 @@ class InteractionPipeline:
             source = "the given object mask" if object_mask is not None else f"SAM's mask for box {object_box}"
             return ObjectPlacement(False, f"object not placed: {source} is empty; check the box or mask")
         previous_pose = None
+        history: tuple[FrameEvidence, ...] = ()
+        pool = self.fit_config.pool_frames
         if previous is not None and previous.placed and previous.vertices is not None and (
             len(previous.vertices) == len(obj.vertices)  # the same mesh (the object may have changed)
         ):
             previous_pose = (previous.rotation, previous.translation)
+            history = tuple(previous.history)[:pool]
         try:
             fit = fit_object_to_body(
                 object_vertices=obj.vertices, object_faces=obj.faces, object_contact=obj.vertex_contact,
                 body_vertices=body.vertices, body_faces=body.faces, body_contact=human.vertex_contact,
                 object_mask=mask, camera_k=k, config=self.fit_config,
-                symmetry=self.object_library.get(obj.label).symmetry, previous_pose=previous_pose)
+                symmetry=self.object_library.get(obj.label).symmetry, previous_pose=previous_pose,
+                history=history)
         except ObjectFitFailure as exc:  # e.g. mask too small, no contacts above threshold
             return ObjectPlacement(False, f"object not placed: {exc}")
-        return ObjectPlacement(**fit.placement_kwargs())
+        placement = fit.placement_kwargs()
+        placement["history"] = (*placement["history"], *history)[:pool]
+        return ObjectPlacement(**placement)

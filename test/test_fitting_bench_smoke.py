@@ -28,10 +28,11 @@ def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
     assert any(line.startswith("noisy: 2 fits") for line in out)
     assert any(line.startswith("stream: 2 fits") for line in out)
     assert any(line.startswith("next: 2 fits") for line in out)
+    assert any(line.startswith("pooled: 2 fits") for line in out)
     assert any("p90" in line and "worst" in line for line in out)
     # each condition splits its fits by the visible object's half-width, every fit in one bin
     widths = [line for line in out if "successes by the visible object's half-width" in line]
-    assert len(widths) == 4
+    assert len(widths) == 5
     for line in widths:
         assert sum(int(n) for n in re.findall(r": \d+/(\d+)", line)) == 2
     # --diagnose: one verdict under each miss
@@ -39,7 +40,7 @@ def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
     errors = [re.search(r"rot=\s*([\d.]+)deg trans=\s*([\d.]+)cm", line) for line in fits]
     misses = sum(m is None or float(m.group(1)) > 5 or float(m.group(2)) > 2 for m in errors)
     assert sum(line.strip().startswith("from the true pose") for line in out) == misses
-    # one overlay and one .glb per fit that placed the object (2 scenes x clean + noisy + next + stream)
+    # one overlay and one .glb per fit that placed the object (2 scenes x clean + noisy + next + stream + pooled)
     placed = sum("REFUSED" not in line for line in out if line.startswith("scene "))
     assert len(list((tmp_path / "out").glob("*.png"))) == placed == len(list((tmp_path / "out").glob("*.glb")))
 

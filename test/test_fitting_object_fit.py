@@ -96,7 +96,8 @@ def test_result_converts_to_pose_and_placement(scene):
     assert np.allclose(Rotation.from_quat(q).as_matrix(), res.rotation, atol=1e-6)
     assert np.allclose([pose["position"][k] for k in "xyz"], res.translation)
     fields = res.placement_kwargs()
-    assert set(fields) == {"placed", "status", "rotation", "translation", "scale", "vertices", "report"}
+    assert set(fields) == {"placed", "status", "rotation", "translation", "scale", "vertices", "report", "history"}
+    assert fields["history"] == (res.evidence,)  # the placement's own frame first
     assert fields["vertices"].shape == s["obj_v"].shape
     field_names = {f.name for f in dataclasses.fields(ObjectPlacement)}
     assert set(fields) == field_names  # ObjectPlacement(**fields) is the pipeline's conversion
@@ -130,6 +131,10 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
     ({"max_start_regions": 0}, "max_start_regions >= 1"),
     ({"contact_cap_m": float("nan")}, "contact_cap_m >= 0"),
     ({"warmup_keep": -1}, "warmup_keep >= 0"),
+    ({"pool_frames": -1}, "pool_frames >= 0"),
+    ({"pool_hand_residual_m": 0.0}, "pool_hand_residual_m"),
+    ({"pool_max_excess": -1.0}, "pool_max_excess > 0"),
+    ({"pool_hand_radius_m": float("nan")}, "pool_hand_radius_m"),
 ])
 def test_malformed_config_values_get_a_clear_error(bad, match):
     with pytest.raises(InvalidInputError, match=match):
@@ -209,6 +214,72 @@ def test_warm_up_takes_the_optimisers_one_time_import_off_the_first_fit() -> Non
     assert done.returncode == 0, done.stderr
 
 
+def test_pooled_frames_follow_the_hands_rigid_motion(scene):
+    """An earlier frame's evidence is pooled with the rigid motion of the hand (the body vertices near the usable
+    contacts, matched by index) from this frame to that one, and its fit comes back moved into this frame; a
+    frame of another mesh or body model, or one whose hand did not move rigidly, is skipped and counted."""
+    from ivlm_core.fitting import object_fit as of
+
+    s = scene
+    cfg = FitConfig(iterations=10, warmup_iterations=4, start_candidates_without_pose=4, exact_polish_rounds=1,
+                    pool_frames=3)
+    then = fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K, cfg)
+    evidence = then.evidence
+    assert evidence is not None and len(evidence.hand) >= 3 and then.report["pooled_frames"] == 0
+    # now the body is where G^-1 takes it: the hand moved by G from now to then
+    g_rot = Rotation.from_rotvec([0.1, -0.2, 0.15]).as_matrix()
+    g_trans = np.array([0.05, -0.02, 0.1])
+    body_now = (s["body_v"] - g_trans) @ g_rot  # G^-1 x = R^T (x - t)
+    frames, poses, report = of._pooled_frames(cfg, [evidence], s["obj_v"], body_now, evidence.hand)
+    assert report["pooled_frames"] == 1 and len(frames) == len(poses) == 1
+    np.testing.assert_allclose(frames[0].rotation.numpy(), g_rot, atol=1e-5)
+    np.testing.assert_allclose(frames[0].translation.numpy(), g_trans, atol=1e-5)
+    rot_now, trans_now = poses[0]
+    np.testing.assert_allclose(g_rot @ rot_now, evidence.rotation, atol=1e-9)
+    np.testing.assert_allclose(g_rot @ trans_now + g_trans, evidence.translation, atol=1e-9)
+
+    bent = body_now.copy()
+    bent[evidence.hand] += np.random.default_rng(0).normal(0.0, 0.02, (len(evidence.hand), 3))  # not rigid
+    _, _, report = of._pooled_frames(cfg, [evidence, evidence, evidence], s["obj_v"] * 1.1, body_now, evidence.hand)
+    assert report["pooled_frames"] == 0 and report["pool_skipped_mesh"] == 3
+    _, _, report = of._pooled_frames(cfg, [evidence], s["obj_v"], body_now[:-1], evidence.hand)
+    assert report["pool_skipped_body"] == 1
+    _, _, report = of._pooled_frames(cfg, [evidence], s["obj_v"], bent, evidence.hand)
+    assert report["pool_skipped_hand"] == 1
+    # only the newest pool_frames are looked at
+    _, _, report = of._pooled_frames(replace_pool(cfg, 1), [evidence, evidence], s["obj_v"], body_now,
+                                     evidence.hand)
+    assert report["pooled_frames"] == 1
+
+
+def replace_pool(cfg: FitConfig, frames: int) -> FitConfig:
+    return dataclasses.replace(cfg, pool_frames=frames)
+
+
+def test_a_pooled_frame_adds_its_exact_total_and_its_fit_to_the_polish(scene):
+    """Pooling a frame with the same observations doubles every pose's exact total, and that frame's fit joins
+    the polish's starts: the pooled fit ends at a total no higher than twice the frame's own, and the frames
+    agree. With pool_frames 0 the history is ignored and the fit is the same as without it."""
+    from scipy import ndimage
+
+    torch.set_num_threads(1)
+    s = scene
+    grown = ndimage.binary_dilation(s["mask"], np.hypot(*np.mgrid[-3:4, -3:4]) <= 3)
+    cfg = FitConfig(iterations=20, warmup_iterations=6, start_candidates_without_pose=6, exact_polish_rounds=2)
+    args = (s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], grown, K)
+    alone = fit_object(*args, cfg)
+    ignored = fit_object(*args, replace_pool(cfg, 0), history=[alone.evidence])
+    assert ignored.report["pooled_frames"] == 0
+    np.testing.assert_array_equal(ignored.rotation, alone.rotation)
+    pooled = fit_object(*args, replace_pool(cfg, 1), history=[alone.evidence])
+    assert pooled.report["pooled_frames"] == 1 and pooled.report["pool_rejected"] == 0
+    assert abs(pooled.report["pool_excess_max"]) < cfg.pool_max_excess
+    assert pooled.report["exact_total"] <= 2 * alone.report["exact_total"] + 1e-9
+    assert pooled.report["exact_evaluations"] == alone.report["exact_evaluations"] + 1  # + the frame's own fit
+    history = pooled.placement_kwargs()["history"]
+    assert len(history) == 1 and history[0] is pooled.evidence
+
+
 @pytest.mark.parametrize("keep, after_half", [(2, 2), (0, 6)])
 def test_after_half_the_short_fit_only_the_kept_hypotheses_go_on(scene, monkeypatch, keep, after_half):
     """warmup_keep: the short fit refines every hypothesis for half its steps, then only the best distinct few
@@ -231,3 +302,23 @@ def test_after_half_the_short_fit_only_the_kept_hypotheses_go_on(scene, monkeypa
     # after scoring every start pose: steps 0-4 of the short fit on all 6, steps 5-8 (the last one only scores) on
     # the kept ones, then all 6 rescored on the fine grid
     assert sizes[1:11] == [6] * 5 + [after_half] * 4 + [6]
+
+
+def test_a_frame_that_disagrees_is_not_pooled(scene):
+    """The object turned 35 degrees in the hand since the earlier frame (a new grasp): at the pooled pose one of
+    the two frames fits far worse than at its own fit, so the fit drops the pooling and this frame decides alone:
+    the same pose as without history."""
+    torch.set_num_threads(1)
+    s = scene
+    turned = Rotation.from_euler("z", 35, degrees=True).as_matrix() @ s["rot"]
+    before = held_object_scene(trimesh.creation.box((0.14, 0.08, 0.05)), turned)
+    np.testing.assert_array_equal(before["body_v"], s["body_v"])  # the same torso: the hand did not move
+    cfg = FitConfig(iterations=20, warmup_iterations=6, start_candidates_without_pose=6, exact_polish_rounds=2)
+    then = fit_object(before["obj_v"], before["obj_f"], before["p_obj"], before["body_v"], before["body_f"],
+                      before["p_hum"], before["mask"], K, cfg)
+    args = (s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K, cfg)
+    alone = fit_object(*args, history=())
+    now = fit_object(*args, history=[then.evidence])
+    assert now.report["pool_rejected"] == 1 and now.report["pooled_frames"] == 0, now.report
+    assert now.report["pool_excess_max"] > cfg.pool_max_excess
+    np.testing.assert_allclose(now.rotation, alone.rotation, atol=1e-6)

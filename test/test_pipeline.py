@@ -7,6 +7,7 @@ the object fitted to it, and stated reasons when something cannot be placed.
 
 from __future__ import annotations
 
+import copy
 from dataclasses import replace
 from pathlib import Path
 
@@ -115,6 +116,15 @@ def test_interaction_places_body_and_object(tiny_checkpoints, tiny_body_assets, 
     other = pipe.place_object(photo, contacts.human, contacts.object, body, k, object_box=(230, 30, 390, 170),
                               previous=other_mesh)
     assert other.placed and other.report["start_candidates"] == apart.report["start_candidates"]
+    # a held object's refit pools the last frame's evidence (pool_frames 1 by default): the same frame again agrees
+    assert len(apart.history) == 1 and apart.report["pooled_frames"] == 0
+    assert again.report["pooled_frames"] == 1 and again.report["pool_rejected"] == 0, again.report
+    assert len(again.history) == 1 and again.history[0] is not apart.history[0]  # the newest, capped at 1
+    unpooled = copy.copy(pipe)
+    unpooled.fit_config = replace(pipe.fit_config, pool_frames=0)
+    alone = unpooled.place_object(photo, contacts.human, contacts.object, body, k, object_box=(230, 30, 390, 170),
+                                  previous=apart)
+    assert alone.placed and alone.history == () and alone.report["pooled_frames"] == 0  # off: nothing kept
     unplaced = pipe.place_object(photo, contacts.human, contacts.object, no_k.body_placement, k)
     assert not unplaced.placed and "intrinsics" in unplaced.status and "mask or box" in unplaced.status
     tracker = pipe.new_body_tracker(max_people=2, max_missing_s=0.5)

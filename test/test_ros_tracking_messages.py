@@ -150,10 +150,12 @@ def test_the_previous_object_moves_with_the_pelvis_for_the_next_fit() -> None:
     from ivlm_ros.contact_board import PersonObject, moved_with_pelvis
 
     vertices = np.array([[0.0, 0.0, 1.0], [0.1, 0.0, 1.0]], dtype=np.float32)
-    placed = ObjectPlacement(True, "ok", np.eye(3), np.array([0.0, 0.0, 1.0]), 1.0, vertices)
+    evidence = object()  # a fitted frame's evidence: carried as it is (its own body gives the hand's motion)
+    placed = ObjectPlacement(True, "ok", np.eye(3), np.array([0.0, 0.0, 1.0]), 1.0, vertices, history=(evidence,))
     fitted = PersonObject(placed, np.array([0.0, 0.0, 2.0]), 1.0)
     moved = moved_with_pelvis(fitted, np.array([0.1, -0.05, 2.0]))
     np.testing.assert_allclose(moved.translation, [0.1, -0.05, 1.0])
+    assert moved.history == (evidence,)
     np.testing.assert_allclose(moved.vertices, vertices + np.array([0.1, -0.05, 0.0], dtype=np.float32))
     np.testing.assert_allclose(placed.translation, [0.0, 0.0, 1.0])  # the board's entry is not changed
     assert moved_with_pelvis(fitted, None) is placed  # pelvis unknown now: where it was

@@ -28,10 +28,12 @@ full-resolution render, the body's z-buffer, whole-pixel erosion or dilation): w
 than where the fit ended, the gradient fit's smooth mask term led away and the polish's search did not find the
 way back ("polish search"), otherwise the observations themselves favour the wrong pose ("evidence").
 
-``--stream`` adds two conditions on each noisy scene's next frame (the same view, fresh contact and mask
-noise): ``next``, fitted alone, and ``stream``, fitted with the noisy fit as the previous frame's placement,
-as the node does when it refits a held object (the previous pose joins the start poses and decides
-near-ties), so the two differ only by that hint.
+``--stream`` adds three conditions on each noisy scene's next frame (the same view, fresh contact and mask
+noise): ``next``, fitted alone; ``stream``, fitted with the noisy fit as the previous frame's placement, as the
+node does when it refits a held object (the previous pose joins the start poses and decides near-ties), so the
+two differ only by that hint; and ``pooled``, the hint plus the noisy frame's evidence pooled into the exact
+polish (``history``, at least one frame whatever the config's ``pool_frames``), as the node does with
+``pool_frames`` > 0.
 
 The fit starts from no pose (``--start none``, the product's path: multi-hypothesis start) or from the true
 pose perturbed by 10-20 degrees / 5-10 cm (``--start perturbed``). Errors are taken modulo the object's
@@ -439,12 +441,12 @@ class FitOutcome:
 
 def fit_scene(
     scene: Scene, cfg: FitConfig, start: str, rng: np.random.Generator | None,
-    previous_pose: tuple[np.ndarray, np.ndarray] | None = None,
+    previous_pose: tuple[np.ndarray, np.ndarray] | None = None, history: tuple = (),
 ) -> tuple[FitOutcome, object]:
     """Fit one scene; errors modulo the object's symmetry. A fit that refuses (ObjectFitFailure) counts as a
     miss with infinite error. start: "none" (the product's path), "perturbed" (the true pose perturbed with
     rng) or "truth" (the true pose itself). previous_pose: the fit of the stream's previous frame (the
-    product's hint)."""
+    product's hint); history: earlier frames' ``FrameEvidence`` to pool (newest first)."""
     obj, sym = scene.obj, scene.obj.symmetry
     init_rot = init_trans = None
     if start == "perturbed":
@@ -457,6 +459,7 @@ def fit_scene(
             np.asarray(obj.mesh.vertices), np.asarray(obj.mesh.faces), scene.object_contact,
             scene.body_vertices, scene.body_faces, scene.human_contact, scene.mask, CAMERA_K, cfg,
             init_rotation=init_rot, init_translation=init_trans, symmetry=sym, previous_pose=previous_pose,
+            history=history,
         )
     except ObjectFitFailure as exc:
         return FitOutcome(float("inf"), float("inf"), time.perf_counter() - tic, str(exc), scene.occluded), None
@@ -597,7 +600,8 @@ def main(argv: list[str] | None = None) -> None:
         poser = BodyPoser(tmp)
     print(f"body: synthetic SMPL-X, {len(poser.faces)} faces; camera 640x480 fx=fy=600; torch threads "
           f"{args.threads}; start: {args.start}; {cfg.start_candidates_without_pose} hypotheses x "
-          f"{cfg.warmup_iterations} steps, {cfg.finalists} finalists x {cfg.iterations} steps; noisy: view"
+          f"{cfg.warmup_iterations} steps{f' (the best {cfg.warmup_keep} after half)' if cfg.warmup_keep else ''}, "
+          f"{cfg.finalists} finalists x {cfg.iterations} steps; noisy: view"
           f"{''.join(' + ' + p for p in parts)}; mask outline "
           f"{f'jittered {args.mask_jitter:g} px' if args.mask_jitter > 0 else 'a uniform disk erosion/dilation'}")
     print("symmetries (measured): " + "; ".join(f"{o.name} {o.symmetry.describe()}" for o in objects))
@@ -605,6 +609,7 @@ def main(argv: list[str] | None = None) -> None:
     if args.stream and args.noise > 0:
         conditions["next"] = []  # the next frame alone (no previous placement): what the hint changes
         conditions["stream"] = []
+        conditions["pooled"] = []
     stream_rng = np.random.default_rng(args.seed + 2)  # its own draws: the other conditions stay as they were
     jitter_rng = np.random.default_rng(args.seed + 3)  # the same: --mask-jitter changes only the outlines
     for i in range(args.scenes):
@@ -616,13 +621,15 @@ def main(argv: list[str] | None = None) -> None:
             scenes["noisy"] = restrict_noise(clean, add_noise(clean, poser, noise_rng, args.noise,
                                                               jitter_px=args.mask_jitter, jitter_rng=jitter_rng), parts)
         if "stream" in conditions:
-            scenes["next"] = scenes["stream"] = next_frame(clean, scenes["noisy"], poser, stream_rng, args.noise,
-                                                             parts, args.mask_jitter)
+            following = next_frame(clean, scenes["noisy"], poser, stream_rng, args.noise, parts, args.mask_jitter)
+            scenes["next"] = scenes["stream"] = scenes["pooled"] = following
         results: dict[str, object] = {}
         for name, scene in scenes.items():
-            previous = results.get("noisy") if name == "stream" else None
+            previous = results.get("noisy") if name in ("stream", "pooled") else None
             previous_pose = None if previous is None else (previous.rotation, previous.translation)
-            outcome, result = fit_scene(scene, cfg, args.start, rng, previous_pose)
+            history = (previous.evidence,) if name == "pooled" and previous and previous.evidence else ()
+            outcome, result = fit_scene(scene, replace(cfg, pool_frames=max(1, cfg.pool_frames)) if history else cfg,
+                                        args.start, rng, previous_pose, history)
             outcome.half_width_px = visible_half_width(scene)
             results[name] = result
             conditions[name].append(outcome)

@@ -41,6 +41,12 @@ depth margin before the body hides the object) misjudge masks that are too wide 
 body. So the pose is chosen last by the exact mask term (``ExactMaskScore``) plus the image-free terms: the
 best distinct poses among the short fits, the finalists and their paths, each polished by a seeded random
 search (``exact_polish_*``; report: exact_total, exact_mask_loss, exact_mask_shift_px, exact_evaluations).
+A held object keeps its pose in the hand. ``history`` (``FrameEvidence`` of the object's last fitted frames,
+``pool_frames`` of them) adds those frames' exact totals to the polish's energy, each at the pose moved by the
+hand's rigid motion since (the body's vertices around the contacts, matched by index), and their fitted poses
+to its starts: frames with independent mask and contact errors pin the pose down better than one
+(report: pooled_frames; pool_skipped_* say why a frame was not pooled).
+
 report["mask_half_width_px"] says how thick the mask is: a few pixels of outline error take or add most of a
 mask only a few times that thick, and the rotation is then weakly observed.
 """
@@ -50,6 +56,7 @@ from __future__ import annotations
 import functools
 import math
 import time
+from collections.abc import Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -73,6 +80,7 @@ from ivlm_core.fitting.icp import (
     contact_region_depth,
     mask_centre_translation,
     sample_contact_surface,
+    umeyama_rigid,
 )
 from ivlm_core.fitting.nearest import TrackedNearest
 from ivlm_core.fitting.rotation import matrix_to_quaternion_xyzw, matrix_to_rotation_6d, rotation_6d_to_matrix
@@ -163,6 +171,10 @@ class FitConfig:
     exact_polish_samples: int = 12
     exact_polish_turn_deg: float = 6.0
     exact_polish_move_m: float = 0.006
+    pool_frames: int = 1
+    pool_hand_radius_m: float = 0.06
+    pool_hand_residual_m: float = 0.01
+    pool_max_excess: float = 0.15
     seed: int = 0
 
     @classmethod
@@ -202,6 +214,9 @@ class FitConfig:
             raise InvalidInputError(f"fitting config: contact_cap_m >= 0 metres (0 = no cap), not {cfg.contact_cap_m}")
         if cfg.warmup_keep < 0:
             raise InvalidInputError(f"fitting config: warmup_keep >= 0 (0 = every hypothesis), not {cfg.warmup_keep}")
+        if cfg.pool_frames < 0 or not min(cfg.pool_hand_radius_m, cfg.pool_hand_residual_m, cfg.pool_max_excess) > 0:
+            raise InvalidInputError("fitting config: pool_frames >= 0 (0 = off), pool_hand_radius_m, "
+                                    "pool_hand_residual_m and pool_max_excess > 0")
         if cfg.max_start_regions < 1:
             raise InvalidInputError(f"fitting config: max_start_regions >= 1, not {cfg.max_start_regions}")
         if min(cfg.object_test_points, cfg.body_surface_samples) < 1:
@@ -233,6 +248,8 @@ class ObjectFitResult:
     report: dict[str, float] = field(default_factory=dict)
     status: str = "ok"  # "ok", or "ok; ambiguous: ..." when a different pose fits almost as well
     runner_up: tuple[np.ndarray, np.ndarray] | None = None  # the best different pose (rotation, translation)
+    evidence: FrameEvidence | None = None  # this frame's observations, for the next frames' history (None:
+    # the exact polish is off, which the pooling needs)
 
     @property
     def quaternion_xyzw(self) -> np.ndarray:
@@ -257,6 +274,7 @@ class ObjectFitResult:
             "scale": float(self.scale),
             "vertices": self.vertices,
             "report": dict(self.report),
+            "history": () if self.evidence is None else (self.evidence,),
         }
 
 
@@ -358,6 +376,77 @@ class _Batch:
                       [self.labels[i] for i in np.asarray(index, dtype=np.int64)])
 
 
+@dataclass(frozen=True)
+class FrameEvidence:
+    """One fitted frame's observations of its object, kept for the next frames of the same held object: the
+    exact mask score and the image-free terms of that frame, the body they were seen with, and where the fit
+    placed the object. Nothing in it is changed after the fit (frames share it)."""
+
+    object_vertices: np.ndarray  # (V,3) mesh frame: the mesh these observations are of
+    body_vertices: np.ndarray  # (N,3) that frame's body, camera frame
+    hand: np.ndarray  # (A,) indices of the body vertices within pool_hand_radius_m of its usable contacts
+    rotation: np.ndarray  # (3,3) that frame's fit, centred object frame -> camera
+    translation: np.ndarray  # (3,)
+    scene: _Scene  # the image-free terms (the hypotheses' sparser samples, as the polish uses)
+    exact: ExactMaskScore
+    own_total: float  # that frame's exact total (its observations alone) at its fit
+
+
+@dataclass
+class _PooledFrame:
+    """An earlier frame's evidence and the hand's rigid motion from this frame's camera coordinates to its."""
+
+    scene: _Scene
+    exact: ExactMaskScore
+    rotation: torch.Tensor  # (3,3)
+    translation: torch.Tensor  # (3,)
+    own_total: float
+
+
+def _hand_vertices(cfg: FitConfig, hum_v: np.ndarray, p_hum: np.ndarray) -> np.ndarray:
+    """Indices of the body vertices within pool_hand_radius_m of the usable contacts: the part of the body the
+    held object moves with."""
+    touched = hum_v[p_hum > cfg.human_contact_threshold]
+    if not len(touched):
+        return np.zeros(0, dtype=np.int64)
+    near = cKDTree(touched).query(hum_v, distance_upper_bound=cfg.pool_hand_radius_m)[0]
+    return np.nonzero(near < cfg.pool_hand_radius_m)[0]
+
+
+def _pooled_frames(
+    cfg: FitConfig, history: Sequence[FrameEvidence], obj_v: np.ndarray, hum_v: np.ndarray, hand: np.ndarray,
+) -> tuple[list[_PooledFrame], list[tuple[np.ndarray, np.ndarray]], dict[str, float]]:
+    """The frames of ``history`` (newest first, pool_frames of them) that can be pooled, the hand's motion to
+    each, and their fitted poses moved into this frame; report counts of the frames skipped and why: another
+    mesh or body model, too few hand vertices, or a hand that did not move rigidly (its vertices off by more
+    than pool_hand_residual_m after the best rigid motion: the body fit changed there, or another hand holds)."""
+    frames: list[_PooledFrame] = []
+    poses: list[tuple[np.ndarray, np.ndarray]] = []
+    skipped = {"pool_skipped_mesh": 0.0, "pool_skipped_body": 0.0, "pool_skipped_hand": 0.0}
+    for evidence in list(history)[: cfg.pool_frames]:
+        if evidence.object_vertices.shape != obj_v.shape or not np.allclose(evidence.object_vertices, obj_v):
+            skipped["pool_skipped_mesh"] += 1
+            continue
+        if evidence.body_vertices.shape != hum_v.shape:
+            skipped["pool_skipped_body"] += 1
+            continue
+        region = np.intersect1d(hand, evidence.hand)
+        if len(region) < 3:
+            skipped["pool_skipped_hand"] += 1
+            continue
+        rot, trans = umeyama_rigid(hum_v[region], evidence.body_vertices[region])
+        residual = np.sqrt(np.mean(np.sum((hum_v[region] @ rot.T + trans - evidence.body_vertices[region]) ** 2, 1)))
+        if not residual <= cfg.pool_hand_residual_m:
+            skipped["pool_skipped_hand"] += 1
+            continue
+        frames.append(_PooledFrame(evidence.scene, evidence.exact, torch.as_tensor(rot, dtype=torch.float32),
+                                   torch.as_tensor(trans, dtype=torch.float32), evidence.own_total))
+        # its fit x_then = R_then x + t_then, and x_then = G x_now: x_now = G^T (R_then x + t_then - g)
+        poses.append((rot.T @ evidence.rotation, rot.T @ (evidence.translation - trans)))
+    report = {"pooled_frames": float(len(frames)), "pool_rejected": 0.0, **skipped}
+    return frames, poses, report
+
+
 def fit_object(
     object_vertices: np.ndarray,
     object_faces: np.ndarray,
@@ -373,6 +462,7 @@ def fit_object(
     use_occlusion: bool = True,
     symmetry: Symmetry | None = None,
     previous_pose: tuple[np.ndarray, np.ndarray] | None = None,
+    history: Sequence[FrameEvidence] = (),
 ) -> ObjectFitResult:
     """Fit the object pose (mesh frame -> camera frame) against a fixed, camera-frame human mesh.
 
@@ -384,7 +474,10 @@ def fit_object(
     tell a rival pose from a twin; None = no symmetry. previous_pose: (rotation, translation) of the last
     fit of this object in a stream (mesh frame -> camera frame), or None: it joins the start poses and the
     finalists, and when two different finalists fit almost equally well (an ambiguity) the one nearer it is
-    kept, so a stream does not flip between poses its frames cannot tell apart.
+    kept, so a stream does not flip between poses its frames cannot tell apart. history: the evidence of this
+    object's last fitted frames (``ObjectFitResult.evidence``, newest first): the first pool_frames whose hand
+    moved rigidly are pooled into the exact polish (see the module docstring); the result's own evidence is in
+    ``evidence``.
     Raises ObjectFitFailure saying why when the inputs cannot place the object (mask too small, no contacts
     above threshold, no human contact near the object in the image).
     report["iterations"] counts the batched Adam steps (short fit of all hypotheses + the finalists' fit).
@@ -456,18 +549,34 @@ def fit_object(
         best = nearest
     rot_t, trans_t, scale_t = final.rotation[best], final.translation[best], final.scale[best]
     polish_report: dict[str, float] = {}
+    evidence = None
     if cfg.exact_polish_rounds > 0 and not cfg.optimise_scale:
         exact = ExactMaskScore(obj_v, obj_f, depth if depth is not None else np.full(mask.shape, np.inf), mask, k,
                                int(scene.mask_shifts.abs().max()), cfg.mask_shift_cost)
+        hand = _hand_vertices(cfg, hum_v, p_hum)
+        pooled, pooled_poses, pool_report = _pooled_frames(cfg, history, obj_v, hum_v, hand)
         if kept_previous:  # the stream's tie-break chose this pose: polish it, do not trade it for another
             pool_rot, pool_trans = rot_t[None], trans_t[None]
-        else:  # the short fits, the finalists, and the finalists' paths (the smooth term may lead away)
+        else:  # the short fits, the finalists, the finalists' paths (the smooth term may lead away); and below
+            # the pooled frames' fits
             pool_rot = torch.cat([short.rotation, final.rotation, *[r for r, _ in trail]])
             pool_trans = torch.cat([short.translation, final.translation, *[t for _, t in trail]])
+        then = [] if kept_previous else [torch.as_tensor(np.stack(p), dtype=torch.float32) for p in zip(*pooled_poses)]
         pivot = obj_v[p_obj > cfg.object_contact_threshold].mean(0) - centre
         # the image-free terms on the hypotheses' sparser samples: they rank poses as well, for half the cost
-        rot_t, trans_t, polish_report = _exact_polish(coarse, cfg, exact, centre, pool_rot, pool_trans, pivot,
-                                                       distinct)
+        found = _exact_polish(coarse, cfg, exact, centre, torch.cat([pool_rot, *then[:1]]),
+                              torch.cat([pool_trans, *then[1:]]), pivot, distinct, pooled, own_poses=len(pool_rot))
+        excess = found[3] if pooled else []
+        pool_report["pool_excess_max"] = max(excess, default=float("nan"))
+        if excess and max(excess) > cfg.pool_max_excess:
+            # a frame fits the pooled pose much worse than its own: the object moved in the hand (a new grasp)
+            # or a frame's fit was wrong; this frame alone decides
+            found = _exact_polish(coarse, cfg, exact, centre, pool_rot, pool_trans, pivot, distinct)
+            pool_report.update(pooled_frames=0.0, pool_rejected=float(len(pooled)))
+        rot_t, trans_t, polish_report, _ = found
+        polish_report.update(pool_report)
+        evidence = FrameEvidence(obj_v, hum_v, hand, rot_t.double().numpy(), trans_t.double().numpy(), coarse,
+                                 exact, float(polish_report.get("exact_total_frame", polish_report["exact_total"])))
     best_pose = (rot_t.double().numpy(), trans_t.double().numpy())
     # the runner-up: the best DIFFERENT pose (modulo symmetry) among the finalists, else among the short fits
     rival = next(((final, int(i)) for i in order if int(i) != best and distinct(best_pose, _pose(final, int(i)))),
@@ -523,7 +632,7 @@ def fit_object(
             "fit_time_s": time.perf_counter() - start_time,
         }
     )
-    return ObjectFitResult(rotation, translation, s, vertices, report, status, runner_up)
+    return ObjectFitResult(rotation, translation, s, vertices, report, status, runner_up, evidence)
 
 
 def warm_up() -> None:
@@ -767,8 +876,8 @@ def _refine(
 
 def _exact_polish(
     scene: _Scene, cfg: FitConfig, exact: ExactMaskScore, centre: np.ndarray, rot: torch.Tensor,
-    trans: torch.Tensor, pivot: np.ndarray, distinct,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, float]]:
+    trans: torch.Tensor, pivot: np.ndarray, distinct, pooled: Sequence[_PooledFrame] = (), own_poses: int | None = None,
+) -> tuple[torch.Tensor, torch.Tensor, dict[str, float], list[float]]:
     """The pose (centred frame) of lowest exact total: the exact_polish_starts best distinct ones of the given
     poses (B,3,3), (B,3), each improved by a random search. Each round tries exact_polish_samples turns about
     the contact region (pivot, centred object frame) plus small moves, keeps the best if it is lower, and
@@ -776,19 +885,27 @@ def _exact_polish(
 
     The exact total is the image-free terms plus the mask term computed exactly (``ExactMaskScore``): the
     smooth mask term the gradient needs misjudges eroded/dilated masks and the body's cover enough to move
-    the minimum by 5-25 degrees on the benchmark's noisy scenes, where the exact one prefers the true pose."""
+    the minimum by 5-25 degrees on the benchmark's noisy scenes, where the exact one prefers the true pose.
+    pooled: earlier frames of a held object: their exact totals at the poses moved by the hand's motion are
+    added (the returned mask loss and shift stay this frame's). Also returns, for each frame (this one first),
+    how much more its own exact total is at the chosen pose than at its own fit (this frame: at the best of the
+    first own_poses given poses, its own; default all)."""
     rng = np.random.default_rng(cfg.seed)
     pivot_t = torch.as_tensor(pivot, dtype=torch.float32)
 
-    def energy(rots: torch.Tensor, transl: torch.Tensor) -> tuple[np.ndarray, list[tuple[float, int]]]:
-        with torch.no_grad():
-            terms = _body_terms(scene, cfg, rots, transl, torch.ones(len(rots)))
-        body = (cfg.weight_contact * terms["contact"] + cfg.weight_penetration * terms["penetration"]
-                + cfg.weight_labels * terms["labels"]).double().numpy()
-        masks = [exact(r, t - r @ centre) for r, t in zip(rots.double().numpy(), transl.double().numpy())]
-        return body + cfg.weight_mask * np.array([m[0] for m in masks]), masks
+    def frame_totals(rots: torch.Tensor, transl: torch.Tensor) -> tuple[list[np.ndarray], list[tuple[float, int]]]:
+        own, masks = _exact_total(scene, exact, cfg, centre, rots, transl)
+        then = [_exact_total(frame.scene, frame.exact, cfg, centre, frame.rotation @ rots,
+                             transl @ frame.rotation.T + frame.translation)[0] for frame in pooled]
+        return [own, *then], masks
 
-    values, masks = energy(rot, trans)
+    def energy(rots: torch.Tensor, transl: torch.Tensor) -> tuple[np.ndarray, list[tuple[float, int]]]:
+        totals, masks = frame_totals(rots, transl)
+        return np.sum(totals, axis=0), masks
+
+    start_totals, masks = frame_totals(rot, trans)
+    values = np.sum(start_totals, axis=0)
+    own_best = float(start_totals[0][: len(rot) if own_poses is None else own_poses].min())
     evaluations = len(values)
     pool = _Batch(rot, trans, torch.ones(len(rot)), torch.as_tensor(values, dtype=torch.float32), [""] * len(rot))
     results = []
@@ -814,7 +931,26 @@ def _exact_polish(
     cur, cur_rot, cur_trans, cur_mask = min(results, key=lambda r: r[0])
     report = {"exact_total": cur, "exact_mask_loss": cur_mask[0], "exact_mask_shift_px": float(cur_mask[1]),
               "exact_evaluations": float(evaluations)}
-    return cur_rot, cur_trans, report
+    if not pooled:
+        return cur_rot, cur_trans, report, [cur - own_best]
+    parts = [float(t[0]) for t in frame_totals(cur_rot[None], cur_trans[None])[0]]
+    excess = [parts[0] - own_best] + [part - frame.own_total for part, frame in zip(parts[1:], pooled)]
+    report["exact_total_frame"] = parts[0]
+    return cur_rot, cur_trans, report, excess
+
+
+def _exact_total(
+    scene: _Scene, exact: ExactMaskScore, cfg: FitConfig, centre: np.ndarray, rots: torch.Tensor,
+    transl: torch.Tensor,
+) -> tuple[np.ndarray, list[tuple[float, int]]]:
+    """(B,) image-free terms + the exact mask term of poses (B,3,3), (B,3) (centred object frame) in one frame,
+    and each pose's exact (mask loss, shift)."""
+    with torch.no_grad():
+        terms = _body_terms(scene, cfg, rots, transl, torch.ones(len(rots)))
+    body = (cfg.weight_contact * terms["contact"] + cfg.weight_penetration * terms["penetration"]
+            + cfg.weight_labels * terms["labels"]).double().numpy()
+    masks = [exact(r, t - r @ centre) for r, t in zip(rots.double().numpy(), transl.double().numpy())]
+    return body + cfg.weight_mask * np.array([m[0] for m in masks]), masks
 
 
 def _start_poses(
@@ -900,12 +1036,13 @@ def fit_object_to_body(
     object_mask: np.ndarray, camera_k: np.ndarray, config: FitConfig | None = None,
     init_rotation: np.ndarray | None = None, init_translation: np.ndarray | None = None,
     symmetry: Symmetry | None = None, previous_pose: tuple[np.ndarray, np.ndarray] | None = None,
+    history: Sequence[FrameEvidence] = (),
 ) -> ObjectFitResult:
     """:func:`fit_object` with the pipeline's argument names (the human is the placed SMPL-X body)."""
     return fit_object(
         object_vertices, object_faces, object_contact, body_vertices, body_faces, body_contact, object_mask,
         camera_k, config, init_rotation=init_rotation, init_translation=init_translation, symmetry=symmetry,
-        previous_pose=previous_pose,
+        previous_pose=previous_pose, history=history,
     )
 
 
