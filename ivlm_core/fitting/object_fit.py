@@ -566,7 +566,7 @@ def fit_object(
         # the image-free terms on the hypotheses' sparser samples: they rank poses as well, for half the cost
         found = _exact_polish(coarse, cfg, exact, centre, torch.cat([pool_rot, *then[:1]]),
                               torch.cat([pool_trans, *then[1:]]), pivot, distinct, pooled, own_poses=len(pool_rot))
-        excess = found[3] if pooled else []
+        excess = found[3]
         pool_report["pool_excess_max"] = max(excess, default=float("nan"))
         if excess and max(excess) > cfg.pool_max_excess:
             # a frame fits the pooled pose much worse than its own: the object moved in the hand (a new grasp)
@@ -830,9 +830,7 @@ def _refine(
             break  # a diverged step (non-finite pose): keep the best poses seen so far
         refresh = step % max(1, cfg.occlusion_update_every) == 0
         if 0 < keep < len(active) and step == half + 1:  # past the blur's annealing: the losses compare
-            so_far = _Batch(best.rotation[active], best.translation[active], best.scale[active], best.loss[active],
-                            [best.labels[int(i)] for i in active])
-            active = active[torch.as_tensor(_best_distinct(so_far, keep, distinct, fill=True))]
+            active = active[torch.as_tensor(_best_distinct(best.take(active.numpy()), keep, distinct, fill=True))]
             refresh, label_nearest = True, None
         rot = rotation_6d_to_matrix(rot6d[active])
         pose_trans, pose_scale = trans[active], scale[active]
@@ -887,9 +885,9 @@ def _exact_polish(
     smooth mask term the gradient needs misjudges eroded/dilated masks and the body's cover enough to move
     the minimum by 5-25 degrees on the benchmark's noisy scenes, where the exact one prefers the true pose.
     pooled: earlier frames of a held object: their exact totals at the poses moved by the hand's motion are
-    added (the returned mask loss and shift stay this frame's). Also returns, for each frame (this one first),
-    how much more its own exact total is at the chosen pose than at its own fit (this frame: at the best of the
-    first own_poses given poses, its own; default all)."""
+    added (the returned mask loss and shift stay this frame's). Also returns, when frames are pooled, for each
+    frame (this one first) how much more its own exact total is at the chosen pose than at its own fit (this
+    frame: at the best of the first own_poses given poses, its own; default all); else an empty list."""
     rng = np.random.default_rng(cfg.seed)
     pivot_t = torch.as_tensor(pivot, dtype=torch.float32)
 
@@ -905,7 +903,6 @@ def _exact_polish(
 
     start_totals, masks = frame_totals(rot, trans)
     values = np.sum(start_totals, axis=0)
-    own_best = float(start_totals[0][: len(rot) if own_poses is None else own_poses].min())
     evaluations = len(values)
     pool = _Batch(rot, trans, torch.ones(len(rot)), torch.as_tensor(values, dtype=torch.float32), [""] * len(rot))
     results = []
@@ -932,7 +929,8 @@ def _exact_polish(
     report = {"exact_total": cur, "exact_mask_loss": cur_mask[0], "exact_mask_shift_px": float(cur_mask[1]),
               "exact_evaluations": float(evaluations)}
     if not pooled:
-        return cur_rot, cur_trans, report, [cur - own_best]
+        return cur_rot, cur_trans, report, []
+    own_best = float(start_totals[0][: len(rot) if own_poses is None else own_poses].min())
     parts = [float(t[0]) for t in frame_totals(cur_rot[None], cur_trans[None])[0]]
     excess = [parts[0] - own_best] + [part - frame.own_total for part, frame in zip(parts[1:], pooled)]
     report["exact_total_frame"] = parts[0]
