@@ -811,7 +811,7 @@ def _refine(
     groups = [{"params": [rot6d], "lr": cfg.lr_rotation}, {"params": [trans], "lr": cfg.lr_translation}]
     if cfg.optimise_scale:
         groups.append({"params": [scale], "lr": cfg.lr_scale})
-    optimiser = torch.optim.Adam(groups)
+    optimiser = torch.optim.Adam(groups, fused=True)  # one kernel per group, not ~10 small ops per parameter
     best = _Batch(start.rotation.clone(), start.translation.clone(), start.scale.clone(),
                   torch.full((len(start.labels),), float("inf")), list(start.labels))
     since = torch.zeros(len(start.labels), dtype=torch.int64)
@@ -826,8 +826,8 @@ def _refine(
     window = torch.arange(-cfg.mask_shift_window, cfg.mask_shift_window + 1)
     half = max(1, iterations // 2)
     for step in range(iterations + 1):  # the last pass only scores the pose the last step reached
-        if not (torch.isfinite(rot6d).all() and torch.isfinite(trans).all() and torch.isfinite(scale).all()):
-            break  # a diverged step (non-finite pose): keep the best poses seen so far
+        if not bool(torch.isfinite(rot6d.detach().sum() + trans.detach().sum() + scale.detach().sum())):
+            break  # a diverged step (a non-finite pose makes the sum so): keep the best poses seen so far
         refresh = step % max(1, cfg.occlusion_update_every) == 0
         if 0 < keep < len(active) and step == half + 1:  # past the blur's annealing: the losses compare
             active = active[torch.as_tensor(_best_distinct(best.take(active.numpy()), keep, distinct, fill=True))]
@@ -1420,6 +1420,8 @@ def _trimmed_mean(distance: torch.Tensor, weight: torch.Tensor, keep: float) -> 
     (up to 1 - keep of them) are ignored, yet the term still grows without bound when the object leaves
     the true contacts, unlike a bounded robust kernel."""
     count = max(1, int(np.ceil(keep * distance.shape[1])))
+    if count >= distance.shape[1]:  # all kept: no sort (the fit's default, once per step)
+        return distance @ weight / weight.sum().clamp(min=1e-12)
     kept, index = torch.topk(distance, count, dim=1, largest=False)
     w = weight[index]
     return (kept * w).sum(1) / w.sum(1).clamp(min=1e-12)
