@@ -24,6 +24,7 @@ PyTorch3D is not available, so this is a small differentiable rasteriser in plai
 
 from __future__ import annotations
 
+import functools
 import math
 from dataclasses import dataclass
 
@@ -65,11 +66,9 @@ class SilhouetteGrid:
         return cls(x0, y0, step, width, height, int(image_hw[0]), int(image_hw[1]))
 
     def cell_centres(self) -> torch.Tensor:
-        """(P,2) image coordinates (u=col, v=row; pixel centres are integers) of cell centres, row-major."""
-        cols = self.x0 + (torch.arange(self.width, dtype=torch.float32) + 0.5) * self.step - 0.5
-        rows = self.y0 + (torch.arange(self.height, dtype=torch.float32) + 0.5) * self.step - 0.5
-        vv, uu = torch.meshgrid(rows, cols, indexing="ij")
-        return torch.stack((uu.reshape(-1), vv.reshape(-1)), dim=-1)
+        """(P,2) image coordinates (u=col, v=row; pixel centres are integers) of cell centres, row-major.
+        Cached per grid (a fit asks at every step): nothing may write into it."""
+        return _cell_centres(self)
 
     def crop(self, image: np.ndarray, fill: float = 0.0) -> np.ndarray:
         """The full-resolution crop (height*step, width*step) of a 2D array, padded with ``fill`` outside."""
@@ -147,6 +146,14 @@ class EdgeTable:
             torch.from_numpy(inverse.reshape(-1, 3).astype(np.int64)),
             torch.from_numpy(dirs.reshape(-1, 3)),
         )
+
+
+@functools.lru_cache(maxsize=64)
+def _cell_centres(grid: SilhouetteGrid) -> torch.Tensor:
+    cols = grid.x0 + (torch.arange(grid.width, dtype=torch.float32) + 0.5) * grid.step - 0.5
+    rows = grid.y0 + (torch.arange(grid.height, dtype=torch.float32) + 0.5) * grid.step - 0.5
+    vv, uu = torch.meshgrid(rows, cols, indexing="ij")
+    return torch.stack((uu.reshape(-1), vv.reshape(-1)), dim=-1)
 
 
 def soft_silhouette(
