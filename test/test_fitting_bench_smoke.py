@@ -229,3 +229,43 @@ def test_visible_half_width_is_the_thickest_visible_part(tmp_path):
     # a disc of that radius fits inside the visible object, which is at least that wide both ways
     assert 1.0 <= width <= min(np.ptp(rows), np.ptp(cols)) / 2 + 1
     assert width ** 2 * np.pi <= visible.sum() * 1.1
+
+
+def test_a_moved_view_moves_body_and_object_together_by_the_returned_motion(tmp_path):
+    """--stream-move: the person and the held object move rigidly together (contacts stay true); the mask and the
+    occlusion are the new view's render, and the returned motion maps the old scene onto the new one."""
+    poser = fit_recovery.BodyPoser(str(tmp_path))
+    box = fit_recovery.make_objects()[0]
+    scene = fit_recovery.make_scene(box, poser, np.random.default_rng(0), at_hand=True)
+    moved, turn, shift = fit_recovery.moved_view(scene, np.random.default_rng(1), 10.0, 0.05)
+    assert np.degrees(np.arccos(np.clip((np.trace(turn) - 1) / 2, -1, 1))) == pytest.approx(7.5, abs=2.6)
+    np.testing.assert_allclose(moved.body_vertices, scene.body_vertices @ turn.T + shift, atol=1e-9)
+    np.testing.assert_allclose(moved.rotation, turn @ scene.rotation, atol=1e-12)
+    np.testing.assert_allclose(moved.translation, turn @ scene.translation + shift, atol=1e-9)
+    touched = scene.body_vertices[scene.anchor]
+    assert 0.025 - 1e-9 <= np.linalg.norm(moved.body_vertices[scene.anchor] - touched) <= 0.05 + 1e-9
+    np.testing.assert_array_equal(moved.mask, fit_recovery.visible_mask(moved))
+    assert moved.object_contact is scene.object_contact and moved.human_contact is scene.human_contact
+    # nothing asked, nothing moved
+    same, turn0, shift0 = fit_recovery.moved_view(scene, np.random.default_rng(1), 0.0, 0.0)
+    np.testing.assert_allclose(turn0, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(same.body_vertices, scene.body_vertices, atol=1e-12)
+
+
+def test_a_longer_moving_stream_pools_every_earlier_frame_through_the_hands_motion(tmp_path, capsys):
+    """--stream-frames 3 --stream-move: each chain refits the frame between, and the last pooled fit maps both
+    earlier frames by the hand's rigid motion (none skipped) when the config pools two."""
+    cfg = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
+    cfg.update(iterations=30, warmup_iterations=8, start_candidates_without_pose=6, finalists=2, pool_frames=2)
+    path = tmp_path / "fit.yaml"
+    path.write_text(yaml.safe_dump(cfg))
+    fit_recovery.main(["--scenes", "1", "--config", str(path), "--stream", "--stream-frames", "3",
+                       "--stream-move", "10", "0.05"])
+    out = capsys.readouterr().out.strip().splitlines()
+    assert sum(line.startswith("scene 00 stream@1 ") for line in out) == 1
+    assert sum(line.startswith("scene 00 pooled@1 ") for line in out) == 1
+    pooled = [line for line in out if line.startswith("scene 00 pooled ")]
+    assert len(pooled) == 1 and " pooled=2" in pooled[0], pooled
+    for bad in (["--stream-frames", "1"], ["--stream-move", "-1", "0"], ["--stream-move", "5", "nan"]):
+        with pytest.raises(SystemExit):
+            fit_recovery.main(["--scenes", "1", *bad])

@@ -33,7 +33,12 @@ noise): ``next``, fitted alone; ``stream``, fitted with the noisy fit as the pre
 node does when it refits a held object (the previous pose joins the start poses and decides near-ties), so the
 two differ only by that hint; and ``pooled``, the hint plus the noisy frame's evidence pooled into the exact
 polish (``history``, at least one frame whatever the config's ``pool_frames``), as the node does with
-``pool_frames`` > 0.
+``pool_frames`` > 0. ``--stream-frames N`` makes the stream longer (the noisy frame, then N - 1 fresh frames;
+the conditions are the last frame's, each chain refitting every frame before it with the fit before as the
+node would, ``pooled`` with the last ``pool_frames`` frames' evidence), and ``--stream-move DEG M`` moves the
+person and the held object together between frames (turned about the touched point, shifted; the view, mask and
+occlusion rendered anew, the previous fit moved along as the node moves it with the pelvis), so the pooled
+frames are mapped by the hand's rigid motion as in the product.
 
 The fit starts from no pose (``--start none``, the product's path: multi-hypothesis start) or from the true
 pose perturbed by 10-20 degrees / 5-10 cm (``--start perturbed``). Errors are taken modulo the object's
@@ -42,6 +47,7 @@ the same, translation = distance between the fitted and true symmetry centres. S
 
     python -m ivlm_core.bench.fit_recovery [--scenes 40] [--noise 1] [--start none|perturbed] [--seed 0]
                                            [--threads 1] [--config fit.yaml] [--stream] [--out DIR]
+                                           [--stream-frames 2] [--stream-move DEG M]
                                            [--noise-parts contacts,mask] [--mask-jitter PX] [--diagnose]
 
 The fit's one-time start-up cost (``object_fit.warm_up``, which the pipeline pays at load) is paid before
@@ -266,37 +272,67 @@ def occluded_view(scene: Scene, rng: np.random.Generator, target: float, views: 
     vertical (plus a random tilt of up to 25 degrees) the one closest to the target is kept; the scene is
     returned unchanged when no turn keeps the object in view."""
     pivot = scene.body_vertices[scene.anchor]
-    local = np.asarray(scene.obj.mesh.vertices)
-    faces = np.asarray(scene.obj.mesh.faces)
     best: tuple[float, Scene] | None = None
     for yaw in rng.permutation(views) * (360.0 / views):
         turn_r = Rotation.from_euler("yx", [yaw, rng.uniform(-25, 25)], degrees=True).as_matrix()
-        body = (scene.body_vertices - pivot) @ turn_r.T + pivot
-        rotation = turn_r @ scene.rotation
-        translation = turn_r @ (scene.translation - pivot) + pivot
-        vertices = local @ rotation.T + translation
-        if body[:, 2].min() < 0.3:
-            continue
-        u = CAMERA_K[0, 0] * vertices[:, 0] / vertices[:, 2] + CAMERA_K[0, 2]
-        v = CAMERA_K[1, 1] * vertices[:, 1] / vertices[:, 2] + CAMERA_K[1, 2]
-        box = (int(np.floor(u.min())) - 1, int(np.floor(v.min())) - 1, int(np.ceil(u.max())) + 1,
-               int(np.ceil(v.max())) + 1)
-        if box[0] < 2 or box[1] < 2 or box[2] > IMAGE_HW[1] - 3 or box[3] > IMAGE_HW[0] - 3:
-            continue
-        full = _crop_render([(vertices, faces)], box).mask
-        visible = _crop_render([(body, scene.body_faces), (vertices, faces)], box).mesh_index == 1
-        if visible.sum() < 150 or not full.any():
-            continue
-        occluded = 1.0 - visible.sum() / full.sum()
-        if occluded > MAX_OCCLUDED:
-            continue
-        if best is None or abs(occluded - target) < best[0]:
-            mask = np.zeros(IMAGE_HW, dtype=bool)
-            mask[box[1] : box[3] + 1, box[0] : box[2] + 1] = visible
-            best = (abs(occluded - target), Scene(
-                scene.obj, body, scene.body_faces, rotation, translation, scene.object_contact,
-                scene.human_contact, mask, float(occluded), scene.anchor))
+        turned = _turned_view(scene, turn_r, pivot)
+        if turned is not None and (best is None or abs(turned.occluded - target) < best[0]):
+            best = (abs(turned.occluded - target), turned)
     return scene if best is None else best[1]
+
+
+def moved_view(
+    scene: Scene, rng: np.random.Generator, turn_deg: float, shift_m: float, tries: int = 20,
+) -> tuple[Scene, np.ndarray, np.ndarray]:
+    """(scene, rotation, translation): the person and the held object moved together between two frames,
+    turned by 0.5-1 x ``turn_deg`` about a random axis through the touched body vertex and shifted by 0.5-1 x
+    ``shift_m`` in a random direction (x' = rotation @ x + translation); contacts unchanged, mask and occlusion
+    rendered anew. The first of ``tries`` draws that keeps the object in view (``_turned_view``); the scene
+    unchanged (the identity) when none does."""
+    pivot = scene.body_vertices[scene.anchor]
+    for _ in range(tries):
+        axis = rng.normal(size=3)
+        turn_r = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(turn_deg * rng.uniform(0.5, 1.0)))
+        direction = rng.normal(size=3)
+        shift = direction / np.linalg.norm(direction) * shift_m * rng.uniform(0.5, 1.0)
+        moved = _turned_view(scene, turn_r.as_matrix(), pivot, shift)
+        if moved is not None:
+            return moved, turn_r.as_matrix(), pivot + shift - turn_r.as_matrix() @ pivot
+    return scene, np.eye(3), np.zeros(3)
+
+
+def _turned_view(
+    scene: Scene, turn_r: np.ndarray, pivot: np.ndarray, shift: np.ndarray | None = None,
+) -> Scene | None:
+    """The scene with body and object turned together by turn_r about pivot, then shifted (contacts unchanged), its
+    visible mask and occlusion rendered; None when the body comes nearer the camera than 30 cm, the object
+    leaves the image, shows under 150 px or is more than MAX_OCCLUDED hidden."""
+    local = np.asarray(scene.obj.mesh.vertices)
+    faces = np.asarray(scene.obj.mesh.faces)
+    shift = np.zeros(3) if shift is None else shift
+    body = (scene.body_vertices - pivot) @ turn_r.T + pivot + shift
+    rotation = turn_r @ scene.rotation
+    translation = turn_r @ (scene.translation - pivot) + pivot + shift
+    vertices = local @ rotation.T + translation
+    if body[:, 2].min() < 0.3:
+        return None
+    u = CAMERA_K[0, 0] * vertices[:, 0] / vertices[:, 2] + CAMERA_K[0, 2]
+    v = CAMERA_K[1, 1] * vertices[:, 1] / vertices[:, 2] + CAMERA_K[1, 2]
+    box = (int(np.floor(u.min())) - 1, int(np.floor(v.min())) - 1, int(np.ceil(u.max())) + 1,
+           int(np.ceil(v.max())) + 1)
+    if box[0] < 2 or box[1] < 2 or box[2] > IMAGE_HW[1] - 3 or box[3] > IMAGE_HW[0] - 3:
+        return None
+    full = _crop_render([(vertices, faces)], box).mask
+    visible = _crop_render([(body, scene.body_faces), (vertices, faces)], box).mesh_index == 1
+    if visible.sum() < 150 or not full.any():
+        return None
+    occluded = 1.0 - visible.sum() / full.sum()
+    if occluded > MAX_OCCLUDED:
+        return None
+    mask = np.zeros(IMAGE_HW, dtype=bool)
+    mask[box[1] : box[3] + 1, box[0] : box[2] + 1] = visible
+    return Scene(scene.obj, body, scene.body_faces, rotation, translation, scene.object_contact,
+                 scene.human_contact, mask, float(occluded), scene.anchor)
 
 
 NOISE_PARTS = ("view", "contacts", "mask")
@@ -558,6 +594,20 @@ def _summary(name: str, outcomes: list[FitOutcome]) -> str:
             f"\n  successes by the visible object's half-width (px): {by_width}")
 
 
+def _stream_fit(
+    scene: Scene, cfg: FitConfig, start: str, rng: np.random.Generator, previous: object | None,
+    motion: tuple[np.ndarray, np.ndarray], history: list, pool: int,
+) -> tuple[FitOutcome, object]:
+    """A stream frame's fit given the previous frame's fit (its pose moved by the person's motion since, as the
+    node moves it with the pelvis; None: no hint) and the earlier frames' evidence (pooled, at least one frame)."""
+    previous_pose = None
+    if previous is not None:
+        turn, shift = motion
+        previous_pose = (turn @ previous.rotation, turn @ previous.translation + shift)
+    config = replace(cfg, pool_frames=pool) if history else cfg
+    return fit_scene(scene, config, start, rng, previous_pose, tuple(history))
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", type=int, default=40)
@@ -573,6 +623,14 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--stream", action="store_true",
                         help="also fit each noisy scene's next frame (same view, fresh contact and mask noise) "
                         "given the noisy fit as the previous frame's, as the node does on a refit")
+    parser.add_argument("--stream-frames", type=int, default=2, metavar="N",
+                        help="--stream: frames per stream (>= 2): the noisy scene, then N - 1 fresh frames of it, "
+                        "each refitted with the one before's fit (and evidence, 'pooled'); the conditions are the "
+                        "last frame's")
+    parser.add_argument("--stream-move", type=float, nargs=2, default=(0.0, 0.0), metavar=("DEG", "M"),
+                        help="--stream: between two frames the person and the held object turn together by 0.5-1 x "
+                        "DEG degrees about the touched point and move by 0.5-1 x M metres (default 0 0: the same "
+                        "view); the previous fit is moved along, as the node moves it with the pelvis")
     parser.add_argument("--noise-parts", default="contacts,mask",
                         help="noise kinds kept in the noisy condition besides the occluded view, comma-separated "
                         "from contacts, mask (or 'view' for the view alone); the same scenes either way")
@@ -590,6 +648,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--noise-parts: contacts, mask or view, not {args.noise_parts}")
     if not args.mask_jitter >= 0:
         parser.error(f"--mask-jitter: pixels >= 0, not {args.mask_jitter}")
+    if args.stream_frames < 2:
+        parser.error(f"--stream-frames: at least 2 (the noisy frame and the next), not {args.stream_frames}")
+    if not all(0 <= value < np.inf for value in args.stream_move):
+        parser.error(f"--stream-move: degrees and metres >= 0, not {args.stream_move}")
     torch.set_num_threads(args.threads)
     warm_up()  # the fit's one-time start-up cost, paid at load as the pipeline does: not in the first fit's time
     cfg = FitConfig.load(args.config)
@@ -620,16 +682,36 @@ def main(argv: list[str] | None = None) -> None:
         if args.noise > 0:
             scenes["noisy"] = restrict_noise(clean, add_noise(clean, poser, noise_rng, args.noise,
                                                               jitter_px=args.mask_jitter, jitter_rng=jitter_rng), parts)
+        frames, motions = [], []
         if "stream" in conditions:
-            following = next_frame(clean, scenes["noisy"], poser, stream_rng, args.noise, parts, args.mask_jitter)
-            scenes["next"] = scenes["stream"] = scenes["pooled"] = following
+            frames = [scenes["noisy"]]
+            for _ in range(args.stream_frames - 1):
+                view, turn, shift = (moved_view(frames[-1], stream_rng, *args.stream_move) if any(args.stream_move)
+                                     else (frames[-1], np.eye(3), np.zeros(3)))
+                frames.append(next_frame(clean, view, poser, stream_rng, args.noise, parts, args.mask_jitter))
+                motions.append((turn, shift))
+            scenes["next"] = scenes["stream"] = scenes["pooled"] = frames[-1]
         results: dict[str, object] = {}
+        # the stream's chains up to the last frame: 'stream' hands on the previous fit only, 'pooled' also its
+        # evidence (the last pool_frames frames', at least one), as the node does on each refit
+        pool = max(1, cfg.pool_frames)
         for name, scene in scenes.items():
-            previous = results.get("noisy") if name in ("stream", "pooled") else None
-            previous_pose = None if previous is None else (previous.rotation, previous.translation)
-            history = (previous.evidence,) if name == "pooled" and previous and previous.evidence else ()
-            outcome, result = fit_scene(scene, replace(cfg, pool_frames=max(1, cfg.pool_frames)) if history else cfg,
-                                        args.start, rng, previous_pose, history)
+            if name in ("stream", "pooled"):
+                pooled = name == "pooled"
+                previous = results.get("noisy")
+                history = [previous.evidence] if pooled and previous is not None and previous.evidence else []
+                for k in range(1, len(frames) - 1):  # the frames between the noisy one and the last
+                    outcome, result = _stream_fit(frames[k], cfg, args.start, rng, previous, motions[k - 1],
+                                                  history[:pool], pool)
+                    print(f"scene {i:02d} {name}@{k} {obj.name:12s} -> "
+                          f"{'REFUSED' if result is None else f'rot={outcome.rot_err_deg:6.2f}deg'}", flush=True)
+                    previous = result
+                    if pooled and result is not None and result.evidence:
+                        history = [result.evidence, *history]
+                outcome, result = _stream_fit(scene, cfg, args.start, rng, previous, motions[-1], history[:pool],
+                                              pool)
+            else:
+                outcome, result = fit_scene(scene, cfg, args.start, rng)
             outcome.half_width_px = visible_half_width(scene)
             results[name] = result
             conditions[name].append(outcome)
@@ -643,6 +725,9 @@ def main(argv: list[str] | None = None) -> None:
                          f"iou={rep['mask_iou_soft']:.3f} contact_d={100 * rep['contact_distance_m']:.2f}cm "
                          f"pen={100 * rep['penetration_depth_m']:.2f}cm gap={rep['loss_gap']:.3f}"
                          f"{' AMBIGUOUS' if rep['ambiguous'] else ''} t={outcome.fit_s:.2f}s")
+                if name == "pooled":  # how many earlier frames the fit pooled, and whether it dropped them
+                    line += (f" pooled={int(rep.get('pooled_frames', 0))}"
+                             f"{' REJECTED' if rep.get('pool_rejected') else ''}")
                 if args.out:
                     _write_outputs(Path(args.out) / f"scene_{i:02d}_{name}_{obj.name}", scene, result.vertices)
             if args.diagnose and not outcome.success:
