@@ -322,3 +322,22 @@ def test_a_frame_that_disagrees_is_not_pooled(scene):
     assert now.report["pool_rejected"] == 1 and now.report["pooled_frames"] == 0, now.report
     assert now.report["pool_excess_max"] > cfg.pool_max_excess
     np.testing.assert_allclose(now.rotation, alone.rotation, atol=1e-6)
+
+
+def test_the_untrimmed_contact_mean_skips_the_sort_and_equals_the_trimmed_formula() -> None:
+    """contact_keep_fraction 1 (the default) takes the weighted mean without topk: the same values and gradient
+    as sorting and keeping every distance; a fraction below 1 still drops the farthest."""
+    from ivlm_core.fitting import object_fit as of
+
+    generator = torch.Generator().manual_seed(0)
+    distance = torch.rand((5, 40), generator=generator, dtype=torch.float64).requires_grad_()
+    weight = torch.rand(40, generator=generator, dtype=torch.float64)
+    fast = of._trimmed_mean(distance, weight, 1.0)
+    kept, index = torch.topk(distance, 40, dim=1, largest=False)
+    sorted_mean = (kept * weight[index]).sum(1) / weight[index].sum(1)
+    torch.testing.assert_close(fast, sorted_mean)
+    (grad_fast,) = torch.autograd.grad(fast.sum(), distance)
+    (grad_sorted,) = torch.autograd.grad(sorted_mean.sum(), distance)
+    torch.testing.assert_close(grad_fast, grad_sorted)
+    trimmed = of._trimmed_mean(distance, weight, 0.5)
+    assert bool((trimmed < fast).all())
