@@ -249,6 +249,7 @@ def test_a_moved_view_moves_body_and_object_together_by_the_returned_motion(tmp_
     # nothing asked, nothing moved
     same, turn0, shift0 = fit_recovery.moved_view(scene, np.random.default_rng(1), 0.0, 0.0)
     np.testing.assert_allclose(turn0, np.eye(3), atol=1e-12)
+    np.testing.assert_allclose(shift0, np.zeros(3), atol=1e-12)
     np.testing.assert_allclose(same.body_vertices, scene.body_vertices, atol=1e-12)
 
 
