@@ -293,11 +293,12 @@ def moved_view(
     for _ in range(tries):
         axis = rng.normal(size=3)
         turn_r = Rotation.from_rotvec(axis / np.linalg.norm(axis) * np.radians(turn_deg * rng.uniform(0.5, 1.0)))
+        turn_r = turn_r.as_matrix()
         direction = rng.normal(size=3)
         shift = direction / np.linalg.norm(direction) * shift_m * rng.uniform(0.5, 1.0)
-        moved = _turned_view(scene, turn_r.as_matrix(), pivot, shift)
+        moved = _turned_view(scene, turn_r, pivot, shift)
         if moved is not None:
-            return moved, turn_r.as_matrix(), pivot + shift - turn_r.as_matrix() @ pivot
+            return moved, turn_r, pivot + shift - turn_r @ pivot
     return scene, np.eye(3), np.zeros(3)
 
 
@@ -700,16 +701,16 @@ def main(argv: list[str] | None = None) -> None:
                 pooled = name == "pooled"
                 previous = results.get("noisy")
                 history = [previous.evidence] if pooled and previous is not None and previous.evidence else []
-                for k in range(1, len(frames) - 1):  # the frames between the noisy one and the last
+                for k in range(1, len(frames)):  # every frame after the noisy one; the last is the condition's
                     outcome, result = _stream_fit(frames[k], cfg, args.start, rng, previous, motions[k - 1],
-                                                  history[:pool], pool)
+                                                  history, pool)
+                    if k == len(frames) - 1:
+                        break
                     print(f"scene {i:02d} {name}@{k} {obj.name:12s} -> "
                           f"{'REFUSED' if result is None else f'rot={outcome.rot_err_deg:6.2f}deg'}", flush=True)
                     previous = result
                     if pooled and result is not None and result.evidence:
-                        history = [result.evidence, *history]
-                outcome, result = _stream_fit(scene, cfg, args.start, rng, previous, motions[-1], history[:pool],
-                                              pool)
+                        history = [result.evidence, *history][:pool]
             else:
                 outcome, result = fit_scene(scene, cfg, args.start, rng)
             outcome.half_width_px = visible_half_width(scene)
