@@ -7,10 +7,12 @@ from ivlm_core.errors import InvalidInputError
 from ivlm_core.fitting.icp import (
     contact_anchored_translations,
     contact_icp,
+    contact_icp_batch,
     contact_region_depth,
     mask_centre_translation,
     sample_contact_surface,
     umeyama_rigid,
+    umeyama_rigid_batch,
 )
 
 K = np.array([[600.0, 0.0, 320.0], [0.0, 500.0, 240.0], [0.0, 0.0, 1.0]])
@@ -111,3 +113,67 @@ def test_contact_surface_sampling_stays_in_the_contact_region():
     pts, normals, probs = sample_contact_surface(mesh.vertices, mesh.faces, contact, 0.5, count=300)
     assert len(pts) > 50 and (pts[:, 2] > 0.05).all() and (probs > 0.5).all()
     assert np.allclose(np.linalg.norm(normals, axis=1), 1.0)
+
+
+def _icp_one_pose(obj, obj_n, hum, hum_n, rot, trans, w_obj, w_hum, iterations, normal_weight, angle, robust):
+    """The ICP written for one start pose, pair subsets taken by boolean indexing: what the batch must equal."""
+    from scipy.spatial import cKDTree
+
+    facing = -hum_n
+    tree = cKDTree(np.concatenate((hum, normal_weight * facing), axis=1))
+    prev, it = np.inf, 0
+    for it in range(1, iterations + 1):  # noqa: B007 - the count is returned
+        moved, normals = obj @ rot.T + trans, obj_n @ rot.T
+        idx = tree.query(np.concatenate((moved, normal_weight * normals), axis=1))[1]
+        agree = (normals * facing[idx]).sum(1) > np.cos(np.radians(angle))
+        if agree.sum() < 3:
+            agree[:] = True
+        w = w_obj[agree] * w_hum[idx[agree]]
+        w = w * (robust**2 / (robust**2 + ((moved[agree] - hum[idx[agree]]) ** 2).sum(1))) ** 2
+        rot, trans = umeyama_rigid(obj[agree], hum[idx[agree]], w)
+        rmse = np.sqrt((w * ((obj[agree] @ rot.T + trans - hum[idx[agree]]) ** 2).sum(1)).sum() / w.sum())
+        if abs(prev - rmse) < 1e-5:
+            break
+        prev = rmse
+    return rot, trans, it, rmse
+
+
+def test_batched_icp_equals_each_start_alone():
+    """The multi-hypothesis start runs ICP from ~40 poses in one batch: each one's result (pose, iterations,
+    error) is the one-pose algorithm's, early stops included."""
+    mesh = trimesh.creation.icosphere(3, 0.1)
+    contact = (mesh.vertices[:, 2] > 0.06).astype(float)
+    hum, hum_n, hum_p = sample_contact_surface(mesh.vertices, mesh.faces, contact, 0.5, count=300, seed=2)
+    rng = np.random.default_rng(3)
+    obj = hum[:60] - hum[:60].mean(0) + rng.normal(scale=0.002, size=(60, 3))
+    obj_n = -hum_n[:60]
+    w_obj = rng.uniform(0.2, 1.0, 60)
+    rots = np.stack([Rotation.from_rotvec(rng.normal(scale=0.4, size=3)).as_matrix() for _ in range(7)])
+    trans = hum[:60].mean(0) + rng.normal(scale=0.02, size=(7, 3))
+    batch = contact_icp_batch(obj, obj_n, hum, hum_n, rots, trans, w_obj, hum_p, 15, 0.05, 60.0,
+                              robust_scale_m=0.03)
+    iterations = set()
+    for b, got in enumerate(batch):
+        rot, t, it, rmse = _icp_one_pose(obj, obj_n, hum, hum_n, rots[b], trans[b], w_obj, hum_p, 15, 0.05, 60.0,
+                                         0.03)
+        np.testing.assert_allclose(got.rotation, rot, atol=1e-9)
+        np.testing.assert_allclose(got.translation, t, atol=1e-9)
+        assert got.iterations == it and np.isclose(got.rmse, rmse, rtol=1e-9)
+        iterations.add(it)
+    assert len(iterations) > 1  # the starts stopped at different iterations
+    single = contact_icp(obj, obj_n, hum, hum_n, rots[2], trans[2], w_obj, hum_p, 15, 0.05, 60.0,
+                         robust_scale_m=0.03)
+    np.testing.assert_allclose(single.rotation, batch[2].rotation, atol=1e-12)
+
+
+def test_batched_umeyama_leaves_out_zero_weight_pairs():
+    rng = np.random.default_rng(4)
+    src = rng.normal(size=(2, 30, 3))
+    rot = Rotation.from_rotvec([0.2, -0.5, 0.9]).as_matrix()
+    dst = src @ rot.T + [0.1, 0.0, -0.2]
+    dst[:, :5] += 5.0  # outliers, weighted 0
+    weights = np.ones((2, 30))
+    weights[:, :5] = 0.0
+    r, t = umeyama_rigid_batch(src, dst, weights)
+    np.testing.assert_allclose(r, np.stack([rot, rot]), atol=1e-10)
+    np.testing.assert_allclose(t, [[0.1, 0.0, -0.2]] * 2, atol=1e-10)

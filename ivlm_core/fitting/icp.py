@@ -61,14 +61,26 @@ def umeyama_rigid(
 ) -> tuple[np.ndarray, np.ndarray]:
     """Weighted least-squares rotation R and translation t with target ~ source @ R.T + t, no reflection."""
     w = np.ones(len(source)) if weights is None else np.asarray(weights, dtype=np.float64)
-    w = w / w.sum()
-    mu_s = (w[:, None] * source).sum(0)
-    mu_t = (w[:, None] * target).sum(0)
-    cov = ((target - mu_t) * w[:, None]).T @ (source - mu_s)
+    rot, trans = umeyama_rigid_batch(np.asarray(source, np.float64)[None], np.asarray(target, np.float64)[None],
+                                     w[None])
+    return rot[0], trans[0]
+
+
+def umeyama_rigid_batch(
+    source: np.ndarray, target: np.ndarray, weights: np.ndarray
+) -> tuple[np.ndarray, np.ndarray]:
+    """:func:`umeyama_rigid` of P problems at once: (P,N,3) source and target, (P,N) weights (0 = pair left
+    out) -> (P,3,3) rotations, (P,3) translations."""
+    w = weights / weights.sum(axis=1, keepdims=True)
+    mu_s = np.einsum("pn,pnc->pc", w, source)
+    mu_t = np.einsum("pn,pnc->pc", w, target)
+    cov = np.einsum("pn,pni,pnj->pij", w, target - mu_t[:, None], source - mu_s[:, None])
     u, _, vt = np.linalg.svd(cov)
-    fix = np.diag([1.0, 1.0, np.sign(np.linalg.det(u @ vt)) or 1.0])
+    sign = np.sign(np.linalg.det(u @ vt))
+    fix = np.broadcast_to(np.eye(3), cov.shape).copy()
+    fix[:, 2, 2] = np.where(sign == 0, 1.0, sign)
     rotation = u @ fix @ vt
-    return rotation, mu_t - rotation @ mu_s
+    return rotation, mu_t - np.einsum("pij,pj->pi", rotation, mu_s)
 
 
 @dataclass
@@ -104,39 +116,75 @@ def contact_icp(
     (iteratively reweighted least squares), so that false contacts far from the true region (the other hand,
     stray object vertices) barely pull.
     """
+    return contact_icp_batch(
+        object_points, object_normals, human_points, human_normals, np.asarray(rotation, np.float64)[None],
+        np.asarray(translation, np.float64)[None], object_weights, human_weights, max_iterations, normal_weight,
+        max_normal_angle_deg, tolerance, robust_scale_m,
+    )[0]
+
+
+def contact_icp_batch(
+    object_points: np.ndarray,
+    object_normals: np.ndarray,
+    human_points: np.ndarray,
+    human_normals: np.ndarray,
+    rotations: np.ndarray,
+    translations: np.ndarray,
+    object_weights: np.ndarray | None = None,
+    human_weights: np.ndarray | None = None,
+    max_iterations: int = 10,
+    normal_weight: float = 0.05,
+    max_normal_angle_deg: float = 60.0,
+    tolerance: float = 1e-5,
+    robust_scale_m: float = 0.0,
+) -> list[IcpResult]:
+    """:func:`contact_icp` from each of the (P,3,3) rotations and (P,3) translations: one tree search and one
+    batched solve per iteration for all the starts still moving (the multi-hypothesis start runs ~40)."""
     if len(object_points) < 3 or len(human_points) < 3:
         raise InvalidInputError(
             f"contact ICP needs >= 3 contact points on each side, got {len(object_points)} object / "
             f"{len(human_points)} human (contacts below threshold?)"
         )
+    object_points = np.asarray(object_points, dtype=np.float64)
+    object_normals = np.asarray(object_normals, dtype=np.float64)
+    human_points = np.asarray(human_points, dtype=np.float64)
     w_obj = np.ones(len(object_points)) if object_weights is None else np.asarray(object_weights, float)
     w_hum = np.ones(len(human_points)) if human_weights is None else np.asarray(human_weights, float)
     facing = -np.asarray(human_normals, dtype=np.float64)
     tree = cKDTree(np.concatenate((human_points, normal_weight * facing), axis=1))
     cos_limit = np.cos(np.radians(max_normal_angle_deg))
-    rot, trans = np.asarray(rotation, dtype=np.float64), np.asarray(translation, dtype=np.float64)
-    prev_err, rmse, kept, it = np.inf, np.inf, 0, 0
-    for it in range(1, max_iterations + 1):  # noqa: B007 - the count is reported
-        moved = object_points @ rot.T + trans
-        normals = object_normals @ rot.T  # the normals turn with the object
-        _, idx = tree.query(np.concatenate((moved, normal_weight * normals), axis=1))
-        agree = (normals * facing[idx]).sum(axis=1) > cos_limit
-        if agree.sum() < 3:  # nothing faces the body: fall back to every pair rather than stopping blind
-            agree = np.ones(len(idx), dtype=bool)
-        weights = w_obj[agree] * w_hum[idx[agree]]
+    rot = np.array(rotations, dtype=np.float64).reshape(-1, 3, 3)
+    trans = np.array(translations, dtype=np.float64).reshape(-1, 3)
+    count, n = len(rot), len(object_points)
+    prev_err, rmse = np.full(count, np.inf), np.full(count, np.inf)
+    kept, done_at = np.zeros(count, dtype=np.int64), np.zeros(count, dtype=np.int64)
+    active = np.arange(count)
+    for it in range(1, max_iterations + 1):
+        moved = object_points @ rot[active].transpose(0, 2, 1) + trans[active, None]  # (A,N,3)
+        normals = object_normals @ rot[active].transpose(0, 2, 1)  # the normals turn with the object
+        query = np.concatenate((moved, normal_weight * normals), axis=2).reshape(-1, 6)
+        idx = tree.query(query)[1].reshape(len(active), n)
+        agree = (normals * facing[idx]).sum(axis=2) > cos_limit
+        blind = agree.sum(axis=1) < 3  # nothing faces the body: every pair rather than stopping blind
+        agree[blind] = True
+        weights = w_obj[None] * w_hum[idx] * agree
         if robust_scale_m > 0:
-            gap2 = ((moved[agree] - human_points[idx[agree]]) ** 2).sum(axis=1)
+            gap2 = ((moved - human_points[idx]) ** 2).sum(axis=2)
             weights = weights * (robust_scale_m**2 / (robust_scale_m**2 + gap2)) ** 2
-        if weights.sum() <= 1e-12:
-            weights = np.ones(int(agree.sum()))
-        rot, trans = umeyama_rigid(object_points[agree], human_points[idx[agree]], weights)
-        residual = object_points[agree] @ rot.T + trans - human_points[idx[agree]]
-        rmse = float(np.sqrt((weights * (residual**2).sum(1)).sum() / weights.sum()))
-        kept = int(agree.sum())
-        if abs(prev_err - rmse) < tolerance:
+        empty = weights.sum(axis=1) <= 1e-12
+        weights[empty] = agree[empty]
+        new_rot, new_trans = umeyama_rigid_batch(np.broadcast_to(object_points, moved.shape), human_points[idx],
+                                                 weights)
+        residual = object_points @ new_rot.transpose(0, 2, 1) + new_trans[:, None] - human_points[idx]
+        err = np.sqrt((weights * (residual**2).sum(axis=2)).sum(axis=1) / weights.sum(axis=1))
+        rot[active], trans[active], rmse[active], kept[active], done_at[active] = (
+            new_rot, new_trans, err, agree.sum(axis=1), it)
+        settled = np.abs(prev_err[active] - err) < tolerance
+        prev_err[active] = err
+        active = active[~settled]
+        if len(active) == 0:
             break
-        prev_err = rmse
-    return IcpResult(rot, trans, it, rmse, kept)
+    return [IcpResult(rot[i], trans[i], int(done_at[i]), float(rmse[i]), int(kept[i])) for i in range(count)]
 
 
 def sample_contact_surface(

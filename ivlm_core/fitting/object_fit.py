@@ -76,7 +76,7 @@ from ivlm_core.fitting.exact_mask import ExactMaskScore
 from ivlm_core.fitting.hypotheses import start_rotations
 from ivlm_core.fitting.icp import (
     contact_anchored_translations,
-    contact_icp,
+    contact_icp_batch,
     contact_region_depth,
     mask_centre_translation,
     sample_contact_surface,
@@ -996,14 +996,13 @@ def _start_poses(
     touched, touched_normals, touched_p = (obj_v - centre)[obj_sel], obj_normals[obj_sel], p_obj[obj_sel]
     refined = []
     if cfg.icp_iterations > 0 and obj_sel.sum() >= 3 and len(hum_points) >= 3:
-        for rot, trans, label in poses:
-            icp = contact_icp(
-                touched, touched_normals, hum_points, hum_normals, rot, trans, touched_p, hum_p,
-                cfg.icp_iterations, cfg.icp_normal_weight, cfg.icp_max_normal_angle_deg,
-                robust_scale_m=cfg.icp_robust_scale_m,
-            )
-            refined.append((icp.rotation, icp.translation, label + "+icp"))
-            report = {"icp_iterations": float(icp.iterations), "icp_rmse_m": icp.rmse}
+        fits = contact_icp_batch(
+            touched, touched_normals, hum_points, hum_normals, np.stack([rot for rot, _, _ in poses]),
+            np.stack([trans for _, trans, _ in poses]), touched_p, hum_p, cfg.icp_iterations,
+            cfg.icp_normal_weight, cfg.icp_max_normal_angle_deg, robust_scale_m=cfg.icp_robust_scale_m,
+        )
+        refined = [(icp.rotation, icp.translation, label + "+icp") for icp, (_, _, label) in zip(fits, poses)]
+        report = {"icp_iterations": float(fits[-1].iterations), "icp_rmse_m": fits[-1].rmse}
     anchored = []
     if init_translation is None and touched_p.sum() > 0 and hum_p.sum() > 0:
         # each rotation again with its contact patch on the body's: for an elongated object seen end-on and
