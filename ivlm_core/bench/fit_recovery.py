@@ -664,7 +664,8 @@ def main(argv: list[str] | None = None) -> None:
     print(f"body: synthetic SMPL-X, {len(poser.faces)} faces; camera 640x480 fx=fy=600; torch threads "
           f"{args.threads}; start: {args.start}; {cfg.start_candidates_without_pose} hypotheses x "
           f"{cfg.warmup_iterations} steps{f' (the best {cfg.warmup_keep} after half)' if cfg.warmup_keep else ''}, "
-          f"{cfg.finalists} finalists x {cfg.iterations} steps; noisy: view"
+          f"{cfg.finalists} finalists x {cfg.iterations} steps + {cfg.newton_iterations} Levenberg-Marquardt; "
+          f"noisy: view"
           f"{''.join(' + ' + p for p in parts)}; mask outline "
           f"{f'jittered {args.mask_jitter:g} px' if args.mask_jitter > 0 else 'a uniform disk erosion/dilation'}")
     print("symmetries (measured): " + "; ".join(f"{o.name} {o.symmetry.describe()}" for o in objects))

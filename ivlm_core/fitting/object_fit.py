@@ -32,8 +32,9 @@ its contact patch's centroid on the body's (an object seen end-on is tens of cen
 depth), and on each body contact region's alone when there are several, are scored by the full loss; the
 best distinct ones get a short fit together in one batch (Adam is per element, so a batch gives exactly what
 one fit per hypothesis would) on a coarse silhouette grid (hypothesis_resolution; after half of it only the
-warmup_keep best distinct ones go on), the best few are continued on the fine grid (silhouette_resolution),
-and the best is kept. The runner-up that is a different
+warmup_keep best distinct ones go on), the best few are continued on the fine grid (silhouette_resolution):
+Adam steps, which find the basin, then a few Levenberg-Marquardt iterations (``newton_*``), which land in it
+where Adam creeps, and the best is kept. The runner-up that is a different
 pose modulo the object's symmetry gives the confidence (its loss gap); a near-tie is reported as an ambiguity.
 
 The smooth mask term above is what gradients need, but its approximations (coarse grid, blurred outline, a
@@ -107,7 +108,7 @@ class ObjectFitFailure(InvalidInputError):
 class FitConfig:
     """Weights, learning rates and budgets; ``config/fitting.yaml`` holds the same defaults, documented."""
 
-    iterations: int = 80
+    iterations: int = 40
     lr_rotation: float = 5e-2
     lr_translation: float = 1e-2
     lr_scale: float = 1e-2
@@ -166,6 +167,13 @@ class FitConfig:
     occlusion_margin_m: float = 0.015
     early_stop_patience: int = 30
     early_stop_tolerance: float = 1e-4
+    newton_iterations: int = 6
+    newton_probe_deg: float = 0.5
+    newton_probe_m: float = 0.001
+    newton_damping: float = 0.1
+    newton_max_step: float = 4.0
+    newton_min_step: float = 0.05
+    newton_hessian_every: int = 2
     exact_polish_rounds: int = 6
     exact_polish_starts: int = 2
     exact_polish_samples: int = 12
@@ -217,6 +225,12 @@ class FitConfig:
         if cfg.pool_frames < 0 or not min(cfg.pool_hand_radius_m, cfg.pool_hand_residual_m, cfg.pool_max_excess) > 0:
             raise InvalidInputError("fitting config: pool_frames >= 0 (0 = off), pool_hand_radius_m, "
                                     "pool_hand_residual_m and pool_max_excess > 0")
+        if cfg.newton_iterations < 0 or cfg.newton_hessian_every < 1 or not min(
+            cfg.newton_probe_deg, cfg.newton_probe_m, cfg.newton_damping, cfg.newton_max_step
+        ) > 0 or not cfg.newton_min_step >= 0:
+            raise InvalidInputError("fitting config: newton_iterations >= 0 (0 = off), newton_hessian_every >= 1, "
+                                    "newton_probe_deg, newton_probe_m, newton_damping, newton_max_step > 0, "
+                                    "newton_min_step >= 0")
         if cfg.max_start_regions < 1:
             raise InvalidInputError(f"fitting config: max_start_regions >= 1, not {cfg.max_start_regions}")
         if min(cfg.object_test_points, cfg.body_surface_samples) < 1:
@@ -480,7 +494,8 @@ def fit_object(
     ``evidence``.
     Raises ObjectFitFailure saying why when the inputs cannot place the object (mask too small, no contacts
     above threshold, no human contact near the object in the image).
-    report["iterations"] counts the batched Adam steps (short fit of all hypotheses + the finalists' fit).
+    report["iterations"] counts the batched Adam steps (short fit of all hypotheses + the finalists' fit),
+    report["newton_iterations"] the finalists' Levenberg-Marquardt iterations (at most).
     """
     start_time = time.perf_counter()
     cfg = config or FitConfig()
@@ -537,6 +552,8 @@ def fit_object(
     finalists = _with_previous(short, _best_distinct(short, cfg.finalists, distinct, fill=True), distinct)
     trail: list[tuple[torch.Tensor, torch.Tensor]] = []
     final = _refine(scene, cfg, short.take(finalists), cfg.iterations, trail=trail)
+    if cfg.newton_iterations > 0:
+        final = _refine_newton(scene, cfg, final, cfg.newton_iterations, trail=trail)
     order = np.argsort(final.loss.numpy(), kind="stable")
     best = int(order[0])
     kept_previous = False
@@ -629,6 +646,7 @@ def fit_object(
             "kept_previous": float(kept_previous),
             "start_candidates": float(len(candidates)),
             "iterations": float(min(cfg.warmup_iterations, cfg.iterations) + cfg.iterations),
+            "newton_iterations": float(cfg.newton_iterations),
             "fit_time_s": time.perf_counter() - start_time,
         }
     )
@@ -870,6 +888,104 @@ def _refine(
             with torch.no_grad():
                 scale.clamp_(0.2, 5.0)
     return best
+
+
+def _tangent_rotations(omega: torch.Tensor) -> torch.Tensor:
+    """(N,3,3) exp of the (N,3) rotation vectors (Rodrigues), differentiable at 0."""
+    theta2 = (omega * omega).sum(-1)
+    theta = (theta2 + 1e-20).sqrt()
+    small = theta2 < 1e-8
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / (theta2 + 1e-20))
+    zero = torch.zeros_like(omega[:, 0])
+    k = torch.stack((zero, -omega[:, 2], omega[:, 1], omega[:, 2], zero, -omega[:, 0],
+                     -omega[:, 1], omega[:, 0], zero), dim=-1).reshape(-1, 3, 3)
+    eye = torch.eye(3, dtype=omega.dtype).expand_as(k)
+    return eye + a[:, None, None] * k + b[:, None, None] * (k @ k)
+
+
+def _refine_newton(
+    scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int,
+    trail: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> _Batch:
+    """Levenberg-Marquardt on each pose's 6 tangent coordinates (a turn about the object's centre, a move),
+    after the finalists' Adam steps: Adam finds the basin but creeps along its floor, this lands in a few
+    iterations. The Hessian comes from the gradients at 6 probe poses a small turn or move away (every
+    newton_hessian_every iterations; the pose's last one in between), all poses and probes in one batch.
+    Only a lower loss is accepted (else the damping grows); a pose stops when its step is negligible. Returns
+    each pose's last accepted pose and loss; accepted poses join ``trail``."""
+    count = len(start.labels)
+    unit = torch.tensor([cfg.newton_probe_deg * math.pi / 180.0] * 3 + [cfg.newton_probe_m] * 3)
+    probes = torch.cat((torch.zeros(1, 6), torch.diag(unit)))  # (7,6)
+    rot, trans, scale = start.rotation.clone(), start.translation.clone(), start.scale.clone()
+    loss = torch.full((count,), float("inf"))
+    grad = torch.zeros(count, 6)
+    hess = torch.zeros(count, 6, 6)
+    damping = torch.full((count,), cfg.newton_damping)
+    step = torch.zeros(count, 6)  # in probe units
+    active = torch.arange(count)
+    shift_index = torch.zeros(count, dtype=torch.int64)
+    window = torch.arange(-cfg.mask_shift_window, cfg.mask_shift_window + 1)
+    search = TrackedNearest(scene.surface.tree, reach=_label_reach(cfg))  # (a new pose count starts afresh)
+
+    def evaluate(poses: tuple[torch.Tensor, torch.Tensor], p: int, rows: torch.Tensor | None):
+        """(loss (n,), gradient (n,p,6) in probe units, shift index (n,)) at the first p probes of each pose."""
+        cand_rot, cand_trans = poses
+        n = len(cand_rot)
+        delta = probes[:p].repeat(n, 1).requires_grad_()
+        all_rot = _tangent_rotations(delta[:, :3]) @ cand_rot.repeat_interleave(p, 0)
+        all_trans = cand_trans.repeat_interleave(p, 0) + delta[:, 3:]
+        all_scale = scale[active].repeat_interleave(p, 0)
+        vis = _visibility(scene, cand_rot, cand_trans, scale[active])
+        vis = None if vis is None else vis.repeat_interleave(p, 0)
+        rows = None if rows is None else rows.repeat_interleave(p, 0)
+        # the probes keep their pose's body surface partners: searched once per pose (tracked), not per probe
+        with torch.no_grad():
+            points = scale[active, None, None] * scene.test_local @ cand_rot.transpose(1, 2) + cand_trans[:, None]
+            nearest = scene.surface.nearest(points, _label_reach(cfg), search).repeat_interleave(p, 0)
+        losses = _losses(scene, cfg, all_rot, all_trans, all_scale, vis, None, rows, nearest)
+        (g_all,) = torch.autograd.grad(losses["total"].sum(), delta)
+        return (losses["total"].detach().reshape(n, p)[:, 0], (g_all * unit).reshape(n, p, 6),
+                losses["mask_shift_index"].reshape(n, p)[:, 0])
+
+    finite = torch.isfinite(rot.sum((1, 2)) + trans.sum(1) + scale)
+    active = active[finite]  # a non-finite pose keeps an infinite loss, as in _refine
+    for it in range(iterations + 1):
+        if len(active) == 0:
+            break
+        move = step[active] * unit  # each active pose moved by its step (none at the first pass)
+        cand = (_tangent_rotations(move[:, :3]) @ rot[active], trans[active] + move[:, 3:])
+        rows = None
+        if it > 0 and len(window) < len(scene.mask_shifts):
+            rows = (shift_index[active][:, None] + window).clamp(0, len(scene.mask_shifts) - 1)
+        full = it % cfg.newton_hessian_every == 0  # probes: the Hessian anew
+        f_new, g_all, new_shift = evaluate(cand, 7 if full else 1, rows)
+        g0 = g_all[:, 0]
+        if full:
+            h_new = (g_all[:, 1:] - g_all[:, :1]).transpose(1, 2)  # column i: d grad / d probe i
+            h_new = 0.5 * (h_new + h_new.transpose(1, 2))
+        else:  # the pose's last Hessian (it moved little)
+            h_new = hess[active]
+        better = f_new < loss[active]
+        acc = active[better]
+        rot[acc], trans[acc], loss[acc] = cand[0][better].detach(), cand[1][better].detach(), f_new[better]
+        grad[acc], hess[acc], shift_index[acc] = g0[better], h_new[better], new_shift[better]
+        damping[acc] = damping[acc] / 3.0
+        damping[active[~better]] = damping[active[~better]] * 4.0
+        if trail is not None and bool(better.any()):
+            trail.append((rot[acc].clone(), trans[acc].clone()))
+        if it == iterations:
+            break
+        # the next step of every active pose, from its accepted gradient and Hessian (saddle-free, damped)
+        e, v = torch.linalg.eigh(hess[active])
+        scale_e = e.abs() + damping[active, None] * e.abs().amax(-1, keepdim=True).clamp(min=1e-6)
+        proposal = -(v @ ((v.transpose(1, 2) @ grad[active, :, None])[..., 0] / scale_e)[..., None])[..., 0]
+        norm = proposal.norm(dim=-1, keepdim=True)
+        proposal = proposal * (cfg.newton_max_step / norm).clamp(max=1.0)
+        step[active] = proposal
+        still = (norm[:, 0] > cfg.newton_min_step) & (damping[active] < 1e4) & torch.isfinite(proposal).all(-1)
+        active = active[still]
+    return _Batch(rot, trans, scale, loss, list(start.labels))
 
 
 def _exact_polish(
