@@ -9,6 +9,7 @@ window keeps almost every pair).
 from __future__ import annotations
 
 from dataclasses import dataclass
+from typing import Any
 
 import numpy as np
 from scipy.spatial import cKDTree
@@ -93,34 +94,13 @@ class IcpResult:
 
 
 def contact_icp(
-    object_points: np.ndarray,
-    object_normals: np.ndarray,
-    human_points: np.ndarray,
-    human_normals: np.ndarray,
-    rotation: np.ndarray,
-    translation: np.ndarray,
-    object_weights: np.ndarray | None = None,
-    human_weights: np.ndarray | None = None,
-    max_iterations: int = 10,
-    normal_weight: float = 0.05,
-    max_normal_angle_deg: float = 60.0,
-    tolerance: float = 1e-5,
-    robust_scale_m: float = 0.0,
+    object_points: np.ndarray, object_normals: np.ndarray, human_points: np.ndarray, human_normals: np.ndarray,
+    rotation: np.ndarray, translation: np.ndarray, *args: Any, **kwargs: Any,
 ) -> IcpResult:
-    """Rigid ICP of the object contact points onto the human contact points.
-
-    Matching is a kNN on [xyz, normal_weight * normal] (6-D), with the human normals negated so that touching
-    surfaces (whose outward normals oppose) match; normal_weight (metres per unit normal) trades position
-    against orientation. Pairs whose normals are more than ``max_normal_angle_deg`` from opposing are dropped.
-    robust_scale_m > 0 reweights every pair by the Geman-McClure weight of its current distance
-    (iteratively reweighted least squares), so that false contacts far from the true region (the other hand,
-    stray object vertices) barely pull.
-    """
-    return contact_icp_batch(
-        object_points, object_normals, human_points, human_normals, np.asarray(rotation, np.float64)[None],
-        np.asarray(translation, np.float64)[None], object_weights, human_weights, max_iterations, normal_weight,
-        max_normal_angle_deg, tolerance, robust_scale_m,
-    )[0]
+    """:func:`contact_icp_batch` from one start pose (same further arguments)."""
+    return contact_icp_batch(object_points, object_normals, human_points, human_normals,
+                             np.asarray(rotation, np.float64)[None], np.asarray(translation, np.float64)[None],
+                             *args, **kwargs)[0]
 
 
 def contact_icp_batch(
@@ -138,8 +118,17 @@ def contact_icp_batch(
     tolerance: float = 1e-5,
     robust_scale_m: float = 0.0,
 ) -> list[IcpResult]:
-    """:func:`contact_icp` from each of the (P,3,3) rotations and (P,3) translations: one tree search and one
-    batched solve per iteration for all the starts still moving (the multi-hypothesis start runs ~40)."""
+    """Rigid ICP of the object contact points onto the human contact points, from each of the (P,3,3) start
+    rotations and (P,3) translations: one tree search and one batched solve per iteration for all the starts
+    still moving (the multi-hypothesis start runs ~40), each stopping on its own tolerance.
+
+    Matching is a kNN on [xyz, normal_weight * normal] (6-D), with the human normals negated so that touching
+    surfaces (whose outward normals oppose) match; normal_weight (metres per unit normal) trades position
+    against orientation. Pairs whose normals are more than ``max_normal_angle_deg`` from opposing are dropped.
+    robust_scale_m > 0 reweights every pair by the Geman-McClure weight of its current distance
+    (iteratively reweighted least squares), so that false contacts far from the true region (the other hand,
+    stray object vertices) barely pull.
+    """
     if len(object_points) < 3 or len(human_points) < 3:
         raise InvalidInputError(
             f"contact ICP needs >= 3 contact points on each side, got {len(object_points)} object / "
