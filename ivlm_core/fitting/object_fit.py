@@ -928,7 +928,9 @@ def _refine_newton(
     window = torch.arange(-cfg.mask_shift_window, cfg.mask_shift_window + 1)
     search = TrackedNearest(scene.surface.tree, reach=_label_reach(cfg))  # (a new pose count starts afresh)
 
-    def evaluate(poses: tuple[torch.Tensor, torch.Tensor], p: int, rows: torch.Tensor | None):
+    def evaluate(
+        poses: tuple[torch.Tensor, torch.Tensor], p: int, rows: torch.Tensor | None
+    ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
         """(loss (n,), gradient (n,p,6) in probe units, shift index (n,)) at the first p probes of each pose."""
         cand_rot, cand_trans = poses
         n = len(cand_rot)
