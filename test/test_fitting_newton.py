@@ -14,9 +14,14 @@ from ivlm_core.testing.held_object import held_object_scene
 
 
 @pytest.fixture(scope="module")
-def box():
+def held_box():
     rot = Rotation.from_euler("xyz", [20, -30, 15], degrees=True).as_matrix()
-    s = held_object_scene(trimesh.creation.box((0.14, 0.08, 0.05)), rot)
+    return held_object_scene(trimesh.creation.box((0.14, 0.08, 0.05)), rot)
+
+
+@pytest.fixture(scope="module")
+def box(held_box):
+    s = held_box
     centre = s["obj_v"].mean(0)
     cfg = of.FitConfig()
     args = (s["obj_v"] - centre, s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K, True)
@@ -85,9 +90,8 @@ def test_a_non_finite_pose_keeps_an_infinite_loss_and_does_not_stop_the_others(b
     assert torch.isfinite(out.loss[0]) and torch.isinf(out.loss[1])
 
 
-def test_the_fit_runs_the_refinement_when_configured(box):
-    s = held_object_scene(trimesh.creation.box((0.14, 0.08, 0.05)),
-                          Rotation.from_euler("xyz", [20, -30, 15], degrees=True).as_matrix())
+def test_the_fit_runs_the_refinement_when_configured(held_box, monkeypatch):
+    s = held_box
     cfg = of.FitConfig.load_default()
     assert cfg.newton_iterations > 0  # the shipped default runs it
     calls = []
@@ -97,12 +101,8 @@ def test_the_fit_runs_the_refinement_when_configured(box):
         calls.append(args[3])
         return original(*args, **kwargs)
 
-    of._refine_newton = spy
-    try:
-        result = of.fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"],
-                               K, cfg)
-    finally:
-        of._refine_newton = original
+    monkeypatch.setattr(of, "_refine_newton", spy)
+    result = of.fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K, cfg)
     assert calls == [cfg.newton_iterations]
     assert rotation_angle_deg(result.rotation, s["rot"]) < 5.0
 
