@@ -7,6 +7,7 @@ from ivlm_core.fitting.rotation import (
     matrix_to_rotation_6d,
     quaternion_xyzw_to_matrix,
     rotation_6d_to_matrix,
+    rotation_vector_to_matrix,
 )
 
 
@@ -25,3 +26,13 @@ def test_quaternion_is_xyzw_like_geometry_msgs():
     assert np.allclose(q, [0.0, 0.0, np.sqrt(0.5), np.sqrt(0.5)])
     assert np.allclose(quaternion_xyzw_to_matrix(q), quarter_turn_z)
     assert matrix_to_quaternion_xyzw(Rotation.from_rotvec([0, 3.0, 0]).as_matrix())[3] >= 0
+
+
+def test_rotation_vectors_exponential_is_exact_and_differentiable_at_zero():
+    rng = np.random.default_rng(0)
+    vectors = np.concatenate((rng.normal(size=(6, 3)), [[0.0, 0.0, 0.0], [1e-6, -2e-6, 0.0], [0.0, 0.0, 3.0]]))
+    got = rotation_vector_to_matrix(torch.tensor(vectors, dtype=torch.float64)).numpy()
+    np.testing.assert_allclose(got, Rotation.from_rotvec(vectors).as_matrix(), atol=1e-10)
+    omega = torch.zeros(1, 3, dtype=torch.float64, requires_grad=True)
+    (jac,) = torch.autograd.grad(rotation_vector_to_matrix(omega)[0, 2, 1], omega)  # d R / d w at 0: the cross matrix
+    np.testing.assert_allclose(jac.numpy(), [[1.0, 0.0, 0.0]], atol=1e-12)

@@ -84,7 +84,12 @@ from ivlm_core.fitting.icp import (
     umeyama_rigid,
 )
 from ivlm_core.fitting.nearest import TrackedNearest
-from ivlm_core.fitting.rotation import matrix_to_quaternion_xyzw, matrix_to_rotation_6d, rotation_6d_to_matrix
+from ivlm_core.fitting.rotation import (
+    matrix_to_quaternion_xyzw,
+    matrix_to_rotation_6d,
+    rotation_6d_to_matrix,
+    rotation_vector_to_matrix,
+)
 from ivlm_core.fitting.silhouette import (
     PHI_CUT,
     EdgeTable,
@@ -890,20 +895,6 @@ def _refine(
     return best
 
 
-def _tangent_rotations(omega: torch.Tensor) -> torch.Tensor:
-    """(N,3,3) exp of the (N,3) rotation vectors (Rodrigues), differentiable at 0."""
-    theta2 = (omega * omega).sum(-1)
-    theta = (theta2 + 1e-20).sqrt()
-    small = theta2 < 1e-8
-    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
-    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / (theta2 + 1e-20))
-    zero = torch.zeros_like(omega[:, 0])
-    k = torch.stack((zero, -omega[:, 2], omega[:, 1], omega[:, 2], zero, -omega[:, 0],
-                     -omega[:, 1], omega[:, 0], zero), dim=-1).reshape(-1, 3, 3)
-    eye = torch.eye(3, dtype=omega.dtype).expand_as(k)
-    return eye + a[:, None, None] * k + b[:, None, None] * (k @ k)
-
-
 def _refine_newton(
     scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int,
     trail: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
@@ -935,7 +926,7 @@ def _refine_newton(
         cand_rot, cand_trans = poses
         n = len(cand_rot)
         delta = probes[:p].repeat(n, 1).requires_grad_()
-        all_rot = _tangent_rotations(delta[:, :3]) @ cand_rot.repeat_interleave(p, 0)
+        all_rot = rotation_vector_to_matrix(delta[:, :3]) @ cand_rot.repeat_interleave(p, 0)
         all_trans = cand_trans.repeat_interleave(p, 0) + delta[:, 3:]
         all_scale = scale[active].repeat_interleave(p, 0)
         vis = _visibility(scene, cand_rot, cand_trans, scale[active])
@@ -956,7 +947,7 @@ def _refine_newton(
         if len(active) == 0:
             break
         move = step[active] * unit  # each active pose moved by its step (none at the first pass)
-        cand = (_tangent_rotations(move[:, :3]) @ rot[active], trans[active] + move[:, 3:])
+        cand = (rotation_vector_to_matrix(move[:, :3]) @ rot[active], trans[active] + move[:, 3:])
         rows = None
         if it > 0 and len(window) < len(scene.mask_shifts):
             rows = (shift_index[active][:, None] + window).clamp(0, len(scene.mask_shifts) - 1)

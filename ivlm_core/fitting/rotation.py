@@ -26,6 +26,23 @@ def matrix_to_rotation_6d(matrix: torch.Tensor) -> torch.Tensor:
     return torch.cat((matrix[..., :, 0], matrix[..., :, 1]), dim=-1)
 
 
+def rotation_vector_to_matrix(omega: torch.Tensor) -> torch.Tensor:
+    """(N,3) rotation vectors -> (N,3,3) rotations (Rodrigues' exponential), exact and differentiable at 0.
+
+    The Levenberg-Marquardt step differentiates at omega = 0 itself; smplx's ``batch_rodrigues`` adds 1e-8 to
+    the vector to avoid 0 / 0, which biases every turn by that much. Near 0 the series stands in."""
+    theta2 = (omega * omega).sum(-1)
+    theta = (theta2 + 1e-20).sqrt()
+    small = theta2 < 1e-8
+    a = torch.where(small, 1.0 - theta2 / 6.0, torch.sin(theta) / theta)
+    b = torch.where(small, 0.5 - theta2 / 24.0, (1.0 - torch.cos(theta)) / (theta2 + 1e-20))
+    zero = torch.zeros_like(omega[:, 0])
+    k = torch.stack((zero, -omega[:, 2], omega[:, 1], omega[:, 2], zero, -omega[:, 0],
+                     -omega[:, 1], omega[:, 0], zero), dim=-1).reshape(-1, 3, 3)
+    eye = torch.eye(3, dtype=omega.dtype).expand_as(k)
+    return eye + a[:, None, None] * k + b[:, None, None] * (k @ k)
+
+
 def matrix_to_quaternion_xyzw(matrix: np.ndarray) -> np.ndarray:
     """(3,3) rotation -> unit quaternion (x, y, z, w), the geometry_msgs/Quaternion order, with w >= 0."""
     quat = Rotation.from_matrix(np.asarray(matrix, dtype=np.float64)).as_quat()
