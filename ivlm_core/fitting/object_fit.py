@@ -159,7 +159,7 @@ class FitConfig:
     mask_target: str = "area"
     start_candidates: int = 2
     start_candidates_without_pose: int = 24
-    warmup_iterations: int = 40
+    warmup_iterations: int = 30
     warmup_keep: int = 8
     finalists: int = 2
     distinct_rotation_deg: float = 10.0
@@ -168,7 +168,7 @@ class FitConfig:
     max_silhouette_faces: int = 4000
     max_object_contact_points: int = 128
     max_human_contact_points: int = 256
-    occlusion_update_every: int = 10
+    occlusion_update_every: int = 20
     occlusion_margin_m: float = 0.015
     early_stop_patience: int = 30
     early_stop_tolerance: float = 1e-4
