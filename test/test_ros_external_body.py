@@ -182,7 +182,10 @@ def test_a_frame_waits_for_lagging_body_params_while_they_flow(probe: Probe) -> 
     try:
         params = _body_params()
         # stamps of their own: the refit test's 620/621 bodies and frames must not be paired with these
-        _publish_body(probe, params, 630)  # params are flowing
+        received = int(probe.fresh_status()["body_params_received"])
+        _publish_body(probe, params, 630)  # params are flowing ...
+        # ... once the node has them: a frame that overtakes the first params finds none flowing, and does not wait
+        probe.wait_status(lambda s: int(s["body_params_received"]) > received, 10, "the flowing params to arrive")
         probe.publish_frame(sample_rgb(SIZE), 631)
         probe.spin(0.4)  # the regressor's result for frame 631 comes after the frame
         _publish_body(probe, params, 631)
