@@ -45,6 +45,7 @@ class Stats:
     body_params_received: int = 0
     body_params_used: int = 0  # frames whose body came from ~/body_params
     body_params_rejected: int = 0  # malformed, or stamp-matched but in another frame_id
+    executor_races: int = 0  # rclpy InvalidHandle while a lifecycle cleanup destroyed an entity mid-wait (survived)
     service_requests: int = 0
     service_busy: int = 0  # answered at once with success=false, "busy: ..."
     republish_failed: int = 0  # the idle body loop could not republish the last frame with new contacts
@@ -249,6 +250,7 @@ def model_values(report: NodeReport) -> dict[str, Any]:
         "body_params_received": stats.body_params_received,
         "body_params_used": stats.body_params_used,
         "body_params_rejected": stats.body_params_rejected,
+        "executor_races": stats.executor_races,
         "service_requests": stats.service_requests,
         "service_busy": stats.service_busy,
         "service_queued": report.service_queued,

@@ -46,6 +46,7 @@ from ivlm_msgs.srv import EstimateInteraction
 from rcl_interfaces.msg import ParameterDescriptor, SetParametersResult
 from rclpy.callback_groups import MutuallyExclusiveCallbackGroup, ReentrantCallbackGroup
 from rclpy.event_handler import SubscriptionEventCallbacks
+from rclpy.exceptions import InvalidHandle
 from rclpy.executors import ExternalShutdownException, MultiThreadedExecutor
 from rclpy.lifecycle import LifecycleNode, LifecycleState, TransitionCallbackReturn
 from rclpy.parameter import Parameter
@@ -1215,7 +1216,13 @@ def main(args: list[str] | None = None) -> int:
 
     signal.signal(signal.SIGTERM, stop)
     try:
-        executor.spin()
+        while rclpy.ok():  # executor.spin(), surviving one rclpy race:
+            try:
+                executor.spin_once()
+            except InvalidHandle:
+                # a lifecycle transition (cleanup) destroyed a publisher or subscription while another executor
+                # thread was building its wait set; the next wait set no longer holds it
+                node.stats.executor_races += 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
     finally:
