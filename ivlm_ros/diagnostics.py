@@ -45,7 +45,7 @@ class Stats:
     body_params_received: int = 0
     body_params_used: int = 0  # frames whose body came from ~/body_params
     body_params_rejected: int = 0  # malformed, or stamp-matched but in another frame_id
-    executor_races: int = 0  # rclpy InvalidHandle while a lifecycle cleanup destroyed an entity mid-wait (survived)
+    executor_races: int = 0  # rclpy InvalidHandle out of spin_once, survived (see ivlm_ros.deferred_teardown)
     service_requests: int = 0
     service_busy: int = 0  # answered at once with success=false, "busy: ..."
     republish_failed: int = 0  # the idle body loop could not republish the last frame with new contacts

@@ -67,6 +67,7 @@ from ivlm_ros.contact_board import (
     moved_with_pelvis,
 )
 from ivlm_ros.debug_image import compose_debug_image
+from ivlm_ros.deferred_teardown import DeferredTeardown
 from ivlm_ros.diagnostics import (
     LoopMeter,
     NodeReport,
@@ -280,6 +281,7 @@ class IvlmNode(LifecycleNode):
         self._pubs: dict[str, Any] = {}
         self._subs: list[Any] = []
         self._expiry_timer: Any = None
+        self.teardown = DeferredTeardown(self)  # what a cleanup destroys: see ivlm_ros.deferred_teardown
 
         # Always available, in every lifecycle state: diagnostics, the query topic and the one-shot service.
         self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", 10)
@@ -610,17 +612,18 @@ class IvlmNode(LifecycleNode):
                 tracker.close()  # the keypoint detector's resources
         self._last_bodies = None
         for sub in self._subs:
-            self.destroy_subscription(sub)
+            self.teardown.destroy(self.destroy_subscription, sub)
         self._subs = []
         for pub in self._pubs.values():
-            self.destroy_publisher(pub)
+            self.teardown.destroy(self.destroy_publisher, pub)
         self._pubs = {}
         if self._tf is not None:
-            self._tf.destroy()
+            self._tf.destroy(lambda publisher: self.teardown.destroy(self.destroy_publisher, publisher))
             self._tf = None
         if self._expiry_timer is not None:
-            self.destroy_timer(self._expiry_timer)
+            self.teardown.destroy(self.destroy_timer, self._expiry_timer)
             self._expiry_timer = None
+        self.teardown.wake()
         with self._model_lock:
             pipeline, self._pipeline = self._pipeline, None
         if pipeline is not None:
@@ -1215,13 +1218,15 @@ def main(args: list[str] | None = None) -> int:
         rclpy.try_shutdown()
 
     signal.signal(signal.SIGTERM, stop)
+    node.teardown.enable()  # a cleanup's entities are destroyed here, between two waits (ivlm_ros.deferred_teardown)
     try:
-        while rclpy.ok():  # executor.spin(), surviving one rclpy race:
+        while rclpy.ok():  # executor.spin(), with the teardown on this thread
+            node.teardown.run_pending()
             try:
                 executor.spin_once()
             except InvalidHandle:
-                # a lifecycle transition (cleanup) destroyed a publisher or subscription while another executor
-                # thread was building its wait set; the next wait set no longer holds it
+                # rclpy's wait set met an entity destroyed under it: not ours any more (they are destroyed on
+                # this thread), but one race must not take the node down; counted in the diagnostics
                 node.stats.executor_races += 1
     except (KeyboardInterrupt, ExternalShutdownException):
         pass
@@ -1229,6 +1234,7 @@ def main(args: list[str] | None = None) -> int:
         with contextlib.suppress(Exception):
             node._release()
         executor.shutdown(timeout_sec=1.0)
+        node.teardown.run_pending()
         node.destroy_node()
         rclpy.try_shutdown()
     return 0

@@ -13,6 +13,7 @@ On a real ROS install the frames go out through ``tf2_ros.TransformBroadcaster``
 from __future__ import annotations
 
 import re
+from collections.abc import Callable
 from typing import Any
 
 import numpy as np
@@ -112,9 +113,11 @@ class TfBroadcaster:
         else:
             self._publisher.publish(self._message(transforms=transforms))
 
-    def destroy(self) -> None:
+    def destroy(self, destroy_publisher: Callable[[Any], Any] | None = None) -> None:
+        """Destroys the /tf publisher with ``destroy_publisher`` (default: the node's ``destroy_publisher``)."""
+        destroy_publisher = destroy_publisher or self._node.destroy_publisher
         if self._publisher is not None:
-            self._node.destroy_publisher(self._publisher)
+            destroy_publisher(self._publisher)
         elif self._broadcaster is not None:
-            self._node.destroy_publisher(self._broadcaster.pub_tf)
+            destroy_publisher(self._broadcaster.pub_tf)
         self._publisher = self._broadcaster = None

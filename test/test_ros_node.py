@@ -12,7 +12,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from ivlm_ros.testing.node_harness import FRAME_ID, NodeProcess, Probe, make_image, sample_rgb
+from ivlm_ros.testing.node_harness import FRAME_ID, IMAGE_TOPIC, NodeProcess, Probe, make_image, sample_rgb
 
 pytestmark = [pytest.mark.ros, pytest.mark.slow]
 
@@ -332,3 +332,27 @@ def test_deactivate_stops_processing_and_activate_resumes(probe: Probe) -> None:
     probe.wait_status(lambda s: s["lifecycle_state"] == "active", 10, "active again")
     probe.publish_frame(sample_rgb(64), 501)
     assert _result(probe, "human", 501).header.frame_id == FRAME_ID
+
+
+def test_cleanup_and_configure_cycles_while_frames_flow(probe: Probe) -> None:
+    """Each cleanup really destroys the camera subscriptions and the output publishers (on the node's spin
+    thread, ivlm_ros.deferred_teardown), frames sent meanwhile are ignored, and after the cycles the node
+    works and has never met rclpy's InvalidHandle race."""
+    assert probe.change_state(NODE, "deactivate")
+    for cycle in range(4):
+        assert probe.change_state(NODE, "cleanup")
+        probe.publish_frame(sample_rgb(64), 600 + cycle)
+        probe.wait_for(
+            lambda: probe.node.count_publishers(f"{NODE}/human_contact") == 0
+            and probe.node.count_subscribers(IMAGE_TOPIC) == 0,
+            10, "the cleanup to destroy the node's publishers and camera subscriptions",
+        )
+        assert probe.change_state(NODE, "configure")
+        probe.wait_for(lambda: probe.node.count_publishers(f"{NODE}/human_contact") == 1, 10, "publishers again")
+    assert probe.change_state(NODE, "activate")
+    probe.wait_matched(probe.image_pub)
+    probe.publish_frame(sample_rgb(64), 610)
+    assert _result(probe, "human", 610).header.frame_id == FRAME_ID
+    status = probe.wait_status(lambda s: s["lifecycle_state"] == "active", 10, "active")
+    assert int(status["executor_races"]) == 0
+    assert not probe.by_stamp("human", 600)
