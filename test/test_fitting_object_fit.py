@@ -342,3 +342,27 @@ def test_the_untrimmed_contact_mean_skips_the_sort_and_equals_the_trimmed_formul
     torch.testing.assert_close(grad_fast, grad_sorted)
     trimmed = of._trimmed_mean(distance, weight, 0.5)
     assert bool((trimmed < fast).all())
+
+
+def test_the_exact_polish_starts_from_different_orientations(scene, monkeypatch):
+    """The polish's starts are told apart by rotation only: its search moves the object freely but turns it a
+    few degrees, so a second start of the same orientation a few cm away is wasted (a slim handle's true basin
+    was left unpolished that way)."""
+    from ivlm_core.fitting import object_fit as of
+
+    s = scene
+    seen = []
+    real = of._exact_polish
+
+    def recorded(*args, **kwargs):
+        seen.append(args[7])  # the distinct predicate
+        return real(*args, **kwargs)
+
+    monkeypatch.setattr(of, "_exact_polish", recorded)
+    cfg = FitConfig(iterations=4, warmup_iterations=4, start_candidates_without_pose=4, exact_polish_rounds=1)
+    fit_object(s["obj_v"], s["obj_f"], s["p_obj"], s["body_v"], s["body_f"], s["p_hum"], s["mask"], K, cfg)
+    distinct = seen[0]
+    pose = (s["rot"], s["trans"])
+    assert not distinct(pose, (s["rot"], s["trans"] + np.array([0.05, 0.0, 0.0])))
+    turn = Rotation.from_euler("z", 30, degrees=True).as_matrix()
+    assert distinct(pose, (turn @ s["rot"], s["trans"]))

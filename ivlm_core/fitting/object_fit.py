@@ -546,6 +546,12 @@ def fit_object(
         rot_deg, trans_m = _pose_distance(symmetry, sym_centre, a, b)
         return rot_deg > cfg.distinct_rotation_deg or trans_m > cfg.distinct_translation_m
 
+    def turned(a: tuple[np.ndarray, np.ndarray], b: tuple[np.ndarray, np.ndarray]) -> bool:
+        """Different orientations: the exact polish's starts must differ in rotation, since its search moves
+        the object freely but turns it only a few degrees; two starts of one orientation a few cm apart left
+        the basin of a slim handle's true pose unpolished (docs/fit_recovery.md, ninth session)."""
+        return _pose_distance(symmetry, sym_centre, a, b)[0] > cfg.distinct_rotation_deg
+
     # score every start pose by the full loss; the best distinct ones are refined together
     scored = _score(coarse, cfg, candidates)
     keep = cfg.start_candidates if init_rotation is not None else cfg.start_candidates_without_pose
@@ -587,13 +593,13 @@ def fit_object(
         pivot = obj_v[p_obj > cfg.object_contact_threshold].mean(0) - centre
         # the image-free terms on the hypotheses' sparser samples: they rank poses as well, for half the cost
         found = _exact_polish(coarse, cfg, exact, centre, torch.cat([pool_rot, *then[:1]]),
-                              torch.cat([pool_trans, *then[1:]]), pivot, distinct, pooled, own_poses=len(pool_rot))
+                              torch.cat([pool_trans, *then[1:]]), pivot, turned, pooled, own_poses=len(pool_rot))
         excess = found[3]
         pool_report["pool_excess_max"] = max(excess, default=float("nan"))
         if excess and max(excess) > cfg.pool_max_excess:
             # a frame fits the pooled pose much worse than its own: the object moved in the hand (a new grasp)
             # or a frame's fit was wrong; this frame alone decides
-            found = _exact_polish(coarse, cfg, exact, centre, pool_rot, pool_trans, pivot, distinct)
+            found = _exact_polish(coarse, cfg, exact, centre, pool_rot, pool_trans, pivot, turned)
             pool_report.update(pooled_frames=0.0, pool_rejected=float(len(pooled)))
         rot_t, trans_t, polish_report, _ = found
         polish_report.update(pool_report)
@@ -985,10 +991,10 @@ def _exact_polish(
     scene: _Scene, cfg: FitConfig, exact: ExactMaskScore, centre: np.ndarray, rot: torch.Tensor,
     trans: torch.Tensor, pivot: np.ndarray, distinct, pooled: Sequence[_PooledFrame] = (), own_poses: int | None = None,
 ) -> tuple[torch.Tensor, torch.Tensor, dict[str, float], list[float]]:
-    """The pose (centred frame) of lowest exact total: the exact_polish_starts best distinct ones of the given
-    poses (B,3,3), (B,3), each improved by a random search. Each round tries exact_polish_samples turns about
-    the contact region (pivot, centred object frame) plus small moves, keeps the best if it is lower, and
-    narrows the steps when none is.
+    """The pose (centred frame) of lowest exact total: the exact_polish_starts best ones of the given poses
+    (B,3,3), (B,3) that are ``distinct`` from each other, each improved by a random search. Each round tries
+    exact_polish_samples turns about the contact region (pivot, centred object frame) plus small moves, keeps
+    the best if it is lower, and narrows the steps when none is.
 
     The exact total is the image-free terms plus the mask term computed exactly (``ExactMaskScore``): the
     smooth mask term the gradient needs misjudges eroded/dilated masks and the body's cover enough to move
