@@ -613,7 +613,9 @@ def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__.split("\n")[0])
     parser.add_argument("--scenes", type=int, default=40)
     parser.add_argument("--seed", type=int, default=0)
-    parser.add_argument("--threads", type=int, default=1, help="torch CPU threads (the machine is shared)")
+    parser.add_argument("--threads", type=int, default=1,
+                        help="torch CPU threads (default 1: in the node the fit shares the CPU with the body and "
+                        "contact loops; 0 = torch's default, all cores, as a fit alone gets)")
     parser.add_argument("--config", default=None, help="fitting YAML (default config/fitting.yaml)")
     parser.add_argument("--start", choices=("none", "perturbed"), default="none",
                         help="none: no start pose (the product's path); perturbed: the true pose turned 10-20 deg "
@@ -653,7 +655,10 @@ def main(argv: list[str] | None = None) -> None:
         parser.error(f"--stream-frames: at least 2 (the noisy frame and the next), not {args.stream_frames}")
     if not all(0 <= value < np.inf for value in args.stream_move):
         parser.error(f"--stream-move: degrees and metres >= 0, not {args.stream_move}")
-    torch.set_num_threads(args.threads)
+    if args.threads < 0:
+        parser.error(f"--threads: 0 (torch's default) or more, not {args.threads}")
+    if args.threads:
+        torch.set_num_threads(args.threads)
     warm_up()  # the fit's one-time start-up cost, paid at load as the pipeline does: not in the first fit's time
     cfg = FitConfig.load(args.config)
     rng = np.random.default_rng(args.seed)
@@ -662,7 +667,7 @@ def main(argv: list[str] | None = None) -> None:
     with tempfile.TemporaryDirectory() as tmp:
         poser = BodyPoser(tmp)
     print(f"body: synthetic SMPL-X, {len(poser.faces)} faces; camera 640x480 fx=fy=600; torch threads "
-          f"{args.threads}; start: {args.start}; {cfg.start_candidates_without_pose} hypotheses x "
+          f"{torch.get_num_threads()}; start: {args.start}; {cfg.start_candidates_without_pose} hypotheses x "
           f"{cfg.warmup_iterations} steps{f' (the best {cfg.warmup_keep} after half)' if cfg.warmup_keep else ''}, "
           f"{cfg.finalists} finalists x {cfg.iterations} steps + {cfg.newton_iterations} Levenberg-Marquardt; "
           f"noisy: view"
