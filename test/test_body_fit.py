@@ -314,3 +314,31 @@ def test_flat_adam_matches_torch_adam():
         ((theirs - target) ** 4).sum().backward()
         reference.step()
     torch.testing.assert_close(ours.detach(), theirs.detach(), atol=1e-6, rtol=1e-6)
+
+
+def test_a_single_thread_section_leaves_other_threads_counts_alone() -> None:
+    """The body loop fits in a single_torch_thread() section while the node's object fit and contact loops run
+    torch in their own threads: with torch's OpenMP backend the count is per thread, so theirs stays."""
+    import threading
+
+    from ivlm_core.fitting.body_fit import single_torch_thread
+
+    before = torch.get_num_threads()
+    torch.set_num_threads(2)
+    inside, release = threading.Event(), threading.Event()
+
+    def body_loop() -> None:
+        with single_torch_thread():
+            assert torch.get_num_threads() == 1
+            inside.set()
+            release.wait(10)
+
+    worker = threading.Thread(target=body_loop)
+    try:
+        worker.start()
+        assert inside.wait(10)
+        assert torch.get_num_threads() == 2
+    finally:
+        release.set()
+        worker.join(10)
+        torch.set_num_threads(before)

@@ -542,7 +542,8 @@ def solve_translation(
 @contextmanager
 def single_torch_thread() -> Iterator[None]:
     """Run torch on one intra-op thread: the body's tensors are tiny, extra threads only spin (5x slower on a
-    loaded 2-core CPU). torch's thread count is process-wide, so it is restored afterwards."""
+    loaded 2-core CPU). With torch's OpenMP backend the count is the calling thread's (and the default of threads
+    started later), so the node's other loops keep theirs; it is restored afterwards."""
     threads = torch.get_num_threads()
     torch.set_num_threads(1)
     try:
