@@ -23,17 +23,20 @@ class DeferredTeardown:
     """Entities queued for destruction, destroyed by the thread that spins the executor."""
 
     def __init__(self, node: Any) -> None:
-        self.deferred = False
         self._node = node
         self._lock = threading.Lock()
         self._pending: list[tuple[Callable[[Any], Any], Any]] = []
-        self._wake: Any = None  # a guard condition: queued entities are destroyed at the next wake-up
+        self._wake: Any = None  # a guard condition, once enabled: queued entities are destroyed at the next wake-up
+
+    @property
+    def deferred(self) -> bool:
+        """Whether :meth:`destroy` queues (after :meth:`enable`) rather than destroys at once."""
+        return self._wake is not None
 
     def enable(self) -> None:
         """Called by the spin loop that will call :meth:`run_pending` between its ``spin_once`` calls."""
         if self._wake is None:
             self._wake = self._node.create_guard_condition(lambda: None)
-        self.deferred = True
 
     def destroy(self, destroy: Callable[[Any], Any], entity: Any) -> None:
         """``destroy(entity)`` now, or on the spinning thread when deferred (e.g. ``node.destroy_publisher``)."""
@@ -46,7 +49,7 @@ class DeferredTeardown:
     def wake(self) -> None:
         """Wakes the spinning thread's wait, so that what was queued is destroyed now rather than at the next
         message or timer."""
-        if self.deferred and self._wake is not None:
+        if self.deferred:
             self._wake.trigger()
 
     def run_pending(self) -> int:
