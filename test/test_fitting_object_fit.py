@@ -111,7 +111,7 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
     assert (from_yaml.weight_mask, from_yaml.weight_centroid, from_yaml.weight_contact) == (5.0, 1e-4, 10.0)
     assert (from_yaml.lr_rotation, from_yaml.lr_translation, from_yaml.iterations) == (0.05, 0.01, 40)
     assert (from_yaml.newton_iterations, from_yaml.newton_hessian_every) == (6, 2)
-    assert (from_yaml.exact_polish_rounds, from_yaml.exact_polish_starts, from_yaml.exact_polish_samples) == (6, 2, 12)
+    assert (from_yaml.exact_polish_rounds, from_yaml.exact_polish_starts, from_yaml.exact_polish_samples) == (4, 2, 12)
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())
     data["weights"]["mask_typo"] = 1.0
     bad = tmp_path / "bad.yaml"
@@ -128,6 +128,9 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
     ({"exact_polish_rounds": -1}, "exact_polish_rounds >= 0"),
     ({"exact_polish_samples": 0}, "exact_polish_samples >= 1"),
     ({"exact_polish_turn_deg": -1.0}, "exact_polish_turn_deg"),
+    ({"outline_iterations": -1}, "outline_iterations >= 0"),
+    ({"outline_robust_px": 0.0}, "outline_robust_px > 0"),
+    ({"outline_starts": 0}, "outline_starts >= 1"),
     ({"contact_cap_m": -0.05}, "contact_cap_m >= 0"),
     ({"max_start_regions": 0}, "max_start_regions >= 1"),
     ({"contact_cap_m": float("nan")}, "contact_cap_m >= 0"),

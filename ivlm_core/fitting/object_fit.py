@@ -42,6 +42,9 @@ depth margin before the body hides the object) misjudge masks that are too wide 
 body. So the pose is chosen last by the exact mask term (``ExactMaskScore``) plus the image-free terms: the
 best distinct poses among the short fits, the finalists and their paths, each polished by a seeded random
 search (``exact_polish_*``; report: exact_total, exact_mask_loss, exact_mask_shift_px, exact_evaluations).
+Before it, the finalists and the best other short fits take a few Levenberg-Marquardt iterations on the
+image-free terms plus the mask term measured along the object's visible outline (``OutlineTarget``,
+``outline_*``): smooth like the blurred term, pixel-accurate like the exact one; their poses join the pool.
 A held object keeps its pose in the hand. ``history`` (``FrameEvidence`` of the object's last fitted frames,
 ``pool_frames`` of them) adds those frames' exact totals to the polish's energy, each at the pose moved by the
 hand's rigid motion since (the body's vertices around the contacts, matched by index), and their fitted poses
@@ -84,6 +87,7 @@ from ivlm_core.fitting.icp import (
     umeyama_rigid,
 )
 from ivlm_core.fitting.nearest import TrackedNearest
+from ivlm_core.fitting.outline_align import OutlineTarget
 from ivlm_core.fitting.rotation import (
     matrix_to_quaternion_xyzw,
     matrix_to_rotation_6d,
@@ -179,7 +183,10 @@ class FitConfig:
     newton_max_step: float = 4.0
     newton_min_step: float = 0.05
     newton_hessian_every: int = 2
-    exact_polish_rounds: int = 6
+    outline_iterations: int = 6
+    outline_starts: int = 4
+    outline_robust_px: float = 0.5
+    exact_polish_rounds: int = 4
     exact_polish_starts: int = 2
     exact_polish_samples: int = 12
     exact_polish_turn_deg: float = 6.0
@@ -223,6 +230,10 @@ class FitConfig:
         ) < 0:
             raise InvalidInputError("fitting config: exact_polish_rounds >= 0 (0 = off), exact_polish_starts and "
                                     "exact_polish_samples >= 1, exact_polish_turn_deg and exact_polish_move_m >= 0")
+        if cfg.outline_iterations < 0 or cfg.outline_starts < 1 or not cfg.outline_robust_px > 0:
+            raise InvalidInputError("fitting config: outline_iterations >= 0 (0 = off), outline_starts >= 1 and "
+                                    f"outline_robust_px > 0, not {cfg.outline_iterations}, {cfg.outline_starts} "
+                                    f"and {cfg.outline_robust_px}")
         if not cfg.contact_cap_m >= 0:
             raise InvalidInputError(f"fitting config: contact_cap_m >= 0 metres (0 = no cap), not {cfg.contact_cap_m}")
         if cfg.warmup_keep < 0:
@@ -393,6 +404,11 @@ class _Batch:
         idx = torch.as_tensor(np.asarray(index, dtype=np.int64))
         return _Batch(self.rotation[idx], self.translation[idx], self.scale[idx], self.loss[idx],
                       [self.labels[i] for i in np.asarray(index, dtype=np.int64)])
+
+    def concat(self, other: _Batch) -> _Batch:
+        return _Batch(torch.cat([self.rotation, other.rotation]), torch.cat([self.translation, other.translation]),
+                      torch.cat([self.scale, other.scale]), torch.cat([self.loss, other.loss]),
+                      self.labels + other.labels)
 
 
 @dataclass(frozen=True)
@@ -565,6 +581,17 @@ def fit_object(
     final = _refine(scene, cfg, short.take(finalists), cfg.iterations, trail=trail)
     if cfg.newton_iterations > 0:
         final = _refine_newton(scene, cfg, final, cfg.newton_iterations, trail=trail)
+    if cfg.outline_iterations > 0 and cfg.exact_polish_rounds > 0 and not cfg.optimise_scale:
+        # the finalists, then the best other short fits, on the outline's misfit instead of the smooth mask term:
+        # their steps join the polish's pool
+        # the silhouette's mesh: merged (seams do not split the outline) and of bounded size
+        outline = OutlineTarget.build(scene.sil_vertices.double().numpy(), scene.sil_faces.numpy(), mask,
+                                      depth if depth is not None else np.full(mask.shape, np.inf), k)
+        others = [i for i in _best_distinct(short, cfg.outline_starts, distinct, fill=False)
+                  if all(distinct(_pose(short, i), _pose(final, j)) for j in range(len(final.labels)))]
+        starts = final.concat(short.take(others))
+        _refine_outline(coarse, cfg, outline, starts.take(list(range(min(cfg.outline_starts, len(starts.labels))))),
+                        trail)
     order = np.argsort(final.loss.numpy(), kind="stable")
     best = int(order[0])
     kept_previous = False
@@ -905,12 +932,81 @@ def _refine_newton(
     scene: _Scene, cfg: FitConfig, start: _Batch, iterations: int,
     trail: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
 ) -> _Batch:
-    """Levenberg-Marquardt on each pose's 6 tangent coordinates (a turn about the object's centre, a move),
-    after the finalists' Adam steps: Adam finds the basin but creeps along its floor, this lands in a few
-    iterations. The Hessian comes from the gradients at 6 probe poses a small turn or move away (every
-    newton_hessian_every iterations; the pose's last one in between), all poses and probes in one batch.
-    Only a lower loss is accepted (else the damping grows); a pose stops when its step is negligible. Returns
-    each pose's last accepted pose and loss; accepted poses join ``trail``."""
+    """Levenberg-Marquardt (``_levenberg_marquardt``) on the smooth loss, after the finalists' Adam steps: Adam
+    finds the basin but creeps along its floor, this lands in a few iterations. The probes keep their pose's
+    body surface partners (searched once per pose, tracked) and outline shift window."""
+    window = torch.arange(-cfg.mask_shift_window, cfg.mask_shift_window + 1)
+    search = TrackedNearest(scene.surface.tree, reach=_label_reach(cfg))  # (a new pose count starts afresh)
+
+    def energy(
+        cand_rot: torch.Tensor, cand_trans: torch.Tensor, cand_scale: torch.Tensor, probe_rot: torch.Tensor,
+        probe_trans: torch.Tensor, p: int, memo: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        rows = None
+        if memo is not None and len(window) < len(scene.mask_shifts):
+            rows = (memo[:, None] + window).clamp(0, len(scene.mask_shifts) - 1).repeat_interleave(p, 0)
+        vis = _visibility(scene, cand_rot, cand_trans, cand_scale)
+        vis = None if vis is None else vis.repeat_interleave(p, 0)
+        with torch.no_grad():
+            points = cand_scale[:, None, None] * scene.test_local @ cand_rot.transpose(1, 2) + cand_trans[:, None]
+            nearest = scene.surface.nearest(points, _label_reach(cfg), search).repeat_interleave(p, 0)
+        losses = _losses(scene, cfg, probe_rot, probe_trans, cand_scale.repeat_interleave(p, 0), vis, None, rows,
+                         nearest)
+        return losses["total"], losses["mask_shift_index"]
+
+    return _levenberg_marquardt(cfg, start, iterations, energy, trail)
+
+
+def _refine_outline(
+    scene: _Scene, cfg: FitConfig, outline: OutlineTarget, start: _Batch,
+    trail: list[tuple[torch.Tensor, torch.Tensor]],
+) -> _Batch:
+    """Levenberg-Marquardt (``_levenberg_marquardt``) on the image-free terms plus the mask term measured along
+    the object's visible outline (``OutlineTarget.misfit``, about 1 - IoU, pixel-accurate), for
+    outline_iterations. The smooth mask term's minimum sits a few degrees from the exact mask score's, whose
+    valley is about a pixel of outline wide; this walks down it (docs/fit_recovery.md, tenth session). The
+    outline and its offset are taken at each pose and kept for its probes. Accepted poses join ``trail``."""
+
+    search = TrackedNearest(scene.surface.tree, reach=_label_reach(cfg))
+
+    def energy(
+        cand_rot: torch.Tensor, cand_trans: torch.Tensor, cand_scale: torch.Tensor, probe_rot: torch.Tensor,
+        probe_trans: torch.Tensor, p: int, memo: torch.Tensor | None,
+    ) -> tuple[torch.Tensor, torch.Tensor]:
+        with torch.no_grad():  # the probes keep their pose's body surface partners, as in _refine_newton
+            points = cand_scale[:, None, None] * scene.test_local @ cand_rot.transpose(1, 2) + cand_trans[:, None]
+            nearest = scene.surface.nearest(points, _label_reach(cfg), search).repeat_interleave(p, 0)
+        terms = _body_terms(scene, cfg, probe_rot, probe_trans, cand_scale.repeat_interleave(p, 0), nearest)
+        total = (cfg.weight_contact * terms["contact"] + cfg.weight_penetration * terms["penetration"]
+                 + cfg.weight_labels * terms["labels"])
+        parts = []
+        for i, (rot, trans) in enumerate(zip(cand_rot.detach().double().numpy(), cand_trans.detach().double().numpy())):
+            samples = outline.samples(rot, trans)
+            rows = slice(i * p, (i + 1) * p)
+            if samples is None:  # no visible outline: the exact score's value for an unseen object
+                parts.append(torch.ones(p))
+            else:
+                parts.append(outline.misfit(samples, probe_rot[rows], probe_trans[rows], cfg.outline_robust_px)
+                             + cfg.mask_shift_cost * abs(samples.shift))
+        return total + cfg.weight_mask * torch.cat(parts), torch.zeros(len(probe_rot), dtype=torch.int64)
+
+    return _levenberg_marquardt(cfg, start, cfg.outline_iterations, energy, trail)
+
+
+def _levenberg_marquardt(
+    cfg: FitConfig, start: _Batch, iterations: int, energy,
+    trail: list[tuple[torch.Tensor, torch.Tensor]] | None = None,
+) -> _Batch:
+    """Levenberg-Marquardt on each pose's 6 tangent coordinates (a turn about the object's centre, a move).
+    The gradient comes from autograd and the Hessian from the gradients at 6 probe poses a small turn or move
+    away (every newton_hessian_every iterations; the pose's last one in between), all poses and probes in one
+    batch. Only a lower energy is accepted (else the damping grows); a pose stops when its step is negligible.
+    Returns each pose's last accepted pose and energy; accepted poses join ``trail``.
+
+    energy(cand_rot (n,3,3), cand_trans (n,3), cand_scale (n,), probe_rot (n*p,3,3), probe_trans (n*p,3), p,
+    memo) -> (energy (n*p,) of the probes, the first of each pose's p being the pose itself; memo (n*p,)
+    int64): memo (n,) is what the energy returned at each pose's last accepted evaluation (None at the
+    first), for the energy's own state (the smooth loss's outline shift)."""
     count = len(start.labels)
     unit = torch.tensor([cfg.newton_probe_deg * math.pi / 180.0] * 3 + [cfg.newton_probe_m] * 3)
     probes = torch.cat((torch.zeros(1, 6), torch.diag(unit)))  # (7,6)
@@ -921,44 +1017,31 @@ def _refine_newton(
     damping = torch.full((count,), cfg.newton_damping)
     step = torch.zeros(count, 6)  # in probe units
     active = torch.arange(count)
-    shift_index = torch.zeros(count, dtype=torch.int64)
-    window = torch.arange(-cfg.mask_shift_window, cfg.mask_shift_window + 1)
-    search = TrackedNearest(scene.surface.tree, reach=_label_reach(cfg))  # (a new pose count starts afresh)
+    memo = torch.zeros(count, dtype=torch.int64)
 
     def evaluate(
-        poses: tuple[torch.Tensor, torch.Tensor], p: int, rows: torch.Tensor | None
+        poses: tuple[torch.Tensor, torch.Tensor], p: int, first: bool
     ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """(loss (n,), gradient (n,p,6) in probe units, shift index (n,)) at the first p probes of each pose."""
+        """(energy (n,), gradient (n,p,6) in probe units, memo (n,)) at the first p probes of each pose."""
         cand_rot, cand_trans = poses
         n = len(cand_rot)
         delta = probes[:p].repeat(n, 1).requires_grad_()
         all_rot = rotation_vector_to_matrix(delta[:, :3]) @ cand_rot.repeat_interleave(p, 0)
         all_trans = cand_trans.repeat_interleave(p, 0) + delta[:, 3:]
-        all_scale = scale[active].repeat_interleave(p, 0)
-        vis = _visibility(scene, cand_rot, cand_trans, scale[active])
-        vis = None if vis is None else vis.repeat_interleave(p, 0)
-        rows = None if rows is None else rows.repeat_interleave(p, 0)
-        # the probes keep their pose's body surface partners: searched once per pose (tracked), not per probe
-        with torch.no_grad():
-            points = scale[active, None, None] * scene.test_local @ cand_rot.transpose(1, 2) + cand_trans[:, None]
-            nearest = scene.surface.nearest(points, _label_reach(cfg), search).repeat_interleave(p, 0)
-        losses = _losses(scene, cfg, all_rot, all_trans, all_scale, vis, None, rows, nearest)
-        (g_all,) = torch.autograd.grad(losses["total"].sum(), delta)
-        return (losses["total"].detach().reshape(n, p)[:, 0], (g_all * unit).reshape(n, p, 6),
-                losses["mask_shift_index"].reshape(n, p)[:, 0])
+        total, extra = energy(cand_rot, cand_trans, scale[active], all_rot, all_trans, p,
+                              None if first else memo[active])
+        (g_all,) = torch.autograd.grad(total.sum(), delta)
+        return total.detach().reshape(n, p)[:, 0], (g_all * unit).reshape(n, p, 6), extra.reshape(n, p)[:, 0]
 
     finite = torch.isfinite(rot.sum((1, 2)) + trans.sum(1) + scale)
-    active = active[finite]  # a non-finite pose keeps an infinite loss, as in _refine
+    active = active[finite]  # a non-finite pose keeps an infinite energy, as in _refine
     for it in range(iterations + 1):
         if len(active) == 0:
             break
         move = step[active] * unit  # each active pose moved by its step (none at the first pass)
         cand = (rotation_vector_to_matrix(move[:, :3]) @ rot[active], trans[active] + move[:, 3:])
-        rows = None
-        if it > 0 and len(window) < len(scene.mask_shifts):
-            rows = (shift_index[active][:, None] + window).clamp(0, len(scene.mask_shifts) - 1)
         full = it % cfg.newton_hessian_every == 0  # probes: the Hessian anew
-        f_new, g_all, new_shift = evaluate(cand, 7 if full else 1, rows)
+        f_new, g_all, new_memo = evaluate(cand, 7 if full else 1, it == 0)
         g0 = g_all[:, 0]
         if full:
             h_new = (g_all[:, 1:] - g_all[:, :1]).transpose(1, 2)  # column i: d grad / d probe i
@@ -968,7 +1051,7 @@ def _refine_newton(
         better = f_new < loss[active]
         acc = active[better]
         rot[acc], trans[acc], loss[acc] = cand[0][better].detach(), cand[1][better].detach(), f_new[better]
-        grad[acc], hess[acc], shift_index[acc] = g0[better], h_new[better], new_shift[better]
+        grad[acc], hess[acc], memo[acc] = g0[better], h_new[better], new_memo[better]
         damping[acc] = damping[acc] / 3.0
         damping[active[~better]] = damping[active[~better]] * 4.0
         if trail is not None and bool(better.any()):
