@@ -145,3 +145,13 @@ def test_the_fit_runs_the_outline_refinement_unless_switched_off(held_box, monke
     of.fit_object(*fit_args, of.FitConfig(outline_iterations=0, iterations=10, warmup_iterations=4,
                                           start_candidates_without_pose=4))
     assert len(calls) == 1
+
+
+def test_a_closed_mesh_draws_only_its_front_faces_with_the_same_outline(held_box):
+    s = held_box
+    rot, trans = _pose(s, 5.0, axis=(0.3, 1.0, 0.2))
+    every = _target(s).samples(rot, trans)
+    front = OutlineTarget.build(s["obj_v"] - s["centre"], s["obj_f"], s["mask"], s["body_depth"], K,
+                                closed=True).samples(rot, trans)
+    torch.testing.assert_close(front.local, every.local)
+    assert front.shift == every.shift

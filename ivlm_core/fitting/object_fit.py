@@ -586,7 +586,7 @@ def fit_object(
         # their steps join the polish's pool
         # the silhouette's mesh: merged (seams do not split the outline) and of bounded size
         outline = OutlineTarget.build(scene.sil_vertices.double().numpy(), scene.sil_faces.numpy(), mask,
-                                      depth if depth is not None else np.full(mask.shape, np.inf), k)
+                                      depth if depth is not None else np.full(mask.shape, np.inf), k, scene.cull)
         others = [i for i in _best_distinct(short, cfg.outline_starts, distinct, fill=False)
                   if all(distinct(_pose(short, i), _pose(final, j)) for j in range(len(final.labels)))]
         starts = final.concat(short.take(others))

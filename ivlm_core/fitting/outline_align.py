@@ -50,10 +50,11 @@ class OutlineTarget:
     mask_pixels: int
     body_depth: np.ndarray  # (H,W) metres, inf where the body is not drawn
     camera_k: np.ndarray  # (3,3)
+    closed: bool  # the mesh encloses a volume: its faces turned to the camera alone cover its silhouette
 
     @classmethod
     def build(cls, vertices: np.ndarray, faces: np.ndarray, mask: np.ndarray, body_depth: np.ndarray,
-              camera_k: np.ndarray) -> OutlineTarget:
+              camera_k: np.ndarray, closed: bool = False) -> OutlineTarget:
         faces = np.asarray(faces, dtype=np.int64)
         sides = np.stack((faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]), axis=1).reshape(-1, 2)
         unique, inverse, counts = np.unique(np.sort(sides, axis=1), axis=0, return_inverse=True,
@@ -72,7 +73,7 @@ class OutlineTarget:
         signed = np.where(padded > 0, 0.5 - inside, outside - 0.5)[1:-1, 1:-1].astype(np.float64)
         return cls(np.asarray(vertices, dtype=np.float64), faces, unique[shared], edge_faces, opposite, signed,
                    torch.as_tensor(signed, dtype=torch.float32), int(np.count_nonzero(mask)),
-                   np.asarray(body_depth), np.asarray(camera_k, dtype=np.float64))
+                   np.asarray(body_depth), np.asarray(camera_k, dtype=np.float64), bool(closed))
 
     def samples(self, rotation: np.ndarray, translation: np.ndarray) -> OutlineSamples | None:
         """The visible outline at this pose: points along the edges between a face turned to the camera and
@@ -113,7 +114,8 @@ class OutlineTarget:
         window_k = k.copy()
         window_k[0, 2] -= u0
         window_k[1, 2] -= v0
-        covered = np.isfinite(render_depth([(posed, self.faces)], window_k, (v1 - v0, u1 - u0)).depth)
+        drawn = self.faces[front] if self.closed else self.faces  # (half the rasterising)
+        covered = np.isfinite(render_depth([(posed, drawn)], window_k, (v1 - v0, u1 - u0)).depth)
         inside = np.clip(probe[:, 1] - v0, 0, v1 - v0 - 1), np.clip(probe[:, 0] - u0, 0, u1 - u0 - 1)
         keep &= ~covered[inside]
         near = np.clip(np.rint(pixels).astype(np.int64), 0, [width - 1, height - 1])
