@@ -581,17 +581,6 @@ def fit_object(
     final = _refine(scene, cfg, short.take(finalists), cfg.iterations, trail=trail)
     if cfg.newton_iterations > 0:
         final = _refine_newton(scene, cfg, final, cfg.newton_iterations, trail=trail)
-    if cfg.outline_iterations > 0 and cfg.exact_polish_rounds > 0 and not cfg.optimise_scale:
-        # the finalists, then the best other short fits, on the outline's misfit instead of the smooth mask term:
-        # their steps join the polish's pool
-        # the silhouette's mesh: merged (seams do not split the outline) and of bounded size
-        outline = OutlineTarget.build(scene.sil_vertices.double().numpy(), scene.sil_faces.numpy(), mask,
-                                      depth if depth is not None else np.full(mask.shape, np.inf), k, scene.cull)
-        others = [i for i in _best_distinct(short, cfg.outline_starts, distinct, fill=False)
-                  if all(distinct(_pose(short, i), _pose(final, j)) for j in range(len(final.labels)))]
-        starts = final.concat(short.take(others))
-        _refine_outline(coarse, cfg, outline, starts.take(list(range(min(cfg.outline_starts, len(starts.labels))))),
-                        trail)
     order = np.argsort(final.loss.numpy(), kind="stable")
     best = int(order[0])
     kept_previous = False
@@ -606,14 +595,25 @@ def fit_object(
     polish_report: dict[str, float] = {}
     evidence = None
     if cfg.exact_polish_rounds > 0 and not cfg.optimise_scale:
-        exact = ExactMaskScore(obj_v, obj_f, depth if depth is not None else np.full(mask.shape, np.inf), mask, k,
-                               int(scene.mask_shifts.abs().max()), cfg.mask_shift_cost)
+        body_depth = depth if depth is not None else np.full(mask.shape, np.inf)
+        exact = ExactMaskScore(obj_v, obj_f, body_depth, mask, k, int(scene.mask_shifts.abs().max()),
+                               cfg.mask_shift_cost)
         hand = _hand_vertices(cfg, hum_v, p_hum)
         pooled, pooled_poses, pool_report = _pooled_frames(cfg, history, obj_v, hum_v, hand)
         if kept_previous:  # the stream's tie-break chose this pose: polish it, do not trade it for another
             pool_rot, pool_trans = rot_t[None], trans_t[None]
-        else:  # the short fits, the finalists, the finalists' paths (the smooth term may lead away); and below
-            # the pooled frames' fits
+        else:  # the short fits, the finalists, the finalists' paths (the smooth term may lead away), the outline
+            # refinement's steps; and below the pooled frames' fits
+            if cfg.outline_iterations > 0:
+                # the finalists, then the best other short fits, on the outline's misfit instead of the smooth
+                # mask term, on the silhouette's mesh: merged (seams do not split the outline), of bounded size
+                outline = OutlineTarget.build(scene.sil_vertices.double().numpy(), scene.sil_faces.numpy(), mask,
+                                              body_depth, k, scene.cull)
+                others = [i for i in _best_distinct(short, cfg.outline_starts, distinct, fill=False)
+                          if all(distinct(_pose(short, i), _pose(final, j)) for j in range(len(final.labels)))]
+                starts = final.concat(short.take(others))
+                _refine_outline(coarse, cfg, outline, starts.take(np.arange(min(cfg.outline_starts,
+                                                                                len(starts.labels)))), trail)
             pool_rot = torch.cat([short.rotation, final.rotation, *[r for r, _ in trail]])
             pool_trans = torch.cat([short.translation, final.translation, *[t for _, t in trail]])
         then = [] if kept_previous else [torch.as_tensor(np.stack(p), dtype=torch.float32) for p in zip(*pooled_poses)]
@@ -947,9 +947,7 @@ def _refine_newton(
             rows = (memo[:, None] + window).clamp(0, len(scene.mask_shifts) - 1).repeat_interleave(p, 0)
         vis = _visibility(scene, cand_rot, cand_trans, cand_scale)
         vis = None if vis is None else vis.repeat_interleave(p, 0)
-        with torch.no_grad():
-            points = cand_scale[:, None, None] * scene.test_local @ cand_rot.transpose(1, 2) + cand_trans[:, None]
-            nearest = scene.surface.nearest(points, _label_reach(cfg), search).repeat_interleave(p, 0)
+        nearest = _probe_partners(scene, cfg, search, cand_rot, cand_trans, cand_scale, p)
         losses = _losses(scene, cfg, probe_rot, probe_trans, cand_scale.repeat_interleave(p, 0), vis, None, rows,
                          nearest)
         return losses["total"], losses["mask_shift_index"]
@@ -973,12 +971,9 @@ def _refine_outline(
         cand_rot: torch.Tensor, cand_trans: torch.Tensor, cand_scale: torch.Tensor, probe_rot: torch.Tensor,
         probe_trans: torch.Tensor, p: int, memo: torch.Tensor | None,
     ) -> tuple[torch.Tensor, torch.Tensor]:
-        with torch.no_grad():  # the probes keep their pose's body surface partners, as in _refine_newton
-            points = cand_scale[:, None, None] * scene.test_local @ cand_rot.transpose(1, 2) + cand_trans[:, None]
-            nearest = scene.surface.nearest(points, _label_reach(cfg), search).repeat_interleave(p, 0)
-        terms = _body_terms(scene, cfg, probe_rot, probe_trans, cand_scale.repeat_interleave(p, 0), nearest)
-        total = (cfg.weight_contact * terms["contact"] + cfg.weight_penetration * terms["penetration"]
-                 + cfg.weight_labels * terms["labels"])
+        nearest = _probe_partners(scene, cfg, search, cand_rot, cand_trans, cand_scale, p)
+        total = _image_free_total(cfg, _body_terms(scene, cfg, probe_rot, probe_trans,
+                                                   cand_scale.repeat_interleave(p, 0), nearest))
         parts = []
         for i, (rot, trans) in enumerate(zip(cand_rot.detach().double().numpy(), cand_trans.detach().double().numpy())):
             samples = outline.samples(rot, trans)
@@ -991,6 +986,17 @@ def _refine_outline(
         return total + cfg.weight_mask * torch.cat(parts), torch.zeros(len(probe_rot), dtype=torch.int64)
 
     return _levenberg_marquardt(cfg, start, cfg.outline_iterations, energy, trail)
+
+
+def _probe_partners(
+    scene: _Scene, cfg: FitConfig, search: TrackedNearest, cand_rot: torch.Tensor, cand_trans: torch.Tensor,
+    cand_scale: torch.Tensor, p: int,
+) -> torch.Tensor:
+    """(n*p, L) the body surface samples nearest each pose's test points, repeated for its p probes: the probes
+    keep their pose's partners, searched once per pose (tracked), not per probe."""
+    with torch.no_grad():
+        points = cand_scale[:, None, None] * scene.test_local @ cand_rot.transpose(1, 2) + cand_trans[:, None]
+        return scene.surface.nearest(points, _label_reach(cfg), search).repeat_interleave(p, 0)
 
 
 def _levenberg_marquardt(
@@ -1142,11 +1148,15 @@ def _exact_total(
     """(B,) image-free terms + the exact mask term of poses (B,3,3), (B,3) (centred object frame) in one frame,
     and each pose's exact (mask loss, shift)."""
     with torch.no_grad():
-        terms = _body_terms(scene, cfg, rots, transl, torch.ones(len(rots)))
-    body = (cfg.weight_contact * terms["contact"] + cfg.weight_penetration * terms["penetration"]
-            + cfg.weight_labels * terms["labels"]).double().numpy()
+        body = _image_free_total(cfg, _body_terms(scene, cfg, rots, transl, torch.ones(len(rots)))).double().numpy()
     masks = [exact(r, t - r @ centre) for r, t in zip(rots.double().numpy(), transl.double().numpy())]
     return body + cfg.weight_mask * np.array([m[0] for m in masks]), masks
+
+
+def _image_free_total(cfg: FitConfig, terms: dict[str, torch.Tensor]) -> torch.Tensor:
+    """The weighted sum of the terms that do not look at the image (``_body_terms``)."""
+    return (cfg.weight_contact * terms["contact"] + cfg.weight_penetration * terms["penetration"]
+            + cfg.weight_labels * terms["labels"])
 
 
 def _start_poses(

@@ -18,7 +18,9 @@ import cv2
 import numpy as np
 import torch
 
+from ivlm_core.fitting.silhouette import project_points
 from ivlm_core.fitting.zbuffer import render_depth
+from ivlm_core.geometry.raster import project_pinhole
 
 _Z_NEAR = 1e-4  # metres: render_depth does not draw faces with a corner closer than this
 _MIN_POINTS = 12  # fewer visible outline points than this say too little to align to
@@ -45,8 +47,8 @@ class OutlineTarget:
     edges: np.ndarray  # (E,2) vertex pairs of the edges shared by exactly two faces
     edge_faces: np.ndarray  # (E,2) those two faces
     opposite: np.ndarray  # (E,2) each of those faces' corner off the edge
-    signed: np.ndarray  # (H,W) distance (pixels) to the mask's outline at pixel centres, > 0 outside the mask
-    signed_t: torch.Tensor  # the same, float32
+    signed: torch.Tensor  # (H,W) float64 distance (pixels) to the mask's outline at pixel centres, > 0 outside it
+    signed_t: torch.Tensor  # the same, float32 (the fit's precision)
     mask_pixels: int
     body_depth: np.ndarray  # (H,W) metres, inf where the body is not drawn
     camera_k: np.ndarray  # (3,3)
@@ -71,8 +73,8 @@ class OutlineTarget:
         outside = cv2.distanceTransform(1 - padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
         # the outline runs between pixel centres: half a pixel before the nearest pixel of the other side
         signed = np.where(padded > 0, 0.5 - inside, outside - 0.5)[1:-1, 1:-1].astype(np.float64)
-        return cls(np.asarray(vertices, dtype=np.float64), faces, unique[shared], edge_faces, opposite, signed,
-                   torch.as_tensor(signed, dtype=torch.float32), int(np.count_nonzero(mask)),
+        return cls(np.asarray(vertices, dtype=np.float64), faces, unique[shared], edge_faces, opposite,
+                   torch.as_tensor(signed), torch.as_tensor(signed, dtype=torch.float32), int(np.count_nonzero(mask)),
                    np.asarray(body_depth), np.asarray(camera_k, dtype=np.float64), bool(closed))
 
     def samples(self, rotation: np.ndarray, translation: np.ndarray) -> OutlineSamples | None:
@@ -86,7 +88,7 @@ class OutlineTarget:
         front = (np.cross(tri[:, 1] - tri[:, 0], tri[:, 2] - tri[:, 0]) * tri.mean(1)).sum(1) < 0
         rim = front[self.edge_faces[:, 0]] != front[self.edge_faces[:, 1]]
         k = self.camera_k
-        pix = posed[:, :2] / posed[:, 2:] * [k[0, 0], k[1, 1]] + [k[0, 2], k[1, 2]]
+        pix = project_pinhole(posed, k, _Z_NEAR)[0]
         edges = self.edges[rim]
         inner = np.where(front[self.edge_faces[rim, 0]], self.opposite[rim, 0], self.opposite[rim, 1])
         a, b = pix[edges[:, 0]], pix[edges[:, 1]]
@@ -99,7 +101,7 @@ class OutlineTarget:
         local = (self.vertices[edges[:, 0], None] * (1 - t)[:, None]
                  + self.vertices[edges[:, 1], None] * t[:, None]).reshape(-1, 3)
         cam = local @ rotation.T + translation
-        pixels = cam[:, :2] / cam[:, 2:] * [k[0, 0], k[1, 1]] + [k[0, 2], k[1, 2]]
+        pixels = project_pinhole(cam, k, _Z_NEAR)[0]
         out, length = np.repeat(out, 2, axis=0), np.repeat(length / 2.0, 2)
         height, width = self.signed.shape
         probe = np.rint(pixels + 1.5 * out).astype(np.int64)
@@ -122,7 +124,8 @@ class OutlineTarget:
         keep &= self.body_depth[near[:, 1], near[:, 0]] >= cam[:, 2] - 0.005  # 5 mm: the object's own rim
         if keep.sum() < _MIN_POINTS:
             return None
-        shift = -float(np.median(_bilinear(self.signed, pixels[keep])))
+        at = torch.as_tensor(pixels[keep])
+        shift = -float(np.median(_bilinear(self.signed, at[:, 0], at[:, 1]).numpy()))
         return OutlineSamples(torch.as_tensor(local[keep], dtype=torch.float32),
                               torch.as_tensor(length[keep], dtype=torch.float32), shift)
 
@@ -132,28 +135,16 @@ class OutlineTarget:
         about 1 - IoU), at poses (B,3,3), (B,3) of these samples; a Huber kernel of ``robust_px`` keeps it
         smooth where the two outlines meet. Differentiable in the poses."""
         cam = samples.local @ rotation.transpose(1, 2) + translation[:, None]  # (B,n,3)
-        k = torch.as_tensor(self.camera_k, dtype=cam.dtype)
-        u = k[0, 0] * cam[..., 0] / cam[..., 2] + k[0, 2]
-        v = k[1, 1] * cam[..., 1] / cam[..., 2] + k[1, 2]
-        residual = _bilinear_t(self.signed_t, u, v) + samples.shift
+        pixels = project_points(cam, torch.as_tensor(self.camera_k, dtype=cam.dtype))
+        residual = _bilinear(self.signed_t, pixels[..., 0], pixels[..., 1]) + samples.shift
         size = residual.abs()
         huber = torch.where(size < robust_px, 0.5 * residual * residual / robust_px, size - 0.5 * robust_px)
         return (huber * samples.length).sum(-1) / max(self.mask_pixels, 1)
 
 
-def _bilinear(image: np.ndarray, pixels: np.ndarray) -> np.ndarray:
-    """image sampled at (n,2) continuous (u, v) pixel coordinates (pixel centres on integers), clamped."""
-    height, width = image.shape
-    u = np.clip(pixels[:, 0], 0, width - 1.000001)
-    v = np.clip(pixels[:, 1], 0, height - 1.000001)
-    u0, v0 = np.floor(u).astype(np.int64), np.floor(v).astype(np.int64)
-    du, dv = u - u0, v - v0
-    return (image[v0, u0] * (1 - du) * (1 - dv) + image[v0, u0 + 1] * du * (1 - dv)
-            + image[v0 + 1, u0] * (1 - du) * dv + image[v0 + 1, u0 + 1] * du * dv)
-
-
-def _bilinear_t(image: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
-    """torch version of ``_bilinear`` for (...) coordinates, differentiable in them."""
+def _bilinear(image: torch.Tensor, u: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
+    """image sampled at continuous (...) pixel coordinates u, v (pixel centres on integers), clamped to the
+    image; differentiable in them."""
     height, width = image.shape
     u = u.clamp(0, width - 1.000001)
     v = v.clamp(0, height - 1.000001)
