@@ -88,6 +88,42 @@ def test_outline_points_the_body_hides_are_not_compared(held_box):
     assert (K[0, 0] * cam[:, 0] / cam[:, 2] + K[0, 2] >= int(cut) - 1).all()
 
 
+def test_an_eroded_or_dilated_mask_drops_the_outline_it_cannot_show():
+    """A box with a rod ~6 px thick: eroded by 5 px, the mask has lost the rod; the rod's outline is not
+    compared (it would read as a pose error), the box's outline still reads the offset, and the true pose
+    keeps a misfit near zero, below a pose turned a few degrees. Dilated by 5 px, the gap between the rod and
+    the box fills: the outline lining it is not compared either."""
+    box = trimesh.creation.box((0.14, 0.08, 0.05))
+    rod = trimesh.creation.box((0.12, 0.015, 0.015))
+    rod.apply_translation((0.11, 0.0, 0.0))
+    fork = trimesh.creation.box((0.015, 0.015, 0.015))  # closes a 6 px gap between the rod's tip and the box
+    fork.apply_translation((0.045, 0.035, 0.0))
+    rot = Rotation.from_euler("xyz", [10, -15, 5], degrees=True).as_matrix()
+    s = held_object_scene(trimesh.util.concatenate([box, rod, fork]), rot)
+    s["centre"] = s["obj_v"].mean(0)
+    s["body_depth"] = render_depth([(s["body_v"], s["body_f"])], K, s["mask"].shape).depth
+    truth = _pose(s)
+    exact = _target(s).samples(*truth)
+    disk = cv2.getStructuringElement(cv2.MORPH_ELLIPSE, (11, 11))  # radius 5 px
+    eroded = cv2.erode(s["mask"].astype(np.uint8), disk).astype(bool)
+    cols = np.nonzero(s["full"].any(0))[0]
+    assert eroded.any() and not eroded[:, cols.max() - 20 :].any()  # the rod is gone from the mask
+    for mask, offset in ((eroded, -5.0), (cv2.dilate(s["mask"].astype(np.uint8), disk).astype(bool), 5.0)):
+        target = _target(s, mask)
+        moved = target.samples(*truth)
+        assert moved.shift == pytest.approx(offset, abs=0.7)
+        assert len(moved.local) < 0.95 * len(exact.local)
+        at_truth = _misfit(target, moved, *truth)
+        assert at_truth < 0.03
+        turned = _pose(s, 6.0, axis=(1.0, 2.0, 0.5))
+        assert _misfit(target, target.samples(*turned), *turned) > at_truth
+    # what the erosion dropped is the rod's outline: the exact mask compares points along it, the eroded one none
+    def along_rod(samples) -> int:
+        return int(((samples.local.double().numpy() + s["centre"])[:, 0] > 0.08).sum())
+
+    assert along_rod(exact) > 10 and along_rod(_target(s, eroded).samples(*truth)) == 0
+
+
 def test_no_samples_for_an_object_behind_the_camera_or_out_of_the_image(held_box):
     s = held_box
     rot, trans = _pose(s)

@@ -24,6 +24,8 @@ from ivlm_core.geometry.raster import project_pinhole
 
 _Z_NEAR = 1e-4  # metres: render_depth does not draw faces with a corner closer than this
 _MIN_POINTS = 12  # fewer visible outline points than this say too little to align to
+_MAX_SHIFT_PX = 8  # the farthest the mask's outline is taken to be off the object's (the fit's mask_shift_px)
+_SHIFT_SLACK_PX = 1.0  # a part this much thinner than the erosion (or gap than the dilation) still counts
 
 
 @dataclass(frozen=True)
@@ -109,23 +111,40 @@ class OutlineTarget:
         keep &= (pixels[:, 0] >= 0) & (pixels[:, 0] <= width - 1) & (pixels[:, 1] >= 0) & (pixels[:, 1] <= height - 1)
         if keep.sum() < _MIN_POINTS:
             return None
-        # the object's own cover, in a window around the outline: a point with the object just outside it is
-        # on a fold or hidden behind another part
-        u0, v0 = max(int(probe[keep, 0].min()) - 1, 0), max(int(probe[keep, 1].min()) - 1, 0)
-        u1, v1 = min(int(probe[keep, 0].max()) + 2, width), min(int(probe[keep, 1].max()) + 2, height)
+        # the object's own cover, in a window around the outline (and as far out as the mask's outline may be
+        # moved): a point with the object just outside it is on a fold or hidden behind another part
+        margin = _MAX_SHIFT_PX + 2
+        u0, v0 = max(int(probe[keep, 0].min()) - margin, 0), max(int(probe[keep, 1].min()) - margin, 0)
+        u1, v1 = min(int(probe[keep, 0].max()) + margin + 1, width), min(int(probe[keep, 1].max()) + margin + 1, height)
         window_k = k.copy()
         window_k[0, 2] -= u0
         window_k[1, 2] -= v0
         drawn = self.faces[front] if self.closed else self.faces  # (half the rasterising)
-        covered = np.isfinite(render_depth([(posed, drawn)], window_k, (v1 - v0, u1 - u0)).depth)
+        depth = render_depth([(posed, drawn)], window_k, (v1 - v0, u1 - u0)).depth
+        covered = np.isfinite(depth)
         inside = np.clip(probe[:, 1] - v0, 0, v1 - v0 - 1), np.clip(probe[:, 0] - u0, 0, u1 - u0 - 1)
         keep &= ~covered[inside]
         near = np.clip(np.rint(pixels).astype(np.int64), 0, [width - 1, height - 1])
         keep &= self.body_depth[near[:, 1], near[:, 0]] >= cam[:, 2] - 0.005  # 5 mm: the object's own rim
         if keep.sum() < _MIN_POINTS:
             return None
-        at = torch.as_tensor(pixels[keep])
-        shift = -float(np.median(_bilinear(self.signed, at[:, 0], at[:, 1]).numpy()))
+        shift = -float(np.median(_bilinear(self.signed, *torch.as_tensor(pixels[keep]).T).numpy()))
+        if abs(shift) >= 1.0:
+            # an eroded mask has lost the parts thinner than twice the erosion, a dilated one has filled the gaps
+            # narrower than twice the dilation: the outline there has no counterpart in the mask (its distance to
+            # the mask's outline would say the pose is wrong), so it is not compared, and the offset is read again
+            visible = covered & (depth <= self.body_depth[v0:v1, u0:u1])  # what the mask can show of the object
+            if visible.any():
+                padded = np.pad(visible, 1).view(np.uint8)
+                room = cv2.distanceTransform(padded if shift < 0 else 1 - padded, cv2.DIST_L2, cv2.DIST_MASK_PRECISE)
+                moved = np.rint(pixels + shift * out).astype(np.int64) - [u0 - 1, v0 - 1]
+                moved = np.clip(moved, 0, [room.shape[1] - 1, room.shape[0] - 1])
+                # a pixel centre that deep has the outline about half a pixel nearer: the shifted point keeps
+                # its part when that part reaches |shift| from the moved outline point
+                keep &= room[moved[:, 1], moved[:, 0]] - 0.5 >= abs(shift) - _SHIFT_SLACK_PX
+                if keep.sum() < _MIN_POINTS:
+                    return None
+                shift = -float(np.median(_bilinear(self.signed, *torch.as_tensor(pixels[keep]).T).numpy()))
         return OutlineSamples(torch.as_tensor(local[keep], dtype=torch.float32),
                               torch.as_tensor(length[keep], dtype=torch.float32), shift)
 
