@@ -189,6 +189,30 @@ def test_diagnose_tells_a_search_limited_miss_from_an_objective_limited_one(tmp_
     assert limit == "objective" and "objective-limited" in line and not exact
 
 
+def test_diagnose_judges_an_objective_limited_miss_by_where_the_refit_from_the_truth_ends(tmp_path):
+    """An objective-limited miss is a polish-search miss only when the refit from the true pose stays near it
+    (here it does) at a lower exact total than the miss; the true pose's own exact total (a pixel-exact needle)
+    is printed, not decisive."""
+    from types import SimpleNamespace
+
+    cfg = fit_recovery.FitConfig.load(None)
+    poser = fit_recovery.BodyPoser(str(tmp_path))
+    box = fit_recovery.make_objects()[0]
+    scene = fit_recovery.make_scene(box, poser, np.random.default_rng(2), at_hand=True)
+
+    def miss(exact: float) -> SimpleNamespace:  # a lower loss than any refit: objective-limited by construction
+        return SimpleNamespace(report={"loss_total": -1e9, "exact_total": exact})
+
+    limit, reached, line = fit_recovery.diagnose_miss(scene, cfg, miss(1e9))
+    assert limit == "objective" and reached and line.endswith("-> polish search")
+    at_truth, refit = (float(v) for v in re.findall(r"exact total: ([\d.]+) at the true pose, ([\d.]+) where", line)[0])
+    limit, reached, line = fit_recovery.diagnose_miss(scene, cfg, miss(-1e9))
+    assert limit == "objective" and not reached and line.endswith("-> evidence")
+    if at_truth < refit:  # between the two: only the needle beats the miss
+        limit, reached, line = fit_recovery.diagnose_miss(scene, cfg, miss(0.5 * (at_truth + refit)))
+        assert not reached and "only the pixel-exact true pose beats the miss" in line
+
+
 def test_exact_total_prefers_the_true_pose_under_a_dilated_mask(tmp_path):
     """The fit's total with its mask term computed exactly: at the true pose, with the mask grown by 5 px (the
     shift pays its cost, nothing else), it beats the same pose turned by 12 degrees."""
