@@ -39,7 +39,7 @@ def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
     fits = [line for line in out if line.startswith("scene ")]
     errors = [re.search(r"rot=\s*([\d.]+)deg trans=\s*([\d.]+)cm", line) for line in fits]
     misses = sum(m is None or float(m.group(1)) > 5 or float(m.group(2)) > 2 for m in errors)
-    assert sum(line.strip().startswith("from the true pose") for line in out) == misses
+    assert sum(line.strip().startswith("from near the true pose") for line in out) == misses
     # one overlay and one .glb per fit that placed the object (2 scenes x clean + noisy + next + stream + pooled)
     placed = sum("REFUSED" not in line for line in out if line.startswith("scene "))
     assert len(list((tmp_path / "out").glob("*.png"))) == placed == len(list((tmp_path / "out").glob("*.glb")))
@@ -173,8 +173,8 @@ def test_restricted_noise_keeps_the_scene_and_puts_back_the_true_labels_or_mask(
 
 
 def test_diagnose_tells_a_search_limited_miss_from_an_objective_limited_one(tmp_path):
-    """A miss whose true pose the fit keeps, at a lower loss, is search-limited; with a mask of another pose the
-    observations themselves favour a wrong pose, and the fit from the truth leaves it: objective-limited."""
+    """A miss near whose true pose the refit stays, at a lower loss, is search-limited; with a mask of another
+    pose the observations themselves favour a wrong pose, and the refit leaves the truth: objective-limited."""
     cfg = fit_recovery.FitConfig.load(None)
     poser = fit_recovery.BodyPoser(str(tmp_path))
     box = fit_recovery.make_objects()[0]
@@ -189,9 +189,21 @@ def test_diagnose_tells_a_search_limited_miss_from_an_objective_limited_one(tmp_
     assert limit == "objective" and "objective-limited" in line and not exact
 
 
+def test_the_diagnosis_refits_from_a_fixed_small_step_off_the_truth():
+    """Off the exact total's needle at the true pose, inside its basin: 2 degrees and 3 mm."""
+    from ivlm_core.fitting.rotation import rotation_angle_deg
+
+    rot = np.eye(3)
+    centre = np.array([0.01, 0.02, 0.0])
+    near_rot, near_trans = fit_recovery.perturb(rot, np.zeros(3), centre, np.random.default_rng(0),
+                                                fit_recovery.NEAR_TURN_DEG, fit_recovery.NEAR_MOVE_M)
+    assert rotation_angle_deg(near_rot, rot) == pytest.approx(2.0, abs=1e-6)
+    assert np.linalg.norm(near_rot @ centre + near_trans - centre) == pytest.approx(0.003, abs=1e-9)
+
+
 def test_diagnose_judges_an_objective_limited_miss_by_where_the_refit_from_the_truth_ends(tmp_path):
-    """An objective-limited miss is a polish-search miss only when the refit from the true pose stays near it
-    (here it does) at a lower exact total than the miss; the true pose's own exact total (a pixel-exact needle)
+    """An objective-limited miss is a polish-search miss only when the refit from near the true pose ends near
+    it (here it does) at a lower exact total than the miss; the true pose's own exact total (a pixel-exact needle)
     is printed, not decisive."""
     from types import SimpleNamespace
 
