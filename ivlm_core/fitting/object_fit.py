@@ -596,8 +596,8 @@ def fit_object(
     evidence = None
     if cfg.exact_polish_rounds > 0 and not cfg.optimise_scale:
         body_depth = depth if depth is not None else np.full(mask.shape, np.inf)
-        exact = ExactMaskScore(obj_v, obj_f, body_depth, mask, k, int(scene.mask_shifts.abs().max()),
-                               cfg.mask_shift_cost)
+        max_shift = int(scene.mask_shifts.abs().max())
+        exact = ExactMaskScore(obj_v, obj_f, body_depth, mask, k, max_shift, cfg.mask_shift_cost)
         hand = _hand_vertices(cfg, hum_v, p_hum)
         pooled, pooled_poses, pool_report = _pooled_frames(cfg, history, obj_v, hum_v, hand)
         if kept_previous:  # the stream's tie-break chose this pose: polish it, do not trade it for another
@@ -608,7 +608,7 @@ def fit_object(
                 # the finalists, then the best other short fits, on the outline's misfit instead of the smooth
                 # mask term, on the silhouette's mesh: merged (seams do not split the outline), of bounded size
                 outline = OutlineTarget.build(scene.sil_vertices.double().numpy(), scene.sil_faces.numpy(), mask,
-                                              body_depth, k, scene.cull)
+                                              body_depth, k, scene.cull, max_shift)
                 others = [i for i in _best_distinct(short, cfg.outline_starts, distinct, fill=False)
                           if all(distinct(_pose(short, i), _pose(final, j)) for j in range(len(final.labels)))]
                 starts = final.concat(short.take(others))

@@ -24,7 +24,6 @@ from ivlm_core.geometry.raster import project_pinhole
 
 _Z_NEAR = 1e-4  # metres: render_depth does not draw faces with a corner closer than this
 _MIN_POINTS = 12  # fewer visible outline points than this say too little to align to
-_MAX_SHIFT_PX = 8  # the farthest the mask's outline is taken to be off the object's (the fit's mask_shift_px)
 _SHIFT_SLACK_PX = 1.0  # a part this much thinner than the erosion (or gap than the dilation) still counts
 
 
@@ -55,10 +54,11 @@ class OutlineTarget:
     body_depth: np.ndarray  # (H,W) metres, inf where the body is not drawn
     camera_k: np.ndarray  # (3,3)
     closed: bool  # the mesh encloses a volume: its faces turned to the camera alone cover its silhouette
+    max_shift_px: int  # the farthest the mask's outline is taken to be off the object's (the fit's mask shifts)
 
     @classmethod
     def build(cls, vertices: np.ndarray, faces: np.ndarray, mask: np.ndarray, body_depth: np.ndarray,
-              camera_k: np.ndarray, closed: bool = False) -> OutlineTarget:
+              camera_k: np.ndarray, closed: bool = False, max_shift_px: int = 8) -> OutlineTarget:
         faces = np.asarray(faces, dtype=np.int64)
         sides = np.stack((faces[:, [0, 1]], faces[:, [1, 2]], faces[:, [2, 0]]), axis=1).reshape(-1, 2)
         unique, inverse, counts = np.unique(np.sort(sides, axis=1), axis=0, return_inverse=True,
@@ -77,7 +77,7 @@ class OutlineTarget:
         signed = np.where(padded > 0, 0.5 - inside, outside - 0.5)[1:-1, 1:-1].astype(np.float64)
         return cls(np.asarray(vertices, dtype=np.float64), faces, unique[shared], edge_faces, opposite,
                    torch.as_tensor(signed), torch.as_tensor(signed, dtype=torch.float32), int(np.count_nonzero(mask)),
-                   np.asarray(body_depth), np.asarray(camera_k, dtype=np.float64), bool(closed))
+                   np.asarray(body_depth), np.asarray(camera_k, dtype=np.float64), bool(closed), int(max_shift_px))
 
     def samples(self, rotation: np.ndarray, translation: np.ndarray) -> OutlineSamples | None:
         """The visible outline at this pose: points along the edges between a face turned to the camera and
@@ -113,7 +113,7 @@ class OutlineTarget:
             return None
         # the object's own cover, in a window around the outline (and as far out as the mask's outline may be
         # moved): a point with the object just outside it is on a fold or hidden behind another part
-        margin = _MAX_SHIFT_PX + 2
+        margin = self.max_shift_px + 2
         u0, v0 = max(int(probe[keep, 0].min()) - margin, 0), max(int(probe[keep, 1].min()) - margin, 0)
         u1, v1 = min(int(probe[keep, 0].max()) + margin + 1, width), min(int(probe[keep, 1].max()) + margin + 1, height)
         window_k = k.copy()
@@ -128,7 +128,7 @@ class OutlineTarget:
         keep &= self.body_depth[near[:, 1], near[:, 0]] >= cam[:, 2] - 0.005  # 5 mm: the object's own rim
         if keep.sum() < _MIN_POINTS:
             return None
-        shift = -float(np.median(_bilinear(self.signed, *torch.as_tensor(pixels[keep]).T).numpy()))
+        shift = self._offset(pixels[keep])
         if abs(shift) >= 1.0:
             # an eroded mask has lost the parts thinner than twice the erosion, a dilated one has filled the gaps
             # narrower than twice the dilation: the outline there has no counterpart in the mask (its distance to
@@ -144,9 +144,13 @@ class OutlineTarget:
                 keep &= room[moved[:, 1], moved[:, 0]] - 0.5 >= abs(shift) - _SHIFT_SLACK_PX
                 if keep.sum() < _MIN_POINTS:
                     return None
-                shift = -float(np.median(_bilinear(self.signed, *torch.as_tensor(pixels[keep]).T).numpy()))
+                shift = self._offset(pixels[keep])
         return OutlineSamples(torch.as_tensor(local[keep], dtype=torch.float32),
                               torch.as_tensor(length[keep], dtype=torch.float32), shift)
+
+    def _offset(self, pixels: np.ndarray) -> float:
+        """The mask's outline off these (n,2) outline pixels, the median (pixels, > 0: the mask is wider)."""
+        return -float(np.median(_bilinear(self.signed, *torch.as_tensor(pixels).T).numpy()))
 
     def misfit(self, samples: OutlineSamples, rotation: torch.Tensor, translation: torch.Tensor,
                robust_px: float) -> torch.Tensor:
