@@ -41,7 +41,9 @@ The smooth mask term above is what gradients need, but its approximations (coars
 depth margin before the body hides the object) misjudge masks that are too wide or too narrow behind the
 body. So the pose is chosen last by the exact mask term (``ExactMaskScore``) plus the image-free terms: the
 best distinct poses among the short fits, the finalists and their paths, each polished by a seeded random
-search (``exact_polish_*``; report: exact_total, exact_mask_loss, exact_mask_shift_px, exact_evaluations).
+search (``exact_polish_*``; report: exact_total, exact_mask_loss, exact_mask_shift_px, exact_evaluations);
+the runner-up and its loss gap are then judged by that exact total too (the best different pose among the
+polished starts and the poses they were chosen from), the criterion that chose the pose.
 Before it, the finalists and the best other short fits take a few Levenberg-Marquardt iterations on the
 image-free terms plus the mask term measured along the object's visible outline (``OutlineTarget``,
 ``outline_*``): smooth like the blurred term, pixel-accurate like the exact one; their poses join the pool.
@@ -593,6 +595,7 @@ def fit_object(
         best = nearest
     rot_t, trans_t, scale_t = final.rotation[best], final.translation[best], final.scale[best]
     polish_report: dict[str, float] = {}
+    polish_rival: tuple[np.ndarray, np.ndarray, float] | None = None
     evidence = None
     if cfg.exact_polish_rounds > 0 and not cfg.optimise_scale:
         body_depth = depth if depth is not None else np.full(mask.shape, np.inf)
@@ -620,25 +623,37 @@ def fit_object(
         pivot = obj_v[p_obj > cfg.object_contact_threshold].mean(0) - centre
         # the image-free terms on the hypotheses' sparser samples: they rank poses as well, for half the cost
         found = _exact_polish(coarse, cfg, exact, centre, torch.cat([pool_rot, *then[:1]]),
-                              torch.cat([pool_trans, *then[1:]]), pivot, turned, pooled, own_poses=len(pool_rot))
-        excess = found[3]
+                              torch.cat([pool_trans, *then[1:]]), pivot, turned, distinct, pooled,
+                              own_poses=len(pool_rot))
+        excess = found.excess
         pool_report["pool_excess_max"] = max(excess, default=float("nan"))
         if excess and max(excess) > cfg.pool_max_excess:
             # a frame fits the pooled pose much worse than its own: the object moved in the hand (a new grasp)
             # or a frame's fit was wrong; this frame alone decides
-            found = _exact_polish(coarse, cfg, exact, centre, pool_rot, pool_trans, pivot, turned)
+            found = _exact_polish(coarse, cfg, exact, centre, pool_rot, pool_trans, pivot, turned, distinct)
             pool_report.update(pooled_frames=0.0, pool_rejected=float(len(pooled)))
-        rot_t, trans_t, polish_report, _ = found
+        rot_t, trans_t, polish_report = found.rotation, found.translation, found.report
         polish_report.update(pool_report)
+        if not kept_previous:  # the pose was chosen by the exact total: so is its runner-up (the stream's
+            polish_rival = found.rival  # tie-break judged the finalists by the smooth loss, and reports that)
         evidence = FrameEvidence(obj_v, hum_v, hand, rot_t.double().numpy(), trans_t.double().numpy(), coarse,
                                  exact, float(polish_report.get("exact_total_frame", polish_report["exact_total"])))
     best_pose = (rot_t.double().numpy(), trans_t.double().numpy())
-    # the runner-up: the best DIFFERENT pose (modulo symmetry) among the finalists, else among the short fits
-    rival = next(((final, int(i)) for i in order if int(i) != best and distinct(best_pose, _pose(final, int(i)))),
-                 None)
-    if rival is None:
-        rival = next(((short, int(i)) for i in np.argsort(short.loss.numpy(), kind="stable")
-                      if distinct(best_pose, _pose(short, int(i)))), None)
+    # the runner-up (rotation, centred translation, scale, loss gap): the exact polish's, by the exact total that
+    # chose the pose; else the best DIFFERENT pose (modulo symmetry) among the finalists, else the short fits,
+    # by the smooth loss
+    rival: tuple[np.ndarray, np.ndarray, float, float] | None = None
+    if polish_rival is not None:
+        rival = (*polish_rival[:2], 1.0, polish_rival[2] - polish_report["exact_total"])
+    else:
+        found_rival = next(((final, int(i)) for i in order if int(i) != best
+                            and distinct(best_pose, _pose(final, int(i)))), None)
+        if found_rival is None:
+            found_rival = next(((short, int(i)) for i in np.argsort(short.loss.numpy(), kind="stable")
+                                if distinct(best_pose, _pose(short, int(i)))), None)
+        if found_rival is not None:
+            batch, i = found_rival
+            rival = (*_pose(batch, i), float(batch.scale[i]), float(batch.loss[i] - final.loss[best]))
 
     with torch.no_grad():
         vis = _visibility(scene, rot_t[None], trans_t[None], scale_t[None])
@@ -662,10 +677,8 @@ def fit_object(
     gap = rot_gap = trans_gap = float("nan")
     runner_up = None
     if rival is not None:
-        gap = float(rival[0].loss[rival[1]] - final.loss[best])
-        rival_rot, rival_centred = _pose(*rival)
+        rival_rot, rival_centred, rival_scale, gap = rival
         rot_gap, trans_gap = _pose_distance(symmetry, sym_centre, best_pose, (rival_rot, rival_centred))
-        rival_scale = float(rival[0].scale[rival[1]])
         runner_up = (rival_rot, rival_centred - rival_scale * rival_rot @ centre)
         if abs(gap) < cfg.ambiguity_loss_gap:  # < 0: the previous fit's pose was kept over a slightly better one
             status = (f"ok; ambiguous: a pose {rot_gap:.0f} deg / {100 * trans_gap:.1f} cm away (modulo the "
@@ -1076,10 +1089,22 @@ def _levenberg_marquardt(
     return _Batch(rot, trans, scale, loss, list(start.labels))
 
 
+@dataclass
+class _Polished:
+    """What the exact polish chose (centred frame), and why."""
+
+    rotation: torch.Tensor  # (3,3)
+    translation: torch.Tensor  # (3,)
+    report: dict[str, float]
+    excess: list[float]  # pooled frames only: each frame's excess total at the chosen pose (see _exact_polish)
+    rival: tuple[np.ndarray, np.ndarray, float] | None  # (rotation, translation, exact total) of the runner-up
+
+
 def _exact_polish(
     scene: _Scene, cfg: FitConfig, exact: ExactMaskScore, centre: np.ndarray, rot: torch.Tensor,
-    trans: torch.Tensor, pivot: np.ndarray, distinct, pooled: Sequence[_PooledFrame] = (), own_poses: int | None = None,
-) -> tuple[torch.Tensor, torch.Tensor, dict[str, float], list[float]]:
+    trans: torch.Tensor, pivot: np.ndarray, distinct, differs, pooled: Sequence[_PooledFrame] = (),
+    own_poses: int | None = None,
+) -> _Polished:
     """The pose (centred frame) of lowest exact total: the exact_polish_starts best ones of the given poses
     (B,3,3), (B,3) that are ``distinct`` from each other, each improved by a random search. Each round tries
     exact_polish_samples turns about the contact region (pivot, centred object frame) plus small moves, keeps
@@ -1091,7 +1116,9 @@ def _exact_polish(
     pooled: earlier frames of a held object: their exact totals at the poses moved by the hand's motion are
     added (the returned mask loss and shift stay this frame's). Also returns, when frames are pooled, for each
     frame (this one first) how much more its own exact total is at the chosen pose than at its own fit (this
-    frame: at the best of the first own_poses given poses, its own; default all); else an empty list."""
+    frame: at the best of the first own_poses given poses, its own; default all); else an empty list.
+    The runner-up: the lowest exact total among the other polished starts and the given poses that ``differs``
+    (a different pose modulo the symmetry) from the chosen one; None when none does."""
     rng = np.random.default_rng(cfg.seed)
     pivot_t = torch.as_tensor(pivot, dtype=torch.float32)
 
@@ -1132,13 +1159,17 @@ def _exact_polish(
     cur, cur_rot, cur_trans, cur_mask = min(results, key=lambda r: r[0])
     report = {"exact_total": cur, "exact_mask_loss": cur_mask[0], "exact_mask_shift_px": float(cur_mask[1]),
               "exact_evaluations": float(evaluations)}
+    chosen = (cur_rot.double().numpy(), cur_trans.double().numpy())
+    others = [(float(r[0]), r[1].double().numpy(), r[2].double().numpy()) for r in results] + [
+        (float(v), r.double().numpy(), t.double().numpy()) for v, r, t in zip(values, rot, trans)]
+    rival = next(((r, t, v) for v, r, t in sorted(others, key=lambda x: x[0]) if differs(chosen, (r, t))), None)
     if not pooled:
-        return cur_rot, cur_trans, report, []
+        return _Polished(cur_rot, cur_trans, report, [], rival)
     own_best = float(start_totals[0][: len(rot) if own_poses is None else own_poses].min())
     parts = [float(t[0]) for t in frame_totals(cur_rot[None], cur_trans[None])[0]]
     excess = [parts[0] - own_best] + [part - frame.own_total for part, frame in zip(parts[1:], pooled)]
     report["exact_total_frame"] = parts[0]
-    return cur_rot, cur_trans, report, excess
+    return _Polished(cur_rot, cur_trans, report, excess, rival)
 
 
 def _exact_total(
