@@ -595,7 +595,8 @@ def fit_object(
         best = nearest
     rot_t, trans_t, scale_t = final.rotation[best], final.translation[best], final.scale[best]
     polish_report: dict[str, float] = {}
-    polish_rival: tuple[np.ndarray, np.ndarray, float] | None = None
+    # the runner-up (rotation, centred translation, scale, loss gap), judged by the loss that chose the pose
+    rival: tuple[np.ndarray, np.ndarray, float, float] | None = None
     evidence = None
     if cfg.exact_polish_rounds > 0 and not cfg.optimise_scale:
         body_depth = depth if depth is not None else np.full(mask.shape, np.inf)
@@ -634,18 +635,14 @@ def fit_object(
             pool_report.update(pooled_frames=0.0, pool_rejected=float(len(pooled)))
         rot_t, trans_t, polish_report = found.rotation, found.translation, found.report
         polish_report.update(pool_report)
-        if not kept_previous:  # the pose was chosen by the exact total: so is its runner-up (the stream's
-            polish_rival = found.rival  # tie-break judged the finalists by the smooth loss, and reports that)
+        # the pose was chosen by the exact total, and so is its runner-up; unless the stream's tie-break chose
+        # it: that judged the finalists by the smooth loss, and the fallback below reports that
+        if found.rival is not None and not kept_previous:
+            rival = (*found.rival[:2], 1.0, found.rival[2] - found.report["exact_total"])
         evidence = FrameEvidence(obj_v, hum_v, hand, rot_t.double().numpy(), trans_t.double().numpy(), coarse,
                                  exact, float(polish_report.get("exact_total_frame", polish_report["exact_total"])))
     best_pose = (rot_t.double().numpy(), trans_t.double().numpy())
-    # the runner-up (rotation, centred translation, scale, loss gap): the exact polish's, by the exact total that
-    # chose the pose; else the best DIFFERENT pose (modulo symmetry) among the finalists, else the short fits,
-    # by the smooth loss
-    rival: tuple[np.ndarray, np.ndarray, float, float] | None = None
-    if polish_rival is not None:
-        rival = (*polish_rival[:2], 1.0, polish_rival[2] - polish_report["exact_total"])
-    else:
+    if rival is None:  # the best DIFFERENT pose (modulo symmetry) among the finalists, else the short fits
         found_rival = next(((final, int(i)) for i in order if int(i) != best
                             and distinct(best_pose, _pose(final, int(i)))), None)
         if found_rival is None:
