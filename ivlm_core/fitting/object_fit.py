@@ -62,7 +62,7 @@ from __future__ import annotations
 import functools
 import math
 import time
-from collections.abc import Sequence
+from collections.abc import Callable, Sequence
 from dataclasses import dataclass, field, fields, replace
 from pathlib import Path
 from typing import Any
@@ -510,8 +510,9 @@ def fit_object(
     without a rotation the multi-hypothesis start is used. symmetry: the object's (library) symmetry, used to
     tell a rival pose from a twin; None = no symmetry. previous_pose: (rotation, translation) of the last
     fit of this object in a stream (mesh frame -> camera frame), or None: it joins the start poses and the
-    finalists, and when two different finalists fit almost equally well (an ambiguity) the one nearer it is
-    kept, so a stream does not flip between poses its frames cannot tell apart. history: the evidence of this
+    finalists, the pose nearest it is polished, and when two different poses fit almost equally well (an
+    ambiguity, judged by the exact polish's total, else the finalists' loss) the one nearer it is kept, so a
+    stream does not flip between poses its frames cannot tell apart. history: the evidence of this
     object's last fitted frames (``ObjectFitResult.evidence``, newest first): the first pool_frames whose hand
     moved rigidly are pooled into the exact polish (see the module docstring); the result's own evidence is in
     ``evidence``.
@@ -585,12 +586,18 @@ def fit_object(
         final = _refine_newton(scene, cfg, final, cfg.newton_iterations, trail=trail)
     order = np.argsort(final.loss.numpy(), kind="stable")
     best = int(order[0])
+    polishing = cfg.exact_polish_rounds > 0 and not cfg.optimise_scale
     kept_previous = False
-    if previous is not None:
-        # a near-tie between finalists that differ (modulo symmetry): keep the one nearer the last fit
+
+    def nearer_previous(pose: tuple[np.ndarray, np.ndarray]) -> tuple[float, float]:
+        return _pose_distance(symmetry, sym_centre, pose, previous)
+
+    if previous is not None and not polishing:
+        # a near-tie between finalists that differ (modulo symmetry): keep the one nearer the last fit (with the
+        # exact polish, that judges the tie by the exact total instead)
         tied = [int(i) for i in order if float(final.loss[int(i)] - final.loss[best]) < cfg.ambiguity_loss_gap
                 and (int(i) == best or distinct(_pose(final, best), _pose(final, int(i))))]
-        nearest = min(tied, key=lambda i: _pose_distance(symmetry, sym_centre, _pose(final, i), previous))
+        nearest = min(tied, key=lambda i: nearer_previous(_pose(final, i)))
         kept_previous = nearest != best
         best = nearest
     rot_t, trans_t, scale_t = final.rotation[best], final.translation[best], final.scale[best]
@@ -598,46 +605,47 @@ def fit_object(
     # the runner-up (rotation, centred translation, scale, loss gap), judged by the loss that chose the pose
     rival: tuple[np.ndarray, np.ndarray, float, float] | None = None
     evidence = None
-    if cfg.exact_polish_rounds > 0 and not cfg.optimise_scale:
+    if polishing:
         body_depth = depth if depth is not None else np.full(mask.shape, np.inf)
         max_shift = int(scene.mask_shifts.abs().max())
         exact = ExactMaskScore(obj_v, obj_f, body_depth, mask, k, max_shift, cfg.mask_shift_cost)
         hand = _hand_vertices(cfg, hum_v, p_hum)
         pooled, pooled_poses, pool_report = _pooled_frames(cfg, history, obj_v, hum_v, hand)
-        if kept_previous:  # the stream's tie-break chose this pose: polish it, do not trade it for another
-            pool_rot, pool_trans = rot_t[None], trans_t[None]
-        else:  # the short fits, the finalists, the finalists' paths (the smooth term may lead away), the outline
-            # refinement's steps; and below the pooled frames' fits
-            if cfg.outline_iterations > 0:
-                # the finalists, then the best other short fits, on the outline's misfit instead of the smooth
-                # mask term, on the silhouette's mesh: merged (seams do not split the outline), of bounded size
-                outline = OutlineTarget.build(scene.sil_vertices.double().numpy(), scene.sil_faces.numpy(), mask,
-                                              body_depth, k, scene.cull, max_shift)
-                others = [i for i in _best_distinct(short, cfg.outline_starts, distinct, fill=False)
-                          if all(distinct(_pose(short, i), _pose(final, j)) for j in range(len(final.labels)))]
-                starts = final.concat(short.take(others))
-                _refine_outline(coarse, cfg, outline, starts.take(np.arange(min(cfg.outline_starts,
-                                                                                len(starts.labels)))), trail)
-            pool_rot = torch.cat([short.rotation, final.rotation, *[r for r, _ in trail]])
-            pool_trans = torch.cat([short.translation, final.translation, *[t for _, t in trail]])
-        then = [] if kept_previous else [torch.as_tensor(np.stack(p), dtype=torch.float32) for p in zip(*pooled_poses)]
+        # the short fits, the finalists, the finalists' paths (the smooth term may lead away), the outline
+        # refinement's steps; and below the pooled frames' fits
+        if cfg.outline_iterations > 0:
+            # the finalists, then the best other short fits, on the outline's misfit instead of the smooth
+            # mask term, on the silhouette's mesh: merged (seams do not split the outline), of bounded size
+            outline = OutlineTarget.build(scene.sil_vertices.double().numpy(), scene.sil_faces.numpy(), mask,
+                                          body_depth, k, scene.cull, max_shift)
+            others = [i for i in _best_distinct(short, cfg.outline_starts, distinct, fill=False)
+                      if all(distinct(_pose(short, i), _pose(final, j)) for j in range(len(final.labels)))]
+            starts = final.concat(short.take(others))
+            _refine_outline(coarse, cfg, outline, starts.take(np.arange(min(cfg.outline_starts,
+                                                                            len(starts.labels)))), trail)
+        pool_rot = torch.cat([short.rotation, final.rotation, *[r for r, _ in trail]])
+        pool_trans = torch.cat([short.translation, final.translation, *[t for _, t in trail]])
+        then = [torch.as_tensor(np.stack(p), dtype=torch.float32) for p in zip(*pooled_poses)]
         pivot = obj_v[p_obj > cfg.object_contact_threshold].mean(0) - centre
+        tie_break = nearer_previous if previous is not None else None
         # the image-free terms on the hypotheses' sparser samples: they rank poses as well, for half the cost
         found = _exact_polish(coarse, cfg, exact, centre, torch.cat([pool_rot, *then[:1]]),
                               torch.cat([pool_trans, *then[1:]]), pivot, turned, distinct, pooled,
-                              own_poses=len(pool_rot))
+                              own_poses=len(pool_rot), nearer_previous=tie_break)
         excess = found.excess
         pool_report["pool_excess_max"] = max(excess, default=float("nan"))
         if excess and max(excess) > cfg.pool_max_excess:
             # a frame fits the pooled pose much worse than its own: the object moved in the hand (a new grasp)
             # or a frame's fit was wrong; this frame alone decides
-            found = _exact_polish(coarse, cfg, exact, centre, pool_rot, pool_trans, pivot, turned, distinct)
+            found = _exact_polish(coarse, cfg, exact, centre, pool_rot, pool_trans, pivot, turned, distinct,
+                                  nearer_previous=tie_break)
             pool_report.update(pooled_frames=0.0, pool_rejected=float(len(pooled)))
         rot_t, trans_t, polish_report = found.rotation, found.translation, found.report
         polish_report.update(pool_report)
-        # the pose was chosen by the exact total, and so is its runner-up; unless the stream's tie-break chose
-        # it: that judged the finalists by the smooth loss, and the fallback below reports that
-        if found.rival is not None and not kept_previous:
+        # the pose was chosen by the exact total (or by the stream's tie-break among its near-ties), and so is
+        # its runner-up
+        kept_previous = found.kept_previous
+        if found.rival is not None:
             rival = (*found.rival[:2], 1.0, found.rival[2] - found.report["exact_total"])
         evidence = FrameEvidence(obj_v, hum_v, hand, rot_t.double().numpy(), trans_t.double().numpy(), coarse,
                                  exact, float(polish_report.get("exact_total_frame", polish_report["exact_total"])))
@@ -1095,12 +1103,13 @@ class _Polished:
     report: dict[str, float]
     excess: list[float]  # pooled frames only: each frame's excess total at the chosen pose (see _exact_polish)
     rival: tuple[np.ndarray, np.ndarray, float] | None  # (rotation, translation, exact total) of the runner-up
+    kept_previous: bool = False  # the stream's tie-break chose a near-tie over the lowest total
 
 
 def _exact_polish(
     scene: _Scene, cfg: FitConfig, exact: ExactMaskScore, centre: np.ndarray, rot: torch.Tensor,
     trans: torch.Tensor, pivot: np.ndarray, distinct, differs, pooled: Sequence[_PooledFrame] = (),
-    own_poses: int | None = None,
+    own_poses: int | None = None, nearer_previous: Callable[[tuple[np.ndarray, np.ndarray]], tuple] | None = None,
 ) -> _Polished:
     """The pose (centred frame) of lowest exact total: the exact_polish_starts best ones of the given poses
     (B,3,3), (B,3) that are ``distinct`` from each other, each improved by a random search. Each round tries
@@ -1115,7 +1124,11 @@ def _exact_polish(
     frame (this one first) how much more its own exact total is at the chosen pose than at its own fit (this
     frame: at the best of the first own_poses given poses, its own; default all); else an empty list.
     The runner-up: the lowest exact total among the other polished starts and the given poses that ``differs``
-    (a different pose modulo the symmetry) from the chosen one; None when none does."""
+    (a different pose modulo the symmetry) from the chosen one; None when none does.
+    nearer_previous: a stream's distance to its previous fit. The given pose nearest it is polished too (one
+    start more, unless a start is its twin), and among the polished poses whose totals are within
+    ambiguity_loss_gap of the lowest and differ from it, the nearest is chosen, so that a near-tie does not
+    flip the placement from frame to frame; the runner-up's total may then be lower (a negative gap)."""
     rng = np.random.default_rng(cfg.seed)
     pivot_t = torch.as_tensor(pivot, dtype=torch.float32)
 
@@ -1134,7 +1147,13 @@ def _exact_polish(
     evaluations = len(values)
     pool = _Batch(rot, trans, torch.ones(len(rot)), torch.as_tensor(values, dtype=torch.float32), [""] * len(rot))
     results = []
-    for start in _best_distinct(pool, cfg.exact_polish_starts, distinct, fill=False):
+    starts = _best_distinct(pool, cfg.exact_polish_starts, distinct, fill=False)
+    if nearer_previous is not None:
+        poses = [(r.double().numpy(), t.double().numpy()) for r, t in zip(rot, trans)]
+        nearest = min(range(len(poses)), key=lambda i: nearer_previous(poses[i]))
+        if all(differs(poses[nearest], poses[i]) for i in starts):
+            starts.append(nearest)
+    for start in starts:
         cur_rot, cur_trans, cur, cur_mask = rot[start], trans[start], float(values[start]), masks[start]
         turn, move = np.radians(cfg.exact_polish_turn_deg), cfg.exact_polish_move_m
         for _ in range(cfg.exact_polish_rounds):
@@ -1153,7 +1172,17 @@ def _exact_polish(
             else:
                 turn, move = 0.6 * turn, 0.6 * move
         results.append((cur, cur_rot, cur_trans, cur_mask))
-    cur, cur_rot, cur_trans, cur_mask = min(results, key=lambda r: r[0])
+    lowest = min(results, key=lambda r: r[0])
+    cur, cur_rot, cur_trans, cur_mask = lowest
+    kept_previous = False
+    if nearer_previous is not None:
+        def pose(r: tuple) -> tuple[np.ndarray, np.ndarray]:
+            return r[1].double().numpy(), r[2].double().numpy()
+
+        tied = [r for r in results if r is lowest or (r[0] - lowest[0] < cfg.ambiguity_loss_gap
+                                                     and differs(pose(lowest), pose(r)))]
+        cur, cur_rot, cur_trans, cur_mask = min(tied, key=lambda r: nearer_previous(pose(r)))
+        kept_previous = cur_rot is not lowest[1]
     report = {"exact_total": cur, "exact_mask_loss": cur_mask[0], "exact_mask_shift_px": float(cur_mask[1]),
               "exact_evaluations": float(evaluations)}
     chosen = (cur_rot.double().numpy(), cur_trans.double().numpy())
@@ -1161,12 +1190,12 @@ def _exact_polish(
         (float(v), r.double().numpy(), t.double().numpy()) for v, r, t in zip(values, rot, trans)]
     rival = next(((r, t, v) for v, r, t in sorted(others, key=lambda x: x[0]) if differs(chosen, (r, t))), None)
     if not pooled:
-        return _Polished(cur_rot, cur_trans, report, [], rival)
+        return _Polished(cur_rot, cur_trans, report, [], rival, kept_previous)
     own_best = float(start_totals[0][: len(rot) if own_poses is None else own_poses].min())
     parts = [float(t[0]) for t in frame_totals(cur_rot[None], cur_trans[None])[0]]
     excess = [parts[0] - own_best] + [part - frame.own_total for part, frame in zip(parts[1:], pooled)]
     report["exact_total_frame"] = parts[0]
-    return _Polished(cur_rot, cur_trans, report, excess, rival)
+    return _Polished(cur_rot, cur_trans, report, excess, rival, kept_previous)
 
 
 def _exact_total(
