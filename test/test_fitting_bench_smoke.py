@@ -25,6 +25,7 @@ def test_fit_recovery_bench_runs_and_prints_the_summary_line(tmp_path, capsys):
     assert match, out[-1]
     assert 0.0 <= float(match.group(1)) <= 1.0 and 0.0 <= float(match.group(2)) <= 1.0
     assert any(line.startswith("clean: 2 fits") for line in out)
+    assert "machine: " in out[0] and " CPUs, load " in out[0]  # the conditions name the machine
     assert any(line.startswith("noisy: 2 fits") for line in out)
     assert any(line.startswith("stream: 2 fits") for line in out)
     assert any(line.startswith("next: 2 fits") for line in out)

@@ -18,8 +18,6 @@ busy the shared machine is.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import tempfile
 import time
 from pathlib import Path
@@ -28,6 +26,7 @@ import numpy as np
 import torch
 
 from ivlm_core.bench.body_fit_samples import pinhole_camera
+from ivlm_core.bench.machine import describe_machine
 from ivlm_core.tracking import BodyTracker, TrackerConfig
 
 REPO_ROOT = Path(__file__).resolve().parents[2]
@@ -108,7 +107,7 @@ def main(argv: list[str] | None = None) -> int:
         f"conditions: {len(photos)} photos x {args.frames} frames at 640x480, 30 Hz stamps; body model {body_model}; "
         f"mediapipe 0.10.14 pose (complexity 1, tracking mode, no hands, no segmentation); "
         f"warm_iterations={config.warm_iterations}; torch {torch.__version__} {args.threads} thread(s); "
-        f"{platform.machine()} {os.cpu_count()} CPUs, shared (times inflated under load); "
+        f"{describe_machine()}, shared (times inflated under load); "
         f"re-initialisations: {reasons}"
     )
     print(

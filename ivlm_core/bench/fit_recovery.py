@@ -54,7 +54,8 @@ the same, translation = distance between the fitted and true symmetry centres. S
                                            [--noise-parts contacts,mask] [--mask-jitter PX] [--diagnose]
 
 The fit's one-time start-up cost (``object_fit.warm_up``, which the pipeline pays at load) is paid before
-the first fit, as in the product. Prints one line per fit, mean / p90 / worst per condition (and the occlusion
+the first fit, as in the product. Prints the conditions (the machine's CPU among them: the fits and their times
+depend on it), one line per fit, mean / p90 / worst per condition (and the occlusion
 distribution), the successes by the visible object's half-width in pixels (a mask eroded or dilated by 3-8 px
 takes or adds most of a thin object: that is where the noisy misses are), and last:
 ``success=<clean> success_noisy=<noisy> rot_err_deg=<median clean> trans_err_cm=<median clean>
@@ -76,6 +77,7 @@ from scipy import ndimage
 from scipy.spatial import cKDTree
 from scipy.spatial.transform import Rotation
 
+from ivlm_core.bench.machine import describe_machine
 from ivlm_core.body.models import load_body_model, posed_mesh
 from ivlm_core.fitting.export import export_glb, save_overlay_png, scene_meshes
 from ivlm_core.fitting.object_fit import FitConfig, ObjectFitFailure, fit_object, mask_half_width_px, warm_up
@@ -695,7 +697,8 @@ def main(argv: list[str] | None = None) -> None:
           f"{cfg.finalists} finalists x {cfg.iterations} steps + {cfg.newton_iterations} Levenberg-Marquardt; "
           f"noisy: view"
           f"{''.join(' + ' + p for p in parts)}; mask outline "
-          f"{f'jittered {args.mask_jitter:g} px' if args.mask_jitter > 0 else 'a uniform disk erosion/dilation'}")
+          f"{f'jittered {args.mask_jitter:g} px' if args.mask_jitter > 0 else 'a uniform disk erosion/dilation'}; "
+          f"machine: {describe_machine()}")
     print("symmetries (measured): " + "; ".join(f"{o.name} {o.symmetry.describe()}" for o in objects))
     conditions = {"clean": [], "noisy": []} if args.noise > 0 else {"clean": []}
     if args.stream and args.noise > 0:

@@ -15,13 +15,12 @@ detected_after=<f> ms_mean=<f> ms_worst=<f>``.
 from __future__ import annotations
 
 import argparse
-import os
-import platform
 import time
 from pathlib import Path
 
 import numpy as np
 
+from ivlm_core.bench.machine import describe_machine
 from ivlm_core.testing.occluded_people import OccludedPhoto, occluded_people
 from ivlm_core.tracking.person_box import PersonBox
 from ivlm_core.tracking.person_finder import PersonFinder
@@ -81,8 +80,8 @@ def main(argv: list[str] | None = None) -> int:
     print(
         f"conditions: {len(photos)} occluded 640x480 images from {args.samples.name}/ (seed {args.seed}); "
         f"mediapipe 0.10.14 pose (complexity 1, static image mode, no hands); fallbacks={','.join(config.fallbacks)} "
-        f"(zoom {config.search_zoom:g}, up to {config.max_search_crops} crops); {platform.machine()} "
-        f"{os.cpu_count()} CPUs, shared (times inflated under load)"
+        f"(zoom {config.search_zoom:g}, up to {config.max_search_crops} crops); "
+        f"{describe_machine()}, shared (times inflated under load)"
     )
     print(
         f"photos={len(photos)} detected_before={np.mean(before):.3f} detected_after={np.mean(after):.3f} "
