@@ -8,6 +8,7 @@ Count-based and with generous bounds: the shared 2-core test machine may be slow
 from __future__ import annotations
 
 import os
+import time
 from collections.abc import Iterator
 from pathlib import Path
 
@@ -83,15 +84,18 @@ def test_bodies_keep_coming_while_the_contact_model_is_slow(probe: Probe, node: 
     warm_up_contacts = {_stamp(m) for m in probe.received["human"]}
     probe.received.clear()
     frames = 40
-    for i in range(1, frames + 1):  # 4 s at 10 Hz: two slow VLM calls at most
+    start = time.monotonic()
+    for i in range(1, frames + 1):  # 4 s at 10 Hz (longer on a loaded machine: publishing and spinning take time)
         _publish(probe, rgb, i)
         probe.spin(0.1)
     probe.spin(1.0)
+    elapsed = time.monotonic() - start
     bodies = [m for m in probe.received["bodies"] if m.header.stamp.sec >= 2000]
     contacts = [m for m in probe.received["human"] if m.header.stamp.sec >= 2000]
     distinct = {_stamp(m) for m in bodies}
-    # Bodies for most frames while the VLM delivered at most ~3 contacts (each call sleeps 2 s).
-    assert len(contacts) <= 4, [(_stamp(m)) for m in contacts]
+    # Bodies for most frames while the VLM delivered one contact per 2 s call that the window saw, plus the
+    # warm-up frame's (stamp 2000.0) and one call under way when it began
+    assert len(contacts) <= 2 + elapsed / 2.0, (elapsed, [_stamp(m) for m in contacts])
     assert len(distinct) >= max(8, 3 * len(contacts)), (len(distinct), len(contacts), node.log()[-2000:])
     assert any(b.placed for m in bodies for b in m.bodies), [m.status for m in bodies[-3:]]
 
