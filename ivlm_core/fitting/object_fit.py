@@ -1147,11 +1147,11 @@ def _exact_polish(
     evaluations = len(values)
     pool = _Batch(rot, trans, torch.ones(len(rot)), torch.as_tensor(values, dtype=torch.float32), [""] * len(rot))
     results = []
+    given = [(r.double().numpy(), t.double().numpy()) for r, t in zip(rot, trans)]
     starts = _best_distinct(pool, cfg.exact_polish_starts, distinct, fill=False)
     if nearer_previous is not None:
-        poses = [(r.double().numpy(), t.double().numpy()) for r, t in zip(rot, trans)]
-        nearest = min(range(len(poses)), key=lambda i: nearer_previous(poses[i]))
-        if all(differs(poses[nearest], poses[i]) for i in starts):
+        nearest = min(range(len(given)), key=lambda i: nearer_previous(given[i]))
+        if all(differs(given[nearest], given[i]) for i in starts):
             starts.append(nearest)
     for start in starts:
         cur_rot, cur_trans, cur, cur_mask = rot[start], trans[start], float(values[start]), masks[start]
@@ -1172,23 +1172,21 @@ def _exact_polish(
             else:
                 turn, move = 0.6 * turn, 0.6 * move
         results.append((cur, cur_rot, cur_trans, cur_mask))
-    lowest = min(results, key=lambda r: r[0])
-    cur, cur_rot, cur_trans, cur_mask = lowest
-    kept_previous = False
-    if nearer_previous is not None:
-        def pose(r: tuple) -> tuple[np.ndarray, np.ndarray]:
-            return r[1].double().numpy(), r[2].double().numpy()
+    def pose(result: tuple) -> tuple[np.ndarray, np.ndarray]:
+        return result[1].double().numpy(), result[2].double().numpy()
 
+    lowest = chosen = min(results, key=lambda r: r[0])
+    if nearer_previous is not None:
         tied = [r for r in results if r is lowest or (r[0] - lowest[0] < cfg.ambiguity_loss_gap
                                                      and differs(pose(lowest), pose(r)))]
-        cur, cur_rot, cur_trans, cur_mask = min(tied, key=lambda r: nearer_previous(pose(r)))
-        kept_previous = cur_rot is not lowest[1]
+        chosen = min(tied, key=lambda r: nearer_previous(pose(r)))
+    kept_previous = chosen is not lowest
+    cur, cur_rot, cur_trans, cur_mask = chosen
     report = {"exact_total": cur, "exact_mask_loss": cur_mask[0], "exact_mask_shift_px": float(cur_mask[1]),
               "exact_evaluations": float(evaluations)}
-    chosen = (cur_rot.double().numpy(), cur_trans.double().numpy())
-    others = [(float(r[0]), r[1].double().numpy(), r[2].double().numpy()) for r in results] + [
-        (float(v), r.double().numpy(), t.double().numpy()) for v, r, t in zip(values, rot, trans)]
-    rival = next(((r, t, v) for v, r, t in sorted(others, key=lambda x: x[0]) if differs(chosen, (r, t))), None)
+    others = [(float(r[0]), *pose(r)) for r in results] + [(float(v), *g) for v, g in zip(values, given)]
+    chosen_pose = pose(chosen)
+    rival = next(((r, t, v) for v, r, t in sorted(others, key=lambda x: x[0]) if differs(chosen_pose, (r, t))), None)
     if not pooled:
         return _Polished(cur_rot, cur_trans, report, [], rival, kept_previous)
     own_best = float(start_totals[0][: len(rot) if own_poses is None else own_poses].min())
