@@ -375,10 +375,10 @@ def cylinder_tie():
     # hypotheses compared on the finalists' grid: after only 10 coarse steps a rival is not yet comparable.
     # Without the label term: the labels (touched on the side against the torso) tell the rolls apart
     # (test_contact_labels_tell_a_cylinders_rolls_apart); here the rolls are to tie.
-    # (6 polish rounds, as when this was written; test_the_runner_up_is_judged_by_the_exact_total: with 4)
+    # (6 polish rounds and a 96-cell grid, as when this was written; test_the_runner_up_is_judged_by_the_exact_total:
+    # with 4 rounds)
     cfg = of.FitConfig(iterations=30, warmup_iterations=10, start_candidates_without_pose=8, finalists=2,
-                       hypothesis_resolution=of.FitConfig().silhouette_resolution, weight_labels=0.0,
-                       exact_polish_rounds=6)
+                       silhouette_resolution=96, hypothesis_resolution=96, weight_labels=0.0, exact_polish_rounds=6)
     return rot, s, cfg, of.fit_object(**_fit_args(s), config=cfg)
 
 

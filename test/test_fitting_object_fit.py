@@ -109,7 +109,8 @@ def test_config_yaml_matches_the_defaults_and_rejects_typos(tmp_path):
     assert dataclasses.asdict(from_yaml) == dataclasses.asdict(FitConfig())
     assert FitConfig.load_default() == from_yaml
     assert (from_yaml.weight_mask, from_yaml.weight_centroid, from_yaml.weight_contact) == (5.0, 1e-4, 10.0)
-    assert (from_yaml.lr_rotation, from_yaml.lr_translation, from_yaml.iterations) == (0.05, 0.01, 40)
+    assert (from_yaml.lr_rotation, from_yaml.lr_translation, from_yaml.iterations) == (0.05, 0.01, 24)
+    assert (from_yaml.warmup_iterations, from_yaml.silhouette_resolution) == (24, 64)
     assert (from_yaml.newton_iterations, from_yaml.newton_hessian_every) == (6, 2)
     assert (from_yaml.exact_polish_rounds, from_yaml.exact_polish_starts, from_yaml.exact_polish_samples) == (4, 2, 12)
     data = yaml.safe_load(DEFAULT_CONFIG_PATH.read_text())

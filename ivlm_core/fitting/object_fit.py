@@ -119,7 +119,7 @@ class ObjectFitFailure(InvalidInputError):
 class FitConfig:
     """Weights, learning rates and budgets; ``config/fitting.yaml`` holds the same defaults, documented."""
 
-    iterations: int = 40
+    iterations: int = 24
     lr_rotation: float = 5e-2
     lr_translation: float = 1e-2
     lr_scale: float = 1e-2
@@ -156,7 +156,7 @@ class FitConfig:
     icp_normal_weight: float = 0.05
     icp_max_normal_angle_deg: float = 60.0
     icp_robust_scale_m: float = 0.03
-    silhouette_resolution: int = 96
+    silhouette_resolution: int = 64
     hypothesis_resolution: int = 32
     hypothesis_sample_fraction: float = 0.5
     silhouette_margin: float = 0.5
@@ -165,7 +165,7 @@ class FitConfig:
     mask_target: str = "area"
     start_candidates: int = 2
     start_candidates_without_pose: int = 24
-    warmup_iterations: int = 30
+    warmup_iterations: int = 24
     warmup_keep: int = 8
     finalists: int = 2
     distinct_rotation_deg: float = 10.0
