@@ -13,3 +13,14 @@ def test_the_cpu_model_is_read_from_cpuinfo(tmp_path: Path) -> None:
 def test_without_cpuinfo_the_platform_still_names_the_machine(tmp_path: Path) -> None:
     assert cpu_model(tmp_path / "missing")  # platform.processor() or the architecture, never empty
     assert " CPUs, load " in describe_machine()
+
+
+def test_the_ros_marker_benchmark_names_the_machine_in_its_conditions() -> None:
+    """The ROS layer's benchmarks print the same machine description as the core's (one run, one person)."""
+    import subprocess
+    import sys
+
+    out = subprocess.run([sys.executable, "-m", "ivlm_ros.bench.marker_encoding", "--repeats", "1", "--max-people",
+                          "1"], capture_output=True, text=True, timeout=300, check=True).stdout.splitlines()
+    assert out[0].startswith("conditions: machine: ") and " CPUs, load " in out[0]
+    assert out[-1].startswith("encode_ms_per_person_1=")

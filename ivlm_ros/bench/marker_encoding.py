@@ -18,13 +18,13 @@ ms per person and minor page faults per encode; last line
 from __future__ import annotations
 
 import argparse
-import os
 import resource
 import statistics
 import time
 
 import numpy as np
 
+from ivlm_core.bench.machine import describe_machine
 from ivlm_core.pipeline import BodyPlacement, HumanContactEstimate, InteractionResult
 from ivlm_ros.bench.node_overhead import SMPLX_FACES, SMPLX_VERTICES
 from ivlm_ros.marker_cdr import encode_marker_array
@@ -95,7 +95,7 @@ def main() -> None:
     rng = np.random.default_rng(0)
     everyone = [fitted_person(rng, 0.6 * i) for i in range(args.max_people)]
     print(
-        f"conditions: cpus={os.cpu_count()} load_avg_1m={os.getloadavg()[0]:.2f} numpy={np.__version__} "
+        f"conditions: machine: {describe_machine()}; numpy={np.__version__} "
         f"body={SMPLX_VERTICES} vertices/{SMPLX_FACES} faces, 3 markers a person, repeats={args.repeats} "
         f"(+{WARM_UP} warm-up)"
     )

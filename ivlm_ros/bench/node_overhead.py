@@ -26,6 +26,8 @@ from typing import Any
 
 import numpy as np
 
+from ivlm_core.bench.machine import describe_machine
+
 SMPLX_VERTICES, SMPLX_FACES = 10475, 20908
 REPO = Path(__file__).resolve().parents[2]
 
@@ -201,6 +203,8 @@ def main() -> None:
     args = parser.parse_args()
     os.environ["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     os.environ.setdefault("ROS_DOMAIN_ID", str(10 + os.getpid() % 90))
+    print(f"conditions: machine: {describe_machine()}; tiny random InteractVLM, synthetic SMPL-X, "
+          f"repeats={args.repeats}")
     figures = measure_overhead(args.repeats)
     summed = ("decode_rgb8", "lift", "markers", "messages", "debug_image", "publish")
     for name, value in figures.items():
