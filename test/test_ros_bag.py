@@ -62,7 +62,24 @@ def _check_outputs(probe: Probe, stamps: list[tuple[int, int]]) -> list:
                 and (estimates[-1].contact_stamp.sec, estimates[-1].contact_stamp.nanosec) == stamp
                 and len(probe.by_stamp("markers", *stamp)) == len(estimates))
 
-    probe.wait_for(lambda: all(settled(s) for s in stamps), 60, "every output of every bag frame")
+    def missing() -> str:
+        """What each unsettled frame still lacks: a timeout then says whether outputs stalled or came late."""
+        lacking = []
+        for stamp in stamps:
+            estimates = probe.by_stamp("estimate", *stamp)
+            parts = [k for k in keys if not probe.by_stamp(k, *stamp)]
+            if estimates and (estimates[-1].contact_stamp.sec, estimates[-1].contact_stamp.nanosec) != stamp:
+                parts.append("estimate with its own contact")
+            if len(probe.by_stamp("markers", *stamp)) != len(estimates):
+                parts.append(f"markers {len(probe.by_stamp('markers', *stamp))} of {len(estimates)} estimates")
+            if parts:
+                lacking.append(f"{stamp}: {', '.join(parts)}")
+        return "; ".join(lacking)
+
+    try:
+        probe.wait_for(lambda: all(settled(s) for s in stamps), 120, "every output of every bag frame")
+    except AssertionError as err:
+        raise AssertionError(f"{err}; still missing: {missing()}") from err
     probe.spin(0.5)  # anything duplicated would show up now
     humans = [m for m in probe.received["human"] if (m.header.stamp.sec, m.header.stamp.nanosec) in stamps]
     assert [(m.header.stamp.sec, m.header.stamp.nanosec) for m in humans] == stamps  # one each, in order
