@@ -45,7 +45,19 @@ def _replay(probe: Probe, image_topic: str, rate: float = 1.0) -> list[tuple[int
     replayer = BagReplayer(probe.node, read_bag(BAG, topics))
     replayer.wait_for_subscribers(topics, timeout_s=30, spin=probe.spin)
     sent = []
-    replayer.play(rate=rate, spin=probe.spin, on_publish=lambda m: sent.append(m.topic))
+
+    def frame_taken_before_next_query(msg) -> None:
+        """A query (an untimed String) applies to the frames the node takes after it: before the next frame's
+        query, wait until the node has taken the frame before it (its estimate is out). On a loaded machine the
+        node's callbacks may otherwise take a query published 0.6 s after an image before that image."""
+        images = sent.count(image_topic)
+        if msg.topic == MANIFEST["topics"]["query"] and images:
+            frame = MANIFEST["frames"][images - 1]
+            probe.wait_for(lambda: probe.by_stamp("estimate", frame["stamp_sec"], frame["stamp_nanosec"]), 60,
+                           f"frame {images}'s estimate before the next query")
+
+    replayer.play(rate=rate, spin=probe.spin, on_publish=lambda m: sent.append(m.topic),
+                  before_publish=frame_taken_before_next_query)
     assert sent.count(image_topic) == len(MANIFEST["frames"])
     return [(f["stamp_sec"], f["stamp_nanosec"]) for f in MANIFEST["frames"]]
 
