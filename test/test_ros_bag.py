@@ -66,32 +66,23 @@ def _check_outputs(probe: Probe, stamps: list[tuple[int, int]]) -> list:
     frames = MANIFEST["frames"]
     keys = ("human", "estimate", "markers", "debug")  # separate topics: they may arrive in any order
 
-    def settled(stamp: tuple[int, int]) -> bool:
-        """Every output of the frame, its republished estimate (with its own contact) and that one's markers
-        included: those two are large and may still be in flight on a loaded machine."""
+    def lacking(stamp: tuple[int, int]) -> list[str]:
+        """What the frame still lacks of its outputs, its republished estimate (with its own contact) and that
+        one's markers included: those two are large and may still be in flight on a loaded machine. Empty once
+        the frame has settled; on a timeout it says whether outputs stalled or came late."""
         estimates = probe.by_stamp("estimate", *stamp)
-        return (all(probe.by_stamp(k, *stamp) for k in keys)
-                and (estimates[-1].contact_stamp.sec, estimates[-1].contact_stamp.nanosec) == stamp
-                and len(probe.by_stamp("markers", *stamp)) == len(estimates))
-
-    def missing() -> str:
-        """What each unsettled frame still lacks: a timeout then says whether outputs stalled or came late."""
-        lacking = []
-        for stamp in stamps:
-            estimates = probe.by_stamp("estimate", *stamp)
-            parts = [k for k in keys if not probe.by_stamp(k, *stamp)]
-            if estimates and (estimates[-1].contact_stamp.sec, estimates[-1].contact_stamp.nanosec) != stamp:
-                parts.append("estimate with its own contact")
-            if len(probe.by_stamp("markers", *stamp)) != len(estimates):
-                parts.append(f"markers {len(probe.by_stamp('markers', *stamp))} of {len(estimates)} estimates")
-            if parts:
-                lacking.append(f"{stamp}: {', '.join(parts)}")
-        return "; ".join(lacking)
+        parts = [k for k in keys if not probe.by_stamp(k, *stamp)]
+        if estimates and (estimates[-1].contact_stamp.sec, estimates[-1].contact_stamp.nanosec) != stamp:
+            parts.append("estimate with its own contact")
+        if len(probe.by_stamp("markers", *stamp)) != len(estimates):
+            parts.append(f"markers {len(probe.by_stamp('markers', *stamp))} of {len(estimates)} estimates")
+        return parts
 
     try:
-        probe.wait_for(lambda: all(settled(s) for s in stamps), 120, "every output of every bag frame")
+        probe.wait_for(lambda: not any(lacking(s) for s in stamps), 120, "every output of every bag frame")
     except AssertionError as err:
-        raise AssertionError(f"{err}; still missing: {missing()}") from err
+        still = "; ".join(f"{s}: {', '.join(parts)}" for s in stamps if (parts := lacking(s)))
+        raise AssertionError(f"{err}; still missing: {still}") from err
     probe.spin(0.5)  # anything duplicated would show up now
     humans = [m for m in probe.received["human"] if (m.header.stamp.sec, m.header.stamp.nanosec) in stamps]
     assert [(m.header.stamp.sec, m.header.stamp.nanosec) for m in humans] == stamps  # one each, in order
