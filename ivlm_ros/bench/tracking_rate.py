@@ -219,8 +219,7 @@ def main() -> None:
     args = parser.parse_args()
     load = os.getloadavg()
     print(
-        f"conditions: machine: {describe_machine()} (load average {load[0]:.2f} {load[1]:.2f} {load[2]:.2f}) at "
-        "start; "
+        f"conditions: machine: {describe_machine()} (5- and 15-minute load {load[1]:.2f} {load[2]:.2f}) at start; "
         f"tiny random InteractVLM (Gen) + synthetic SMPL-X, device cpu, fit_human on, max_people "
         f"{args.max_people}; {args.seconds:.0f} s of {args.size}x{args.size} rgb8 frames at {RATE_HZ:.0f} Hz "
         f"drifting over {args.photo}; first {WARM_UP_S:.0f} s not counted"
