@@ -226,6 +226,22 @@ def test_diagnose_judges_an_objective_limited_miss_by_where_the_refit_from_the_t
         assert not reached and "only the pixel-exact true pose beats the miss" in line
 
 
+def test_the_diagnosed_summary_says_what_a_perfect_search_would_place():
+    """The successes plus the misses a search could have avoided (search-limited, or objective-limited where the
+    refit from near the truth ends at a lower exact total); the evidence's misses are not counted."""
+    hit = fit_recovery.FitOutcome(1.0, 0.1, 1.0)
+    outcomes = [hit, hit, hit,
+                fit_recovery.FitOutcome(9.0, 0.5, 1.0, limit="search"),
+                fit_recovery.FitOutcome(7.0, 0.5, 1.0, limit="objective", polish_search=True),
+                fit_recovery.FitOutcome(12.0, 0.5, 1.0, limit="objective"),
+                fit_recovery.FitOutcome(float("inf"), float("inf"), 1.0, failure="refused", limit="objective"),
+                fit_recovery.FitOutcome(8.0, 3.0, 1.0, limit="objective")]
+    line = fit_recovery._summary("noisy", outcomes).splitlines()[0]
+    assert "4 objective-limited (1 of them polish search" in line and ", 1 search-limited" in line
+    assert line.endswith("a perfect search would place at most 5 of 8 (62.5%)")
+    assert "perfect search" not in fit_recovery._summary("clean", [hit, hit])
+
+
 def test_exact_total_prefers_the_true_pose_under_a_dilated_mask(tmp_path):
     """The fit's total with its mask term computed exactly: at the true pose, with the mask grown by 5 px (the
     shift pays its cost, nothing else), it beats the same pose turned by 12 degrees."""

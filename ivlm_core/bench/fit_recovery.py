@@ -29,7 +29,8 @@ whole-pixel erosion or dilation): when the refit ends near the truth at a lower 
 from no pose missed that basin ("polish search"), otherwise the observations favour the wrong pose
 ("evidence"). The exact total at the true pose itself is printed too but does not decide: there the outline is
 pixel-exact, a needle no search can be expected to hit (0.4 degrees away it is already tens of pixels worse),
-and a refit from the true pose itself would keep it.
+and a refit from the true pose itself would keep it. Each condition's summary then says how many fits a perfect
+search would place at most: its successes plus its search-limited and polish-search misses.
 
 ``--stream`` adds three conditions on each noisy scene's next frame (the same view, fresh contact and mask
 noise): ``next``, fitted alone; ``stream``, fitted with the noisy fit as the previous frame's placement, as the
@@ -608,9 +609,13 @@ def _summary(name: str, outcomes: list[FitOutcome]) -> str:
     by_width = _successes_by_width(outcomes)
     diagnosed = [o.limit for o in misses if o.limit]
     exact = sum(o.polish_search for o in misses)
+    # what a perfect search would place: the successes, and the misses whose refit from near the truth succeeds
+    # at a lower loss (search-limited) or a lower exact total (polish search); the rest is the evidence's
+    reachable = len(outcomes) - len(misses) + diagnosed.count("search") + exact
     limits = (f"; diagnosed: {diagnosed.count('objective')} objective-limited ({exact} of them polish search: the "
               f"refit from near the true pose ends there at a lower exact total), {diagnosed.count('search')} "
-              "search-limited" if diagnosed else "")
+              f"search-limited; a perfect search would place at most {reachable} of {len(outcomes)} "
+              f"({reachable / len(outcomes):.1%})" if diagnosed else "")
     return (f"{name}: {len(outcomes)} fits, success {np.mean([o.success for o in outcomes]):.0%}"
             f"{f' ({failed} refused)' if failed else ''}; {flagged} of its {len(misses)} misses reported ambiguous"
             f"{limits}"
