@@ -267,6 +267,7 @@ class InteractionPipeline:
                      f"{len(part_names)} from smpl_segmentation_merged.pkl" if part_names else
                      "none found (smpl_segmentation_merged.pkl of data.zip), drafted by prompt lookup")
         model.set_decoder_compile(cfg.decoder_compile)
+        model.set_decoder_gemv(cfg.decoder_gemv)
         model.prepare()  # SAM embeddings, camera encodings, static decoder + CUDA graphs: off the first frame
         body_mesh, body_name = cls._display_body(cfg, assets, transfer)
         library = None
@@ -303,6 +304,7 @@ class InteractionPipeline:
                 quantize_llm(model_2d.model.llava.llm, cfg.quantization)
             model_2d.set_drafting(bool(cfg.draft_tokens), cfg.draft_tokens or 1, part_names)
             model_2d.set_decoder_compile(cfg.decoder_compile)
+            model_2d.set_decoder_gemv(cfg.decoder_gemv)
             model_2d.prepare()
         return cls(cfg, model, body_mesh, body_name, library, placer, fit_config, model_2d)
 

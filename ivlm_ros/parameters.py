@@ -19,6 +19,7 @@ from typing import Any
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.pipeline_config import (
     DECODER_COMPILE,
+    DECODER_GEMV,
     DEFAULT_DRAFT_TOKENS,
     DEVICES,
     DTYPES,
@@ -204,6 +205,12 @@ PARAMETERS: tuple[ParamSpec, ...] = (
         _choice(DECODER_COMPILE), False,
     ),
     ParamSpec(
+        "decoder_gemv", "auto",
+        "Triton matrix-vector kernels for the LLM's decode steps: auto (on CUDA, kept only when the captured "
+        "step is faster than with cuBLAS), on or off",
+        _choice(DECODER_GEMV), False,
+    ),
+    ParamSpec(
         "draft_tokens", DEFAULT_DRAFT_TOKENS,
         "draft-and-verify decoding: template tokens verified per LLM forward (same answers); 0 = off",
         _number(0, 32, integer=True), False,
@@ -376,6 +383,7 @@ class NodeSettings:
     dtype: str
     quantization: str
     decoder_compile: str
+    decoder_gemv: str
     draft_tokens: int
     task: str
     question_template: str
@@ -437,6 +445,7 @@ class NodeSettings:
             "dtype": self.dtype,
             "quantization": self.quantization,
             "decoder_compile": self.decoder_compile,
+            "decoder_gemv": self.decoder_gemv,
             "draft_tokens": self.draft_tokens,
             "task": self.task,
             "question_template": self.question_template,

@@ -129,7 +129,7 @@ EOF
 LOG_DIR="${OUT:-$ROOT/out}/gpu_check"
 STEPS=(probe decode_profile cuda_tests bench_bf16 pipeline bench_int4 bench_int8)
 DEFAULT_STEPS=",probe,cuda_tests,bench_bf16,pipeline,bench_int4,bench_int8,"
-declare -A LIMIT=([probe]=60 [decode_profile]=200 [cuda_tests]=120 [bench_bf16]=190 [pipeline]=90 [bench_int4]=110 [bench_int8]=90)
+declare -A LIMIT=([probe]=60 [decode_profile]=200 [cuda_tests]=200 [bench_bf16]=190 [pipeline]=90 [bench_int4]=110 [bench_int8]=90)
 declare -A NEEDS=(
   [probe]=""
   [decode_profile]="torch transformers numpy sentencepiece PIL"
@@ -141,9 +141,9 @@ declare -A NEEDS=(
 )
 declare -A FILES=(
   [probe]="ivlm_core/__init__.py"
-  [decode_profile]="ivlm_core/bench/decode_profile.py ivlm_core/model/fused_layers.py"
-  [cuda_tests]="test/test_model_decoding.py test/test_model_drafting.py test/test_geometry_point_lifting.py test/conftest.py test/ros_fixtures.py pyproject.toml ivlm_core/model/decoding.py ivlm_core/geometry/point_lifting.py ivlm_core/testing/tiny_checkpoint.py ivlm_core/testing/synthetic_body.py"
-  [bench_bf16]="ivlm_core/bench/model_latency.py ivlm_core/model/decoding.py ivlm_core/model/drafting.py ivlm_core/model/quantization.py"
+  [decode_profile]="ivlm_core/bench/decode_profile.py ivlm_core/model/fused_layers.py ivlm_core/model/decode_kernels.py"
+  [cuda_tests]="test/test_model_decoding.py test/test_model_drafting.py test/test_model_decode_kernels.py test/test_geometry_point_lifting.py test/conftest.py test/ros_fixtures.py pyproject.toml ivlm_core/model/decoding.py ivlm_core/model/decode_kernels.py ivlm_core/geometry/point_lifting.py ivlm_core/testing/tiny_checkpoint.py ivlm_core/testing/synthetic_body.py"
+  [bench_bf16]="ivlm_core/bench/model_latency.py ivlm_core/model/decoding.py ivlm_core/model/decode_kernels.py ivlm_core/model/drafting.py ivlm_core/model/quantization.py"
   [pipeline]="ivlm_core/bench/pipeline_samples.py ivlm_core/pipeline.py test/data/samples/tennis_racket__serve.png test/data/samples/bench__standing.png test/data/samples/surfboard__carrying.png"
   [bench_int4]="ivlm_core/bench/model_latency.py ivlm_core/model/quantization.py"
   [bench_int8]="ivlm_core/bench/model_latency.py ivlm_core/model/quantization.py"
@@ -153,7 +153,7 @@ step_cmd() {
   case "$1" in
     probe) echo "$PY -c 'probe: python, torch, CUDA device, transformers, torchao, missing modules'" ;;
     decode_profile) echo "$PY -m ivlm_core.bench.decode_profile --repeats 20" ;;
-    cuda_tests) echo "$PY -m pytest -q -p no:cacheprovider -rs -m cuda test/test_model_decoding.py test/test_model_drafting.py test/test_geometry_point_lifting.py" ;;
+    cuda_tests) echo "$PY -m pytest -q -p no:cacheprovider -rs -m cuda test/test_model_decoding.py test/test_model_drafting.py test/test_model_decode_kernels.py test/test_geometry_point_lifting.py" ;;
     bench_bf16) echo "$PY -m ivlm_core.bench.model_latency --repeats 5 --naive-repeats 1 --draft" ;;
     pipeline) echo "$PY -m ivlm_core.bench.pipeline_samples --samples test/data/samples --device cuda --repeats 2" ;;
     bench_int4) echo "$PY -m ivlm_core.bench.model_latency --quant int4 --repeats 3 --naive-repeats 0" ;;

@@ -2,14 +2,26 @@
 
 from __future__ import annotations
 
+import os
 from pathlib import Path
 
 import pytest
 
 
 # ==================================================================================================
-# GPU (issue 9): tests marked `cuda` skip where torch sees no CUDA device
+# GPU (issue 9): tests marked `cuda` skip where torch sees no CUDA device; without one, the Triton decode
+# kernels run in Triton's CPU interpreter, which has to be chosen before anything imports triton
 # ==================================================================================================
+def _interpret_triton_without_a_gpu() -> None:
+    import torch
+
+    if "TRITON_INTERPRET" not in os.environ and not torch.cuda.is_available():
+        os.environ["TRITON_INTERPRET"] = "1"
+
+
+_interpret_triton_without_a_gpu()
+
+
 def pytest_collection_modifyitems(config: pytest.Config, items: list[pytest.Item]) -> None:
     import torch
 

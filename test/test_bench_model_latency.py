@@ -62,7 +62,8 @@ def test_model_latency_tiny_draft_prints_the_draft_line(capsys) -> None:
 
 def test_decode_profile_tiny_prints_every_figure(capsys) -> None:
     """decode_profile (where a decode step's time goes) runs end to end on CPU: the copy bandwidth, the weight
-    products per width and the three decoder variants (modules, fused, fused + compiled)."""
+    products per width (cuBLAS's, and the Triton kernel's in Triton's interpreter) and the four decoder
+    variants (modules, fused, fused + compiled, that + the Triton products)."""
     from ivlm_core.bench.decode_profile import main
 
     main(["--tiny", "--repeats", "2", "--prompt-len", "40"])
@@ -70,6 +71,8 @@ def test_decode_profile_tiny_prints_every_figure(capsys) -> None:
     assert re.search(r"^copy_gbs=[0-9]+ ", out, re.M)
     for width in (1, 2, 3, 5, 9):
         assert re.search(rf"^gemm_ms\[M={width}\]=[0-9.]+ \(mean [0-9.]+ worst [0-9.]+\)", out, re.M)
-    for variant in ("modules", "fused", "fused\\+compiled"):
+    assert re.search(r"^triton_gemv_ms\[M=1\]=[0-9.]+ \(mean [0-9.]+ worst [0-9.]+\)", out, re.M), out
+    assert "FAILED" not in out
+    for variant in ("modules", "fused", "fused\\+compiled", "fused\\+compiled\\+triton"):
         assert re.search(rf"^{variant} +setup_s=[0-9.]+ step_ms=[0-9.]+ .*verify_ms K0=[0-9.]+ K2=[0-9.]+ K4=[0-9.]+ "
                          r"K8=[0-9.]+", out, re.M), out

@@ -12,8 +12,11 @@ same random 13B-size LLM:
   weights and the LM head, M tokens each) replayed as one CUDA graph: the cost of reading the weights with
   cuBLAS, i.e. the best any decoder built on these kernels can do, for 1 token (plain decoding) and for the
   widths of the draft-verify forwards;
+- `triton_gemv_ms[M=1]`: the same products as `decode_kernels`' Triton matrix-vector kernel (each shape's
+  launch tuned first), where Triton runs: whether it reads the weights faster than cuBLAS;
 - per `StaticDecoder` variant (HF modules as they are / fused q,k,v and gate,up weights / fused + the layer
-  glue compiled with inductor): `step_ms` one captured greedy step (what plain decoding pays per token),
+  glue compiled with inductor / that + the Triton products with norm, SiLU·up and residual folded in):
+  `step_ms` one captured greedy step (what plain decoding pays per token),
   `verify_ms[K]` one captured verify forward of K drafts (K+1 tokens), `setup_s` building + capturing (+
   compiling), and the number of kernels one eager step launches (torch.profiler, when it works here).
 
@@ -31,10 +34,17 @@ import torch
 from torch.nn import functional as F
 
 from ivlm_core.bench.model_latency import build_random_model, decode_weight_bytes, memory_bandwidth_gbs
+from ivlm_core.model import decode_kernels
+from ivlm_core.model.decode_kernels import GemvCase, GemvTuner
 from ivlm_core.model.decoding import StaticDecoder
 from ivlm_core.model.fused_layers import FusedLayer
 
-VARIANTS = (("modules", False, "off"), ("fused", True, "off"), ("fused+compiled", True, "on"))
+VARIANTS = (  # name, fuse, compile_mode, gemv_mode
+    ("modules", False, "off", "off"),
+    ("fused", True, "off", "off"),
+    ("fused+compiled", True, "on", "off"),
+    ("fused+compiled+triton", True, "on", "on"),
+)
 VERIFY_K = (0, 2, 4, 8)
 
 
@@ -85,9 +95,8 @@ def copy_bandwidth_gbs(device: torch.device, gigabytes: float, repeats: int) -> 
     return moved / (ms * 1e-3) / 1e9
 
 
-def gemm_chain(llm, widths: tuple[int, ...], repeats: int, device: torch.device) -> dict[int, list[float]]:
-    """Milliseconds of every weight product of one forward of M tokens (graph-replayed), per M: q/k/v and
-    gate/up as one product each, as the fused decoder runs them."""
+def step_weights(llm) -> list[torch.Tensor]:
+    """Every weight one decode step reads: q/k/v and gate/up as one tensor each, as the fused decoder has them."""
     weights = []
     for layer in llm.model.layers:
         fused = FusedLayer.from_module(layer)  # the fused decoder's own tensors (no copy once fused)
@@ -95,6 +104,28 @@ def gemm_chain(llm, widths: tuple[int, ...], repeats: int, device: torch.device)
             raise RuntimeError("decode_profile measures plain bf16/fp32 weights; this layer cannot be fused")
         weights += [fused.qkv, fused.out, fused.gate_up, fused.down]
     weights.append(llm.lm_head.weight)
+    return weights
+
+
+def triton_chain(llm, repeats: int, device: torch.device) -> tuple[list[float], GemvTuner]:
+    """`gemm_chain` for one row through the Triton kernel (no fold-ins), each shape's launch tuned first."""
+    weights = step_weights(llm)
+    tuner = GemvTuner()
+    cases = {w.shape: GemvCase(w.shape[0], w.shape[1], 1) for w in weights}
+    tuner.tune(cases.values(), device, weights[0].dtype)
+    inputs = {w.shape[1]: torch.randn(1, w.shape[1], device=device, dtype=w.dtype) for w in weights}
+
+    def chain() -> None:
+        for w in weights:
+            decode_kernels.gemv(inputs[w.shape[1]], w, config=tuner.config(cases[w.shape]))
+
+    return _timed(_graphed(chain, device), repeats, device), tuner
+
+
+def gemm_chain(llm, widths: tuple[int, ...], repeats: int, device: torch.device) -> dict[int, list[float]]:
+    """Milliseconds of every weight product of one forward of M tokens (graph-replayed), per M: q/k/v and
+    gate/up as one product each, as the fused decoder runs them."""
+    weights = step_weights(llm)
     out: dict[int, list[float]] = {}
     for width in widths:
         inputs = {w.shape[1]: torch.randn(width, w.shape[1], device=device, dtype=w.dtype) for w in weights}
@@ -129,11 +160,11 @@ def kernels_per_step(decoder: StaticDecoder, device: torch.device) -> str:
         return f"profiler unavailable ({type(err).__name__}: {str(err)[:80]})"
 
 
-def profile_variant(llm, name: str, fuse: bool, compile_mode: str, prompt_len: int, repeats: int,
+def profile_variant(llm, name: str, fuse: bool, compile_mode: str, gemv_mode: str, prompt_len: int, repeats: int,
                     device: torch.device) -> str:
     t0 = time.perf_counter()
     decoder = StaticDecoder(llm, [llm.config.vocab_size - 3], 2, prompt_len + 96, 64, max_batch=1,
-                            compile_mode=compile_mode, fuse=fuse)
+                            compile_mode=compile_mode, fuse=fuse, gemv_mode=gemv_mode)
     decoder.capture((1,))
     decoder.capture_verify((1,), VERIFY_K)
     if device.type == "cuda":
@@ -165,6 +196,8 @@ def profile_variant(llm, name: str, fuse: bool, compile_mode: str, prompt_len: i
                                              repeats, device))
     count = kernels_per_step(decoder, device)
     ks = " ".join(f"K{k}={ms:.3f}" for k, ms in verify.items())
+    if decoder.kernels.gemv_failure is not None:
+        count += f"; Triton products FAILED, cuBLAS ran: {decoder.kernels.gemv_failure[:200]}"
     return (f"{name:15s} setup_s={setup_s:.1f} step_ms={_stats(step_ms)} verify_ms {ks} "
             f"K8/step={verify[8] / statistics.median(step_ms):.2f}\n{'':15s} eager step: {count}")
 
@@ -190,13 +223,24 @@ def main(argv: list[str] | None = None) -> None:
     print(f"copy_gbs={copy:.0f} sheet_gbs={sheet:.0f} floor_ms sheet={nbytes / sheet / 1e6:.3f} "
           f"measured_copy={nbytes / copy / 1e6:.3f}")
     lines = []
-    for variant, fuse, mode in VARIANTS:  # each decoder (and its cache) is freed before the next is built
-        lines.append(profile_variant(llm, variant, fuse, mode, args.prompt_len, args.repeats, device))
+    for variant, fuse, mode, gemv in VARIANTS:  # each decoder (and its cache) is freed before the next is built
+        if gemv == "on" and not decode_kernels.available(device):
+            lines.append(f"{variant:15s} skipped: the Triton decode kernels cannot run here (no Triton, or no GPU)")
+            continue
+        lines.append(profile_variant(llm, variant, fuse, mode, gemv, args.prompt_len, args.repeats, device))
         if device.type == "cuda":
             torch.cuda.empty_cache()
     chain = gemm_chain(llm, (1, 2, 3, 5, 9), args.repeats, device)
     for width, ms in chain.items():
         print(f"gemm_ms[M={width}]={_stats(ms)} effective_gbs={nbytes / (statistics.median(ms) * 1e-3) / 1e9:.0f}")
+    if decode_kernels.available(device):
+        ms, tuner = triton_chain(llm, args.repeats, device)
+        print(f"triton_gemv_ms[M=1]={_stats(ms)} effective_gbs={nbytes / (statistics.median(ms) * 1e-3) / 1e9:.0f}")
+        for case, timed in tuner.timings.items():
+            best = tuner.configs[case]
+            print(f"  {case.n}x{case.k}: best {best.block_n}/{best.block_k}/{best.num_warps}w{best.num_stages}s "
+                  + " ".join(f"{c.block_n}/{c.block_k}/{c.num_warps}w{c.num_stages}s={t * 1e3:.1f}us"
+                             for c, t in timed.items()))
     print("\n".join(lines))
 
 

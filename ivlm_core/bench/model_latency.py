@@ -46,7 +46,7 @@ from ivlm_core.model.prompts import (
     HCONTACT_PARTS_QUESTIONS,
     PromptTokenizer,
 )
-from ivlm_core.pipeline_config import QUANTIZATIONS
+from ivlm_core.pipeline_config import DECODER_GEMV, QUANTIZATIONS
 
 LLAMA2_13B = {
     "hidden_size": 5120,
@@ -451,6 +451,22 @@ def agreement(reference, result, ref_states, states) -> str:
     )
 
 
+def gemv_note(decoder) -> str:
+    """Which products the decoder runs, and for 'auto' the two captured 1-row steps that decided it."""
+    kernels = decoder.kernels
+    note = f"gemv={'triton' if kernels.gemv else 'torch'} (mode {decoder.gemv_mode}"
+    if decoder.gemv_choice is not None:
+        note += f"; step_ms triton={decoder.gemv_choice['triton_ms']:.3f} cublas={decoder.gemv_choice['cublas_ms']:.3f}"
+    if kernels.gemv_failure is not None:
+        note += f"; failed: {kernels.gemv_failure[:160]}"
+    if kernels.tuner.configs:
+        tuned = ", ".join(f"{c.n}x{c.k}{'+norm' * c.norm}{'+silu' * c.gated}{'+res' * c.residual}:"
+                          f"{v.block_n}/{v.block_k}/{v.num_warps}w{v.num_stages}s"
+                          for c, v in kernels.tuner.configs.items())
+        note += f"; tuned {tuned}"
+    return note + ")"
+
+
 def main(argv: list[str] | None = None) -> None:
     parser = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     parser.add_argument("--tiny", action="store_true", help="tiny model on CPU (seconds), for CI")
@@ -464,6 +480,8 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draft-tokens", type=int, default=8, help="K: draft tokens verified per forward")
     parser.add_argument("--draft-answers", type=int, default=200, help="drawn answers for forwards_per_answer")
     parser.add_argument("--segmentation", default=None, help="smpl_segmentation_merged.pkl for the part names")
+    parser.add_argument("--decoder-gemv", choices=DECODER_GEMV, default="auto",
+                        help="Triton decode products (auto: on CUDA, kept when the captured step is faster)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")
@@ -497,6 +515,7 @@ def main(argv: list[str] | None = None) -> None:
         model.model.llava.decoder = None
         quantize_llm(model.model.llava.llm, args.quant)
     build_s = time.perf_counter() - t0
+    model.set_decoder_gemv(args.decoder_gemv)
     model.prepare()  # what the pipeline does at load: SAM/camera constants, decoder + CUDA graphs
     prepare_s = time.perf_counter() - t0 - build_s
     print(
@@ -543,7 +562,8 @@ def main(argv: list[str] | None = None) -> None:
     )
     print(
         f"decode weights={weights / 1e9:.2f}GB bandwidth_gbs={bandwidth:.0f} "
-        f"decode/floor={decode_ms / floor_ms:.2f} build_peak_gb={build_peak_gb:.2f}"
+        f"decode/floor={decode_ms / floor_ms:.2f} build_peak_gb={build_peak_gb:.2f} "
+        f"{gemv_note(model.model.llava.decoder)}"
     )
     print(
         f"frame_s={frame_s:.4f} interaction_frame_s={inter_s:.4f} prefill_ms={prefill_ms:.2f} "

@@ -6,7 +6,7 @@ import argparse
 from pathlib import Path
 
 from ivlm_core.errors import InvalidInputError
-from ivlm_core.pipeline_config import DECODER_COMPILE, DEFAULT_DRAFT_TOKENS, QUANTIZATIONS
+from ivlm_core.pipeline_config import DECODER_COMPILE, DECODER_GEMV, DEFAULT_DRAFT_TOKENS, QUANTIZATIONS
 
 DEVICES = ("auto", "cpu", "cuda")
 DTYPES = ("auto", "float32", "bfloat16", "float16")
@@ -48,6 +48,10 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
     parser.add_argument("--decoder-compile", choices=DECODER_COMPILE, default="auto",
                         help="torch.compile of the LLM decoder's layer glue: 'auto' = on CUDA (~20 s more warm-up, "
                              "~20 %% faster decoding on an H200)")
+    parser.add_argument("--decoder-gemv", choices=DECODER_GEMV, default="auto",
+                        help="Triton matrix-vector kernels (norm, SiLU-up and residual folded in) for the LLM's "
+                             "decode steps: 'auto' = on CUDA, kept only when the captured step is faster than "
+                             "with cuBLAS")
     parser.add_argument("--draft-tokens", type=int, default=DEFAULT_DRAFT_TOKENS,
                         help="draft-and-verify decoding: answer-template tokens verified per LLM forward (same "
                              "answers, fewer forwards); 0 = plain greedy decoding")

@@ -113,6 +113,7 @@ class ContactPredictor:
 
             quantize_llm(self.model.model.llava.llm, args.quantization)
         self.model.set_decoder_compile(args.decoder_compile)
+        self.model.set_decoder_gemv(args.decoder_gemv)
         if args.draft_tokens:
             from ivlm_core.model.drafting import find_body_part_names
 

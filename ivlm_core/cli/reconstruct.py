@@ -200,7 +200,7 @@ def reconstruct(args: argparse.Namespace) -> dict[str, Path]:
         checkpoint_dir=str(args.checkpoint), clip_dir=text(args.clip_dir), body_model_dir=text(args.body_model_dir),
         smpl_to_smplx=args.smpl_to_smplx, reference_data_dir=text(args.reference_data_dir), device=args.device,
         dtype=args.dtype, quantization=args.quantization, draft_tokens=args.draft_tokens,
-        decoder_compile=args.decoder_compile, task="interaction",
+        decoder_compile=args.decoder_compile, decoder_gemv=args.decoder_gemv, task="interaction",
         object_library=args.object_library, fit_human=True, fit_object=True, fit_config=args.fit_config,
         max_new_tokens=args.max_new_tokens, question_template=args.question_type,
         object_cam_distance=args.object_cam_distance)

@@ -16,7 +16,9 @@ kernel launches, a host sync to test for EOS - is overhead on top of that floor.
   captured in a `torch.cuda.CUDAGraph` per batch size at warm-up and replayed per token. On CPU the same
   step runs eagerly (that is what the CPU tests compare with the eager `DynamicCache` and naive paths);
 - each layer runs as few kernels as it can (`fused_layers`): q/k/v and gate/up as one product each, and the
-  glue around the attention compiled by torch.compile on CUDA (`compile_mode`), inside the captured graph.
+  glue around the attention compiled by torch.compile on CUDA (`compile_mode`), inside the captured graph;
+  with `gemv_mode` the products of a 1-2 row step are Triton kernels with the norms, SiLU·up and residual
+  adds folded in (`decode_kernels`), kept under 'auto' only when the captured step is faster with them.
 
 `step(tokens[B, K])` and `truncate(n)` are the verify-and-roll-back primitives; `generate_drafted` is the
 lossless draft-and-verify loop built on them (issue 13): each forward feeds the last accepted token plus up
@@ -28,6 +30,7 @@ captured graph per (batch, K bucket).
 from __future__ import annotations
 
 import logging
+import statistics
 import time
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
@@ -38,7 +41,7 @@ from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from ivlm_core.errors import InvalidInputError
 from ivlm_core.model.drafting import DraftLength
-from ivlm_core.model.fused_layers import FusedLayer, LayerKernels, resolve_compile
+from ivlm_core.model.fused_layers import FusedLayer, LayerKernels, resolve_compile, resolve_gemv
 
 LOG = logging.getLogger(__name__)
 
@@ -176,6 +179,7 @@ class StaticDecoder:
         read_every: int = 4,
         compile_mode: str = "auto",
         fuse: bool = True,
+        gemv_mode: str = "auto",
     ) -> None:
         cfg = llm.config
         self.llm = llm
@@ -210,7 +214,12 @@ class StaticDecoder:
         # fused q/k/v and gate/up weights (views: no second copy) + the glue, compiled on CUDA (fused_layers)
         self._fused = [FusedLayer.from_module(layer) if fuse else None for layer in self.layers]
         self.compile_mode = compile_mode
-        self.kernels = LayerKernels(resolve_compile(compile_mode, self.device))
+        self.gemv_mode = gemv_mode
+        self.gemv_choice: dict | None = None
+        """'auto' on CUDA: the captured step's milliseconds with the Triton products and with cuBLAS."""
+        fused_any = any(f is not None for f in self._fused)
+        self.kernels = LayerKernels(resolve_compile(compile_mode, self.device),
+                                    gemv=resolve_gemv(gemv_mode, self.device) and fused_any)
 
     # ----------------------------------------------------------------------------------------- forward
     @property
@@ -330,35 +339,88 @@ class StaticDecoder:
         s.hidden.copy_(hidden[:, 0])
         s.step.add_(1)
 
+    def _capture_step(self, batch: int) -> torch.cuda.CUDAGraph | None:
+        """The single-token step of `batch` rows recorded as a CUDA graph (warm-up on a side stream first);
+        None, with a warning, where it cannot be captured."""
+        s = self._state(batch)
+        dummy = torch.zeros((batch, self.hidden_size), device=self.device, dtype=self.dtype)
+        s.start(dummy, torch.ones(batch, device=self.device, dtype=torch.long), 1, True, 2)
+        side = torch.cuda.Stream(self.device)
+        side.wait_stream(torch.cuda.current_stream(self.device))
+        with torch.cuda.stream(side):
+            for _ in range(2):
+                s.step.zero_()
+                self._loop_step(s)
+        torch.cuda.current_stream(self.device).wait_stream(side)
+        s.step.zero_()
+        graph = torch.cuda.CUDAGraph()
+        try:
+            with torch.cuda.graph(graph):
+                self._loop_step(s)
+        except RuntimeError as err:  # e.g. a quantised kernel that cannot be captured: stay eager
+            LOG.warning("CUDA graph capture failed for batch %d (%s); this batch size decodes eagerly", batch, err)
+            torch.cuda.synchronize(self.device)
+            return None
+        finally:
+            self.cache.reset()
+        return graph
+
+    def _step_ms(self, graph: torch.cuda.CUDAGraph, batch: int, repeats: int = 20) -> float:
+        """Median milliseconds of one replay of a captured step (its step counter rewound before each)."""
+        s = self._state(batch)
+        times = []
+        for _ in range(repeats + 1):
+            s.step.zero_()
+            start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+            start.record()
+            graph.replay()
+            end.record()
+            end.synchronize()
+            times.append(start.elapsed_time(end))
+        self.cache.reset()
+        return statistics.median(times[1:])
+
+    def _prepare_gemv(self, batch_sizes: Sequence[int]) -> None:
+        """Tune the Triton products' launch shapes for this model's layers, and for 'auto' keep them only if a
+        captured 1-row step is faster with them than with cuBLAS (`gemv_choice` has both timings)."""
+        kernels = self.kernels
+        if not kernels.gemv:
+            return
+        layer = next((f for f in self._fused if f is not None), None)
+        if layer is None:
+            kernels.gemv = False
+            return
+        try:
+            kernels.tuner.tune(layer.gemv_cases(1), self.device, self.dtype)
+        except Exception as err:  # a Triton that cannot build the kernels on this GPU
+            kernels._gemv_failed(err)
+            return
+        if self.gemv_mode != "auto" or self.gemv_choice is not None:
+            return
+        timed = {}
+        for use in (True, False):
+            kernels.gemv = use
+            graph = self._capture_step(1)
+            timed[use] = self._step_ms(graph, 1) if graph is not None else float("inf")
+            del graph
+            if kernels.gemv_failure is not None:  # failed in the warm-up: cuBLAS it is
+                timed[True] = float("inf")
+        kernels.gemv = timed[True] < timed[False]
+        self.gemv_choice = {"triton_ms": timed[True], "cublas_ms": timed[False], "triton": kernels.gemv}
+        LOG.info("decode step with Triton products %.3f ms, with cuBLAS %.3f ms: using %s", timed[True],
+                 timed[False], "Triton" if kernels.gemv else "cuBLAS")
+
     def capture(self, batch_sizes: Sequence[int] = (1, 2)) -> None:
         """Record the single-token step as one CUDA graph per batch size (warm-up on a side stream first)."""
         if self.device.type != "cuda":
             return
+        self._prepare_gemv(batch_sizes)
         for batch in batch_sizes:
             if batch in self._graphs:
                 continue
-            s = self._state(batch)
-            dummy = torch.zeros((batch, self.hidden_size), device=self.device, dtype=self.dtype)
-            s.start(dummy, torch.ones(batch, device=self.device, dtype=torch.long), 1, True, 2)
-            side = torch.cuda.Stream(self.device)
-            side.wait_stream(torch.cuda.current_stream(self.device))
-            with torch.cuda.stream(side):
-                for _ in range(2):
-                    s.step.zero_()
-                    self._loop_step(s)
-            torch.cuda.current_stream(self.device).wait_stream(side)
-            s.step.zero_()
-            graph = torch.cuda.CUDAGraph()
-            try:
-                with torch.cuda.graph(graph):
-                    self._loop_step(s)
-            except RuntimeError as err:  # e.g. a quantised kernel that cannot be captured: stay eager
-                LOG.warning("CUDA graph capture failed for batch %d (%s); this batch size decodes eagerly", batch, err)
-                torch.cuda.synchronize(self.device)
-                continue
-            finally:
-                self.cache.reset()
-            self._graphs[batch] = graph
+            graph = self._capture_step(batch)
+            if graph is not None:
+                self._graphs[batch] = graph
 
     def generate(
         self,

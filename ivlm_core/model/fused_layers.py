@@ -13,6 +13,10 @@ weight reads. Two changes remove most of that, without touching the released wei
   the matrix products stay cuBLAS). The cache write and the attention itself stay outside the compiled
   region: in-place cache writes are what a CUDA graph replays most reliably.
 
+With `gemv` on, a forward of at most `decode_kernels.MAX_ROWS` rows (plain decoding: one token per row) runs
+its four products as Triton matrix-vector kernels with the norms, SiLU·up and residual adds folded into them,
+and only the rotary embedding as glue: 4 products + 1 glue kernel around each attention instead of ~15.
+
 Layers whose weights are not plain tensors (torchao-quantised) or that have biases are left to the modules.
 """
 
@@ -26,7 +30,10 @@ from torch import nn
 from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
+from ivlm_core.model import decode_kernels
+from ivlm_core.model.decode_kernels import GemvCase, GemvTuner, gemv
 from ivlm_core.pipeline_config import DECODER_COMPILE as COMPILE_MODES
+from ivlm_core.pipeline_config import DECODER_GEMV as GEMV_MODES
 
 LOG = logging.getLogger(__name__)
 
@@ -82,6 +89,14 @@ class FusedLayer:
                    norms[1].weight, _fuse([mlp.gate_proj, mlp.up_proj]), mlp.down_proj.weight,
                    float(norms[0].variance_epsilon))
 
+    def gemv_cases(self, rows: int) -> list[GemvCase]:
+        """The four matrix-vector products of this layer for `rows` rows, as `decode_kernels` runs them."""
+        hidden = self.qkv.shape[1]
+        return [GemvCase(self.qkv.shape[0], hidden, rows, norm=True),
+                GemvCase(self.out.shape[0], self.out.shape[1], rows, residual=True),
+                GemvCase(self.gate_up.shape[0] // 2, hidden, rows, norm=True, gated=True),
+                GemvCase(self.down.shape[0], self.down.shape[1], rows, residual=True)]
+
 
 def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     """LlamaRMSNorm exactly: the statistics in float32, the scale applied in the input dtype."""
@@ -90,18 +105,23 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * h.to(x.dtype)
 
 
-def attention_inputs(x: torch.Tensor, w_norm: torch.Tensor, w_qkv: torch.Tensor, cos: torch.Tensor,
-                     sin: torch.Tensor, eps: float, heads: int, kv_heads: int,
-                     head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B,K,H) residual stream -> rotated q (B,heads,K,D), rotated k and v (B,kv_heads,K,D)."""
-    batch, k_len, _ = x.shape
-    qkv = F.linear(rms_norm(x, w_norm, eps), w_qkv)
+def rotate_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int,
+               head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B,K,q+k+v) projections -> rotated q (B,heads,K,D), rotated k and v (B,kv_heads,K,D)."""
+    batch, k_len, _ = qkv.shape
     q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
     q = q.reshape(batch, k_len, heads, head_dim).transpose(1, 2)
     k = k.reshape(batch, k_len, kv_heads, head_dim).transpose(1, 2)
     v = v.reshape(batch, k_len, kv_heads, head_dim).transpose(1, 2)
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     return q, k, v
+
+
+def attention_inputs(x: torch.Tensor, w_norm: torch.Tensor, w_qkv: torch.Tensor, cos: torch.Tensor,
+                     sin: torch.Tensor, eps: float, heads: int, kv_heads: int,
+                     head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B,K,H) residual stream -> rotated q (B,heads,K,D), rotated k and v (B,kv_heads,K,D)."""
+    return rotate_qkv(F.linear(rms_norm(x, w_norm, eps), w_qkv), cos, sin, heads, kv_heads, head_dim)
 
 
 def attention_output_and_mlp(x: torch.Tensor, attended: torch.Tensor, w_out: torch.Tensor, w_norm: torch.Tensor,
@@ -113,20 +133,37 @@ def attention_output_and_mlp(x: torch.Tensor, attended: torch.Tensor, w_out: tor
     return x + F.linear(F.silu(gate) * up, w_down)
 
 
-class LayerKernels:
-    """The two glue functions, eager or compiled once for every layer (the weights are arguments, so one
-    compiled graph serves all 40 layers; batch and token count are dynamic)."""
+def attention_output_and_mlp_gemv(x: torch.Tensor, attended: torch.Tensor, w_out: torch.Tensor,
+                                  w_norm: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, eps: float,
+                                  tuner: GemvTuner) -> torch.Tensor:
+    """`attention_output_and_mlp` as three Triton products (residual, norm + SiLU·up and residual folded in)."""
+    batch, _, k_len, _ = attended.shape
+    rows = batch * k_len
+    cases = (GemvCase(w_out.shape[0], w_out.shape[1], rows, residual=True),
+             GemvCase(w_gate_up.shape[0] // 2, w_gate_up.shape[1], rows, norm=True, gated=True),
+             GemvCase(w_down.shape[0], w_down.shape[1], rows, residual=True))
+    x = gemv(attended.transpose(1, 2).reshape(rows, -1), w_out, residual=x, config=tuner.config(cases[0]))
+    h = gemv(x, w_gate_up, norm_weight=w_norm, eps=eps, gated=True, config=tuner.config(cases[1]))
+    return gemv(h, w_down, residual=x, config=tuner.config(cases[2])).reshape(batch, k_len, -1)
 
-    def __init__(self, compiled: bool, backend: str = "inductor") -> None:
+
+class LayerKernels:
+    """The glue around each attention, eager or compiled once for every layer (the weights are arguments, so
+    one compiled graph serves all 40 layers; batch and token count are dynamic), and with `gemv` the Triton
+    products for forwards of at most `decode_kernels.MAX_ROWS` rows."""
+
+    def __init__(self, compiled: bool, backend: str = "inductor", gemv: bool = False) -> None:
         self.compiled = compiled
         self.failure: str | None = None
-        self.pre, self.post = attention_inputs, attention_output_and_mlp
+        self.gemv = gemv
+        """Whether forwards of few rows run the Triton products (`StaticDecoder` may turn it off: 'auto')."""
+        self.gemv_failure: str | None = None
+        self.tuner = GemvTuner()
+        self._pre, self._post, self._rotate = attention_inputs, attention_output_and_mlp, rotate_qkv
         if compiled:
-            self.pre = self._guarded(torch.compile(attention_inputs, dynamic=True, fullgraph=True, backend=backend),
-                                     attention_inputs)
-            self.post = self._guarded(
-                torch.compile(attention_output_and_mlp, dynamic=True, fullgraph=True, backend=backend),
-                attention_output_and_mlp,
+            self._pre, self._post, self._rotate = (
+                self._guarded(torch.compile(fn, dynamic=True, fullgraph=True, backend=backend), fn)
+                for fn in (attention_inputs, attention_output_and_mlp, rotate_qkv)
             )
 
     def _guarded(self, compiled, eager):
@@ -145,6 +182,40 @@ class LayerKernels:
             return eager(*args)
 
         return run
+
+    def _few_rows(self, x: torch.Tensor) -> bool:
+        return self.gemv and x.shape[0] * x.shape[1] <= decode_kernels.MAX_ROWS
+
+    def _gemv_failed(self, err: Exception) -> None:
+        """A Triton product that does not build or launch here turns them off for good (cuBLAS takes over);
+        like compilation this happens in the warm-up before any capture."""
+        self.gemv_failure = f"{type(err).__name__}: {' '.join(str(err).split())[:300]}"
+        self.gemv = False
+        LOG.warning("the Triton decode products failed (%s); decoding uses cuBLAS", self.gemv_failure)
+
+    def pre(self, x: torch.Tensor, w_norm: torch.Tensor, w_qkv: torch.Tensor, cos: torch.Tensor,
+            sin: torch.Tensor, eps: float, heads: int, kv_heads: int,
+            head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """`attention_inputs`: norm, q/k/v product and rotary."""
+        if self._few_rows(x):
+            try:
+                case = GemvCase(w_qkv.shape[0], w_qkv.shape[1], x.shape[0] * x.shape[1], norm=True)
+                qkv = gemv(x, w_qkv, norm_weight=w_norm, eps=eps, config=self.tuner.config(case))
+            except Exception as err:  # triton compile/launch errors have many types
+                self._gemv_failed(err)
+            else:
+                return self._rotate(qkv, cos, sin, heads, kv_heads, head_dim)
+        return self._pre(x, w_norm, w_qkv, cos, sin, eps, heads, kv_heads, head_dim)
+
+    def post(self, x: torch.Tensor, attended: torch.Tensor, w_out: torch.Tensor, w_norm: torch.Tensor,
+             w_gate_up: torch.Tensor, w_down: torch.Tensor, eps: float) -> torch.Tensor:
+        """`attention_output_and_mlp`: output projection, residual, norm, MLP, residual."""
+        if self._few_rows(x):
+            try:
+                return attention_output_and_mlp_gemv(x, attended, w_out, w_norm, w_gate_up, w_down, eps, self.tuner)
+            except Exception as err:
+                self._gemv_failed(err)
+        return self._post(x, attended, w_out, w_norm, w_gate_up, w_down, eps)
 
 
 def resolve_compile(mode: str, device: torch.device) -> bool:
@@ -165,3 +236,25 @@ def resolve_compile(mode: str, device: torch.device) -> bool:
         LOG.info("triton is not importable: the decoder's layer glue runs eagerly")
         return False
     return True
+
+
+def resolve_gemv(mode: str, device: torch.device) -> bool:
+    """Whether to run the Triton decode products: 'auto' on CUDA when Triton builds them (the decoder then
+    keeps them only if its captured step is faster), 'on' wherever they can run (CUDA, or the Triton
+    interpreter), 'off' never."""
+    if mode not in GEMV_MODES:
+        from ivlm_core.errors import InvalidInputError
+
+        raise InvalidInputError(f"decoder gemv mode must be one of {list(GEMV_MODES)}, got {mode!r}")
+    if mode == "off" or (mode == "auto" and device.type != "cuda"):
+        return False
+    if decode_kernels.available(device):
+        return True
+    if mode == "on":
+        from ivlm_core.errors import InvalidInputError
+
+        raise InvalidInputError(
+            f"decoder_gemv 'on' needs Triton and a CUDA device (or TRITON_INTERPRET=1 for tests); the decoder is on "
+            f"{device.type}: use 'auto' or 'off'"
+        )
+    return False

@@ -139,6 +139,8 @@ class LlavaModel(nn.Module):
         self.max_draft_tokens = 8
         self.decoder_compile = "auto"
         """`StaticDecoder` compile_mode of the decoders built from now on (fused_layers: auto = on CUDA)."""
+        self.decoder_gemv = "auto"
+        """`StaticDecoder` gemv_mode of the decoders built from now on (decode_kernels: auto = on CUDA)."""
 
     @property
     def hidden_size(self) -> int:
@@ -267,6 +269,7 @@ class LlavaModel(nn.Module):
             and dec.seg_token_ids == seg
             and dec.eos_token_id == int(eos_token_id)
             and dec.compile_mode == self.decoder_compile
+            and dec.gemv_mode == self.decoder_gemv
         ):
             return dec
         captured = dec.captured_batches if dec is not None else ()
@@ -277,7 +280,7 @@ class LlavaModel(nn.Module):
         room = -(-room // 64) * 64
         new = max(int(max_new_tokens), DECODER_MAX_NEW_TOKENS)
         self.decoder = StaticDecoder(self.llm, seg, int(eos_token_id), room + new, new,
-                                     compile_mode=self.decoder_compile)
+                                     compile_mode=self.decoder_compile, gemv_mode=self.decoder_gemv)
         if captured:
             import logging
 

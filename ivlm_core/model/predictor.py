@@ -283,10 +283,22 @@ class InteractVLMPredictor:
         from ivlm_core.model.fused_layers import resolve_compile
 
         resolve_compile(mode, torch.device("cpu"))  # validates the name
+        self.model.llava.decoder_compile = mode
+        self._rebuild_decoder_unless(lambda dec: dec.compile_mode == mode)
+
+    def set_decoder_gemv(self, mode: str) -> None:
+        """'auto' (Triton decode products on CUDA, kept only if the captured step is faster than with
+        cuBLAS), 'on' (wherever they run; an error where they cannot) or 'off'. Best called before `prepare()`;
+        a decoder already built with another mode is replaced and warmed up at once."""
+        from ivlm_core.model.fused_layers import resolve_gemv
+
+        resolve_gemv(mode, self.model.llava.device)  # validates the name, and 'on' where it cannot run
+        self.model.llava.decoder_gemv = mode
+        self._rebuild_decoder_unless(lambda dec: dec.gemv_mode == mode)
+
+    def _rebuild_decoder_unless(self, still_fits) -> None:
         llava = self.model.llava
-        old = llava.decoder
-        llava.decoder_compile = mode
-        if old is not None and old.compile_mode != mode:
+        if llava.decoder is not None and not still_fits(llava.decoder):
             llava.decoder = None
             self.warm_up()  # the replacement is built (and on CUDA captured) now, not on the next frame
 

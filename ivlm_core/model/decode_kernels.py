@@ -1,0 +1,258 @@
+"""Triton matrix-vector products for the decode step, with the layer's norm, SiLU·up and residual folded in.
+
+A 13B decode step reads ~26 GB of weights through 160 matrix products of one or two rows. On an H200 cuBLAS
+runs them at 87 % of the card's copy rate, and the small kernels between them (RMSNorm, SiLU·up, residual
+adds, their launches) add ~1.5 ms a token on top (`bench.decode_profile`). These kernels do each product
+in one pass over the weight rows, with what surrounds it done on the few input/output values in registers:
+
+- `NORM`: the input row is RMS-normalised first (every program recomputes the row's statistics: the row is
+  a few KB, read from L2), exactly as `LlamaRMSNorm` rounds it;
+- `GATED`: the weight is gate and up stacked (2I, H); each program reads matching gate and up rows and
+  writes SiLU(gate) · up, so the (1, 2I) intermediate never exists;
+- `RESIDUAL`: the residual stream is added to the output.
+
+Each program owns `block_n` output columns for every row and walks the whole reduction, so there is no
+split-K pass to merge. Rounding follows the eager bf16 modules step by step (product rounded to the dtype
+before SiLU, the multiply and the residual add), so results match them to a rounding, not bit for bit.
+
+Triton is imported on first use only: the module imports without it, and `available()` says whether the
+kernels can run (CUDA, or `TRITON_INTERPRET=1` on CPU, which the tests use). `tune` picks each shape's
+block sizes by timing a few candidates on the GPU.
+"""
+
+from __future__ import annotations
+
+import functools
+import logging
+import os
+import statistics
+from collections.abc import Iterable
+from dataclasses import dataclass
+
+import torch
+
+LOG = logging.getLogger(__name__)
+
+MAX_ROWS = 4
+"""Most rows (batch × tokens) one call takes: plain decoding is 1 or 2; wider forwards stay with cuBLAS."""
+
+
+@dataclass(frozen=True)
+class GemvConfig:
+    """Launch shape of one kernel: output columns per program, reduction chunk, warps, pipeline stages."""
+
+    block_n: int
+    block_k: int
+    num_warps: int
+    num_stages: int
+
+
+DEFAULT_CONFIG = GemvConfig(8, 512, 4, 3)
+CANDIDATES = (
+    DEFAULT_CONFIG,
+    GemvConfig(4, 1024, 4, 3),
+    GemvConfig(16, 256, 4, 3),
+    GemvConfig(16, 512, 8, 3),
+    GemvConfig(32, 256, 8, 2),
+    GemvConfig(8, 256, 4, 4),
+)
+"""What `tune` tries. Chosen for memory-bound rows: 8-16 KB of weights in flight per program and stage."""
+
+
+def interpreted() -> bool:
+    return os.environ.get("TRITON_INTERPRET", "0") == "1"
+
+
+def available(device: torch.device) -> bool:
+    """Whether the kernels can run on `device`: Triton importable and a CUDA device (or the interpreter)."""
+    if device.type != "cuda" and not interpreted():
+        return False
+    try:
+        _kernel()
+    except Exception as err:  # no Triton, or one that fails to import
+        LOG.info("Triton decode kernels unavailable: %s", err)
+        return False
+    return True
+
+
+@functools.lru_cache(maxsize=1)
+def _kernel():
+    """The JIT kernel, built on first use (Triton decides at decoration time whether to interpret)."""
+    import triton
+    import triton.language as tl
+
+    @triton.jit
+    def gemv_kernel(x_ptr, w_ptr, y_ptr, res_ptr, nw_ptr, M, N, K, eps, stride_xm, stride_wn, stride_ym,
+                    stride_rm, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
+                    NORM: tl.constexpr, GATED: tl.constexpr, RESIDUAL: tl.constexpr):
+        dtype = y_ptr.dtype.element_ty
+        rm = tl.arange(0, BLOCK_M)
+        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
+        m_ok = rm < M
+        n_ok = rn < N
+        if NORM:
+            squares = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
+            for k0 in range(0, K, BLOCK_K):
+                rk = k0 + tl.arange(0, BLOCK_K)
+                xv = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=m_ok[:, None] & (rk < K)[None, :],
+                             other=0.0).to(tl.float32)
+                squares += xv * xv
+            rstd = tl.rsqrt(tl.sum(squares, axis=1) / K + eps)
+        acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
+        if GATED:
+            acc_up = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
+        for k0 in range(0, K, BLOCK_K):
+            rk = k0 + tl.arange(0, BLOCK_K)
+            k_ok = rk < K
+            xv = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                         other=0.0).to(tl.float32)
+            if NORM:  # LlamaRMSNorm: normalise in float32, round, scale in the dtype (round again)
+                scale = tl.load(nw_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)
+                xv = (xv * rstd[:, None]).to(dtype).to(tl.float32)
+                xv = (xv * scale[None, :]).to(dtype).to(tl.float32)
+            w_mask = n_ok[:, None] & k_ok[None, :]
+            w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=w_mask, other=0.0).to(tl.float32)
+            acc += xv[:, None, :] * w[None, :, :]
+            if GATED:
+                wu = tl.load(w_ptr + (rn + N)[:, None] * stride_wn + rk[None, :], mask=w_mask,
+                             other=0.0).to(tl.float32)
+                acc_up += xv[:, None, :] * wu[None, :, :]
+        y = tl.sum(acc, axis=2)
+        if GATED:  # SiLU(gate) * up with the modules' roundings
+            gate = y.to(dtype).to(tl.float32)
+            up = tl.sum(acc_up, axis=2).to(dtype).to(tl.float32)
+            y = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32) * up
+        out_mask = m_ok[:, None] & n_ok[None, :]
+        if RESIDUAL:
+            res = tl.load(res_ptr + rm[:, None] * stride_rm + rn[None, :], mask=out_mask, other=0.0)
+            y = y.to(dtype).to(tl.float32) + res.to(tl.float32)
+        tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], y.to(dtype), mask=out_mask)
+
+    return gemv_kernel
+
+
+def _rows(x: torch.Tensor) -> torch.Tensor:
+    """(..., K) as (M, K) with unit stride along K (a view when it can be)."""
+    x2 = x.reshape(-1, x.shape[-1])
+    return x2 if x2.stride(-1) == 1 else x2.contiguous()
+
+
+def gemv(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    *,
+    norm_weight: torch.Tensor | None = None,
+    eps: float = 0.0,
+    gated: bool = False,
+    residual: torch.Tensor | None = None,
+    config: GemvConfig | None = None,
+) -> torch.Tensor:
+    """`x` (..., K) times `weight` (N, K) transposed -> (..., N); (..., N/2) when `gated` (gate rows stacked
+    on up rows). At most `MAX_ROWS` rows. `norm_weight` RMS-normalises `x` first; `residual` (..., N) is added."""
+    rows = _rows(x)
+    m, k = rows.shape
+    if not 1 <= m <= MAX_ROWS:
+        raise ValueError(f"gemv takes 1..{MAX_ROWS} rows, got {m}")
+    if weight.shape[1] != k or weight.stride(1) != 1:
+        raise ValueError(f"weight {tuple(weight.shape)} (stride {weight.stride()}) does not take rows of {k}")
+    n = weight.shape[0] // 2 if gated else weight.shape[0]
+    out = torch.empty((m, n), device=x.device, dtype=x.dtype)
+    res = _rows(residual) if residual is not None else out
+    if res.shape != out.shape:
+        raise ValueError(f"residual {tuple(res.shape)} does not match the output {tuple(out.shape)}")
+    cfg = config or DEFAULT_CONFIG
+    block_m, block_n, block_k = launch_blocks(cfg, m)
+    _kernel()[(triton_cdiv(n, block_n),)](
+        rows, weight, out, res, norm_weight if norm_weight is not None else weight, m, n, k, float(eps),
+        rows.stride(0), weight.stride(0), out.stride(0), res.stride(0),
+        BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None, GATED=gated,
+        RESIDUAL=residual is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+    )
+    return out.reshape(*x.shape[:-1], n)
+
+
+def launch_blocks(config: GemvConfig, rows: int) -> tuple[int, int, int]:
+    """(BLOCK_M, BLOCK_N, BLOCK_K) for `rows` rows: the accumulators hold rows × block_n × block_k floats, so
+    the reduction chunk shrinks as rows grow (4 rows of a gated 8 × 512 tile would spill registers)."""
+    block_m = 1 if rows == 1 else 2 if rows == 2 else 4
+    return block_m, config.block_n, max(32, config.block_k // max(1, block_m // 2))
+
+
+def triton_cdiv(a: int, b: int) -> int:
+    return -(-a // b)
+
+
+@dataclass(frozen=True)
+class GemvCase:
+    """One product a decode step runs: its weight shape, its row count and what is folded into it."""
+
+    n: int
+    k: int
+    rows: int
+    norm: bool = False
+    gated: bool = False
+    residual: bool = False
+
+
+class GemvTuner:
+    """Each case's best `GemvConfig`, measured on the device (CUDA events over back-to-back launches)."""
+
+    def __init__(self) -> None:
+        self.configs: dict[GemvCase, GemvConfig] = {}
+        self.timings: dict[GemvCase, dict[GemvConfig, float]] = {}
+
+    def config(self, case: GemvCase) -> GemvConfig:
+        return self.configs.get(case, DEFAULT_CONFIG)
+
+    def tune(self, cases: Iterable[GemvCase], device: torch.device, dtype: torch.dtype, repeats: int = 20) -> None:
+        """Time every candidate on random data of each case's shape; keep the fastest that runs. On CPU
+        (interpreter) the default is kept: timing interpreted kernels means nothing."""
+        for case in cases:
+            if case in self.configs:
+                continue
+            if device.type != "cuda":
+                self.configs[case] = DEFAULT_CONFIG
+                continue
+            timed = _time_candidates(case, device, dtype, repeats)
+            if not timed:
+                raise RuntimeError(f"no gemv launch configuration runs for {case}")
+            self.configs[case] = min(timed, key=timed.get)
+            self.timings[case] = timed
+
+
+def _time_candidates(case: GemvCase, device: torch.device, dtype: torch.dtype, repeats: int) -> dict:
+    """Milliseconds per call of every candidate that runs, on random data of the case's shape; enough weight
+    copies are cycled that back-to-back launches cannot be served from L2 (50-60 MB on Hopper)."""
+    shape = (2 * case.n if case.gated else case.n, case.k)
+    copies = max(1, -(-(256 << 20) // (shape[0] * shape[1] * dtype.itemsize)))
+    weights = [torch.randn(shape, device=device, dtype=dtype) for _ in range(copies)]
+    x = torch.randn((case.rows, case.k), device=device, dtype=dtype)
+    kwargs = {
+        "norm_weight": torch.ones(case.k, device=device, dtype=dtype) if case.norm else None,
+        "eps": 1e-6, "gated": case.gated,
+        "residual": torch.zeros((case.rows, case.n), device=device, dtype=dtype) if case.residual else None,
+    }
+    timed: dict[GemvConfig, float] = {}
+    for cfg in CANDIDATES:
+        try:
+            timed[cfg] = _median_ms([lambda cfg=cfg, w=w: gemv(x, w, config=cfg, **kwargs) for w in weights], repeats)
+        except Exception as err:  # a launch shape this GPU cannot run (registers, shared memory)
+            LOG.debug("gemv config %s failed for %s: %s", cfg, case, err)
+    return timed
+
+
+def _median_ms(calls: list, repeats: int) -> float:
+    """Median milliseconds of one call, each sample a pass over `calls` (launched back to back)."""
+    for fn in calls:  # compile + warm
+        fn()
+    torch.cuda.synchronize()
+    out = []
+    for _ in range(repeats):
+        start, end = torch.cuda.Event(enable_timing=True), torch.cuda.Event(enable_timing=True)
+        start.record()
+        for fn in calls:
+            fn()
+        end.record()
+        end.synchronize()
+        out.append(start.elapsed_time(end) / len(calls))
+    return statistics.median(out)

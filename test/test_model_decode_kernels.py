@@ -1,0 +1,278 @@
+"""The Triton decode products (issue 9): the same numbers as the eager modules, the decoder's answers
+unchanged with them, a failure that hands the products back to cuBLAS, and kernels that the real compiler
+builds for Hopper (sm_90a) without spilling registers.
+
+No GPU here: the numbers run in Triton's interpreter (`TRITON_INTERPRET=1`, numpy on the CPU), and the
+Hopper build runs Triton's own compiler and ptxas ahead of time, which needs no device."""
+
+from __future__ import annotations
+
+import json
+import os
+import re
+import subprocess
+import sys
+
+import pytest
+import torch
+from torch.nn import functional as F
+
+from ivlm_core.errors import InvalidInputError
+from ivlm_core.model import decode_kernels, fused_layers
+from ivlm_core.model.decode_kernels import CANDIDATES, DEFAULT_CONFIG, GemvConfig, gemv
+from ivlm_core.model.decoding import StaticDecoder
+from ivlm_core.model.fused_layers import resolve_gemv, rms_norm
+
+triton = pytest.importorskip("triton")
+pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")  # interpreter
+
+
+@pytest.fixture
+def interpreter():
+    """These run the kernels on CPU tensors: in Triton's interpreter, which conftest turns on without a GPU."""
+    if not decode_kernels.interpreted():
+        pytest.skip("TRITON_INTERPRET is not 1 (a CUDA machine: the cuda-marked tests run the kernels there)")
+
+
+def _reference(x, w, norm_weight=None, gated=False, residual=None):
+    """What the eager modules compute (LlamaRMSNorm, Linear, SiLU·up, residual add) in the same dtype."""
+    h = rms_norm(x, norm_weight, 1e-6) if norm_weight is not None else x
+    y = F.linear(h, w)
+    if gated:
+        gate, up = y.chunk(2, dim=-1)
+        y = F.silu(gate) * up
+    return residual + y if residual is not None else y
+
+
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize("rows", [1, 2, 3, 4])
+def test_products_match_the_eager_modules(interpreter, dtype, rows) -> None:
+    g = torch.Generator().manual_seed(rows)
+    k, n = 72, 44  # neither a multiple of the blocks below: the masked edges are exercised
+    x = torch.randn(rows, k, generator=g).to(dtype)
+    w = (torch.randn(n, k, generator=g) / 8).to(dtype)
+    norm = (1 + torch.randn(k, generator=g) / 4).to(dtype)
+    res = torch.randn(rows, n // 2, generator=g).to(dtype)
+    config = GemvConfig(8, 32, 4, 1)
+    def close(out: torch.Tensor, ref: torch.Tensor) -> None:
+        # fp32: to a rounding; bf16: a few ulps of the output's scale (each side rounds its products and the
+        # gate/up values to bf16 at its own point of a different summation order, and SiLU·up amplifies that)
+        scale = 1e-5 if dtype == torch.float32 else 3e-2 * float(ref.abs().max())
+        torch.testing.assert_close(out.float(), ref.float(), atol=scale, rtol=1e-5 if dtype == torch.float32 else 0)
+
+    for kwargs, ref in (
+        ({}, _reference(x, w)),
+        ({"norm_weight": norm, "eps": 1e-6}, _reference(x, w, norm)),
+        ({"norm_weight": norm, "eps": 1e-6, "gated": True}, _reference(x, w, norm, gated=True)),
+    ):
+        close(gemv(x, w, config=config, **kwargs), ref)
+    half = w[: n // 2]
+    close(gemv(x, half, residual=res, config=config), _reference(x, half, residual=res))
+    assert gemv(x[None], w, config=config).shape == (1, rows, n)  # leading dims kept
+
+
+def test_out_of_range_calls_are_refused(interpreter) -> None:
+    w = torch.randn(16, 32)
+    with pytest.raises(ValueError, match="rows"):
+        gemv(torch.randn(decode_kernels.MAX_ROWS + 1, 32), w)
+    with pytest.raises(ValueError, match="does not take rows"):
+        gemv(torch.randn(1, 31), w)
+    with pytest.raises(ValueError, match="residual"):
+        gemv(torch.randn(1, 32), w, residual=torch.randn(1, 15))
+
+
+@pytest.fixture(scope="module")
+def llm(private_tiny_models):
+    return private_tiny_models["Gen"].model.llava.llm
+
+
+def _decode(decoder: StaticDecoder, prompts: list[torch.Tensor]):
+    with torch.inference_mode():
+        states = decoder.prefill(prompts)
+        result = decoder.generate(prompts, 8, stop_at_mask=False)
+    return states, result
+
+
+def _prompts(llm, count: int) -> list[torch.Tensor]:
+    g = torch.Generator().manual_seed(5)
+    return [torch.randn(31 - 4 * i, llm.config.hidden_size, generator=g) for i in range(count)]
+
+
+@pytest.mark.parametrize("batch", [1, 2])
+def test_the_decoder_answers_the_same_with_the_triton_products(interpreter, llm, batch) -> None:
+    prompts = _prompts(llm, batch)
+    plain = StaticDecoder(llm, [5], 2, 64, 10, compile_mode="off", gemv_mode="off")
+    ref_states, ref = _decode(plain, prompts)
+    decoder = StaticDecoder(llm, [5], 2, 64, 10, compile_mode="off", gemv_mode="on")
+    assert decoder.kernels.gemv and not plain.kernels.gemv
+    calls = []
+    real = fused_layers.gemv
+    with pytest.MonkeyPatch.context() as mp:  # count the products the decode steps really ran through Triton
+        mp.setattr(fused_layers, "gemv", lambda *a, **k: calls.append(1) or real(*a, **k))
+        states, result = _decode(decoder, prompts)
+    assert decoder.kernels.gemv and decoder.kernels.gemv_failure is None
+    layers = len(llm.model.layers)
+    assert len(calls) >= 4 * layers * 7  # 4 products a layer for (at least) every decode step after the first
+    assert result.generated == ref.generated
+    torch.testing.assert_close(states, ref_states)  # the prefill (many rows) stays on the modules' path
+    # the state after the last decode step: every layer of every step ran through the Triton products
+    torch.testing.assert_close(decoder._state(batch).hidden, plain._state(batch).hidden, atol=1e-5, rtol=1e-5)
+    for a, b in zip(result.seg_hidden, ref.seg_hidden):
+        assert (a is None) == (b is None)
+
+
+def test_a_failing_product_hands_decoding_back_to_cublas(interpreter, llm, monkeypatch, caplog) -> None:
+    prompts = _prompts(llm, 1)
+    _, ref = _decode(StaticDecoder(llm, [5], 2, 64, 10, compile_mode="off", gemv_mode="off"), prompts)
+    decoder = StaticDecoder(llm, [5], 2, 64, 10, compile_mode="off", gemv_mode="on")
+
+    def broken(*args, **kwargs):
+        raise RuntimeError("PassManager::run failed")
+
+    monkeypatch.setattr(fused_layers, "gemv", broken)
+    with caplog.at_level("WARNING"):
+        _, result = _decode(decoder, prompts)
+    assert not decoder.kernels.gemv and "PassManager" in decoder.kernels.gemv_failure
+    assert "uses cuBLAS" in caplog.text
+    assert result.generated == ref.generated
+
+
+def test_gemv_mode_is_resolved_per_device(monkeypatch) -> None:
+    monkeypatch.delenv("TRITON_INTERPRET", raising=False)
+    assert resolve_gemv("auto", torch.device("cpu")) is False
+    assert resolve_gemv("off", torch.device("cuda")) is False
+    with pytest.raises(InvalidInputError, match="needs Triton and a CUDA device"):
+        resolve_gemv("on", torch.device("cpu"))
+    with pytest.raises(InvalidInputError, match="auto"):
+        resolve_gemv("fast", torch.device("cpu"))
+
+
+def test_tuning_off_the_gpu_keeps_the_default_launch_shape() -> None:
+    tuner = decode_kernels.GemvTuner()
+    case = decode_kernels.GemvCase(64, 32, 1, norm=True)
+    tuner.tune([case], torch.device("cpu"), torch.float32)
+    assert tuner.config(case) == DEFAULT_CONFIG and not tuner.timings
+
+
+HOPPER_BUILD = r"""
+import json, subprocess, sys
+from pathlib import Path
+import triton
+from triton.backends.compiler import GPUTarget
+from triton.compiler import ASTSource
+from ivlm_core.model import decode_kernels
+
+kernel, folder, out = decode_kernels._kernel(), Path(sys.argv[1]), []
+names = kernel.arg_names
+ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
+for rows, config, norm, gated, residual in json.loads(sys.argv[2]):
+    config = decode_kernels.GemvConfig(*config)
+    warps, stages = config.num_warps, config.num_stages
+    block_m, bn, bk = decode_kernels.launch_blocks(config, rows)
+    flags = {"BLOCK_M": block_m, "BLOCK_N": bn, "BLOCK_K": bk, "NORM": norm, "GATED": gated, "RESIDUAL": residual}
+    signature = {n: "constexpr" if n in flags else "*bf16" if n.endswith("_ptr") else "fp32" if n == "eps"
+                 else "i32" for n in names}
+    aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
+               if n.endswith("_ptr") or n == "K" or n.startswith("stride")}
+    built = triton.compile(ASTSource(kernel, signature, flags, aligned), target=GPUTarget("cuda", 90, 32),
+                           options={"num_warps": warps, "num_stages": stages})
+    source = folder / f"{built.metadata.hash[:16]}.ptx"
+    source.write_text(built.asm["ptx"])
+    report = subprocess.run([str(ptxas), "-arch=sm_90a", "-v", str(source), "-o", str(source.with_suffix(".cubin"))],
+                            capture_output=True, text=True, check=True).stderr
+    out.append({"v4_loads": "ld.global.v4" in built.asm["ptx"], "report": report})
+print(json.dumps(out))
+"""
+
+
+def test_every_variant_builds_for_hopper_without_spills(tmp_path) -> None:
+    """Triton's real compiler (not the interpreter, hence a process of its own) and ptxas, for sm_90a, with the
+    16-byte alignment Triton specialises real weights on: every candidate launch shape for one row and the
+    default one for 2, 3 and 4 rows, each with every fold-in the decoder uses."""
+    folds = ((False, False, False), (True, False, False), (True, True, False), (False, False, True))
+    shapes = ((1, CANDIDATES), (2, (DEFAULT_CONFIG,)), (4, (DEFAULT_CONFIG,)))  # 3 rows launch as 4
+    variants = [(m, list(vars(c).values()), *f) for m, configs in shapes for c in configs for f in folds]
+    env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
+    done = subprocess.run([sys.executable, "-c", HOPPER_BUILD, str(tmp_path), json.dumps(variants)], env=env,
+                          capture_output=True, text=True, timeout=600)
+    assert done.returncode == 0, done.stderr[-3000:]
+    for variant, built in zip(variants, json.loads(done.stdout.splitlines()[-1]), strict=True):
+        report = built["report"]
+        spills = [int(v) for v in re.findall(r"(\d+) bytes spill (?:stores|loads)", report)]
+        assert built["v4_loads"], variant  # the weights stream in 16-byte loads
+        assert spills and not any(spills), (variant, report)
+        assert int(re.search(r"Used (\d+) registers", report).group(1)) <= 255, (variant, report)
+
+
+def test_decoder_gemv_is_a_setting_of_the_model_and_the_pipeline(interpreter, private_tiny_models) -> None:
+    from ivlm_core.pipeline_config import PipelineConfig
+
+    model = private_tiny_models["Gen"]
+    llava = model.model.llava
+    model.set_decoder_gemv("off")
+    model.prepare()
+    first = llava.decoder
+    assert first.gemv_mode == "off" and not first.kernels.gemv
+    model.set_decoder_gemv("off")
+    assert llava.decoder is first  # same mode: kept
+    model.set_decoder_gemv("on")  # the interpreter runs them on CPU
+    assert llava.decoder is not first and llava.decoder.gemv_mode == "on" and llava.decoder.kernels.gemv
+    model.set_decoder_gemv("auto")  # back to the default for the other tests of these models
+    assert not llava.decoder.kernels.gemv  # auto on a CPU: cuBLAS's place is taken by the CPU's matmul
+    with pytest.raises(InvalidInputError, match="decoder gemv mode"):
+        model.set_decoder_gemv("fast")
+    with pytest.raises(InvalidInputError, match="decoder_gemv"):
+        PipelineConfig(checkpoint_dir="x", decoder_gemv="triton")
+
+
+# ---------------------------------------------------------------------------------------------- CUDA only
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cuda_products_match_the_modules(dtype) -> None:
+    g = torch.Generator(device="cuda").manual_seed(0)
+    k, n = 1040, 3000  # not multiples of the blocks
+    for rows in (1, 2, 3):  # every launch shape for one row (what tuning picks from), the default for 2 and 3-4
+        x = torch.randn(rows, k, device="cuda", generator=g).to(dtype)
+        w = (torch.randn(n, k, device="cuda", generator=g) / 32).to(dtype)
+        norm = (1 + torch.randn(k, device="cuda", generator=g) / 4).to(dtype)
+        res = torch.randn(rows, n // 2, device="cuda", generator=g).to(dtype)
+        for config in CANDIDATES if rows == 1 else (DEFAULT_CONFIG,):
+            for kwargs, ref in (
+                ({"norm_weight": norm, "eps": 1e-6}, _reference(x, w, norm)),
+                ({"norm_weight": norm, "eps": 1e-6, "gated": True}, _reference(x, w, norm, gated=True)),
+                ({"residual": res}, _reference(x, w[: n // 2], residual=res)),
+            ):
+                weight = w[: n // 2] if "residual" in kwargs else w
+                out = gemv(x, weight, config=config, **kwargs).float()
+                scale = 1e-4 if dtype == torch.float32 else 3e-2 * float(ref.abs().max())
+                torch.testing.assert_close(out, ref.float(), atol=scale, rtol=1e-4 if dtype == torch.float32 else 0)
+
+
+@pytest.mark.cuda
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])
+def test_cuda_graph_decoding_with_triton_products_equals_cublas(tiny_checkpoints, dtype) -> None:
+    from ivlm_core.model.checkpoint import load_checkpoint
+
+    model = load_checkpoint(tiny_checkpoints["Gen"], device="cuda", dtype=dtype)
+    llm = model.model.llava.llm
+    g = torch.Generator(device="cuda").manual_seed(5)
+    prompts = [torch.randn(31 - 4 * i, llm.config.hidden_size, device="cuda", generator=g).to(dtype)
+               for i in range(2)]
+    results = {}
+    modes = ("off", "on", "auto") if dtype == torch.bfloat16 else ("off", "on")  # auto tunes: once is enough
+    for mode in modes:
+        decoder = StaticDecoder(llm, [5], 2, 64, 10, compile_mode="off", gemv_mode=mode)
+        decoder.capture((1, 2))
+        assert decoder.captured_batches == (1, 2)
+        with torch.inference_mode():
+            results[mode] = (decoder.generate(prompts, 8, stop_at_mask=False), decoder._state(2).hidden.clone())
+        if mode == "on":
+            assert decoder.kernels.gemv and decoder.kernels.gemv_failure is None
+        if mode == "auto":  # decided by timing both captured steps
+            choice = decoder.gemv_choice
+            assert choice["triton_ms"] > 0 and choice["cublas_ms"] > 0
+            assert decoder.kernels.gemv == (choice["triton_ms"] < choice["cublas_ms"])
+    tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 0.1, "rtol": 0.05}
+    for mode in modes[1:]:
+        assert results[mode][0].generated == results["off"][0].generated
+        torch.testing.assert_close(results[mode][1].float(), results["off"][1].float(), **tol)
