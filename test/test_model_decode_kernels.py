@@ -24,7 +24,6 @@ from ivlm_core.model.decoding import StaticDecoder
 from ivlm_core.model.fused_layers import resolve_gemv, rms_norm
 
 triton = pytest.importorskip("triton")
-pytestmark = pytest.mark.filterwarnings("ignore:Conversion of an array with ndim > 0:DeprecationWarning")  # interpreter
 
 
 @pytest.fixture
@@ -154,6 +153,15 @@ def test_tuning_off_the_gpu_keeps_the_default_launch_shape() -> None:
     assert tuner.config(case) == DEFAULT_CONFIG and not tuner.timings
 
 
+def test_wider_forwards_take_the_launch_tuned_for_one_row() -> None:
+    tuner = decode_kernels.GemvTuner()
+    one = decode_kernels.GemvCase(64, 32, 1, gated=True, norm=True)
+    tuner.configs[one] = CANDIDATES[3]
+    assert tuner.config(decode_kernels.GemvCase(64, 32, 3, gated=True, norm=True)) == CANDIDATES[3]
+    assert tuner.config(decode_kernels.GemvCase(64, 32, 3, norm=True)) == DEFAULT_CONFIG  # another product
+    assert decode_kernels.launch_blocks(CANDIDATES[3], 3) == (4, 16, 256)  # 4 rows: half the reduction chunk
+
+
 HOPPER_BUILD = r"""
 import json, subprocess, sys
 from pathlib import Path
@@ -276,3 +284,30 @@ def test_cuda_graph_decoding_with_triton_products_equals_cublas(tiny_checkpoints
     for mode in modes[1:]:
         assert results[mode][0].generated == results["off"][0].generated
         torch.testing.assert_close(results[mode][1].float(), results["off"][1].float(), **tol)
+
+
+@pytest.mark.parametrize(("triton_ms", "cublas_ms", "fails", "kept"), [
+    (7.5, 8.5, False, True), (9.0, 8.5, False, False), (7.5, 8.5, True, False),
+])
+def test_auto_keeps_the_triton_products_only_when_the_captured_step_is_faster(
+        llm, monkeypatch, triton_ms, cublas_ms, fails, kept) -> None:
+    """The 'auto' decision, with the two captures and their timings stood in for (they need a GPU)."""
+    decoder = StaticDecoder(llm, [5], 2, 64, 10, compile_mode="off", gemv_mode="auto")
+    decoder.kernels.gemv = True  # as resolve_gemv says on a CUDA machine with Triton
+    captured = []
+
+    def capture_step(batch):
+        captured.append(decoder.kernels.gemv)
+        if fails and decoder.kernels.gemv:
+            decoder.kernels._gemv_failed(RuntimeError("ptxas fatal"))
+        return ("graph", decoder.kernels.gemv)
+
+    monkeypatch.setattr(decoder, "_capture_step", capture_step)
+    monkeypatch.setattr(decoder, "_step_ms", lambda graph, batch: triton_ms if graph[1] else cublas_ms)
+    decoder._prepare_gemv((1, 2))
+    assert captured == [True, False]  # the 1-row step captured both ways
+    assert decoder.kernels.gemv is kept and decoder.gemv_choice["triton"] is kept
+    assert decoder.gemv_choice["cublas_ms"] == cublas_ms
+    assert decoder.gemv_choice["triton_ms"] == (float("inf") if fails else triton_ms)
+    decoder._prepare_gemv((1, 2))  # decided once per decoder
+    assert len(captured) == 2

@@ -22,6 +22,7 @@ block sizes by timing a few candidates on the GPU.
 
 from __future__ import annotations
 
+import dataclasses
 import functools
 import logging
 import os
@@ -202,7 +203,12 @@ class GemvTuner:
         self.timings: dict[GemvCase, dict[GemvConfig, float]] = {}
 
     def config(self, case: GemvCase) -> GemvConfig:
-        return self.configs.get(case, DEFAULT_CONFIG)
+        """The case's tuned launch; else the one tuned for one row of the same product (the weight stream is
+        the same, `launch_blocks` adapts it to more rows); else the default."""
+        found = self.configs.get(case)
+        if found is None and case.rows != 1:
+            found = self.configs.get(dataclasses.replace(case, rows=1))
+        return found or DEFAULT_CONFIG
 
     def tune(self, cases: Iterable[GemvCase], device: torch.device, dtype: torch.dtype, repeats: int = 20) -> None:
         """Time every candidate on random data of each case's shape; keep the fastest that runs. On CPU
