@@ -70,6 +70,42 @@ def test_products_match_the_eager_modules(interpreter, dtype, rows) -> None:
     assert gemv(x[None], w, config=config).shape == (1, rows, n)  # leading dims kept
 
 
+@pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16])
+@pytest.mark.parametrize(("batch", "tokens"), [(1, 1), (2, 1), (1, 3), (2, 2)])
+def test_qkv_rope_matches_the_modules_and_writes_the_cache(interpreter, dtype, batch, tokens) -> None:
+    """Norm + q/k/v product + rotary in one kernel, k and v landing in the cache columns of their tokens, with
+    grouped kv heads (4 query heads over 2 kv heads)."""
+    from transformers import LlamaConfig
+    from transformers.models.llama.modeling_llama import LlamaRotaryEmbedding
+
+    from ivlm_core.model.decode_kernels import qkv_rope
+    from ivlm_core.model.fused_layers import attention_inputs
+
+    g = torch.Generator().manual_seed(batch * 10 + tokens)
+    heads, kv_heads, head_dim, hidden, width = 4, 2, 16, 48, 20
+    rotary = LlamaRotaryEmbedding(LlamaConfig(hidden_size=heads * head_dim, num_attention_heads=heads,
+                                              num_key_value_heads=kv_heads, head_dim=head_dim))
+    cos, sin = rotary(torch.zeros(1, 1, dtype=dtype), torch.arange(width)[None])
+    positions = torch.randint(0, width, (batch, tokens), generator=g)
+    cos, sin = cos[0][positions], sin[0][positions]
+    x = torch.randn(batch, tokens, hidden, generator=g).to(dtype)
+    w = (torch.randn((heads + 2 * kv_heads) * head_dim, hidden, generator=g) / 6).to(dtype)
+    norm = (1 + torch.randn(hidden, generator=g) / 5).to(dtype)
+    cols = torch.tensor([5, 9, 11][:tokens])
+    keys, values = (torch.zeros(batch, kv_heads, width, head_dim, dtype=dtype) for _ in range(2))
+    q = qkv_rope(x, w, norm, 1e-6, cos, sin, cols, keys, values, heads, kv_heads, config=GemvConfig(4, 16, 4, 1))
+    ref_q, ref_k, ref_v = attention_inputs(x, norm, w, cos, sin, 1e-6, heads, kv_heads, head_dim)
+    ref_keys, ref_values = torch.zeros_like(keys), torch.zeros_like(values)
+    ref_keys.index_copy_(2, cols, ref_k)
+    ref_values.index_copy_(2, cols, ref_v)
+    for out, ref in ((q, ref_q), (keys, ref_keys), (values, ref_values)):
+        scale = 1e-5 if dtype == torch.float32 else 3e-2 * float(ref.abs().max())
+        torch.testing.assert_close(out.float(), ref.float(), atol=scale, rtol=1e-5 if dtype == torch.float32 else 0)
+    untouched = torch.ones(width, dtype=torch.bool)
+    untouched[cols] = False
+    assert not keys[:, :, untouched].any() and not values[:, :, untouched].any()  # only the tokens' columns
+
+
 def test_out_of_range_calls_are_refused(interpreter) -> None:
     w = torch.randn(16, 32)
     with pytest.raises(ValueError, match="rows"):
@@ -105,19 +141,40 @@ def test_the_decoder_answers_the_same_with_the_triton_products(interpreter, llm,
     decoder = StaticDecoder(llm, [5], 2, 64, 10, compile_mode="off", gemv_mode="on")
     assert decoder.kernels.gemv and not plain.kernels.gemv
     calls = []
-    real = fused_layers.gemv
     with pytest.MonkeyPatch.context() as mp:  # count the products the decode steps really ran through Triton
-        mp.setattr(fused_layers, "gemv", lambda *a, **k: calls.append(1) or real(*a, **k))
+        for name in ("gemv", "qkv_rope"):
+            real = getattr(fused_layers, name)
+            mp.setattr(fused_layers, name, lambda *a, real=real, name=name, **k: calls.append(name) or real(*a, **k))
         states, result = _decode(decoder, prompts)
     assert decoder.kernels.gemv and decoder.kernels.gemv_failure is None
     layers = len(llm.model.layers)
-    assert len(calls) >= 4 * layers * 7  # 4 products a layer for (at least) every decode step after the first
+    # 4 kernels a layer (one of them q/k/v + rotary + cache write) for every decode step after the first
+    assert calls.count("qkv_rope") >= layers * 7 and calls.count("gemv") >= 3 * layers * 7
     assert result.generated == ref.generated
     torch.testing.assert_close(states, ref_states)  # the prefill (many rows) stays on the modules' path
     # the state after the last decode step: every layer of every step ran through the Triton products
     torch.testing.assert_close(decoder._state(batch).hidden, plain._state(batch).hidden, atol=1e-5, rtol=1e-5)
     for a, b in zip(result.seg_hidden, ref.seg_hidden):
         assert (a is None) == (b is None)
+
+
+def test_a_verify_forward_of_three_tokens_runs_them_too(interpreter, llm, monkeypatch) -> None:
+    """Draft-and-verify feeds 1 + K tokens per row: up to 4 rows take the Triton kernels (3 rows here)."""
+    prompts = _prompts(llm, 1)
+    tokens = torch.tensor([[7, 11, 13]])
+    rows = []
+    real = fused_layers.qkv_rope
+    monkeypatch.setattr(fused_layers, "qkv_rope", lambda x, *a, **k: rows.append(x.shape[1]) or real(x, *a, **k))
+    out = {}
+    for mode in ("off", "on"):
+        decoder = StaticDecoder(llm, [5], 2, 64, 10, compile_mode="off", gemv_mode=mode)
+        with torch.inference_mode():
+            decoder.prefill(prompts)
+            out[mode] = decoder.step(tokens)
+            decoder.truncate(decoder.cache.length - 1)  # the verify roll-back, then one more token
+            out[mode] = torch.cat([out[mode], decoder.step(tokens[:, :1])], dim=1)
+    assert rows == [3, 3, 1, 1]  # both layers, for the 3-token verify and the 1-token step ("on" only)
+    torch.testing.assert_close(out["on"], out["off"], atol=1e-5, rtol=1e-5)
 
 
 def test_a_failing_product_hands_decoding_back_to_cublas(interpreter, llm, monkeypatch, caplog) -> None:
@@ -170,23 +227,25 @@ from triton.backends.compiler import GPUTarget
 from triton.compiler import ASTSource
 from ivlm_core.model import decode_kernels
 
-kernel, folder, out = decode_kernels._kernel(), Path(sys.argv[1]), []
-names = kernel.arg_names
+source, folder, out = decode_kernels._kernels(), Path(sys.argv[1]), []
 ptxas = Path(triton.__file__).parent / "backends" / "nvidia" / "bin" / "ptxas"
-for rows, config, norm, gated, residual in json.loads(sys.argv[2]):
+for name, rows, config, flags in json.loads(sys.argv[2]):
+    kernel = getattr(source, name)
     config = decode_kernels.GemvConfig(*config)
-    warps, stages = config.num_warps, config.num_stages
-    block_m, bn, bk = decode_kernels.launch_blocks(config, rows)
-    flags = {"BLOCK_M": block_m, "BLOCK_N": bn, "BLOCK_K": bk, "NORM": norm, "GATED": gated, "RESIDUAL": residual}
-    signature = {n: "constexpr" if n in flags else "*bf16" if n.endswith("_ptr") else "fp32" if n == "eps"
-                 else "i32" for n in names}
+    block_m, block_n, block_k = decode_kernels.launch_blocks(config, rows)
+    if name == "qkv_rope_kernel":
+        block_n = min(block_n, flags["HALF"])
+    flags = {**flags, "BLOCK_M": block_m, "BLOCK_N": block_n, "BLOCK_K": block_k}
+    names = kernel.arg_names
+    signature = {n: "constexpr" if n in flags else "*i64" if n == "cols_ptr" else "*bf16" if n.endswith("_ptr")
+                 else "fp32" if n == "eps" else "i32" for n in names}
     aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
-               if n.endswith("_ptr") or n == "K" or n.startswith("stride")}
+               if n.endswith("_ptr") or n == "K" or n.startswith(("stride", "sq_", "sk_", "sv_"))}
     built = triton.compile(ASTSource(kernel, signature, flags, aligned), target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": warps, "num_stages": stages})
-    source = folder / f"{built.metadata.hash[:16]}.ptx"
-    source.write_text(built.asm["ptx"])
-    report = subprocess.run([str(ptxas), "-arch=sm_90a", "-v", str(source), "-o", str(source.with_suffix(".cubin"))],
+                           options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+    ptx = folder / f"{built.metadata.hash[:16]}.ptx"
+    ptx.write_text(built.asm["ptx"])
+    report = subprocess.run([str(ptxas), "-arch=sm_90a", "-v", str(ptx), "-o", str(ptx.with_suffix(".cubin"))],
                             capture_output=True, text=True, check=True).stderr
     out.append({"v4_loads": "ld.global.v4" in built.asm["ptx"], "report": report})
 print(json.dumps(out))
@@ -196,10 +255,14 @@ print(json.dumps(out))
 def test_every_variant_builds_for_hopper_without_spills(tmp_path) -> None:
     """Triton's real compiler (not the interpreter, hence a process of its own) and ptxas, for sm_90a, with the
     16-byte alignment Triton specialises real weights on: every candidate launch shape for one row and the
-    default one for 2, 3 and 4 rows, each with every fold-in the decoder uses."""
-    folds = ((False, False, False), (True, False, False), (True, True, False), (False, False, True))
+    default one for 2, 3 and 4 rows, each with every fold-in the decoder uses, and the q/k/v + rotary + cache
+    write kernel for 128-wide heads."""
+    folds = [{"NORM": n, "GATED": g, "RESIDUAL": r}
+             for n, g, r in ((False, False, False), (True, False, False), (True, True, False), (False, False, True))]
     shapes = ((1, CANDIDATES), (2, (DEFAULT_CONFIG,)), (4, (DEFAULT_CONFIG,)))  # 3 rows launch as 4
-    variants = [(m, list(vars(c).values()), *f) for m, configs in shapes for c in configs for f in folds]
+    variants = [("gemv_kernel", m, list(vars(c).values()), f) for m, configs in shapes for c in configs for f in folds]
+    variants += [("qkv_rope_kernel", m, list(vars(c).values()), {"HALF": 64})  # LLaMA-2-13B: 128-wide heads
+                 for m, configs in shapes for c in configs]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", HOPPER_BUILD, str(tmp_path), json.dumps(variants)], env=env,
                           capture_output=True, text=True, timeout=600)
@@ -276,25 +339,34 @@ def test_cuda_graph_decoding_with_triton_products_equals_cublas(tiny_checkpoints
             results[mode] = (decoder.generate(prompts, 8, stop_at_mask=False), decoder._state(2).hidden.clone())
         if mode == "on":
             assert decoder.kernels.gemv and decoder.kernels.gemv_failure is None
-        if mode == "auto":  # decided by timing both captured steps
+        if mode != "off":  # both captured steps timed and probed: the same state on this GPU
             choice = decoder.gemv_choice
-            assert choice["triton_ms"] > 0 and choice["cublas_ms"] > 0
-            assert decoder.kernels.gemv == (choice["triton_ms"] < choice["cublas_ms"])
+            assert choice["triton_ms"] > 0 and choice["cublas_ms"] > 0 and choice["agreement"] >= 0.999
+            assert decoder.kernels.gemv == (mode == "on" or choice["triton_ms"] < choice["cublas_ms"])
     tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 0.1, "rtol": 0.05}
     for mode in modes[1:]:
         assert results[mode][0].generated == results["off"][0].generated
         torch.testing.assert_close(results[mode][1].float(), results["off"][1].float(), **tol)
 
 
-@pytest.mark.parametrize(("triton_ms", "cublas_ms", "fails", "kept"), [
-    (7.5, 8.5, False, True), (9.0, 8.5, False, False), (7.5, 8.5, True, False),
+@pytest.mark.parametrize(("mode", "triton_ms", "cublas_ms", "fails", "cosine", "kept"), [
+    ("auto", 7.5, 8.5, False, 1.0, True),
+    ("auto", 9.0, 8.5, False, 1.0, False),  # slower
+    ("auto", 7.5, 8.5, True, 1.0, False),  # fails to build in the warm-up
+    ("auto", 7.5, 8.5, False, 0.5, False),  # faster but wrong on this GPU
+    ("on", 9.0, 8.5, False, 1.0, True),  # 'on' takes them even when slower...
+    ("on", 7.5, 8.5, False, 0.5, False),  # ...but never wrong ones
 ])
-def test_auto_keeps_the_triton_products_only_when_the_captured_step_is_faster(
-        llm, monkeypatch, triton_ms, cublas_ms, fails, kept) -> None:
-    """The 'auto' decision, with the two captures and their timings stood in for (they need a GPU)."""
+def test_the_triton_products_are_kept_only_when_right_and_for_auto_faster(
+        llm, monkeypatch, caplog, mode, triton_ms, cublas_ms, fails, cosine, kept) -> None:
+    """The warm-up decision, with the two captures, their timings and probe states stood in for (they need a
+    GPU)."""
     decoder = StaticDecoder(llm, [5], 2, 64, 10, compile_mode="off", gemv_mode="auto")
-    decoder.kernels.gemv = True  # as resolve_gemv says on a CUDA machine with Triton
+    decoder.gemv_mode = mode
+    decoder._gemv_possible = True  # as resolve_gemv says on a CUDA machine with Triton
     captured = []
+    cublas_state = torch.tensor([[1.0, 0.0]])
+    triton_state = torch.tensor([[cosine, (1 - cosine**2) ** 0.5]])
 
     def capture_step(batch):
         captured.append(decoder.kernels.gemv)
@@ -304,10 +376,13 @@ def test_auto_keeps_the_triton_products_only_when_the_captured_step_is_faster(
 
     monkeypatch.setattr(decoder, "_capture_step", capture_step)
     monkeypatch.setattr(decoder, "_step_ms", lambda graph, batch: triton_ms if graph[1] else cublas_ms)
-    decoder._prepare_gemv((1, 2))
+    monkeypatch.setattr(decoder, "_probe_state", lambda graph: triton_state if graph[1] else cublas_state)
+    with caplog.at_level("WARNING"):
+        decoder._prepare_gemv((1, 2))
     assert captured == [True, False]  # the 1-row step captured both ways
     assert decoder.kernels.gemv is kept and decoder.gemv_choice["triton"] is kept
     assert decoder.gemv_choice["cublas_ms"] == cublas_ms
     assert decoder.gemv_choice["triton_ms"] == (float("inf") if fails else triton_ms)
+    assert ("disagree with cuBLAS" in caplog.text) == (cosine < 0.99)
     decoder._prepare_gemv((1, 2))  # decided once per decoder
     assert len(captured) == 2

@@ -456,7 +456,9 @@ def gemv_note(decoder) -> str:
     kernels = decoder.kernels
     note = f"gemv={'triton' if kernels.gemv else 'torch'} (mode {decoder.gemv_mode}"
     if decoder.gemv_choice is not None:
-        note += f"; step_ms triton={decoder.gemv_choice['triton_ms']:.3f} cublas={decoder.gemv_choice['cublas_ms']:.3f}"
+        choice = decoder.gemv_choice
+        note += (f"; step_ms triton={choice['triton_ms']:.3f} cublas={choice['cublas_ms']:.3f} "
+                 f"state_cos={choice['agreement']:.5f}")
     if kernels.gemv_failure is not None:
         note += f"; failed: {kernels.gemv_failure[:160]}"
     if kernels.tuner.configs:

@@ -69,7 +69,7 @@ def available(device: torch.device) -> bool:
     if device.type != "cuda" and not interpreted():
         return False
     try:
-        _kernel()
+        _kernels()
     except Exception as err:  # no Triton, or one that fails to import
         LOG.info("Triton decode kernels unavailable: %s", err)
         return False
@@ -77,59 +77,12 @@ def available(device: torch.device) -> bool:
 
 
 @functools.lru_cache(maxsize=1)
-def _kernel():
-    """The JIT kernel, built on first use (Triton decides at decoration time whether to interpret)."""
-    import triton
-    import triton.language as tl
+def _kernels():
+    """The Triton source module, imported on first use (Triton decides at decoration time whether to
+    interpret, so `TRITON_INTERPRET` must be set before this)."""
+    from ivlm_core.model import triton_decode_source
 
-    @triton.jit
-    def gemv_kernel(x_ptr, w_ptr, y_ptr, res_ptr, nw_ptr, M, N, K, eps, stride_xm, stride_wn, stride_ym,
-                    stride_rm, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                    NORM: tl.constexpr, GATED: tl.constexpr, RESIDUAL: tl.constexpr):
-        dtype = y_ptr.dtype.element_ty
-        rm = tl.arange(0, BLOCK_M)
-        rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
-        m_ok = rm < M
-        n_ok = rn < N
-        if NORM:
-            squares = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
-            for k0 in range(0, K, BLOCK_K):
-                rk = k0 + tl.arange(0, BLOCK_K)
-                xv = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=m_ok[:, None] & (rk < K)[None, :],
-                             other=0.0).to(tl.float32)
-                squares += xv * xv
-            rstd = tl.rsqrt(tl.sum(squares, axis=1) / K + eps)
-        acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
-        if GATED:
-            acc_up = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
-        for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            k_ok = rk < K
-            xv = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :],
-                         other=0.0).to(tl.float32)
-            if NORM:  # LlamaRMSNorm: normalise in float32, round, scale in the dtype (round again)
-                scale = tl.load(nw_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)
-                xv = (xv * rstd[:, None]).to(dtype).to(tl.float32)
-                xv = (xv * scale[None, :]).to(dtype).to(tl.float32)
-            w_mask = n_ok[:, None] & k_ok[None, :]
-            w = tl.load(w_ptr + rn[:, None] * stride_wn + rk[None, :], mask=w_mask, other=0.0).to(tl.float32)
-            acc += xv[:, None, :] * w[None, :, :]
-            if GATED:
-                wu = tl.load(w_ptr + (rn + N)[:, None] * stride_wn + rk[None, :], mask=w_mask,
-                             other=0.0).to(tl.float32)
-                acc_up += xv[:, None, :] * wu[None, :, :]
-        y = tl.sum(acc, axis=2)
-        if GATED:  # SiLU(gate) * up with the modules' roundings
-            gate = y.to(dtype).to(tl.float32)
-            up = tl.sum(acc_up, axis=2).to(dtype).to(tl.float32)
-            y = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32) * up
-        out_mask = m_ok[:, None] & n_ok[None, :]
-        if RESIDUAL:
-            res = tl.load(res_ptr + rm[:, None] * stride_rm + rn[None, :], mask=out_mask, other=0.0)
-            y = y.to(dtype).to(tl.float32) + res.to(tl.float32)
-        tl.store(y_ptr + rm[:, None] * stride_ym + rn[None, :], y.to(dtype), mask=out_mask)
-
-    return gemv_kernel
+    return triton_decode_source
 
 
 def _rows(x: torch.Tensor) -> torch.Tensor:
@@ -163,13 +116,67 @@ def gemv(
         raise ValueError(f"residual {tuple(res.shape)} does not match the output {tuple(out.shape)}")
     cfg = config or DEFAULT_CONFIG
     block_m, block_n, block_k = launch_blocks(cfg, m)
-    _kernel()[(triton_cdiv(n, block_n),)](
+    _kernels().gemv_kernel[(triton_cdiv(n, block_n),)](
         rows, weight, out, res, norm_weight if norm_weight is not None else weight, m, n, k, float(eps),
         rows.stride(0), weight.stride(0), out.stride(0), res.stride(0),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None, GATED=gated,
         RESIDUAL=residual is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
     )
     return out.reshape(*x.shape[:-1], n)
+
+
+def rope_fits(head_dim: int) -> bool:
+    """Whether `qkv_rope` takes this head size: its halves a power of two (every LLaMA has 64 or 128)."""
+    half = head_dim // 2
+    return head_dim % 2 == 0 and half >= 1 and half & (half - 1) == 0
+
+
+def qkv_rope(
+    x: torch.Tensor,
+    weight: torch.Tensor,
+    norm_weight: torch.Tensor,
+    eps: float,
+    cos: torch.Tensor,
+    sin: torch.Tensor,
+    cols: torch.Tensor,
+    keys: torch.Tensor,
+    values: torch.Tensor,
+    heads: int,
+    kv_heads: int,
+    config: GemvConfig | None = None,
+) -> torch.Tensor:
+    """The attention inputs of (B,K,H) rows in one kernel: RMSNorm, the fused q/k/v product, rotary; k and v
+    are written into the cache (`keys`/`values` (B, kv_heads, T, D), at columns `cols` (K,)) and the rotated q
+    (B, heads, K, D) is returned. `cos`/`sin` (B,K,D) are the rows' rotary tables. At most `MAX_ROWS` rows."""
+    batch, tokens, hidden = x.shape
+    head_dim = keys.shape[-1]
+    rows = _rows(x)
+    if not 1 <= rows.shape[0] <= MAX_ROWS or not rope_fits(head_dim):
+        raise ValueError(f"qkv_rope takes 1..{MAX_ROWS} rows and power-of-two half heads, got {rows.shape[0]} rows "
+                         f"of head size {head_dim}")
+    if weight.shape != ((heads + 2 * kv_heads) * head_dim, hidden) or weight.stride(1) != 1:
+        raise ValueError(f"q/k/v weight {tuple(weight.shape)} does not match {heads}+2x{kv_heads} heads of "
+                         f"{head_dim} over {hidden}")
+    for cache in (keys, values):
+        if cache.shape[:2] != (batch, kv_heads) or cache.stride(-1) != 1:
+            raise ValueError(f"cache view {tuple(cache.shape)} does not hold {batch} rows of {kv_heads} heads")
+    trig_cos, trig_sin = _rows(cos), _rows(sin)
+    if trig_cos.stride() != trig_sin.stride():
+        trig_cos, trig_sin = trig_cos.contiguous(), trig_sin.contiguous()
+    q = torch.empty((batch, heads, tokens, head_dim), device=x.device, dtype=x.dtype)
+    cfg = config or DEFAULT_CONFIG
+    block_m, block_n, block_k = launch_blocks(cfg, rows.shape[0])
+    half = head_dim // 2
+    block_n = min(block_n, half)
+    _kernels().qkv_rope_kernel[((heads + 2 * kv_heads) * (half // block_n),)](
+        rows, weight, norm_weight, trig_cos, trig_sin, cols, q, keys, values, rows.shape[0], hidden, float(eps),
+        tokens, heads, kv_heads, rows.stride(0), weight.stride(0), trig_cos.stride(0),
+        q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
+        values.stride(0), values.stride(1), values.stride(2),
+        HALF=half, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages,
+    )
+    return q
 
 
 def launch_blocks(config: GemvConfig, rows: int) -> tuple[int, int, int]:

@@ -45,6 +45,10 @@ from ivlm_core.model.fused_layers import FusedLayer, LayerKernels, resolve_compi
 
 LOG = logging.getLogger(__name__)
 
+GEMV_AGREEMENT = 0.99
+"""Least cosine between a captured step's state with the Triton products and with cuBLAS for them to be used
+(bf16 rounding gives ~0.9999; a wrong kernel far less)."""
+
 
 @dataclass
 class DecodeResult:
@@ -217,9 +221,10 @@ class StaticDecoder:
         self.gemv_mode = gemv_mode
         self.gemv_choice: dict | None = None
         """'auto' on CUDA: the captured step's milliseconds with the Triton products and with cuBLAS."""
-        fused_any = any(f is not None for f in self._fused)
+        self._gemv_possible = resolve_gemv(gemv_mode, self.device) and any(f is not None for f in self._fused)
+        # 'auto' turns them on only in capture(), once they are tuned, checked against cuBLAS and faster
         self.kernels = LayerKernels(resolve_compile(compile_mode, self.device),
-                                    gemv=resolve_gemv(gemv_mode, self.device) and fused_any)
+                                    gemv=self._gemv_possible and gemv_mode == "on")
 
     # ----------------------------------------------------------------------------------------- forward
     @property
@@ -238,7 +243,9 @@ class StaticDecoder:
         cache = self.cache
         cache.valid[:batch].index_copy_(1, cols, new_valid)
         causal = cache.columns[None, :] <= cols[:, None]  # (K, T)
-        mask = cache.valid[:batch, None, None, :] & causal[None, None]  # (B,1,K,T)
+        allowed = cache.valid[:batch, None, None, :] & causal[None, None]  # (B,1,K,T)
+        # the additive mask SDPA would make of the boolean one in every layer, made once per forward
+        mask = torch.zeros(allowed.shape, device=self.device, dtype=self.dtype).masked_fill_(~allowed, float("-inf"))
         cos, sin = self._cos[positions], self._sin[positions]
         x = embeds
         gqa = self.kv_heads != self.num_heads
@@ -246,18 +253,18 @@ class StaticDecoder:
         for i, layer in enumerate(self.layers):
             fused = self._fused[i]
             attn = layer.self_attn
+            keys, values = cache.keys[i, :batch], cache.values[i, :batch]
             if fused is not None:
-                q, k, v = kernels.pre(x, fused.input_norm, fused.qkv, cos, sin, fused.eps, self.num_heads,
-                                      self.kv_heads, self.head_dim)
+                q = kernels.attention_inputs_to_cache(x, fused, cos, sin, keys, values, cols, self.num_heads,
+                                                      self.kv_heads, self.head_dim)
             else:
                 h = layer.input_layernorm(x)
                 q = attn.q_proj(h).view(batch, k_len, self.num_heads, self.head_dim).transpose(1, 2)
                 k = attn.k_proj(h).view(batch, k_len, self.kv_heads, self.head_dim).transpose(1, 2)
                 v = attn.v_proj(h).view(batch, k_len, self.kv_heads, self.head_dim).transpose(1, 2)
                 q, k = apply_rotary_pos_emb(q, k, cos, sin)
-            keys, values = cache.keys[i, :batch], cache.values[i, :batch]
-            keys.index_copy_(2, cols, k)
-            values.index_copy_(2, cols, v)
+                keys.index_copy_(2, cols, k)
+                values.index_copy_(2, cols, v)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
             if fused is not None:
                 x = kernels.post(x, out, fused.out, fused.post_norm, fused.gate_up, fused.down, fused.eps)
@@ -380,35 +387,53 @@ class StaticDecoder:
         self.cache.reset()
         return statistics.median(times[1:])
 
+    def _probe_state(self, graph: torch.cuda.CUDAGraph) -> torch.Tensor:
+        """The state a captured 1-row step makes of a fixed random one (float32, (1, H))."""
+        s = self._state(1)
+        g = torch.Generator(device=self.device).manual_seed(0)
+        probe = torch.randn((1, self.hidden_size), generator=g, device=self.device).to(self.dtype)
+        s.start(probe, torch.ones(1, device=self.device, dtype=torch.long), 1, True, 2)
+        graph.replay()
+        out = s.hidden.float().clone()
+        self.cache.reset()
+        return out
+
     def _prepare_gemv(self, batch_sizes: Sequence[int]) -> None:
-        """Tune the Triton products' launch shapes for this model's layers, and for 'auto' keep them only if a
-        captured 1-row step is faster with them than with cuBLAS (`gemv_choice` has both timings)."""
+        """Tune the Triton products' launches for this model's layers, then capture the 1-row step with them
+        and with cuBLAS. They are kept only if that step makes the same state of a probe (cosine at least
+        `GEMV_AGREEMENT`: a kernel that computes wrongly on this GPU never decodes) and, under 'auto', is
+        faster. `gemv_choice` holds both timings, the agreement and the outcome."""
         kernels = self.kernels
-        if not kernels.gemv:
+        if not self._gemv_possible or self.gemv_choice is not None or kernels.gemv_failure is not None:
             return
-        layer = next((f for f in self._fused if f is not None), None)
-        if layer is None:
-            kernels.gemv = False
-            return
+        layer = next(f for f in self._fused if f is not None)  # _gemv_possible: there is one
         try:
             kernels.tuner.tune(layer.gemv_cases(1), self.device, self.dtype)
         except Exception as err:  # a Triton that cannot build the kernels on this GPU
             kernels._gemv_failed(err)
             return
-        if self.gemv_mode != "auto" or self.gemv_choice is not None:
-            return
-        timed = {}
+        timed, states = {}, {}
         for use in (True, False):
             kernels.gemv = use
             graph = self._capture_step(1)
             timed[use] = self._step_ms(graph, 1) if graph is not None else float("inf")
+            states[use] = self._probe_state(graph) if graph is not None else None
             del graph
-            if kernels.gemv_failure is not None:  # failed in the warm-up: cuBLAS it is
-                timed[True] = float("inf")
-        kernels.gemv = timed[True] < timed[False]
-        self.gemv_choice = {"triton_ms": timed[True], "cublas_ms": timed[False], "triton": kernels.gemv}
-        LOG.info("decode step with Triton products %.3f ms, with cuBLAS %.3f ms: using %s", timed[True],
-                 timed[False], "Triton" if kernels.gemv else "cuBLAS")
+            if use and kernels.gemv_failure is not None:  # failed in the warm-up: cuBLAS it is
+                timed[True], states[True] = float("inf"), None
+        agreement = float("nan")
+        if states[True] is not None and states[False] is not None:
+            agreement = float(F.cosine_similarity(states[True], states[False]).min())
+        agree = agreement >= GEMV_AGREEMENT
+        if states[True] is not None and not agree:
+            LOG.warning("the Triton decode products disagree with cuBLAS on this GPU (cosine %.4f of a step's "
+                        "state); decoding uses cuBLAS", agreement)
+        faster = timed[True] < timed[False]
+        kernels.gemv = agree and (faster or self.gemv_mode == "on")
+        self.gemv_choice = {"triton_ms": timed[True], "cublas_ms": timed[False], "agreement": agreement,
+                            "triton": kernels.gemv}
+        LOG.info("decode step with Triton products %.3f ms, with cuBLAS %.3f ms (state cosine %.5f): using %s",
+                 timed[True], timed[False], agreement, "Triton" if kernels.gemv else "cuBLAS")
 
     def capture(self, batch_sizes: Sequence[int] = (1, 2)) -> None:
         """Record the single-token step as one CUDA graph per batch size (warm-up on a side stream first)."""

@@ -14,8 +14,8 @@ weight reads. Two changes remove most of that, without touching the released wei
   region: in-place cache writes are what a CUDA graph replays most reliably.
 
 With `gemv` on, a forward of at most `decode_kernels.MAX_ROWS` rows (plain decoding: one token per row) runs
-its four products as Triton matrix-vector kernels with the norms, SiLU·up and residual adds folded into them,
-and only the rotary embedding as glue: 4 products + 1 glue kernel around each attention instead of ~15.
+each layer as four Triton kernels around the attention: norm + q/k/v product + rotary + cache write; output
+product + residual; norm + gate/up product + SiLU·up; down product + residual (instead of ~17 kernels).
 
 Layers whose weights are not plain tensors (torchao-quantised) or that have biases are left to the modules.
 """
@@ -31,7 +31,7 @@ from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from ivlm_core.model import decode_kernels
-from ivlm_core.model.decode_kernels import GemvCase, GemvTuner, gemv
+from ivlm_core.model.decode_kernels import GemvCase, GemvTuner, gemv, qkv_rope
 from ivlm_core.pipeline_config import DECODER_COMPILE as COMPILE_MODES
 from ivlm_core.pipeline_config import DECODER_GEMV as GEMV_MODES
 
@@ -206,6 +206,23 @@ class LayerKernels:
             else:
                 return self._rotate(qkv, cos, sin, heads, kv_heads, head_dim)
         return self._pre(x, w_norm, w_qkv, cos, sin, eps, heads, kv_heads, head_dim)
+
+    def attention_inputs_to_cache(self, x: torch.Tensor, layer: FusedLayer, cos: torch.Tensor, sin: torch.Tensor,
+                                  keys: torch.Tensor, values: torch.Tensor, cols: torch.Tensor, heads: int,
+                                  kv_heads: int, head_dim: int) -> torch.Tensor:
+        """`pre`, with k and v written into the cache views `keys`/`values` at columns `cols`; returns q. With
+        the Triton products this is one kernel (norm, q/k/v product, rotary and cache write)."""
+        if self._few_rows(x) and decode_kernels.rope_fits(head_dim):
+            try:
+                case = GemvCase(layer.qkv.shape[0], layer.qkv.shape[1], x.shape[0] * x.shape[1], norm=True)
+                return qkv_rope(x, layer.qkv, layer.input_norm, layer.eps, cos, sin, cols, keys, values, heads,
+                                kv_heads, config=self.tuner.config(case))
+            except Exception as err:  # triton compile/launch errors have many types
+                self._gemv_failed(err)
+        q, k, v = self.pre(x, layer.input_norm, layer.qkv, cos, sin, layer.eps, heads, kv_heads, head_dim)
+        keys.index_copy_(2, cols, k)
+        values.index_copy_(2, cols, v)
+        return q
 
     def post(self, x: torch.Tensor, attended: torch.Tensor, w_out: torch.Tensor, w_norm: torch.Tensor,
              w_gate_up: torch.Tensor, w_down: torch.Tensor, eps: float) -> torch.Tensor:
