@@ -141,9 +141,9 @@ declare -A NEEDS=(
 )
 declare -A FILES=(
   [probe]="ivlm_core/__init__.py"
-  [decode_profile]="ivlm_core/bench/decode_profile.py ivlm_core/model/fused_layers.py ivlm_core/model/decode_kernels.py"
-  [cuda_tests]="test/test_model_decoding.py test/test_model_drafting.py test/test_model_decode_kernels.py test/test_geometry_point_lifting.py test/conftest.py test/ros_fixtures.py pyproject.toml ivlm_core/model/decoding.py ivlm_core/model/decode_kernels.py ivlm_core/geometry/point_lifting.py ivlm_core/testing/tiny_checkpoint.py ivlm_core/testing/synthetic_body.py"
-  [bench_bf16]="ivlm_core/bench/model_latency.py ivlm_core/model/decoding.py ivlm_core/model/decode_kernels.py ivlm_core/model/drafting.py ivlm_core/model/quantization.py"
+  [decode_profile]="ivlm_core/bench/decode_profile.py ivlm_core/model/fused_layers.py ivlm_core/model/decode_kernels.py ivlm_core/model/triton_decode_source.py"
+  [cuda_tests]="test/test_model_decoding.py test/test_model_drafting.py test/test_model_decode_kernels.py test/test_geometry_point_lifting.py test/conftest.py test/ros_fixtures.py pyproject.toml ivlm_core/model/decoding.py ivlm_core/model/decode_kernels.py ivlm_core/model/triton_decode_source.py ivlm_core/geometry/point_lifting.py ivlm_core/testing/tiny_checkpoint.py ivlm_core/testing/synthetic_body.py"
+  [bench_bf16]="ivlm_core/bench/model_latency.py ivlm_core/model/decoding.py ivlm_core/model/decode_kernels.py ivlm_core/model/triton_decode_source.py ivlm_core/model/drafting.py ivlm_core/model/quantization.py"
   [pipeline]="ivlm_core/bench/pipeline_samples.py ivlm_core/pipeline.py test/data/samples/tennis_racket__serve.png test/data/samples/bench__standing.png test/data/samples/surfboard__carrying.png"
   [bench_int4]="ivlm_core/bench/model_latency.py ivlm_core/model/quantization.py"
   [bench_int8]="ivlm_core/bench/model_latency.py ivlm_core/model/quantization.py"
