@@ -275,27 +275,6 @@ def test_every_variant_builds_for_hopper_without_spills(tmp_path) -> None:
         assert int(re.search(r"Used (\d+) registers", report).group(1)) <= 255, (variant, report)
 
 
-def test_decoder_gemv_is_a_setting_of_the_model_and_the_pipeline(interpreter, private_tiny_models) -> None:
-    from ivlm_core.pipeline_config import PipelineConfig
-
-    model = private_tiny_models["Gen"]
-    llava = model.model.llava
-    model.set_decoder_gemv("off")
-    model.prepare()
-    first = llava.decoder
-    assert first.gemv_mode == "off" and not first.kernels.gemv
-    model.set_decoder_gemv("off")
-    assert llava.decoder is first  # same mode: kept
-    model.set_decoder_gemv("on")  # the interpreter runs them on CPU
-    assert llava.decoder is not first and llava.decoder.gemv_mode == "on" and llava.decoder.kernels.gemv
-    model.set_decoder_gemv("auto")  # back to the default for the other tests of these models
-    assert not llava.decoder.kernels.gemv  # auto on a CPU: cuBLAS's place is taken by the CPU's matmul
-    with pytest.raises(InvalidInputError, match="decoder gemv mode"):
-        model.set_decoder_gemv("fast")
-    with pytest.raises(InvalidInputError, match="decoder_gemv"):
-        PipelineConfig(checkpoint_dir="x", decoder_gemv="triton")
-
-
 # ---------------------------------------------------------------------------------------------- CUDA only
 @pytest.mark.cuda
 @pytest.mark.parametrize("dtype", [torch.float32, torch.bfloat16], ids=["fp32", "bf16"])

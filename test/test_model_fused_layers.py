@@ -99,22 +99,31 @@ def test_compile_mode_is_resolved_per_device() -> None:
         resolve_compile("fast", torch.device("cpu"))
 
 
-def test_decoder_compile_is_a_setting_of_the_model_and_the_pipeline(private_tiny_models) -> None:
+@pytest.mark.parametrize(("setting", "mode_of", "active"), [
+    ("decoder_compile", lambda d: d.compile_mode, lambda d: d.kernels.compiled),
+    ("decoder_gemv", lambda d: d.gemv_mode, lambda d: d.kernels.gemv),  # 'on' runs in Triton's interpreter here
+], ids=["compile", "gemv"])
+def test_decoder_kernel_choices_are_settings_of_the_model_and_the_pipeline(private_tiny_models, setting, mode_of,
+                                                                           active) -> None:
+    from ivlm_core.model import decode_kernels
     from ivlm_core.pipeline_config import PipelineConfig
 
+    if setting == "decoder_gemv" and not decode_kernels.available(torch.device("cpu")):
+        pytest.skip("the Triton kernels need Triton's interpreter on a CPU (TRITON_INTERPRET=1 and triton)")
     model = private_tiny_models["Gen"]
     llava = model.model.llava
-    model.set_decoder_compile("off")
+    set_mode = getattr(model, f"set_{setting}")
+    set_mode("off")
     model.prepare()
     first = llava.decoder
-    assert first.compile_mode == "off" and not first.kernels.compiled
-    model.set_decoder_compile("off")
+    assert mode_of(first) == "off" and not active(first)
+    set_mode("off")
     assert llava.decoder is first  # same mode: kept
-    model.set_decoder_compile("on")
-    assert llava.decoder is not first and llava.decoder.compile_mode == "on" and llava.decoder.kernels.compiled
-    model.set_decoder_compile("auto")  # back to the default for the other tests of this module's models
-    assert not llava.decoder.kernels.compiled  # auto on a CPU: the eager glue
-    with pytest.raises(InvalidInputError, match="decoder compile mode"):
-        model.set_decoder_compile("max")
-    with pytest.raises(InvalidInputError, match="decoder_compile"):
-        PipelineConfig(checkpoint_dir="x", decoder_compile="fast")
+    set_mode("on")
+    assert llava.decoder is not first and mode_of(llava.decoder) == "on" and active(llava.decoder)
+    set_mode("auto")  # back to the default for the other tests of this module's models
+    assert not active(llava.decoder)  # auto on a CPU: eager glue, the CPU's own matrix products
+    with pytest.raises(InvalidInputError, match=setting.replace("_", " ") + " mode"):
+        set_mode("max")
+    with pytest.raises(InvalidInputError, match=setting):
+        PipelineConfig(checkpoint_dir="x", **{setting: "fast"})

@@ -1,23 +1,25 @@
-"""Triton matrix-vector products for the decode step, with the layer's norm, SiLU·up and residual folded in.
+"""Triton kernels for the decode step: matrix-vector products with the layer's glue folded in.
 
 A 13B decode step reads ~26 GB of weights through 160 matrix products of one or two rows. On an H200 cuBLAS
-runs them at 87 % of the card's copy rate, and the small kernels between them (RMSNorm, SiLU·up, residual
-adds, their launches) add ~1.5 ms a token on top (`bench.decode_profile`). These kernels do each product
-in one pass over the weight rows, with what surrounds it done on the few input/output values in registers:
+runs them at 87 % of the card's copy rate, and the small kernels between them (RMSNorm, rotary, cache writes,
+SiLU·up, residual adds, their launches) add ~1.5 ms a token on top (`bench.decode_profile`). These kernels do
+each product in one pass over the weight rows, with what surrounds it done on the few input/output values in
+registers:
 
-- `NORM`: the input row is RMS-normalised first (every program recomputes the row's statistics: the row is
-  a few KB, read from L2), exactly as `LlamaRMSNorm` rounds it;
-- `GATED`: the weight is gate and up stacked (2I, H); each program reads matching gate and up rows and
-  writes SiLU(gate) · up, so the (1, 2I) intermediate never exists;
-- `RESIDUAL`: the residual stream is added to the output.
+- `gemv` with `NORM`: the input row is RMS-normalised first (every program recomputes the row's statistics:
+  the row is a few KB, read from L2), exactly as `LlamaRMSNorm` rounds it; with `GATED` the weight is gate
+  and up stacked (2I, H), each program reads matching gate and up rows and writes SiLU(gate) · up, so the
+  (1, 2I) intermediate never exists; with `RESIDUAL` the residual stream is added to the output;
+- `qkv_rope`: norm + the fused q/k/v product + rotary, each program holding the two halves of one head's
+  columns that the rotation mixes; q is returned, k and v are written straight into the static KV cache.
 
-Each program owns `block_n` output columns for every row and walks the whole reduction, so there is no
-split-K pass to merge. Rounding follows the eager bf16 modules step by step (product rounded to the dtype
-before SiLU, the multiply and the residual add), so results match them to a rounding, not bit for bit.
+Each program owns a few output columns for every row and walks the whole reduction, so there is no split-K
+pass to merge. Rounding follows the eager bf16 modules step by step (products rounded to the dtype before
+SiLU, rotary, the multiply and the residual add), so results match them to a rounding, not bit for bit.
 
-Triton is imported on first use only: the module imports without it, and `available()` says whether the
-kernels can run (CUDA, or `TRITON_INTERPRET=1` on CPU, which the tests use). `tune` picks each shape's
-block sizes by timing a few candidates on the GPU.
+The Triton source is `triton_decode_source`, imported on first use only: this module imports without Triton,
+and `available()` says whether the kernels can run (CUDA, or `TRITON_INTERPRET=1` on CPU, which the tests
+use). `GemvTuner` picks each product's launch shape by timing a few candidates on the GPU.
 """
 
 from __future__ import annotations
@@ -116,7 +118,7 @@ def gemv(
         raise ValueError(f"residual {tuple(res.shape)} does not match the output {tuple(out.shape)}")
     cfg = config or DEFAULT_CONFIG
     block_m, block_n, block_k = launch_blocks(cfg, m)
-    _kernels().gemv_kernel[(triton_cdiv(n, block_n),)](
+    _kernels().gemv_kernel[(_cdiv(n, block_n),)](
         rows, weight, out, res, norm_weight if norm_weight is not None else weight, m, n, k, float(eps),
         rows.stride(0), weight.stride(0), out.stride(0), res.stride(0),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None, GATED=gated,
@@ -186,7 +188,7 @@ def launch_blocks(config: GemvConfig, rows: int) -> tuple[int, int, int]:
     return block_m, config.block_n, max(32, config.block_k // max(1, block_m // 2))
 
 
-def triton_cdiv(a: int, b: int) -> int:
+def _cdiv(a: int, b: int) -> int:
     return -(-a // b)
 
 
