@@ -219,6 +219,10 @@ class InteractionPipeline:
         self.model_id = Path(cfg.checkpoint_dir).name
         self.device = str(model.device)
         self.dtype = str(model.dtype).replace("torch.", "")
+        self.decoder_kernels = model.decoder_summary() if hasattr(model, "decoder_summary") else ""
+        """How the LLM decodes after the load's warm-up (`InteractVLMPredictor.decoder_summary`)."""
+        if self.decoder_kernels:
+            LOG.info("LLM decoding: %s", self.decoder_kernels)
 
     # ------------------------------------------------------------------------------------------- loading
     @classmethod

@@ -230,6 +230,7 @@ def model_values(report: NodeReport) -> dict[str, Any]:
         "model_id": getattr(pipeline, "model_id", ""),
         "device": getattr(pipeline, "device", settings.device),
         "dtype": getattr(pipeline, "dtype", settings.dtype),
+        "decoder_kernels": getattr(pipeline, "decoder_kernels", ""),
         "task": settings.task,
         "object_query": settings.object_query,
         "object_region": report.object_region,

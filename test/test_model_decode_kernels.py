@@ -365,3 +365,19 @@ def test_the_triton_products_are_kept_only_when_right_and_for_auto_faster(
     assert ("disagree with cuBLAS" in caplog.text) == (cosine < 0.99)
     decoder._prepare_gemv((1, 2))  # decided once per decoder
     assert len(captured) == 2
+
+
+def test_the_decoder_summary_says_which_kernels_decode(private_tiny_models) -> None:
+    model = private_tiny_models["Gen"]
+    model.set_decoder_gemv("auto")
+    model.prepare()
+    summary = model.decoder_summary()
+    assert summary.startswith("eager steps; layer glue eager; CPU products"), summary  # a CPU: no graphs
+    decoder = model.model.llava.decoder
+    decoder.gemv_choice = {"triton_ms": 7.91, "cublas_ms": 8.49, "agreement": 0.99998, "triton": True}
+    decoder.kernels.gemv = True  # as a GPU's warm-up leaves it
+    try:
+        assert "Triton products (warm-up step 7.91 ms with Triton, 8.49 ms with cuBLAS, state cosine 1.0000)" in (
+            model.decoder_summary())
+    finally:
+        decoder.gemv_choice, decoder.kernels.gemv = None, False

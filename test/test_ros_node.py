@@ -59,6 +59,7 @@ def test_diagnostics_report_the_loaded_model(probe: Probe) -> None:
     status = probe.wait_status(lambda s: s["model_loaded"] == "true", 10, "model_loaded")
     assert status["_level"] == 0, status
     assert status["device"] == "cpu" and status["model_id"] == "Gen" and status["dtype"] == "float32"
+    assert status["decoder_kernels"].startswith("eager steps; layer glue eager; CPU products"), status
     for key in ("frames_dropped", "latency_ms_last", "queue_age_ms", "frames_failed"):
         assert key in status
 

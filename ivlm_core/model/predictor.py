@@ -302,6 +302,33 @@ class InteractVLMPredictor:
             llava.decoder = None
             self.warm_up()  # the replacement is built (and on CUDA captured) now, not on the next frame
 
+    def decoder_summary(self) -> str:
+        """How the LLM decodes, in one line for logs and diagnostics: graphs, compiled glue, which kernels run
+        the matrix products (and the warm-up's timings that chose them), drafting."""
+        llava = self.model.llava
+        if self.decoding != "static":
+            return f"{self.decoding} decoder"
+        dec = llava.decoder
+        if dec is None:
+            return "static decoder, not built yet"
+        kernels = dec.kernels
+        graphs = f"CUDA graphs for batch {list(dec.captured_batches)}" if dec.captured_batches else "eager steps"
+        glue = "layer glue compiled" if kernels.compiled else "layer glue eager"
+        if kernels.failure:
+            glue += f" (compiling failed: {kernels.failure[:120]})"
+        products = "Triton products" if kernels.gemv else "cuBLAS products" if dec.device.type == "cuda" else (
+            "CPU products")
+        choice = dec.gemv_choice
+        if choice is not None:
+            products += (f" (warm-up step {choice['triton_ms']:.2f} ms with Triton, {choice['cublas_ms']:.2f} ms "
+                         f"with cuBLAS, state cosine {choice['agreement']:.4f})")
+        if kernels.gemv_failure:
+            products += f" (Triton failed: {kernels.gemv_failure[:120]})"
+        parts = [graphs, glue, products]
+        if llava.drafter is not None:
+            parts.append(f"draft-and-verify K={llava.max_draft_tokens}")
+        return "; ".join(parts)
+
     @torch.inference_mode()
     def warm_up(self) -> None:
         """Build the static decoder for the longest task prompt, capture its CUDA graphs (batch 1 and 2; with
