@@ -242,12 +242,14 @@ for name, rows, config, flags in json.loads(sys.argv[2]):
     aligned = {(i,): [["tt.divisibility", 16]] for i, n in enumerate(names)
                if n.endswith("_ptr") or n == "K" or n.startswith(("stride", "sq_", "sk_", "sv_"))}
     built = triton.compile(ASTSource(kernel, signature, flags, aligned), target=GPUTarget("cuda", 90, 32),
-                           options={"num_warps": config.num_warps, "num_stages": config.num_stages})
+                           options={"num_warps": config.num_warps, "num_stages": config.num_stages,
+                                    "launch_pdl": flags["PDL"]})
     ptx = folder / f"{built.metadata.hash[:16]}.ptx"
     ptx.write_text(built.asm["ptx"])
     report = subprocess.run([str(ptxas), "-arch=sm_90a", "-v", str(ptx), "-o", str(ptx.with_suffix(".cubin"))],
                             capture_output=True, text=True, check=True).stderr
-    out.append({"v4_loads": "ld.global.v4" in built.asm["ptx"], "report": report})
+    out.append({"v4_loads": "ld.global.v4" in built.asm["ptx"], "report": report,
+                "pdl": built.asm["ptx"].count("griddepcontrol"), "launch_pdl": built.metadata.launch_pdl})
 print(json.dumps(out))
 """
 
@@ -257,12 +259,13 @@ def test_every_variant_builds_for_hopper_without_spills(tmp_path) -> None:
     16-byte alignment Triton specialises real weights on: every candidate launch shape for one row and the
     default one for 2, 3 and 4 rows, each with every fold-in the decoder uses, and the q/k/v + rotary + cache
     write kernel for 128-wide heads."""
-    folds = [{"NORM": n, "GATED": g, "RESIDUAL": r}
-             for n, g, r in ((False, False, False), (True, False, False), (True, True, False), (False, False, True))]
+    folds = [{"NORM": n, "GATED": g, "RESIDUAL": r, "PDL": p}
+             for n, g, r in ((False, False, False), (True, False, False), (True, True, False), (False, False, True))
+             for p in (False, True)]
     shapes = ((1, CANDIDATES), (2, (DEFAULT_CONFIG,)), (4, (DEFAULT_CONFIG,)))  # 3 rows launch as 4
     variants = [("gemv_kernel", m, list(vars(c).values()), f) for m, configs in shapes for c in configs for f in folds]
-    variants += [("qkv_rope_kernel", m, list(vars(c).values()), {"HALF": 64})  # LLaMA-2-13B: 128-wide heads
-                 for m, configs in shapes for c in configs]
+    variants += [("qkv_rope_kernel", m, list(vars(c).values()), {"HALF": 64, "PDL": p})  # 13B: 128-wide heads
+                 for m, configs in shapes for c in configs for p in (False, True)]
     env = {k: v for k, v in os.environ.items() if k != "TRITON_INTERPRET"}
     done = subprocess.run([sys.executable, "-c", HOPPER_BUILD, str(tmp_path), json.dumps(variants)], env=env,
                           capture_output=True, text=True, timeout=600)
@@ -273,6 +276,8 @@ def test_every_variant_builds_for_hopper_without_spills(tmp_path) -> None:
         assert built["v4_loads"], variant  # the weights stream in 16-byte loads
         assert spills and not any(spills), (variant, report)
         assert int(re.search(r"Used (\d+) registers", report).group(1)) <= 255, (variant, report)
+        assert built["pdl"] == (2 if variant[3]["PDL"] else 0), variant  # wait + launch_dependents, or neither
+        assert built["launch_pdl"] == variant[3]["PDL"]
 
 
 # ---------------------------------------------------------------------------------------------- CUDA only
@@ -318,53 +323,67 @@ def test_cuda_graph_decoding_with_triton_products_equals_cublas(tiny_checkpoints
             results[mode] = (decoder.generate(prompts, 8, stop_at_mask=False), decoder._state(2).hidden.clone())
         if mode == "on":
             assert decoder.kernels.gemv and decoder.kernels.gemv_failure is None
-        if mode != "off":  # both captured steps timed and probed: the same state on this GPU
+        if mode != "off":  # every variant's captured step timed and probed: the same state on this GPU
             choice = decoder.gemv_choice
-            assert choice["triton_ms"] > 0 and choice["cublas_ms"] > 0 and choice["agreement"] >= 0.999
-            assert decoder.kernels.gemv == (mode == "on" or choice["triton_ms"] < choice["cublas_ms"])
+            assert all(0 < ms < float("inf") for ms in choice["step_ms"].values()), choice
+            assert all(cos >= 0.999 for cos in choice["agreement"].values()), choice
+            assert ("triton+pdl" in choice["step_ms"]) == (torch.cuda.get_device_capability()[0] >= 9)
+            fastest = min(choice["step_ms"] if mode == "auto" else choice["agreement"], key=choice["step_ms"].get)
+            assert choice["using"] == fastest and decoder.kernels.gemv == (fastest != "cublas")
     tol = {"atol": 1e-4, "rtol": 1e-4} if dtype == torch.float32 else {"atol": 0.1, "rtol": 0.05}
     for mode in modes[1:]:
         assert results[mode][0].generated == results["off"][0].generated
         torch.testing.assert_close(results[mode][1].float(), results["off"][1].float(), **tol)
 
 
-@pytest.mark.parametrize(("mode", "triton_ms", "cublas_ms", "fails", "cosine", "kept"), [
-    ("auto", 7.5, 8.5, False, 1.0, True),
-    ("auto", 9.0, 8.5, False, 1.0, False),  # slower
-    ("auto", 7.5, 8.5, True, 1.0, False),  # fails to build in the warm-up
-    ("auto", 7.5, 8.5, False, 0.5, False),  # faster but wrong on this GPU
-    ("on", 9.0, 8.5, False, 1.0, True),  # 'on' takes them even when slower...
-    ("on", 7.5, 8.5, False, 0.5, False),  # ...but never wrong ones
+@pytest.mark.parametrize(("mode", "pdl", "step_ms", "fails", "cosine", "using"), [
+    ("auto", False, {"triton": 7.5, "cublas": 8.5}, (), {}, "triton"),
+    ("auto", False, {"triton": 9.0, "cublas": 8.5}, (), {}, "cublas"),  # slower
+    ("auto", False, {"triton": 7.5, "cublas": 8.5}, ("triton",), {}, "cublas"),  # fails to build in the warm-up
+    ("auto", False, {"triton": 7.5, "cublas": 8.5}, (), {"triton": 0.5}, "cublas"),  # faster but wrong here
+    ("on", False, {"triton": 9.0, "cublas": 8.5}, (), {}, "triton"),  # 'on' takes them even when slower...
+    ("on", False, {"triton": 7.5, "cublas": 8.5}, (), {"triton": 0.5}, "cublas"),  # ...but never wrong ones
+    ("auto", True, {"triton+pdl": 7.1, "triton": 7.5, "cublas": 8.5}, (), {}, "triton+pdl"),  # Hopper
+    ("auto", True, {"triton+pdl": 7.1, "triton": 7.5, "cublas": 8.5}, ("triton+pdl",), {}, "triton"),
+    ("auto", True, {"triton+pdl": 7.1, "triton": 7.5, "cublas": 8.5}, (), {"triton+pdl": 0.3}, "triton"),
 ])
-def test_the_triton_products_are_kept_only_when_right_and_for_auto_faster(
-        llm, monkeypatch, caplog, mode, triton_ms, cublas_ms, fails, cosine, kept) -> None:
-    """The warm-up decision, with the two captures, their timings and probe states stood in for (they need a
-    GPU)."""
+def test_the_warm_up_uses_the_fastest_kernels_that_agree_with_cublas(
+        llm, monkeypatch, caplog, mode, pdl, step_ms, fails, cosine, using) -> None:
+    """The warm-up decision, with the captures, their timings and probe states stood in for (they need a GPU):
+    every variant is captured, a failing or disagreeing one is never used."""
     decoder = StaticDecoder(llm, [5], 2, 64, 10, compile_mode="off", gemv_mode="auto")
     decoder.gemv_mode = mode
     decoder._gemv_possible = True  # as resolve_gemv says on a CUDA machine with Triton
+    monkeypatch.setattr(decode_kernels, "pdl_supported", lambda device: pdl)
     captured = []
-    cublas_state = torch.tensor([[1.0, 0.0]])
-    triton_state = torch.tensor([[cosine, (1 - cosine**2) ** 0.5]])
+
+    def variant() -> str:
+        k = decoder.kernels
+        return "cublas" if not k.gemv else "triton+pdl" if k.pdl else "triton"
 
     def capture_step(batch):
-        captured.append(decoder.kernels.gemv)
-        if fails and decoder.kernels.gemv:
+        captured.append(variant())
+        if variant() in fails:
             decoder.kernels._gemv_failed(RuntimeError("ptxas fatal"))
-        return ("graph", decoder.kernels.gemv)
+        return variant()
+
+    def state(name):
+        c = cosine.get(name, 1.0)
+        return torch.tensor([[c, (1 - c**2) ** 0.5]])
 
     monkeypatch.setattr(decoder, "_capture_step", capture_step)
-    monkeypatch.setattr(decoder, "_step_ms", lambda graph, batch: triton_ms if graph[1] else cublas_ms)
-    monkeypatch.setattr(decoder, "_probe_state", lambda graph: triton_state if graph[1] else cublas_state)
+    monkeypatch.setattr(decoder, "_step_ms", lambda graph, batch: step_ms[graph])
+    monkeypatch.setattr(decoder, "_probe_state", state)
     with caplog.at_level("WARNING"):
         decoder._prepare_gemv((1, 2))
-    assert captured == [True, False]  # the 1-row step captured both ways
-    assert decoder.kernels.gemv is kept and decoder.gemv_choice["triton"] is kept
-    assert decoder.gemv_choice["cublas_ms"] == cublas_ms
-    assert decoder.gemv_choice["triton_ms"] == (float("inf") if fails else triton_ms)
-    assert ("disagree with cuBLAS" in caplog.text) == (cosine < 0.99)
+    assert captured == list(step_ms)  # every variant's 1-row step captured, PDL first where the GPU has it
+    assert decoder.gemv_choice["using"] == using == variant()
+    for name in fails:
+        assert decoder.gemv_choice["step_ms"][name] == float("inf") and name in decoder.kernels.gemv_failure
+    assert decoder.gemv_choice["step_ms"]["cublas"] == step_ms["cublas"]
+    assert ("disagree with cuBLAS" in caplog.text) == bool(cosine)
     decoder._prepare_gemv((1, 2))  # decided once per decoder
-    assert len(captured) == 2
+    assert len(captured) == len(step_ms)
 
 
 def test_the_decoder_summary_says_which_kernels_decode(private_tiny_models) -> None:
@@ -374,10 +393,12 @@ def test_the_decoder_summary_says_which_kernels_decode(private_tiny_models) -> N
     summary = model.decoder_summary()
     assert summary.startswith("eager steps; layer glue eager; CPU products"), summary  # a CPU: no graphs
     decoder = model.model.llava.decoder
-    decoder.gemv_choice = {"triton_ms": 7.91, "cublas_ms": 8.49, "agreement": 0.99998, "triton": True}
-    decoder.kernels.gemv = True  # as a GPU's warm-up leaves it
+    decoder.gemv_choice = {"step_ms": {"triton+pdl": 7.61, "triton": 7.91, "cublas": 8.49},
+                           "agreement": {"triton+pdl": 0.99998, "triton": 0.99997}, "using": "triton+pdl"}
+    decoder.kernels.gemv = decoder.kernels.pdl = True  # as a Hopper GPU's warm-up leaves it
     try:
-        assert "Triton products (warm-up step 7.91 ms with Triton, 8.49 ms with cuBLAS, state cosine 1.0000)" in (
+        assert ("Triton kernels (programmatic dependent launch) (warm-up steps: triton+pdl 7.61 ms, triton 7.91 ms, "
+                "cublas 8.49 ms; state cosine against cuBLAS: triton+pdl 1.0000, triton 1.0000)") in (
             model.decoder_summary())
     finally:
-        decoder.gemv_choice, decoder.kernels.gemv = None, False
+        decoder.gemv_choice, decoder.kernels.gemv, decoder.kernels.pdl = None, False, False

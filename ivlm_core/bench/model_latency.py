@@ -452,15 +452,16 @@ def agreement(reference, result, ref_states, states) -> str:
 
 
 def gemv_note(decoder) -> str:
-    """Which products the decoder runs, and for 'auto' the two captured 1-row steps that decided it."""
+    """Which kernels run the decode step's products, and the warm-up's captured 1-row steps that chose them."""
     kernels = decoder.kernels
-    note = f"gemv={'triton' if kernels.gemv else 'torch'} (mode {decoder.gemv_mode}"
+    using = "triton+pdl" if kernels.gemv and kernels.pdl else "triton" if kernels.gemv else "torch"
+    note = f"gemv={using} (mode {decoder.gemv_mode}"
     if decoder.gemv_choice is not None:
         choice = decoder.gemv_choice
-        note += (f"; step_ms triton={choice['triton_ms']:.3f} cublas={choice['cublas_ms']:.3f} "
-                 f"state_cos={choice['agreement']:.5f}")
+        note += "; step_ms " + " ".join(f"{name}={ms:.3f}" for name, ms in choice["step_ms"].items())
+        note += "; state_cos " + " ".join(f"{name}={cos:.5f}" for name, cos in choice["agreement"].items())
     if kernels.gemv_failure is not None:
-        note += f"; failed: {kernels.gemv_failure[:160]}"
+        note += f"; failed: {kernels.gemv_failure[:200]}"
     if kernels.tuner.configs:
         tuned = ", ".join(f"{c.n}x{c.k}{'+norm' * c.norm}{'+silu' * c.gated}{'+res' * c.residual}:"
                           f"{v.block_n}/{v.block_k}/{v.num_warps}w{v.num_stages}s"

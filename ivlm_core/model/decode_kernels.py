@@ -102,9 +102,11 @@ def gemv(
     gated: bool = False,
     residual: torch.Tensor | None = None,
     config: GemvConfig | None = None,
+    pdl: bool = False,
 ) -> torch.Tensor:
     """`x` (..., K) times `weight` (N, K) transposed -> (..., N); (..., N/2) when `gated` (gate rows stacked
-    on up rows). At most `MAX_ROWS` rows. `norm_weight` RMS-normalises `x` first; `residual` (..., N) is added."""
+    on up rows). At most `MAX_ROWS` rows. `norm_weight` RMS-normalises `x` first; `residual` (..., N) is added.
+    `pdl`: launch as a programmatic dependent of the previous kernel (Hopper and later; see the source)."""
     rows = _rows(x)
     m, k = rows.shape
     if not 1 <= m <= MAX_ROWS:
@@ -122,9 +124,15 @@ def gemv(
         rows, weight, out, res, norm_weight if norm_weight is not None else weight, m, n, k, float(eps),
         rows.stride(0), weight.stride(0), out.stride(0), res.stride(0),
         BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, NORM=norm_weight is not None, GATED=gated,
-        RESIDUAL=residual is not None, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        RESIDUAL=residual is not None, PDL=pdl, num_warps=cfg.num_warps, num_stages=cfg.num_stages,
+        launch_pdl=pdl,
     )
     return out.reshape(*x.shape[:-1], n)
+
+
+def pdl_supported(device: torch.device) -> bool:
+    """Programmatic dependent launch needs a Hopper or later GPU (and the real compiler, not the interpreter)."""
+    return device.type == "cuda" and not interpreted() and torch.cuda.get_device_capability(device)[0] >= 9
 
 
 def rope_fits(head_dim: int) -> bool:
@@ -146,6 +154,7 @@ def qkv_rope(
     heads: int,
     kv_heads: int,
     config: GemvConfig | None = None,
+    pdl: bool = False,
 ) -> torch.Tensor:
     """The attention inputs of (B,K,H) rows in one kernel: RMSNorm, the fused q/k/v product, rotary; k and v
     are written into the cache (`keys`/`values` (B, kv_heads, T, D), at columns `cols` (K,)) and the rotated q
@@ -175,8 +184,8 @@ def qkv_rope(
         tokens, heads, kv_heads, rows.stride(0), weight.stride(0), trig_cos.stride(0),
         q.stride(0), q.stride(1), q.stride(2), keys.stride(0), keys.stride(1), keys.stride(2),
         values.stride(0), values.stride(1), values.stride(2),
-        HALF=half, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, num_warps=cfg.num_warps,
-        num_stages=cfg.num_stages,
+        HALF=half, BLOCK_M=block_m, BLOCK_N=block_n, BLOCK_K=block_k, PDL=pdl, num_warps=cfg.num_warps,
+        num_stages=cfg.num_stages, launch_pdl=pdl,
     )
     return q
 

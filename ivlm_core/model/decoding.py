@@ -40,6 +40,7 @@ from torch.nn import functional as F
 from transformers.models.llama.modeling_llama import apply_rotary_pos_emb
 
 from ivlm_core.errors import InvalidInputError
+from ivlm_core.model import decode_kernels
 from ivlm_core.model.drafting import DraftLength
 from ivlm_core.model.fused_layers import FusedLayer, LayerKernels, resolve_compile, resolve_gemv
 
@@ -399,10 +400,12 @@ class StaticDecoder:
         return out
 
     def _prepare_gemv(self, batch_sizes: Sequence[int]) -> None:
-        """Tune the Triton products' launches for this model's layers, then capture the 1-row step with them
-        and with cuBLAS. They are kept only if that step makes the same state of a probe (cosine at least
-        `GEMV_AGREEMENT`: a kernel that computes wrongly on this GPU never decodes) and, under 'auto', is
-        faster. `gemv_choice` holds both timings, the agreement and the outcome."""
+        """Tune the Triton kernels' launches for this model's layers, then capture the 1-row step with them
+        (on Hopper also launched as programmatic dependents) and with cuBLAS. A Triton variant is used only if
+        its step makes the same state of a probe as cuBLAS's (cosine at least `GEMV_AGREEMENT`: a kernel that
+        computes wrongly on this GPU never decodes); the fastest usable one is taken ('auto' counts cuBLAS
+        among them, 'on' only if no Triton variant is usable). `gemv_choice` holds every step time, the
+        agreements and the outcome."""
         kernels = self.kernels
         if not self._gemv_possible or self.gemv_choice is not None or kernels.gemv_failure is not None:
             return
@@ -412,28 +415,37 @@ class StaticDecoder:
         except Exception as err:  # a Triton that cannot build the kernels on this GPU
             kernels._gemv_failed(err)
             return
-        timed, states = {}, {}
-        for use in (True, False):
-            kernels.gemv = use
+        options = {"triton": (True, False), "cublas": (False, False)}
+        if decode_kernels.pdl_supported(self.device):
+            options = {"triton+pdl": (True, True), **options}
+        timed, states, failures = {}, {}, {}
+        for name, (use, pdl) in options.items():
+            kernels.gemv, kernels.pdl, kernels.gemv_failure = use, pdl, None
             graph = self._capture_step(1)
-            timed[use] = self._step_ms(graph, 1) if graph is not None else float("inf")
-            states[use] = self._probe_state(graph) if graph is not None else None
+            if graph is None or (use and kernels.gemv_failure is not None):  # failed in capture or warm-up
+                failures[name] = kernels.gemv_failure or "capture failed"
+                timed[name], states[name] = float("inf"), None
+            else:
+                timed[name], states[name] = self._step_ms(graph, 1), self._probe_state(graph)
             del graph
-            if use and kernels.gemv_failure is not None:  # failed in the warm-up: cuBLAS it is
-                timed[True], states[True] = float("inf"), None
-        agreement = float("nan")
-        if states[True] is not None and states[False] is not None:
-            agreement = float(F.cosine_similarity(states[True], states[False]).min())
-        agree = agreement >= GEMV_AGREEMENT
-        if states[True] is not None and not agree:
-            LOG.warning("the Triton decode products disagree with cuBLAS on this GPU (cosine %.4f of a step's "
-                        "state); decoding uses cuBLAS", agreement)
-        faster = timed[True] < timed[False]
-        kernels.gemv = agree and (faster or self.gemv_mode == "on")
-        self.gemv_choice = {"triton_ms": timed[True], "cublas_ms": timed[False], "agreement": agreement,
-                            "triton": kernels.gemv}
-        LOG.info("decode step with Triton products %.3f ms, with cuBLAS %.3f ms (state cosine %.5f): using %s",
-                 timed[True], timed[False], agreement, "Triton" if kernels.gemv else "cuBLAS")
+        reference = states["cublas"]
+        agreement = {name: float(F.cosine_similarity(states[name], reference).min())
+                     if states[name] is not None and reference is not None else float("nan")
+                     for name in options if name != "cublas"}
+        for name, cos in agreement.items():
+            if states[name] is not None and not cos >= GEMV_AGREEMENT:
+                LOG.warning("the Triton decode kernels (%s) disagree with cuBLAS on this GPU (cosine %.4f of a step's "
+                            "state); they are not used", name, cos)
+        usable = [name for name, cos in agreement.items() if cos >= GEMV_AGREEMENT]
+        if self.gemv_mode == "auto":
+            usable.append("cublas")
+        using = min(usable, key=timed.get) if usable else "cublas"
+        kernels.gemv, kernels.pdl = options[using]
+        kernels.gemv_failure = "; ".join(f"{name}: {err}" for name, err in failures.items()) or None
+        self.gemv_choice = {"step_ms": timed, "agreement": agreement, "using": using}
+        LOG.info("decode step %s; state cosine against cuBLAS %s: using %s",
+                 ", ".join(f"{name} {ms:.3f} ms" for name, ms in timed.items()),
+                 ", ".join(f"{name} {cos:.5f}" for name, cos in agreement.items()), using)
 
     def capture(self, batch_sizes: Sequence[int] = (1, 2)) -> None:
         """Record the single-token step as one CUDA graph per batch size (warm-up on a side stream first)."""

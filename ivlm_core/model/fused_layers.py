@@ -135,16 +135,16 @@ def attention_output_and_mlp(x: torch.Tensor, attended: torch.Tensor, w_out: tor
 
 def attention_output_and_mlp_gemv(x: torch.Tensor, attended: torch.Tensor, w_out: torch.Tensor,
                                   w_norm: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, eps: float,
-                                  tuner: GemvTuner) -> torch.Tensor:
+                                  tuner: GemvTuner, pdl: bool = False) -> torch.Tensor:
     """`attention_output_and_mlp` as three Triton products (residual, norm + SiLU·up and residual folded in)."""
     batch, _, k_len, _ = attended.shape
     rows = batch * k_len
     cases = (GemvCase(w_out.shape[0], w_out.shape[1], rows, residual=True),
              GemvCase(w_gate_up.shape[0] // 2, w_gate_up.shape[1], rows, norm=True, gated=True),
              GemvCase(w_down.shape[0], w_down.shape[1], rows, residual=True))
-    x = gemv(attended.transpose(1, 2).reshape(rows, -1), w_out, residual=x, config=tuner.config(cases[0]))
-    h = gemv(x, w_gate_up, norm_weight=w_norm, eps=eps, gated=True, config=tuner.config(cases[1]))
-    return gemv(h, w_down, residual=x, config=tuner.config(cases[2])).reshape(batch, k_len, -1)
+    x = gemv(attended.transpose(1, 2).reshape(rows, -1), w_out, residual=x, config=tuner.config(cases[0]), pdl=pdl)
+    h = gemv(x, w_gate_up, norm_weight=w_norm, eps=eps, gated=True, config=tuner.config(cases[1]), pdl=pdl)
+    return gemv(h, w_down, residual=x, config=tuner.config(cases[2]), pdl=pdl).reshape(batch, k_len, -1)
 
 
 class LayerKernels:
@@ -158,6 +158,8 @@ class LayerKernels:
         self.gemv = gemv
         """Whether forwards of few rows run the Triton products (`StaticDecoder` may turn it off: 'auto')."""
         self.gemv_failure: str | None = None
+        self.pdl = False
+        """Whether the Triton kernels launch as programmatic dependents (Hopper; chosen at the warm-up)."""
         self.tuner = GemvTuner()
         self._pre, self._post, self._rotate = attention_inputs, attention_output_and_mlp, rotate_qkv
         if compiled:
@@ -200,7 +202,7 @@ class LayerKernels:
         if self._few_rows(x):
             try:
                 case = GemvCase(w_qkv.shape[0], w_qkv.shape[1], x.shape[0] * x.shape[1], norm=True)
-                qkv = gemv(x, w_qkv, norm_weight=w_norm, eps=eps, config=self.tuner.config(case))
+                qkv = gemv(x, w_qkv, norm_weight=w_norm, eps=eps, config=self.tuner.config(case), pdl=self.pdl)
             except Exception as err:  # triton compile/launch errors have many types
                 self._gemv_failed(err)
             else:
@@ -216,7 +218,7 @@ class LayerKernels:
             try:
                 case = GemvCase(layer.qkv.shape[0], layer.qkv.shape[1], x.shape[0] * x.shape[1], norm=True)
                 return qkv_rope(x, layer.qkv, layer.input_norm, layer.eps, cos, sin, cols, keys, values, heads,
-                                kv_heads, config=self.tuner.config(case))
+                                kv_heads, config=self.tuner.config(case), pdl=self.pdl)
             except Exception as err:  # triton compile/launch errors have many types
                 self._gemv_failed(err)
         q, k, v = self.pre(x, layer.input_norm, layer.qkv, cos, sin, layer.eps, heads, kv_heads, head_dim)
@@ -229,7 +231,8 @@ class LayerKernels:
         """`attention_output_and_mlp`: output projection, residual, norm, MLP, residual."""
         if self._few_rows(x):
             try:
-                return attention_output_and_mlp_gemv(x, attended, w_out, w_norm, w_gate_up, w_down, eps, self.tuner)
+                return attention_output_and_mlp_gemv(x, attended, w_out, w_norm, w_gate_up, w_down, eps, self.tuner,
+                                                     self.pdl)
             except Exception as err:
                 self._gemv_failed(err)
         return self._post(x, attended, w_out, w_norm, w_gate_up, w_down, eps)

@@ -316,14 +316,16 @@ class InteractVLMPredictor:
         glue = "layer glue compiled" if kernels.compiled else "layer glue eager"
         if kernels.failure:
             glue += f" (compiling failed: {kernels.failure[:120]})"
-        products = "Triton products" if kernels.gemv else "cuBLAS products" if dec.device.type == "cuda" else (
-            "CPU products")
+        products = "cuBLAS products" if dec.device.type == "cuda" else "CPU products"
+        if kernels.gemv:
+            products = "Triton kernels" + (" (programmatic dependent launch)" if kernels.pdl else "")
         choice = dec.gemv_choice
         if choice is not None:
-            products += (f" (warm-up step {choice['triton_ms']:.2f} ms with Triton, {choice['cublas_ms']:.2f} ms "
-                         f"with cuBLAS, state cosine {choice['agreement']:.4f})")
+            steps = ", ".join(f"{name} {ms:.2f} ms" for name, ms in choice["step_ms"].items())
+            agree = ", ".join(f"{name} {cos:.4f}" for name, cos in choice["agreement"].items())
+            products += f" (warm-up steps: {steps}; state cosine against cuBLAS: {agree})"
         if kernels.gemv_failure:
-            products += f" (Triton failed: {kernels.gemv_failure[:120]})"
+            products += f" (failed: {kernels.gemv_failure[:160]})"
         parts = [graphs, glue, products]
         if llava.drafter is not None:
             parts.append(f"draft-and-verify K={llava.max_draft_tokens}")

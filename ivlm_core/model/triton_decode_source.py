@@ -7,14 +7,49 @@ import triton.language as tl
 
 
 @triton.jit
+def weight_chunk(w_ptr, rows, rows_ok, k0, K, stride_wn, BLOCK_K: tl.constexpr):
+    """Weight rows `rows`, reduction columns k0..k0+BLOCK_K, in float32."""
+    rk = k0 + tl.arange(0, BLOCK_K)
+    return tl.load(w_ptr + rows[:, None] * stride_wn + rk[None, :], mask=rows_ok[:, None] & (rk < K)[None, :],
+                   other=0.0).to(tl.float32)
+
+
+@triton.jit
+def input_chunk(x_ptr, nw_ptr, rm, m_ok, rstd, k0, K, stride_xm, BLOCK_K: tl.constexpr, NORM: tl.constexpr):
+    """Input rows, columns k0..k0+BLOCK_K, in float32; with NORM as LlamaRMSNorm rounds it (normalise in float32,
+    round to the dtype, scale in the dtype, round again)."""
+    dtype = nw_ptr.dtype.element_ty
+    rk = k0 + tl.arange(0, BLOCK_K)
+    k_ok = rk < K
+    xv = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :],
+                 other=0.0).to(tl.float32)
+    if NORM:
+        scale = tl.load(nw_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)
+        xv = (xv * rstd[:, None]).to(dtype).to(tl.float32)
+        xv = (xv * scale[None, :]).to(dtype).to(tl.float32)
+    return xv
+
+
+@triton.jit
 def products(x_ptr, w_ptr, nw_ptr, rows, rows_ok, second, M, K, eps, stride_xm, stride_wn,
              BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr, NORM: tl.constexpr,
-             PAIRED: tl.constexpr):
+             PAIRED: tl.constexpr, PDL: tl.constexpr):
     """(BLOCK_M, BLOCK_N) float32 products of the input rows with weight rows `rows`, and with `rows +
-    second` when PAIRED (one pass over the input serves both)."""
-    dtype = nw_ptr.dtype.element_ty
+    second` when PAIRED (one pass over the input serves both).
+
+    With PDL (programmatic dependent launch, Hopper) the next kernel may be scheduled as soon as every program
+    of this one has started, and this one reads its first weight chunk before waiting for the previous kernel
+    to finish: weights are never written, everything else (input rows, residual, tables) is read after."""
     rm = tl.arange(0, BLOCK_M)
     m_ok = rm < M
+    if PDL:
+        tl.extra.cuda.gdc_launch_dependents()
+    w = weight_chunk(w_ptr, rows, rows_ok, 0, K, stride_wn, BLOCK_K)
+    if PAIRED:
+        wb = weight_chunk(w_ptr, rows + second, rows_ok, 0, K, stride_wn, BLOCK_K)
+    if PDL:
+        tl.extra.cuda.gdc_wait()
+    rstd = tl.full([BLOCK_M], 1.0, dtype=tl.float32)
     if NORM:
         squares = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
@@ -23,25 +58,15 @@ def products(x_ptr, w_ptr, nw_ptr, rows, rows_ok, second, M, K, eps, stride_xm, 
                          other=0.0).to(tl.float32)
             squares += xv * xv
         rstd = tl.rsqrt(tl.sum(squares, axis=1) / K + eps)
-    acc = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
+    xv = input_chunk(x_ptr, nw_ptr, rm, m_ok, rstd, 0, K, stride_xm, BLOCK_K, NORM)
+    acc = xv[:, None, :] * w[None, :, :]
     if PAIRED:
-        acc_b = tl.zeros([BLOCK_M, BLOCK_N, BLOCK_K], dtype=tl.float32)
-    for k0 in range(0, K, BLOCK_K):
-        rk = k0 + tl.arange(0, BLOCK_K)
-        k_ok = rk < K
-        xv = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=m_ok[:, None] & k_ok[None, :],
-                     other=0.0).to(tl.float32)
-        if NORM:  # LlamaRMSNorm: normalise in float32, round, scale in the dtype (round again)
-            scale = tl.load(nw_ptr + rk, mask=k_ok, other=0.0).to(tl.float32)
-            xv = (xv * rstd[:, None]).to(dtype).to(tl.float32)
-            xv = (xv * scale[None, :]).to(dtype).to(tl.float32)
-        w_mask = rows_ok[:, None] & k_ok[None, :]
-        w = tl.load(w_ptr + rows[:, None] * stride_wn + rk[None, :], mask=w_mask, other=0.0).to(tl.float32)
-        acc += xv[:, None, :] * w[None, :, :]
+        acc_b = xv[:, None, :] * wb[None, :, :]
+    for k0 in range(BLOCK_K, K, BLOCK_K):
+        xv = input_chunk(x_ptr, nw_ptr, rm, m_ok, rstd, k0, K, stride_xm, BLOCK_K, NORM)
+        acc += xv[:, None, :] * weight_chunk(w_ptr, rows, rows_ok, k0, K, stride_wn, BLOCK_K)[None, :, :]
         if PAIRED:
-            wb = tl.load(w_ptr + (rows + second)[:, None] * stride_wn + rk[None, :], mask=w_mask,
-                         other=0.0).to(tl.float32)
-            acc_b += xv[:, None, :] * wb[None, :, :]
+            acc_b += xv[:, None, :] * weight_chunk(w_ptr, rows + second, rows_ok, k0, K, stride_wn, BLOCK_K)[None, :, :]
     y = tl.sum(acc, axis=2)
     if PAIRED:
         y_b = tl.sum(acc_b, axis=2)
@@ -53,13 +78,13 @@ def products(x_ptr, w_ptr, nw_ptr, rows, rows_ok, second, M, K, eps, stride_xm, 
 @triton.jit
 def gemv_kernel(x_ptr, w_ptr, y_ptr, res_ptr, nw_ptr, M, N, K, eps, stride_xm, stride_wn, stride_ym,
                 stride_rm, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr, BLOCK_K: tl.constexpr,
-                NORM: tl.constexpr, GATED: tl.constexpr, RESIDUAL: tl.constexpr):
+                NORM: tl.constexpr, GATED: tl.constexpr, RESIDUAL: tl.constexpr, PDL: tl.constexpr):
     dtype = y_ptr.dtype.element_ty
     rm = tl.arange(0, BLOCK_M)
     rn = tl.program_id(0) * BLOCK_N + tl.arange(0, BLOCK_N)
     n_ok = rn < N
     y, up = products(x_ptr, w_ptr, nw_ptr, rn, n_ok, N, M, K, eps, stride_xm, stride_wn, BLOCK_M, BLOCK_N,
-                     BLOCK_K, NORM, GATED)
+                     BLOCK_K, NORM, GATED, PDL)
     if GATED:  # SiLU(gate) * up with the modules' roundings
         gate = y.to(dtype).to(tl.float32)
         y = (gate / (1.0 + tl.exp(-gate))).to(dtype).to(tl.float32) * up.to(dtype).to(tl.float32)
@@ -74,7 +99,7 @@ def gemv_kernel(x_ptr, w_ptr, y_ptr, res_ptr, nw_ptr, M, N, K, eps, stride_xm, s
 def qkv_rope_kernel(x_ptr, w_ptr, nw_ptr, cos_ptr, sin_ptr, cols_ptr, q_ptr, k_ptr, v_ptr, M, K, eps, tokens,
                     heads, kv_heads, stride_xm, stride_wn, stride_cm, sq_b, sq_h, sq_t, sk_b, sk_h, sk_t,
                     sv_b, sv_h, sv_t, HALF: tl.constexpr, BLOCK_M: tl.constexpr, BLOCK_N: tl.constexpr,
-                    BLOCK_K: tl.constexpr):
+                    BLOCK_K: tl.constexpr, PDL: tl.constexpr):
     """Norm + q/k/v product + rotary for one head's columns (i and i + HALF together), q written to its
     buffer and k, v straight into the cache columns of their tokens."""
     dtype = q_ptr.dtype.element_ty
@@ -82,7 +107,7 @@ def qkv_rope_kernel(x_ptr, w_ptr, nw_ptr, cos_ptr, sin_ptr, cols_ptr, q_ptr, k_p
     head = tl.program_id(0) // per_head
     i = (tl.program_id(0) % per_head) * BLOCK_N + tl.arange(0, BLOCK_N)
     first, second = products(x_ptr, w_ptr, nw_ptr, head * 2 * HALF + i, i < HALF, HALF, M, K, eps, stride_xm,
-                             stride_wn, BLOCK_M, BLOCK_N, BLOCK_K, True, True)
+                             stride_wn, BLOCK_M, BLOCK_N, BLOCK_K, True, True, PDL)
     a = first.to(dtype).to(tl.float32)
     b = second.to(dtype).to(tl.float32)
     rm = tl.arange(0, BLOCK_M)
