@@ -33,7 +33,7 @@ import time
 import torch
 from torch.nn import functional as F
 
-from ivlm_core.bench.model_latency import build_random_model, decode_weight_bytes, memory_bandwidth_gbs
+from ivlm_core.bench.model_latency import build_random_model, decode_weight_bytes, gemv_note, memory_bandwidth_gbs
 from ivlm_core.model import decode_kernels
 from ivlm_core.model.decode_kernels import GemvCase, GemvTuner
 from ivlm_core.model.decoding import StaticDecoder
@@ -196,8 +196,8 @@ def profile_variant(llm, name: str, fuse: bool, compile_mode: str, gemv_mode: st
                                              repeats, device))
     count = kernels_per_step(decoder, device)
     ks = " ".join(f"K{k}={ms:.3f}" for k, ms in verify.items())
-    if decoder.kernels.gemv_failure is not None:
-        count += f"; Triton products FAILED, cuBLAS ran: {decoder.kernels.gemv_failure[:200]}"
+    if gemv_mode != "off":
+        count += f"; {gemv_note(decoder)}"
     return (f"{name:15s} setup_s={setup_s:.1f} step_ms={_stats(step_ms)} verify_ms {ks} "
             f"K8/step={verify[8] / statistics.median(step_ms):.2f}\n{'':15s} eager step: {count}")
 
