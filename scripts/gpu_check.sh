@@ -129,7 +129,7 @@ EOF
 LOG_DIR="${OUT:-$ROOT/out}/gpu_check"
 STEPS=(probe decode_profile cuda_tests bench_bf16 pipeline bench_int4 bench_int8)
 DEFAULT_STEPS=",probe,cuda_tests,bench_bf16,pipeline,bench_int4,bench_int8,"
-declare -A LIMIT=([probe]=60 [decode_profile]=200 [cuda_tests]=200 [bench_bf16]=190 [pipeline]=90 [bench_int4]=110 [bench_int8]=90)
+declare -A LIMIT=([probe]=60 [decode_profile]=200 [cuda_tests]=240 [bench_bf16]=190 [pipeline]=90 [bench_int4]=110 [bench_int8]=90)
 declare -A NEEDS=(
   [probe]=""
   [decode_profile]="torch transformers numpy sentencepiece PIL"
@@ -304,7 +304,7 @@ for s in "${STEPS[@]}"; do
     cuda_tests) KEY[$s]="$(grep -E '(passed|failed|skipped|error)' "$LOG_DIR/$s.log" | tail -n1)" ;;
     bench_*) KEY[$s]="$(grep -E '^frame_s=' "$LOG_DIR/$s.log" | tail -n1) | $(grep -E '^decode weights=' "$LOG_DIR/$s.log" | tail -n1) | $(grep -E '^static == eager' "$LOG_DIR/$s.log" | tail -n1) $(grep -E 'agreement, not accuracy' "$LOG_DIR/$s.log" | tail -n1)$(grep -hE '^(forwards_per_answer=|drafted == plain|draft frames:)' "$LOG_DIR/$s.log" | sed 's/^/ | /' | tr -d '\n')" ;;
     pipeline) KEY[$s]="$(grep -E '^samples=' "$LOG_DIR/$s.log" | tail -n1)" ;;
-    decode_profile) KEY[$s]="$(grep -E '^(copy_gbs|gemm_ms\[M=1\]|gemm_ms\[M=9\]|modules|fused)' "$LOG_DIR/$s.log" | tr '\n' ' ')" ;;
+    decode_profile) KEY[$s]="$(grep -E '^(copy_gbs|gemm_ms\[M=1\]|gemm_ms\[M=9\]|triton_gemv_ms|modules|fused)' "$LOG_DIR/$s.log" | tr '\n' ' ')" ;;
   esac
   [ "${STATUS[$s]}" = OK ] || KEY[$s]="${KEY[$s]} | last: $(grep -v '^\s*$' "$LOG_DIR/$s.log" | tail -n1 | cut -c1-200)"
 done

@@ -291,7 +291,7 @@ def test_cuda_products_match_the_modules(dtype) -> None:
         w = (torch.randn(n, k, device="cuda", generator=g) / 32).to(dtype)
         norm = (1 + torch.randn(k, device="cuda", generator=g) / 4).to(dtype)
         res = torch.randn(rows, n // 2, device="cuda", generator=g).to(dtype)
-        for config in CANDIDATES if rows == 1 else (DEFAULT_CONFIG,):
+        for config in CANDIDATES if rows == 1 and dtype == torch.bfloat16 else (DEFAULT_CONFIG,):  # compile time
             for kwargs, ref in (
                 ({"norm_weight": norm, "eps": 1e-6}, _reference(x, w, norm)),
                 ({"norm_weight": norm, "eps": 1e-6, "gated": True}, _reference(x, w, norm, gated=True)),
