@@ -283,3 +283,27 @@ def test_cuda_interaction_pass_runs_end_to_end(cuda_models) -> None:
         assert np.isfinite(human.contacts_smplh).all()
     if isinstance(obj, ObjectContactResult):
         assert np.isfinite(obj.contacts).all()
+
+
+def test_the_host_stops_one_step_after_the_device_does() -> None:
+    """The done flags are read one step behind: a stop at step n ends the loop after step n + 1, never later;
+    the answer is cut at the stop whatever ran after it."""
+    from transformers import LlamaConfig, LlamaForCausalLM
+
+    from ivlm_core.model.decoding import StaticDecoder
+
+    torch.manual_seed(0)
+    llm = LlamaForCausalLM(LlamaConfig(vocab_size=64, hidden_size=32, intermediate_size=64, num_hidden_layers=1,
+                                       num_attention_heads=4, num_key_value_heads=4)).eval()
+    prompt = [torch.randn(9, 32)]
+    with torch.inference_mode():
+        free = StaticDecoder(llm, [63], 62, 64, 20, compile_mode="off").generate(prompt, 12, stop_at_mask=False)
+    tokens = free.generated[0]
+    assert free.forwards == 12 and free.stop_reason == ["length"]  # the limit: no step past it
+    stop_at = 4  # make the 5th token the end of the answer
+    with torch.inference_mode():
+        decoder = StaticDecoder(llm, [63], tokens[stop_at], 64, 20, compile_mode="off")
+        result = decoder.generate(prompt, 12, stop_at_mask=False)
+    first = tokens.index(tokens[stop_at])
+    assert result.generated == [tokens[: first + 1]] and result.stop_reason == ["eos"]
+    assert result.forwards == first + 2  # the stopping step and the one queued behind it

@@ -8,8 +8,9 @@ kernel launches, a host sync to test for EOS - is overhead on top of that floor.
   `max_batch` rows; prompts of different lengths sit right-padded in the same columns and a per-row
   validity mask hides the padding, while each row keeps its own rotary positions (so a row of a batch
   decodes exactly like the same prompt alone);
-- the stop conditions (EOS, first mask token, length) are evaluated on the device; the host reads the
-  `done` flags back every `read_every` tokens only;
+- the stop conditions (EOS, first mask token, length) are evaluated on the device; the host reads each
+  step's "all rows done" flag back one step behind, on CUDA asynchronously (`_DoneReadback`), so the GPU never
+  waits for the host and exactly one step runs past a stop;
 - decoding stops at a row's first mask token ([SEG]/[HSEG]/[OSEG]) when asked: the state that emitted it is
   what the mask decoder needs, and the body parts come before it in the answer;
 - on CUDA the whole single-token step (LM head, argmax, stop bookkeeping, embedding, 40-layer forward) is
@@ -32,6 +33,7 @@ from __future__ import annotations
 import logging
 import statistics
 import time
+from collections import deque
 from collections.abc import Callable, Sequence
 from dataclasses import dataclass
 
@@ -164,6 +166,34 @@ class _LoopState:
         self.limit.fill_(max_new_tokens)
 
 
+class _DoneReadback:
+    """Each step's "every row done" flag, read back without making the device wait for the host: on CUDA
+    copied into pinned memory behind the step and fenced by an event (the host then looks one step behind
+    while the next step runs); elsewhere read at once."""
+
+    def __init__(self, device: torch.device) -> None:
+        self.cuda = device.type == "cuda"
+        self._slots = torch.zeros(4, dtype=torch.bool, pin_memory=self.cuda)  # at most 2 in flight
+        self._next = 0
+
+    def post(self, done: torch.Tensor):
+        if not self.cuda:
+            return bool(done.all())
+        slot = self._next
+        self._next = (slot + 1) % len(self._slots)
+        self._slots[slot].copy_(done.all(), non_blocking=True)
+        event = torch.cuda.Event()
+        event.record()
+        return event, slot
+
+    def value(self, handle) -> bool:
+        if not self.cuda:
+            return handle
+        event, slot = handle
+        event.synchronize()
+        return bool(self._slots[slot])
+
+
 class StaticDecoder:
     """Static-cache greedy decoder over a `LlamaForCausalLM`'s own modules (weights shared, not copied).
 
@@ -181,7 +211,6 @@ class StaticDecoder:
         max_len: int,
         max_new_tokens: int,
         max_batch: int = 2,
-        read_every: int = 4,
         compile_mode: str = "auto",
         fuse: bool = True,
         gemv_mode: str = "auto",
@@ -195,10 +224,10 @@ class StaticDecoder:
         self.head_dim = int(getattr(cfg, "head_dim", None) or cfg.hidden_size // self.num_heads)
         self.hidden_size = int(cfg.hidden_size)
         self.max_new_tokens = int(max_new_tokens)
-        self.read_every = max(1, int(read_every))
         weight = llm.lm_head.weight
         self.device = weight.device
         self.dtype = llm.model.embed_tokens.weight.dtype
+        self._readback = _DoneReadback(self.device)
         if max_len <= max_new_tokens:
             raise InvalidInputError(f"cache length {max_len} leaves no room for a prompt of {max_new_tokens} tokens")
         self.cache = StaticKVCache(
@@ -479,13 +508,15 @@ class StaticDecoder:
         t1 = time.perf_counter()
         graph = self._graphs.get(batch)
         steps = 0
+        pending: deque = deque()
         while steps < max_new_tokens:
             if graph is not None:
                 graph.replay()
             else:
                 self._loop_step(s)
             steps += 1
-            if steps % self.read_every == 0 and bool(s.done.all()):  # the periodic host read-back
+            pending.append(self._readback.post(s.done))
+            if len(pending) > 1 and self._readback.value(pending.popleft()):  # the step before this one
                 break
         stop_len = s.stop_len.tolist()  # the one read-back of the answer (syncs)
         tokens = s.tokens.tolist()
