@@ -18,8 +18,9 @@ kernel launches, a host sync to test for EOS - is overhead on top of that floor.
   step runs eagerly (that is what the CPU tests compare with the eager `DynamicCache` and naive paths);
 - each layer runs as few kernels as it can (`fused_layers`): q/k/v and gate/up as one product each, and the
   glue around the attention compiled by torch.compile on CUDA (`compile_mode`), inside the captured graph;
-  with `gemv_mode` the products of a 1-2 row step are Triton kernels with the norms, SiLU·up and residual
-  adds folded in (`decode_kernels`), kept under 'auto' only when the captured step is faster with them.
+  with `gemv_mode` the products of a step of up to 4 rows are Triton kernels with the norms, rotary, cache
+  writes, SiLU·up and residual adds folded in (`decode_kernels`), used only when the warm-up finds their
+  captured step agrees with cuBLAS's and, under 'auto', is faster.
 
 `step(tokens[B, K])` and `truncate(n)` are the verify-and-roll-back primitives; `generate_drafted` is the
 lossless draft-and-verify loop built on them (issue 13): each forward feeds the last accepted token plus up
@@ -250,7 +251,8 @@ class StaticDecoder:
         self.compile_mode = compile_mode
         self.gemv_mode = gemv_mode
         self.gemv_choice: dict | None = None
-        """'auto' on CUDA: the captured step's milliseconds with the Triton products and with cuBLAS."""
+        """After a CUDA warm-up: `step_ms` per variant (triton+pdl, triton, cublas), their `agreement` with
+        cuBLAS's step and the variant `using`."""
         self._gemv_possible = resolve_gemv(gemv_mode, self.device) and any(f is not None for f in self._fused)
         # 'auto' turns them on only in capture(), once they are tuned, checked against cuBLAS and faster
         self.kernels = LayerKernels(resolve_compile(compile_mode, self.device),
