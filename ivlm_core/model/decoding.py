@@ -299,7 +299,7 @@ class StaticDecoder:
                 values.index_copy_(2, cols, v)
             out = F.scaled_dot_product_attention(q, keys, values, attn_mask=mask, enable_gqa=gqa)
             if fused is not None:
-                x = kernels.post(x, out, fused.out, fused.post_norm, fused.gate_up, fused.down, fused.eps)
+                x = kernels.post(x, out, fused)
             else:
                 x = x + attn.o_proj(out.transpose(1, 2).reshape(batch, k_len, -1))
                 x = x + layer.mlp(layer.post_attention_layernorm(x))

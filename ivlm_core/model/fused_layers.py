@@ -105,23 +105,18 @@ def rms_norm(x: torch.Tensor, weight: torch.Tensor, eps: float) -> torch.Tensor:
     return weight * h.to(x.dtype)
 
 
-def rotate_qkv(qkv: torch.Tensor, cos: torch.Tensor, sin: torch.Tensor, heads: int, kv_heads: int,
-               head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B,K,q+k+v) projections -> rotated q (B,heads,K,D), rotated k and v (B,kv_heads,K,D)."""
-    batch, k_len, _ = qkv.shape
+def attention_inputs(x: torch.Tensor, w_norm: torch.Tensor, w_qkv: torch.Tensor, cos: torch.Tensor,
+                     sin: torch.Tensor, eps: float, heads: int, kv_heads: int,
+                     head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+    """(B,K,H) residual stream -> rotated q (B,heads,K,D), rotated k and v (B,kv_heads,K,D)."""
+    batch, k_len, _ = x.shape
+    qkv = F.linear(rms_norm(x, w_norm, eps), w_qkv)
     q, k, v = qkv.split([heads * head_dim, kv_heads * head_dim, kv_heads * head_dim], dim=-1)
     q = q.reshape(batch, k_len, heads, head_dim).transpose(1, 2)
     k = k.reshape(batch, k_len, kv_heads, head_dim).transpose(1, 2)
     v = v.reshape(batch, k_len, kv_heads, head_dim).transpose(1, 2)
     q, k = apply_rotary_pos_emb(q, k, cos, sin)
     return q, k, v
-
-
-def attention_inputs(x: torch.Tensor, w_norm: torch.Tensor, w_qkv: torch.Tensor, cos: torch.Tensor,
-                     sin: torch.Tensor, eps: float, heads: int, kv_heads: int,
-                     head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-    """(B,K,H) residual stream -> rotated q (B,heads,K,D), rotated k and v (B,kv_heads,K,D)."""
-    return rotate_qkv(F.linear(rms_norm(x, w_norm, eps), w_qkv), cos, sin, heads, kv_heads, head_dim)
 
 
 def attention_output_and_mlp(x: torch.Tensor, attended: torch.Tensor, w_out: torch.Tensor, w_norm: torch.Tensor,
@@ -133,18 +128,17 @@ def attention_output_and_mlp(x: torch.Tensor, attended: torch.Tensor, w_out: tor
     return x + F.linear(F.silu(gate) * up, w_down)
 
 
-def attention_output_and_mlp_gemv(x: torch.Tensor, attended: torch.Tensor, w_out: torch.Tensor,
-                                  w_norm: torch.Tensor, w_gate_up: torch.Tensor, w_down: torch.Tensor, eps: float,
-                                  tuner: GemvTuner, pdl: bool = False) -> torch.Tensor:
+def attention_output_and_mlp_gemv(x: torch.Tensor, attended: torch.Tensor, layer: FusedLayer, tuner: GemvTuner,
+                                  pdl: bool = False) -> torch.Tensor:
     """`attention_output_and_mlp` as three Triton products (residual, norm + SiLU·up and residual folded in)."""
     batch, _, k_len, _ = attended.shape
     rows = batch * k_len
-    cases = (GemvCase(w_out.shape[0], w_out.shape[1], rows, residual=True),
-             GemvCase(w_gate_up.shape[0] // 2, w_gate_up.shape[1], rows, norm=True, gated=True),
-             GemvCase(w_down.shape[0], w_down.shape[1], rows, residual=True))
-    x = gemv(attended.transpose(1, 2).reshape(rows, -1), w_out, residual=x, config=tuner.config(cases[0]), pdl=pdl)
-    h = gemv(x, w_gate_up, norm_weight=w_norm, eps=eps, gated=True, config=tuner.config(cases[1]), pdl=pdl)
-    return gemv(h, w_down, residual=x, config=tuner.config(cases[2]), pdl=pdl).reshape(batch, k_len, -1)
+    _, out_case, gate_up_case, down_case = layer.gemv_cases(rows)
+    x = gemv(attended.transpose(1, 2).reshape(rows, -1), layer.out, residual=x, config=tuner.config(out_case),
+             pdl=pdl)
+    h = gemv(x, layer.gate_up, norm_weight=layer.post_norm, eps=layer.eps, gated=True,
+             config=tuner.config(gate_up_case), pdl=pdl)
+    return gemv(h, layer.down, residual=x, config=tuner.config(down_case), pdl=pdl).reshape(batch, k_len, -1)
 
 
 class LayerKernels:
@@ -161,11 +155,11 @@ class LayerKernels:
         self.pdl = False
         """Whether the Triton kernels launch as programmatic dependents (Hopper; chosen at the warm-up)."""
         self.tuner = GemvTuner()
-        self._pre, self._post, self._rotate = attention_inputs, attention_output_and_mlp, rotate_qkv
+        self._pre, self._post = attention_inputs, attention_output_and_mlp
         if compiled:
-            self._pre, self._post, self._rotate = (
+            self._pre, self._post = (
                 self._guarded(torch.compile(fn, dynamic=True, fullgraph=True, backend=backend), fn)
-                for fn in (attention_inputs, attention_output_and_mlp, rotate_qkv)
+                for fn in (attention_inputs, attention_output_and_mlp)
             )
 
     def _guarded(self, compiled, eager):
@@ -195,47 +189,31 @@ class LayerKernels:
         self.gemv = False
         LOG.warning("the Triton decode products failed (%s); decoding uses cuBLAS", self.gemv_failure)
 
-    def pre(self, x: torch.Tensor, w_norm: torch.Tensor, w_qkv: torch.Tensor, cos: torch.Tensor,
-            sin: torch.Tensor, eps: float, heads: int, kv_heads: int,
-            head_dim: int) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        """`attention_inputs`: norm, q/k/v product and rotary."""
-        if self._few_rows(x):
-            try:
-                case = GemvCase(w_qkv.shape[0], w_qkv.shape[1], x.shape[0] * x.shape[1], norm=True)
-                qkv = gemv(x, w_qkv, norm_weight=w_norm, eps=eps, config=self.tuner.config(case), pdl=self.pdl)
-            except Exception as err:  # triton compile/launch errors have many types
-                self._gemv_failed(err)
-            else:
-                return self._rotate(qkv, cos, sin, heads, kv_heads, head_dim)
-        return self._pre(x, w_norm, w_qkv, cos, sin, eps, heads, kv_heads, head_dim)
-
     def attention_inputs_to_cache(self, x: torch.Tensor, layer: FusedLayer, cos: torch.Tensor, sin: torch.Tensor,
                                   keys: torch.Tensor, values: torch.Tensor, cols: torch.Tensor, heads: int,
                                   kv_heads: int, head_dim: int) -> torch.Tensor:
-        """`pre`, with k and v written into the cache views `keys`/`values` at columns `cols`; returns q. With
-        the Triton products this is one kernel (norm, q/k/v product, rotary and cache write)."""
+        """`attention_inputs` (norm, q/k/v product, rotary), with k and v written into the cache views
+        `keys`/`values` at columns `cols`; returns q. With the Triton kernels this is one kernel."""
         if self._few_rows(x) and decode_kernels.rope_fits(head_dim):
             try:
-                case = GemvCase(layer.qkv.shape[0], layer.qkv.shape[1], x.shape[0] * x.shape[1], norm=True)
+                qkv_case = layer.gemv_cases(x.shape[0] * x.shape[1])[0]
                 return qkv_rope(x, layer.qkv, layer.input_norm, layer.eps, cos, sin, cols, keys, values, heads,
-                                kv_heads, config=self.tuner.config(case), pdl=self.pdl)
+                                kv_heads, config=self.tuner.config(qkv_case), pdl=self.pdl)
             except Exception as err:  # triton compile/launch errors have many types
                 self._gemv_failed(err)
-        q, k, v = self.pre(x, layer.input_norm, layer.qkv, cos, sin, layer.eps, heads, kv_heads, head_dim)
+        q, k, v = self._pre(x, layer.input_norm, layer.qkv, cos, sin, layer.eps, heads, kv_heads, head_dim)
         keys.index_copy_(2, cols, k)
         values.index_copy_(2, cols, v)
         return q
 
-    def post(self, x: torch.Tensor, attended: torch.Tensor, w_out: torch.Tensor, w_norm: torch.Tensor,
-             w_gate_up: torch.Tensor, w_down: torch.Tensor, eps: float) -> torch.Tensor:
+    def post(self, x: torch.Tensor, attended: torch.Tensor, layer: FusedLayer) -> torch.Tensor:
         """`attention_output_and_mlp`: output projection, residual, norm, MLP, residual."""
         if self._few_rows(x):
             try:
-                return attention_output_and_mlp_gemv(x, attended, w_out, w_norm, w_gate_up, w_down, eps, self.tuner,
-                                                     self.pdl)
+                return attention_output_and_mlp_gemv(x, attended, layer, self.tuner, self.pdl)
             except Exception as err:
                 self._gemv_failed(err)
-        return self._post(x, attended, w_out, w_norm, w_gate_up, w_down, eps)
+        return self._post(x, attended, layer.out, layer.post_norm, layer.gate_up, layer.down, layer.eps)
 
 
 def resolve_compile(mode: str, device: torch.device) -> bool:

@@ -53,9 +53,7 @@ def products(x_ptr, w_ptr, nw_ptr, rows, rows_ok, second, M, K, eps, stride_xm, 
     if NORM:
         squares = tl.zeros([BLOCK_M, BLOCK_K], dtype=tl.float32)
         for k0 in range(0, K, BLOCK_K):
-            rk = k0 + tl.arange(0, BLOCK_K)
-            xv = tl.load(x_ptr + rm[:, None] * stride_xm + rk[None, :], mask=m_ok[:, None] & (rk < K)[None, :],
-                         other=0.0).to(tl.float32)
+            xv = input_chunk(x_ptr, nw_ptr, rm, m_ok, rstd, k0, K, stride_xm, BLOCK_K, False)
             squares += xv * xv
         rstd = tl.rsqrt(tl.sum(squares, axis=1) / K + eps)
     xv = input_chunk(x_ptr, nw_ptr, rm, m_ok, rstd, 0, K, stride_xm, BLOCK_K, NORM)
