@@ -20,7 +20,7 @@ MAX_NEW_TOKENS_LIMIT = 2048
 REFERENCE_MAX_NEW_TOKENS = 512  # the reference demo and evaluation generate up to 512 tokens
 QUANTIZATIONS = ("none", "int8", "int4")  # weight-only LLM modes (ivlm_core.model.quantization applies them)
 DECODER_COMPILE = ("auto", "on", "off")  # the static decoder's layer glue through torch.compile (auto: on CUDA)
-DECODER_GEMV = ("auto", "on", "off")  # Triton decode products (auto: on CUDA, kept when the step is faster)
+DECODER_GEMV = ("auto", "on", "off")  # Triton decode kernels (auto: on CUDA, if they agree with cuBLAS and are faster)
 DEFAULT_DRAFT_TOKENS = 8
 """Draft-and-verify decoding from the answer templates (same answers, fewer LLM forwards); README says why on."""
 
@@ -42,7 +42,7 @@ class PipelineConfig:
     dtype: str = "auto"
     quantization: str = "none"  # weight-only int8/int4 for the LLM's decoder layers (torchao); bf16 default
     decoder_compile: str = "auto"  # compile the decoder's layer glue (auto: on CUDA; ~20 s more warm-up, -20 % a token)
-    decoder_gemv: str = "auto"  # Triton decode products (auto: on CUDA, kept only where the captured step is faster)
+    decoder_gemv: str = "auto"  # Triton decode kernels (auto: on CUDA, if they agree with cuBLAS and are faster)
     draft_tokens: int = DEFAULT_DRAFT_TOKENS  # draft-and-verify decoding: K template tokens per forward; 0 = off
     task: str = "human_contact"
     question_template: str = "auto"  # auto: the checkpoint's hC_question_type; parts | simple override it

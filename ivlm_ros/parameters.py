@@ -206,8 +206,8 @@ PARAMETERS: tuple[ParamSpec, ...] = (
     ),
     ParamSpec(
         "decoder_gemv", "auto",
-        "Triton matrix-vector kernels for the LLM's decode steps: auto (on CUDA, kept only when the captured "
-        "step is faster than with cuBLAS), on or off",
+        "Triton matrix-vector kernels for the LLM's decode steps: auto (on CUDA, used only when the captured "
+        "step agrees with cuBLAS's and is faster), on or off",
         _choice(DECODER_GEMV), False,
     ),
     ParamSpec(

@@ -484,7 +484,7 @@ def main(argv: list[str] | None = None) -> None:
     parser.add_argument("--draft-answers", type=int, default=200, help="drawn answers for forwards_per_answer")
     parser.add_argument("--segmentation", default=None, help="smpl_segmentation_merged.pkl for the part names")
     parser.add_argument("--decoder-gemv", choices=DECODER_GEMV, default="auto",
-                        help="Triton decode products (auto: on CUDA, kept when the captured step is faster)")
+                        help="Triton decode kernels (auto: on CUDA, if their step agrees with cuBLAS's and is faster)")
     args = parser.parse_args(argv)
     if args.repeats < 1:
         raise SystemExit("--repeats must be >= 1")

@@ -50,8 +50,8 @@ def add_model_arguments(parser: argparse.ArgumentParser, checkpoint_required: bo
                              "~20 %% faster decoding on an H200)")
     parser.add_argument("--decoder-gemv", choices=DECODER_GEMV, default="auto",
                         help="Triton matrix-vector kernels (norm, SiLU-up and residual folded in) for the LLM's "
-                             "decode steps: 'auto' = on CUDA, kept only when the captured step is faster than "
-                             "with cuBLAS")
+                             "decode steps: 'auto' = on CUDA, used only when the captured step agrees with "
+                             "cuBLAS's and is faster")
     parser.add_argument("--draft-tokens", type=int, default=DEFAULT_DRAFT_TOKENS,
                         help="draft-and-verify decoding: answer-template tokens verified per LLM forward (same "
                              "answers, fewer forwards); 0 = plain greedy decoding")

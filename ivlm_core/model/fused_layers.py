@@ -237,9 +237,9 @@ def resolve_compile(mode: str, device: torch.device) -> bool:
 
 
 def resolve_gemv(mode: str, device: torch.device) -> bool:
-    """Whether to run the Triton decode products: 'auto' on CUDA when Triton builds them (the decoder then
-    keeps them only if its captured step is faster), 'on' wherever they can run (CUDA, or the Triton
-    interpreter), 'off' never."""
+    """Whether the Triton decode kernels may run: 'auto' on CUDA when Triton builds them (the decoder's warm-up
+    then uses them only if its captured step agrees with cuBLAS's and is faster), 'on' wherever they can run
+    (CUDA, or the Triton interpreter; on CUDA still only if they agree), 'off' never."""
     if mode not in GEMV_MODES:
         from ivlm_core.errors import InvalidInputError
 

@@ -287,9 +287,9 @@ class InteractVLMPredictor:
         self._rebuild_decoder_unless(lambda dec: dec.compile_mode == mode)
 
     def set_decoder_gemv(self, mode: str) -> None:
-        """'auto' (Triton decode products on CUDA, kept only if the captured step is faster than with
-        cuBLAS), 'on' (wherever they run; an error where they cannot) or 'off'. Best called before `prepare()`;
-        a decoder already built with another mode is replaced and warmed up at once."""
+        """'auto' (Triton decode kernels on CUDA, used only if the warm-up's captured step agrees with cuBLAS's
+        and is faster), 'on' (wherever they run, if they agree; an error where they cannot) or 'off'. Best
+        called before `prepare()`; a decoder already built with another mode is replaced and warmed up at once."""
         from ivlm_core.model.fused_layers import resolve_gemv
 
         resolve_gemv(mode, self.model.llava.device)  # validates the name, and 'on' where it cannot run
