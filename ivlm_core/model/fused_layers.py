@@ -15,7 +15,7 @@ weight reads. Two changes remove most of that, without touching the released wei
 
 With `gemv` on, a forward of at most `decode_kernels.MAX_ROWS` rows (plain decoding: one token per row) runs
 each layer as four Triton kernels around the attention: norm + q/k/v product + rotary + cache write; output
-product + residual; norm + gate/up product + SiLU·up; down product + residual (instead of ~17 kernels).
+product + residual; norm + gate/up product + SiLU·up; down product + residual (instead of ~19 kernels).
 
 Layers whose weights are not plain tensors (torchao-quantised) or that have biases are left to the modules.
 """
